@@ -1,0 +1,70 @@
+/*
+ * attention_params.h - the one definition of what every attention kernel receives.
+ *
+ * Plain C (fixed-width integers, no C++): the Rust mirror in src/sys/bindings.rs is generated from this
+ * file by bindgen and a test fails when the two drift (UPDATE_BINDINGS=1 cargo test --test bindings
+ * regenerates it). The host fills and validates one AttentionParams and passes it by value to every
+ * kernel; the kernels never recompute what the host already knows (scale * log2(e), head ratio).
+ *
+ * Layouts (strides in elements; the head_dim stride is always 1):
+ *   q, out   [batch, seq_q, heads_q,  head_dim]
+ *   k, v     [batch, seq_k, heads_kv, head_dim]
+ *   lse      [batch, heads_q, seq_q]            f32, contiguous, natural log; NULL when not wanted
+ *   scores   [batch, heads_q, seq_q, seq_k]     f32, contiguous (naive kernels only): S, then P in place
+ */
+#ifndef CUDA_ATTENTION_PARAMS_H
+#define CUDA_ATTENTION_PARAMS_H
+
+#include <stdint.h>
+
+/* Naive kernels: each block computes a NAIVE_TILE x NAIVE_TILE output tile with NAIVE_TILE x
+ * NAIVE_ROWS_PER_PASS threads (each thread owns NAIVE_TILE / NAIVE_ROWS_PER_PASS rows of one column). */
+#define NAIVE_TILE 32
+#define NAIVE_ROWS_PER_PASS 8
+#define NAIVE_THREADS (NAIVE_TILE * NAIVE_ROWS_PER_PASS)
+/* Two NAIVE_TILE x (NAIVE_TILE + 1) f32 tiles in dynamic shared memory (padded against bank conflicts). */
+#define NAIVE_SHARED_BYTES (2 * NAIVE_TILE * (NAIVE_TILE + 1) * 4)
+/* Softmax: one warp per row, NAIVE_SOFTMAX_WARPS rows per block. */
+#define NAIVE_SOFTMAX_WARPS 4
+#define NAIVE_SOFTMAX_THREADS (NAIVE_SOFTMAX_WARPS * 32)
+
+/* Largest head dimension any kernel accepts. */
+#define MAX_HEAD_DIM 256
+
+typedef struct AttentionParams {
+    const void *q;
+    const void *k;
+    const void *v;
+    void *out;
+    float *lse;
+    float *scores;
+
+    int64_t q_batch_stride;
+    int64_t q_seq_stride;
+    int64_t q_head_stride;
+    int64_t k_batch_stride;
+    int64_t k_seq_stride;
+    int64_t k_head_stride;
+    int64_t v_batch_stride;
+    int64_t v_seq_stride;
+    int64_t v_head_stride;
+    int64_t out_batch_stride;
+    int64_t out_seq_stride;
+    int64_t out_head_stride;
+
+    int32_t batch;
+    int32_t seq_q;
+    int32_t seq_k;
+    int32_t heads_q;
+    int32_t heads_kv;
+    int32_t head_dim;
+    /* heads_q / heads_kv: query head h reads key/value head h / heads_ratio. */
+    int32_t heads_ratio;
+    /* Non-zero: query i sees key j iff j <= i + seq_k - seq_q (bottom-right aligned). */
+    int32_t causal;
+    /* Softmax scale applied to Q K^T, and the same times log2(e) for exp2-based kernels. */
+    float scale;
+    float scale_log2;
+} AttentionParams;
+
+#endif /* CUDA_ATTENTION_PARAMS_H */

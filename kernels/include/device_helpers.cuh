@@ -1,0 +1,57 @@
+/*
+ * device_helpers.cuh - the small device-side vocabulary every kernel file includes.
+ *
+ * Element conversions (f32, f16, bf16 to and from f32), warp reductions, and the one dynamic shared
+ * memory buffer. Kernels use dynamic shared memory only (sized by the launcher from the constants in
+ * attention_params.h), never static __shared__ arrays, so that its size is always explicit.
+ */
+#ifndef CUDA_ATTENTION_DEVICE_HELPERS_CUH
+#define CUDA_ATTENTION_DEVICE_HELPERS_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <math.h>
+
+#include "attention_params.h"
+
+#define WARP_SIZE 32
+#define FULL_WARP_MASK 0xffffffffu
+
+__device__ __forceinline__ float to_float(float x) { return x; }
+__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T> __device__ __forceinline__ T from_float(float x);
+template <> __device__ __forceinline__ float from_float<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
+    return __float2bfloat16_rn(x);
+}
+
+/* Butterfly reductions: every lane ends with the result over the whole warp. */
+__device__ __forceinline__ float warp_max(float x) {
+    for (int offset = WARP_SIZE / 2; offset > 0; offset /= 2) {
+        x = fmaxf(x, __shfl_xor_sync(FULL_WARP_MASK, x, offset));
+    }
+    return x;
+}
+
+__device__ __forceinline__ float warp_sum(float x) {
+    for (int offset = WARP_SIZE / 2; offset > 0; offset /= 2) {
+        x += __shfl_xor_sync(FULL_WARP_MASK, x, offset);
+    }
+    return x;
+}
+
+/* The block's dynamic shared memory, 16-byte aligned, viewed as T. */
+template <typename T> __device__ __forceinline__ T *dynamic_shared() {
+    extern __shared__ __align__(16) unsigned char dynamic_shared_bytes[];
+    return reinterpret_cast<T *>(dynamic_shared_bytes);
+}
+
+/* Causal mask, aligned bottom-right: query row sees key col iff col <= row + seq_k - seq_q. */
+__device__ __forceinline__ bool causal_visible(const AttentionParams &p, int row, int col) {
+    return !p.causal || (int64_t)col <= (int64_t)row + p.seq_k - p.seq_q;
+}
+
+#endif /* CUDA_ATTENTION_DEVICE_HELPERS_CUH */

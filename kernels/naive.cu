@@ -1,0 +1,194 @@
+/*
+ * naive.cu - the baseline: attention that materialises the full score matrix.
+ *
+ * Algorithm, three launches per forward pass (all in f32 arithmetic, inputs f32/f16/bf16):
+ *   1. naive_scores_<dtype>: S = scale * Q K^T, masked entries -inf, into p.scores [b, hq, sq, sk] f32.
+ *   2. naive_softmax:        P = softmax(S) row by row, in place; lse = m + log(sum) when p.lse is set.
+ *                            A row with no visible key becomes all zeros with lse = -inf (never NaN).
+ *   3. naive_pv_<dtype>:     O = P V, written to p.out in the caller's dtype and strides.
+ * The caller may keep P: it is the attention-weights output.
+ *
+ * Layouts: see attention_params.h (strides in elements, head_dim contiguous; GQA maps query head h to
+ * key/value head h / heads_ratio).
+ *
+ * Ownership (scores and PV): a block of NAIVE_TILE x NAIVE_ROWS_PER_PASS threads owns a NAIVE_TILE x
+ * NAIVE_TILE output tile of one (batch, head); thread (tx, ty) owns column tx of rows ty, ty + 8, ...
+ * Operands are staged through two padded f32 tiles in shared memory, loaded with consecutive threads on
+ * consecutive elements (coalesced). Grid-stride loops in x, y and z, so any size fits the grid limits.
+ * Causal: score tiles wholly above the diagonal are written as -inf without a product, and the PV loop
+ * stops at the last key the tile's last row sees.
+ *
+ * Softmax: one warp per row, NAIVE_SOFTMAX_WARPS rows per block, three passes over the row
+ * (max, sum of exp, normalise).
+ *
+ * Limits: head_dim 1..MAX_HEAD_DIM (any value; the d loop is tiled), seq lengths up to 2^31 - 1,
+ * workspace batch * heads_q * seq_q * seq_k * 4 bytes.
+ */
+#include "include/device_helpers.cuh"
+
+#define NAIVE_TILE_STRIDE (NAIVE_TILE + 1)
+#define NAIVE_ROWS_PER_THREAD (NAIVE_TILE / NAIVE_ROWS_PER_PASS)
+
+/* The last key (exclusive) that any of rows [row0, row_end) may see. */
+__device__ __forceinline__ int visible_key_end(const AttentionParams &p, int row_end) {
+    if (!p.causal) {
+        return p.seq_k;
+    }
+    const int64_t end = (int64_t)row_end + p.seq_k - p.seq_q;
+    return (int)max((int64_t)0, min((int64_t)p.seq_k, end));
+}
+
+template <typename T> __device__ void naive_scores(const AttentionParams &p) {
+    float *q_tile = dynamic_shared<float>();              // [TILE rows][TILE d] of Q
+    float *k_tile = q_tile + NAIVE_TILE * NAIVE_TILE_STRIDE; // [TILE keys][TILE d] of K
+    const T *q = static_cast<const T *>(p.q);
+    const T *k = static_cast<const T *>(p.k);
+    const int tx = threadIdx.x;
+    const int ty = threadIdx.y;
+    const int64_t bh_count = (int64_t)p.batch * p.heads_q;
+
+    for (int64_t bh = blockIdx.z; bh < bh_count; bh += gridDim.z) {
+        const int b = (int)(bh / p.heads_q);
+        const int h = (int)(bh % p.heads_q);
+        const T *q_bh = q + b * p.q_batch_stride + h * p.q_head_stride;                   // [sq, d]
+        const T *k_bh = k + b * p.k_batch_stride + (h / p.heads_ratio) * p.k_head_stride; // [sk, d]
+        float *s_bh = p.scores + bh * p.seq_q * (int64_t)p.seq_k;                          // [sq, sk]
+
+        for (int row0 = blockIdx.y * NAIVE_TILE; row0 < p.seq_q; row0 += gridDim.y * NAIVE_TILE) {
+            const int key_end = visible_key_end(p, min(row0 + NAIVE_TILE, p.seq_q));
+            for (int col0 = blockIdx.x * NAIVE_TILE; col0 < p.seq_k; col0 += gridDim.x * NAIVE_TILE) {
+                float acc[NAIVE_ROWS_PER_THREAD] = {};
+                // S_tile = Q_tile K_tile^T, head_dim in chunks of TILE; skipped when the tile is all masked.
+                if (col0 < key_end) {
+                    for (int d0 = 0; d0 < p.head_dim; d0 += NAIVE_TILE) {
+                        const int d = d0 + tx;
+                        for (int r = ty; r < NAIVE_TILE; r += NAIVE_ROWS_PER_PASS) {
+                            const int qi = row0 + r;
+                            const int kj = col0 + r;
+                            q_tile[r * NAIVE_TILE_STRIDE + tx] =
+                                (qi < p.seq_q && d < p.head_dim) ? to_float(q_bh[qi * p.q_seq_stride + d]) : 0.0f;
+                            k_tile[r * NAIVE_TILE_STRIDE + tx] =
+                                (kj < p.seq_k && d < p.head_dim) ? to_float(k_bh[kj * p.k_seq_stride + d]) : 0.0f;
+                        }
+                        __syncthreads();
+                        for (int kk = 0; kk < NAIVE_TILE; ++kk) {
+                            const float key = k_tile[tx * NAIVE_TILE_STRIDE + kk];
+                            for (int i = 0; i < NAIVE_ROWS_PER_THREAD; ++i) {
+                                acc[i] += q_tile[(ty + i * NAIVE_ROWS_PER_PASS) * NAIVE_TILE_STRIDE + kk] * key;
+                            }
+                        }
+                        __syncthreads();
+                    }
+                }
+                // S = scale * acc, -inf where the mask hides the key.
+                const int col = col0 + tx;
+                for (int i = 0; i < NAIVE_ROWS_PER_THREAD; ++i) {
+                    const int row = row0 + ty + i * NAIVE_ROWS_PER_PASS;
+                    if (row < p.seq_q && col < p.seq_k) {
+                        s_bh[(int64_t)row * p.seq_k + col] = causal_visible(p, row, col) ? acc[i] * p.scale : -INFINITY;
+                    }
+                }
+            }
+        }
+    }
+}
+
+template <typename T> __device__ void naive_pv(const AttentionParams &p) {
+    float *p_tile = dynamic_shared<float>();               // [TILE rows][TILE keys] of P
+    float *v_tile = p_tile + NAIVE_TILE * NAIVE_TILE_STRIDE; // [TILE keys][TILE d] of V
+    const T *v = static_cast<const T *>(p.v);
+    T *out = static_cast<T *>(p.out);
+    const int tx = threadIdx.x;
+    const int ty = threadIdx.y;
+    const int64_t bh_count = (int64_t)p.batch * p.heads_q;
+
+    for (int64_t bh = blockIdx.z; bh < bh_count; bh += gridDim.z) {
+        const int b = (int)(bh / p.heads_q);
+        const int h = (int)(bh % p.heads_q);
+        const T *v_bh = v + b * p.v_batch_stride + (h / p.heads_ratio) * p.v_head_stride; // [sk, d]
+        T *o_bh = out + b * p.out_batch_stride + h * p.out_head_stride;                   // [sq, d]
+        const float *p_bh = p.scores + bh * p.seq_q * (int64_t)p.seq_k;                    // [sq, sk]
+
+        for (int row0 = blockIdx.y * NAIVE_TILE; row0 < p.seq_q; row0 += gridDim.y * NAIVE_TILE) {
+            const int key_end = visible_key_end(p, min(row0 + NAIVE_TILE, p.seq_q));
+            for (int d0 = blockIdx.x * NAIVE_TILE; d0 < p.head_dim; d0 += gridDim.x * NAIVE_TILE) {
+                float acc[NAIVE_ROWS_PER_THREAD] = {};
+                // O_tile = sum over key chunks of P_tile V_tile.
+                for (int j0 = 0; j0 < key_end; j0 += NAIVE_TILE) {
+                    for (int r = ty; r < NAIVE_TILE; r += NAIVE_ROWS_PER_PASS) {
+                        const int row = row0 + r;
+                        const int j = j0 + tx;
+                        p_tile[r * NAIVE_TILE_STRIDE + tx] =
+                            (row < p.seq_q && j < p.seq_k) ? p_bh[(int64_t)row * p.seq_k + j] : 0.0f;
+                        const int key = j0 + r;
+                        const int d = d0 + tx;
+                        v_tile[r * NAIVE_TILE_STRIDE + tx] =
+                            (key < p.seq_k && d < p.head_dim) ? to_float(v_bh[key * p.v_seq_stride + d]) : 0.0f;
+                    }
+                    __syncthreads();
+                    for (int jj = 0; jj < NAIVE_TILE; ++jj) {
+                        const float value = v_tile[jj * NAIVE_TILE_STRIDE + tx];
+                        for (int i = 0; i < NAIVE_ROWS_PER_THREAD; ++i) {
+                            acc[i] += p_tile[(ty + i * NAIVE_ROWS_PER_PASS) * NAIVE_TILE_STRIDE + jj] * value;
+                        }
+                    }
+                    __syncthreads();
+                }
+                const int d = d0 + tx;
+                for (int i = 0; i < NAIVE_ROWS_PER_THREAD; ++i) {
+                    const int row = row0 + ty + i * NAIVE_ROWS_PER_PASS;
+                    if (row < p.seq_q && d < p.head_dim) {
+                        o_bh[row * p.out_seq_stride + d] = from_float<T>(acc[i]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* P = softmax(S) in place, row by row; one warp per row. */
+extern "C" __global__ void __launch_bounds__(NAIVE_SOFTMAX_THREADS) naive_softmax(AttentionParams p) {
+    const int lane = threadIdx.x % WARP_SIZE;
+    const int warp = threadIdx.x / WARP_SIZE;
+    const int64_t rows = (int64_t)p.batch * p.heads_q * p.seq_q;
+
+    for (int64_t row = (int64_t)blockIdx.x * NAIVE_SOFTMAX_WARPS + warp; row < rows;
+         row += (int64_t)gridDim.x * NAIVE_SOFTMAX_WARPS) {
+        float *s = p.scores + row * p.seq_k; // [sk]
+        // m = rowmax(S)
+        float m = -INFINITY;
+        for (int j = lane; j < p.seq_k; j += WARP_SIZE) {
+            m = fmaxf(m, s[j]);
+        }
+        m = warp_max(m);
+        // l = sum exp(S - m); a row that sees nothing keeps l = 0 and never computes -inf - -inf.
+        const bool empty = (m == -INFINITY);
+        float l = 0.0f;
+        if (!empty) {
+            for (int j = lane; j < p.seq_k; j += WARP_SIZE) {
+                l += expf(s[j] - m);
+            }
+        }
+        l = warp_sum(l);
+        // P = exp(S - m) / l
+        const float inv_l = empty ? 0.0f : 1.0f / l;
+        for (int j = lane; j < p.seq_k; j += WARP_SIZE) {
+            s[j] = empty ? 0.0f : expf(s[j] - m) * inv_l;
+        }
+        if (lane == 0 && p.lse != NULL) {
+            p.lse[row] = empty ? -INFINITY : m + logf(l);
+        }
+    }
+}
+
+#define NAIVE_EXPORTS(dtype_name, T)                                                                    \
+    extern "C" __global__ void __launch_bounds__(NAIVE_THREADS) naive_scores_##dtype_name(AttentionParams p) { \
+        naive_scores<T>(p);                                                                             \
+    }                                                                                                   \
+    extern "C" __global__ void __launch_bounds__(NAIVE_THREADS) naive_pv_##dtype_name(AttentionParams p) {     \
+        naive_pv<T>(p);                                                                                 \
+    }
+
+NAIVE_EXPORTS(f32, float)
+NAIVE_EXPORTS(f16, __half)
+NAIVE_EXPORTS(bf16, __nv_bfloat16)

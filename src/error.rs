@@ -1,0 +1,149 @@
+//! The crate's one error type. Every message says what was wrong and what to do next.
+
+use cudarc::driver::DriverError;
+
+/// Result alias used across the crate.
+pub type Result<T, E = AttentionError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong between a caller and a kernel.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AttentionError {
+    /// A dimension that must be at least 1 is 0.
+    #[error("{name} is 0: every dimension except seq_k must be at least 1 (seq_k = 0 gives zero outputs)")]
+    EmptyDimension {
+        /// Which dimension.
+        name: &'static str,
+    },
+
+    /// The head dimension is outside what any kernel supports.
+    #[error("head_dim {head_dim} is not supported: use a head dimension from 1 to {max}")]
+    HeadDimUnsupported {
+        /// Requested head dimension.
+        head_dim: usize,
+        /// Largest supported head dimension.
+        max: usize,
+    },
+
+    /// heads_q is not a multiple of heads_kv (GQA/MQA needs whole groups).
+    #[error(
+        "heads_q ({heads_q}) is not a multiple of heads_kv ({heads_kv}): each key/value head must serve \
+         the same number of query heads (MQA: heads_kv = 1; MHA: heads_kv = heads_q)"
+    )]
+    HeadsNotMultiple {
+        /// Query heads.
+        heads_q: usize,
+        /// Key/value heads.
+        heads_kv: usize,
+    },
+
+    /// A size or offset does not fit the integer types the kernels use.
+    #[error("{what} overflows ({detail}): split the batch or shorten the sequence")]
+    SizeOverflow {
+        /// What overflowed.
+        what: &'static str,
+        /// The numbers involved.
+        detail: String,
+    },
+
+    /// A tensor's strides cannot describe a valid layout.
+    #[error("invalid strides for {tensor}: {detail}")]
+    InvalidStrides {
+        /// Which tensor (q, k, v, out).
+        tensor: &'static str,
+        /// What is wrong and what would be right.
+        detail: String,
+    },
+
+    /// A buffer is shorter than its shape and strides need.
+    #[error(
+        "buffer {tensor} holds {len} elements but its shape and strides reach {needed}: pass a larger \
+         buffer or fix the strides"
+    )]
+    BufferTooSmall {
+        /// Which buffer.
+        tensor: &'static str,
+        /// Elements needed.
+        needed: usize,
+        /// Elements given.
+        len: usize,
+    },
+
+    /// The softmax scale is not a finite number.
+    #[error("scale {scale} is not finite: pass a finite softmax scale (default 1/sqrt(head_dim))")]
+    InvalidScale {
+        /// The scale given.
+        scale: f32,
+    },
+
+    /// The requested kernel cannot run this problem on this device.
+    #[error("the {kernel} kernel cannot run this problem: {reason}")]
+    KernelUnsupported {
+        /// Kernel family asked for.
+        kernel: &'static str,
+        /// Why not, and what to use instead.
+        reason: String,
+    },
+
+    /// The crate was built without nvcc, so there are no GPU kernels in it.
+    #[error(
+        "kernels not built: install a CUDA toolkit or run scripts/install-cuda-toolchain.sh, then rebuild \
+         (cargo clean -p cuda-attention && cargo build)"
+    )]
+    KernelsNotBuilt,
+
+    /// libcuda (the NVIDIA driver library) could not be loaded.
+    #[error(
+        "no NVIDIA driver: libcuda.so could not be loaded. Install the NVIDIA driver, or use the CPU backend \
+         (cuda_attention::cpu) on this machine"
+    )]
+    DriverNotFound,
+
+    /// The driver is present but the requested device does not exist.
+    #[error("no CUDA device with ordinal {ordinal} ({count} found): pick an ordinal below {count}, or use the CPU backend")]
+    NoDevice {
+        /// Requested ordinal.
+        ordinal: usize,
+        /// Devices the driver reports.
+        count: usize,
+    },
+
+    /// Not enough free device memory for the buffers this call needs.
+    #[error(
+        "not enough device memory for {what}: needs {needed} bytes, {free} free. Use the flash kernel, \
+         a shorter sequence or a smaller batch"
+    )]
+    OutOfMemory {
+        /// What the memory was for.
+        what: &'static str,
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes free on the device.
+        free: usize,
+    },
+
+    /// A caller-owned buffer was passed that this plan does not allow, or one it needs is missing.
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    /// A CUDA driver call failed.
+    #[error("CUDA driver error while {context}: {source}. Check the device with `attn info`")]
+    Driver {
+        /// What the crate was doing.
+        context: &'static str,
+        /// The driver's error.
+        #[source]
+        source: DriverError,
+    },
+}
+
+/// Attaches a context string to a driver error.
+pub(crate) trait DriverContext<T> {
+    fn context(self, context: &'static str) -> Result<T>;
+}
+
+impl<T> DriverContext<T> for std::result::Result<T, DriverError> {
+    fn context(self, context: &'static str) -> Result<T> {
+        self.map_err(|source| AttentionError::Driver { context, source })
+    }
+}

@@ -1,0 +1,11 @@
+//! Exact transformer attention, `softmax(scale * Q K^T + mask) V`, on NVIDIA GPUs with hand-written CUDA
+//! kernels, plus an f64 CPU reference and a multi-threaded CPU backend.
+
+pub mod dtype;
+pub mod error;
+pub mod problem;
+pub mod sys;
+
+pub use dtype::{DType, Element};
+pub use error::{AttentionError, Result};
+pub use problem::{AttentionProblem, AttentionShape, Layout, Strides, MAX_HEAD_DIM};
