@@ -147,7 +147,7 @@ template <typename T> __device__ void naive_pv(const AttentionParams &p) {
 }
 
 /* P = softmax(S) in place, row by row; one warp per row. */
-extern "C" __global__ void __launch_bounds__(NAIVE_SOFTMAX_THREADS) naive_softmax(AttentionParams p) {
+KERNEL_ENTRY(naive_softmax, NAIVE_SOFTMAX_THREADS) {
     const int lane = threadIdx.x % WARP_SIZE;
     const int warp = threadIdx.x / WARP_SIZE;
     const int64_t rows = (int64_t)p.batch * p.heads_q * p.seq_q;
@@ -181,13 +181,9 @@ extern "C" __global__ void __launch_bounds__(NAIVE_SOFTMAX_THREADS) naive_softma
     }
 }
 
-#define NAIVE_EXPORTS(dtype_name, T)                                                                    \
-    extern "C" __global__ void __launch_bounds__(NAIVE_THREADS) naive_scores_##dtype_name(AttentionParams p) { \
-        naive_scores<T>(p);                                                                             \
-    }                                                                                                   \
-    extern "C" __global__ void __launch_bounds__(NAIVE_THREADS) naive_pv_##dtype_name(AttentionParams p) {     \
-        naive_pv<T>(p);                                                                                 \
-    }
+#define NAIVE_EXPORTS(dtype_name, T)                                                                   \
+    KERNEL_ENTRY(naive_scores_##dtype_name, NAIVE_THREADS) { naive_scores<T>(p); }                      \
+    KERNEL_ENTRY(naive_pv_##dtype_name, NAIVE_THREADS) { naive_pv<T>(p); }
 
 NAIVE_EXPORTS(f32, float)
 NAIVE_EXPORTS(f16, __half)

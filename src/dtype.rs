@@ -61,7 +61,15 @@ mod sealed {
 
 /// A tensor element: f32, [`f16`] or [`bf16`].
 pub trait Element:
-    sealed::Sealed + Copy + Default + Send + Sync + std::fmt::Debug + DeviceRepr + ValidAsZeroBits + 'static
+    sealed::Sealed
+    + Copy
+    + Default
+    + Send
+    + Sync
+    + std::fmt::Debug
+    + DeviceRepr
+    + ValidAsZeroBits
+    + 'static
 {
     /// The matching [`DType`].
     const DTYPE: DType;

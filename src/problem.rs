@@ -28,7 +28,14 @@ pub struct AttentionShape {
 impl AttentionShape {
     /// Multi-head attention with seq_q = seq_k = `seq` and heads_q = heads_kv = `heads`.
     pub fn new(batch: usize, seq: usize, heads: usize, head_dim: usize) -> Self {
-        AttentionShape { batch, seq_q: seq, seq_k: seq, heads_q: heads, heads_kv: heads, head_dim }
+        AttentionShape {
+            batch,
+            seq_q: seq,
+            seq_k: seq,
+            heads_q: heads,
+            heads_kv: heads,
+            head_dim,
+        }
     }
 
     /// Same shape with a different key/value sequence length.
@@ -43,17 +50,18 @@ impl AttentionShape {
 
     /// Elements of one `[batch, heads_q, seq_q, seq_k]` score matrix.
     pub fn score_elements(&self) -> Result<usize> {
-        checked_product("score matrix batch * heads_q * seq_q * seq_k", &[
-            self.batch,
-            self.heads_q,
-            self.seq_q,
-            self.seq_k,
-        ])
+        checked_product(
+            "score matrix batch * heads_q * seq_q * seq_k",
+            &[self.batch, self.heads_q, self.seq_q, self.seq_k],
+        )
     }
 
     /// Elements of the `[batch, heads_q, seq_q]` logsumexp.
     pub fn lse_elements(&self) -> Result<usize> {
-        checked_product("logsumexp batch * heads_q * seq_q", &[self.batch, self.heads_q, self.seq_q])
+        checked_product(
+            "logsumexp batch * heads_q * seq_q",
+            &[self.batch, self.heads_q, self.seq_q],
+        )
     }
 
     /// Floating-point operations of one forward pass: 4 * b * h * sq * sk * d, halved when causal.
@@ -86,12 +94,20 @@ pub struct Strides {
 impl Strides {
     /// Contiguous `[batch, seq, heads, head_dim]`.
     pub fn bshd(seq: usize, heads: usize, head_dim: usize) -> Self {
-        Strides { batch: seq * heads * head_dim, seq: heads * head_dim, head: head_dim }
+        Strides {
+            batch: seq * heads * head_dim,
+            seq: heads * head_dim,
+            head: head_dim,
+        }
     }
 
     /// Contiguous `[batch, heads, seq, head_dim]`.
     pub fn bhsd(seq: usize, heads: usize, head_dim: usize) -> Self {
-        Strides { batch: heads * seq * head_dim, seq: head_dim, head: seq * head_dim }
+        Strides {
+            batch: heads * seq * head_dim,
+            seq: head_dim,
+            head: seq * head_dim,
+        }
     }
 
     /// Offset of element (b, s, h, d).
@@ -196,7 +212,8 @@ impl AttentionProblem {
 
     /// The softmax scale in effect.
     pub fn scale(&self) -> f32 {
-        self.scale.unwrap_or_else(|| 1.0 / (self.shape.head_dim.max(1) as f32).sqrt())
+        self.scale
+            .unwrap_or_else(|| 1.0 / (self.shape.head_dim.max(1) as f32).sqrt())
     }
 
     /// Whether query row `i` sees key `j` under the mask.
@@ -229,12 +246,23 @@ impl AttentionProblem {
             }
         }
         if s.head_dim > MAX_HEAD_DIM {
-            return Err(AttentionError::HeadDimUnsupported { head_dim: s.head_dim, max: MAX_HEAD_DIM });
+            return Err(AttentionError::HeadDimUnsupported {
+                head_dim: s.head_dim,
+                max: MAX_HEAD_DIM,
+            });
         }
         if s.heads_q % s.heads_kv != 0 {
-            return Err(AttentionError::HeadsNotMultiple { heads_q: s.heads_q, heads_kv: s.heads_kv });
+            return Err(AttentionError::HeadsNotMultiple {
+                heads_q: s.heads_q,
+                heads_kv: s.heads_kv,
+            });
         }
-        for (name, value) in [("batch", s.batch), ("seq_q", s.seq_q), ("seq_k", s.seq_k), ("heads_q", s.heads_q)] {
+        for (name, value) in [
+            ("batch", s.batch),
+            ("seq_q", s.seq_q),
+            ("seq_k", s.seq_k),
+            ("heads_q", s.heads_q),
+        ] {
             if value > i32::MAX as usize {
                 return Err(AttentionError::SizeOverflow {
                     what: name,
@@ -263,7 +291,11 @@ impl AttentionProblem {
         for (tensor, len) in [("q", q), ("k", k), ("v", v), ("out", out)] {
             let needed = self.required_len(tensor)?;
             if len < needed {
-                return Err(AttentionError::BufferTooSmall { tensor, needed, len });
+                return Err(AttentionError::BufferTooSmall {
+                    tensor,
+                    needed,
+                    len,
+                });
             }
         }
         Ok(())
@@ -297,7 +329,9 @@ impl AttentionProblem {
         }
         let overflow = || AttentionError::SizeOverflow {
             what: tensor,
-            detail: format!("strides {st:?} with extents [{b}, {s}, {h}, {d}] exceed the address space"),
+            detail: format!(
+                "strides {st:?} with extents [{b}, {s}, {h}, {d}] exceed the address space"
+            ),
         };
         let mut last = d - 1;
         for (stride, extent) in [(st.batch, b), (st.seq, s), (st.head, h)] {
@@ -317,7 +351,10 @@ pub(crate) fn checked_product(what: &'static str, factors: &[usize]) -> Result<u
         .iter()
         .try_fold(1usize, |acc, &f| acc.checked_mul(f))
         .filter(|&n| n <= i64::MAX as usize)
-        .ok_or_else(|| AttentionError::SizeOverflow { what, detail: format!("product of {factors:?}") })
+        .ok_or_else(|| AttentionError::SizeOverflow {
+            what,
+            detail: format!("product of {factors:?}"),
+        })
 }
 
 /// An output written by many threads must not map two elements to one address. Sufficient check: with

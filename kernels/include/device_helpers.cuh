@@ -4,15 +4,26 @@
  * Element conversions (f32, f16, bf16 to and from f32), warp reductions, and the one dynamic shared
  * memory buffer. Kernels use dynamic shared memory only (sized by the launcher from the constants in
  * attention_params.h), never static __shared__ arrays, so that its size is always explicit.
+ *
+ * Kernels are declared with KERNEL_ENTRY(name, max_threads), which takes one AttentionParams `p` by
+ * value. Compiled by nvcc it is an extern "C" __global__ function; compiled as plain C++ (the CPU
+ * emulator, see kernels/include/emulator/) the emulation header gives it a host definition instead.
  */
 #ifndef CUDA_ATTENTION_DEVICE_HELPERS_CUH
 #define CUDA_ATTENTION_DEVICE_HELPERS_CUH
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
 #include <math.h>
 
 #include "attention_params.h"
+
+#if defined(__CUDACC__)
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#define KERNEL_ENTRY(name, max_threads) \
+    extern "C" __global__ void __launch_bounds__(max_threads) name(AttentionParams p)
+#else
+#include "emulator/cuda_emulation.h"
+#endif
 
 #define WARP_SIZE 32
 #define FULL_WARP_MASK 0xffffffffu

@@ -1,0 +1,30 @@
+//! Where the CLI runs kernels: the GPU engine when there is one, else the CPU backend (and why).
+
+use cuda_attention::{AttentionError, Engine};
+
+/// The machine's attention backend for this run.
+pub enum Target {
+    /// A CUDA device with this build's kernels.
+    Gpu(Box<Engine>),
+    /// The multi-threaded CPU backend; the string says why there is no GPU.
+    Cpu(String),
+}
+
+impl Target {
+    /// Opens device `ordinal` unless `force_cpu`; falls back to the CPU when there is no driver, no
+    /// device or no kernels in this build. Other driver errors are real errors.
+    pub fn open(ordinal: usize, force_cpu: bool) -> Result<Target, AttentionError> {
+        if force_cpu {
+            return Ok(Target::Cpu("--cpu given".into()));
+        }
+        match Engine::new(ordinal) {
+            Ok(engine) => Ok(Target::Gpu(Box::new(engine))),
+            Err(
+                e @ (AttentionError::DriverNotFound
+                | AttentionError::NoDevice { .. }
+                | AttentionError::KernelsNotBuilt),
+            ) => Ok(Target::Cpu(e.to_string())),
+            Err(e) => Err(e),
+        }
+    }
+}

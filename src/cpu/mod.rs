@@ -1,0 +1,42 @@
+//! Attention on the CPU: the f64 reference every test compares against, a multi-threaded f32 backend
+//! for machines without a GPU, and the comparison helpers that apply the tolerance rule.
+//!
+//! - [`reference`] computes `softmax(scale * Q K^T + mask) V` naively with f64 accumulation, returning
+//!   the output, the logsumexp and the attention weights; [`naive_in_precision`] computes the same
+//!   naive formula the way PyTorch does in the input precision (the baseline of FlashAttention's
+//!   tolerance rule).
+//! - [`attention`] / [`attention_into`] are the CPU backend: f32 accumulation, work split over threads
+//!   by (batch, head, row block), any strides.
+//! - [`compare_output`], [`compare_contiguous`], [`tolerance`] and [`softmax_tolerance`] measure and
+//!   bound the error of any backend against the reference.
+//!
+//! ```
+//! use cuda_attention::cpu;
+//! use cuda_attention::{AttentionProblem, AttentionShape};
+//!
+//! let problem = AttentionProblem::new(AttentionShape::new(1, 3, 2, 4)).with_causal(true);
+//! let n = problem.required_len("q").unwrap();
+//! let q: Vec<f32> = (0..n).map(|i| (i % 5) as f32 * 0.25).collect();
+//! let expected = cpu::reference(&problem, &q, &q, &q).unwrap();
+//! let got = cpu::attention(&problem, &q, &q, &q, true, false).unwrap();
+//! let stats = cpu::compare_output(&problem, &got.out, &expected.out);
+//! assert!(stats.max_abs <= cpu::tolerance(&problem, &q, &q, &q, &expected).unwrap());
+//! ```
+//!
+//! Semantics shared by every backend: q and out are `[batch, seq_q, heads_q, head_dim]`, k and v
+//! `[batch, seq_k, heads_kv, head_dim]`, each with the strides given in the
+//! [`AttentionProblem`](crate::AttentionProblem); query head `h` uses key/value head
+//! `h / heads_ratio`; the causal mask is aligned bottom-right; a row that sees no key outputs 0 and
+//! logsumexp `-inf`. The logsumexp is `[batch, heads_q, seq_q]` and the weights
+//! `[batch, heads_q, seq_q, seq_k]`, both contiguous f32.
+
+pub mod backend;
+pub mod compare;
+pub mod reference;
+
+pub use backend::{attention, attention_into, CpuOutput};
+pub use compare::{
+    compare_contiguous, compare_lse, compare_output, compare_shaped, compare_weights,
+    softmax_tolerance, tolerance, ErrorStats, SoftmaxTolerance,
+};
+pub use reference::{naive_in_precision, reference, ReferenceOutput};

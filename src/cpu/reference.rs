@@ -1,0 +1,205 @@
+//! The oracle: naive attention with f64 accumulation, and the same naive formula computed in the
+//! input precision the way PyTorch does it (the baseline of the tolerance rule).
+
+use crate::dtype::Element;
+use crate::error::{AttentionError, Result};
+use crate::problem::AttentionProblem;
+
+/// Exact-as-f64 results of one attention problem, all contiguous.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReferenceOutput {
+    /// Output `[batch, seq_q, heads_q, head_dim]`.
+    pub out: Vec<f64>,
+    /// Natural-log logsumexp of the scaled, masked scores, `[batch, heads_q, seq_q]`; `-inf` for a row
+    /// that sees no key.
+    pub lse: Vec<f64>,
+    /// Attention weights `[batch, heads_q, seq_q, seq_k]`; 0 where masked.
+    pub weights: Vec<f64>,
+}
+
+/// Validates the problem and the lengths of q, k and v (out is not passed, so its own required length
+/// stands in for it).
+fn validate_inputs<T>(problem: &AttentionProblem, q: &[T], k: &[T], v: &[T]) -> Result<()> {
+    problem.validate()?;
+    let out_len = problem.required_len("out")?;
+    problem.check_lengths(q.len(), k.len(), v.len(), out_len)
+}
+
+/// Naive attention in f64: scores `s = scale * q . k` (f64 products and sums of the exactly widened
+/// inputs), masked entries dropped, `m = max s`, `lse = m + ln(sum exp(s - m))`, weights
+/// `exp(s - lse)`, output `sum weights * v`. Reads q, k, v through the problem's strides.
+///
+/// # Errors
+/// Whatever [`AttentionProblem::validate`] reports, or [`AttentionError::BufferTooSmall`] for a short
+/// q, k or v.
+pub fn reference<T: Element>(
+    problem: &AttentionProblem,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+) -> Result<ReferenceOutput> {
+    validate_inputs(problem, q, k, v)?;
+    let s = problem.shape;
+    let (d, sq, sk, hq) = (s.head_dim, s.seq_q, s.seq_k, s.heads_q);
+    let scale = f64::from(problem.scale());
+    let ratio = problem.heads_ratio();
+    let (qs, ks, vs) = (problem.q_strides, problem.k_strides, problem.v_strides);
+
+    let mut out = vec![0.0f64; s.batch * sq * hq * d];
+    let mut lse = vec![f64::NEG_INFINITY; s.lse_elements()?];
+    let mut weights = vec![0.0f64; s.score_elements()?];
+    let mut scores = vec![f64::NEG_INFINITY; sk];
+
+    for b in 0..s.batch {
+        for h in 0..hq {
+            let hk = h / ratio;
+            for i in 0..sq {
+                // S = scale * q_i K^T, masked entries left at -inf.
+                for (j, score) in scores.iter_mut().enumerate() {
+                    *score = if problem.visible(i, j) {
+                        let dot: f64 = (0..d)
+                            .map(|x| {
+                                q[qs.offset(b, i, h, x)].to_f64()
+                                    * k[ks.offset(b, j, hk, x)].to_f64()
+                            })
+                            .sum();
+                        scale * dot
+                    } else {
+                        f64::NEG_INFINITY
+                    };
+                }
+                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                if max == f64::NEG_INFINITY {
+                    // No visible key: output 0, lse -inf, weights 0 (already in place).
+                    continue;
+                }
+                // lse = m + ln(sum exp(s - m)); P = exp(s - lse).
+                let sum: f64 = scores.iter().map(|&x| (x - max).exp()).sum();
+                let row_lse = max + sum.ln();
+                let row = (b * hq + h) * sq + i;
+                lse[row] = row_lse;
+                let p_row = &mut weights[row * sk..(row + 1) * sk];
+                for (p, &x) in p_row.iter_mut().zip(&scores) {
+                    *p = (x - max).exp() / sum;
+                }
+                // O = P V.
+                let o_row = &mut out[((b * sq + i) * hq + h) * d..][..d];
+                for (j, &p) in p_row.iter().enumerate() {
+                    if p == 0.0 {
+                        continue;
+                    }
+                    for (x, o) in o_row.iter_mut().enumerate() {
+                        *o += p * v[vs.offset(b, j, hk, x)].to_f64();
+                    }
+                }
+            }
+        }
+    }
+    Ok(ReferenceOutput { out, lse, weights })
+}
+
+/// The naive formula computed the way PyTorch computes it in the input precision `T`, as in
+/// FlashAttention's `attention_ref(..., upcast=False, reorder_ops=True)`: `K' = T(scale * K)`,
+/// `S = T(Q K'^T)` with the products summed in f32, the softmax computed in f32 from the `T`-rounded
+/// `S` and rounded to `T` (`P`), then `O = T(P V)` with the products summed in f32. A row that sees no
+/// key gives 0 (PyTorch gives NaN there; FlashAttention's reference fills it with 0 too).
+///
+/// For `T = f32` every rounding to `T` is the identity and the result differs from the reference by
+/// f32 rounding alone. Returns contiguous `[batch, seq_q, heads_q, head_dim]` values, each exactly
+/// representable in `T`. A score that overflows `T` gives a non-finite value here, as it would in
+/// PyTorch.
+///
+/// # Errors
+/// As [`reference`].
+pub fn naive_in_precision<T: Element>(
+    problem: &AttentionProblem,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+) -> Result<Vec<f32>> {
+    validate_inputs(problem, q, k, v)?;
+    let s = problem.shape;
+    let (d, sq, sk, hq) = (s.head_dim, s.seq_q, s.seq_k, s.heads_q);
+    let scale = problem.scale();
+    let ratio = problem.heads_ratio();
+    let (qs, ks, vs) = (problem.q_strides, problem.k_strides, problem.v_strides);
+    let round = |x: f32| T::from_f32(x).to_f32();
+
+    let out_len = s
+        .batch
+        .checked_mul(sq * hq * d)
+        .ok_or_else(|| AttentionError::SizeOverflow {
+            what: "naive output",
+            detail: format!(
+                "batch {} * seq_q {sq} * heads_q {hq} * head_dim {d}",
+                s.batch
+            ),
+        })?;
+    let mut out = vec![0.0f32; out_len];
+    let mut scores = vec![f32::NEG_INFINITY; sk];
+    let mut k_scaled = vec![0.0f32; sk * d];
+    let mut q_row = vec![0.0f32; d];
+
+    for b in 0..s.batch {
+        for hk in 0..s.heads_kv {
+            // K' = T(scale * K), [seq_k, head_dim].
+            for j in 0..sk {
+                for x in 0..d {
+                    k_scaled[j * d + x] = round(scale * k[ks.offset(b, j, hk, x)].to_f32());
+                }
+            }
+            for h in hk * ratio..(hk + 1) * ratio {
+                for i in 0..sq {
+                    for (x, qv) in q_row.iter_mut().enumerate() {
+                        *qv = q[qs.offset(b, i, h, x)].to_f32();
+                    }
+                    // S = T(q_i K'^T), f32 sums.
+                    for (j, score) in scores.iter_mut().enumerate() {
+                        *score = if problem.visible(i, j) {
+                            let k_row = &k_scaled[j * d..(j + 1) * d];
+                            round(q_row.iter().zip(k_row).map(|(a, c)| a * c).sum::<f32>())
+                        } else {
+                            f32::NEG_INFINITY
+                        };
+                    }
+                    let o_row = &mut out[((b * sq + i) * hq + h) * d..][..d];
+                    let visible = (0..sk).filter(|&j| problem.visible(i, j)).count();
+                    if visible == 0 {
+                        continue;
+                    }
+                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    if !max.is_finite()
+                        || scores
+                            .iter()
+                            .enumerate()
+                            .any(|(j, x)| problem.visible(i, j) && !x.is_finite())
+                    {
+                        // A score overflowed T: PyTorch's softmax gives NaN here.
+                        o_row.fill(f32::NAN);
+                        continue;
+                    }
+                    // P = T(softmax(S)) in f32.
+                    let mut sum = 0.0f32;
+                    for score in scores.iter_mut() {
+                        *score = (*score - max).exp();
+                        sum += *score;
+                    }
+                    // O = T(P V), f32 sums.
+                    for (j, &e) in scores.iter().enumerate() {
+                        let p = round(e / sum);
+                        if p == 0.0 {
+                            continue;
+                        }
+                        for (x, o) in o_row.iter_mut().enumerate() {
+                            *o += p * v[vs.offset(b, j, hk, x)].to_f32();
+                        }
+                    }
+                    for o in o_row.iter_mut() {
+                        *o = round(*o);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,10 @@
+//! The CUDA backend: driver checks, the embedded kernels, and the engine that launches them.
+
+pub mod build_info;
+pub mod driver;
+mod engine;
+mod kernels;
+pub mod resources;
+
+pub use driver::{device_count, device_info, driver_present, DeviceInfo};
+pub use engine::{DeviceOutput, DeviceTensors, Engine};

@@ -1,0 +1,49 @@
+//! Every kernel compiles for every target architecture with no spills and no stack frame.
+
+use cuda_attention::gpu::build_info::{KERNELS_BUILT, SASS_ARCHS};
+use cuda_attention::gpu::resources::kernel_resources;
+use cuda_attention::launch::naive_launches;
+use cuda_attention::{AttentionShape, DType};
+
+fn naive_kernel_names() -> Vec<String> {
+    let mut names: Vec<String> = DType::ALL
+        .into_iter()
+        .flat_map(|dtype| naive_launches(&AttentionShape::new(1, 1, 1, 1), dtype))
+        .map(|launch| launch.name)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[test]
+fn naive_kernels_have_no_spills_and_no_stack_on_every_architecture() {
+    assert!(
+        KERNELS_BUILT,
+        "this build has no kernels: build with nvcc (scripts/test.sh installs it)"
+    );
+    let resources = kernel_resources();
+    let archs: Vec<String> = SASS_ARCHS.split(',').map(|a| format!("sm_{a}")).collect();
+    assert!(
+        archs.iter().any(|a| a == "sm_80") && archs.iter().any(|a| a == "sm_90a"),
+        "targets: {archs:?}"
+    );
+    for name in naive_kernel_names() {
+        for arch in &archs {
+            let entry = resources
+                .iter()
+                .find(|r| &r.kernel == &name && &r.arch == arch)
+                .unwrap_or_else(|| panic!("{name} was not compiled for {arch}"));
+            assert_eq!(
+                (
+                    entry.stack_bytes,
+                    entry.spill_store_bytes,
+                    entry.spill_load_bytes
+                ),
+                (0, 0, 0),
+                "{name} on {arch}: stack, spill stores, spill loads ({} registers)",
+                entry.registers
+            );
+        }
+    }
+}
