@@ -1,5 +1,6 @@
 //! Where the CLI runs kernels: the GPU engine when there is one, else the CPU backend (and why).
 
+use cuda_attention::gpu::driver_present;
 use cuda_attention::{AttentionError, Engine};
 
 /// The machine's attention backend for this run.
@@ -16,6 +17,9 @@ impl Target {
     pub fn open(ordinal: usize, force_cpu: bool) -> Result<Target, AttentionError> {
         if force_cpu {
             return Ok(Target::Cpu("--cpu given".into()));
+        }
+        if !driver_present() {
+            return Ok(Target::Cpu(AttentionError::DriverNotFound.to_string()));
         }
         match Engine::new(ordinal) {
             Ok(engine) => Ok(Target::Gpu(Box::new(engine))),
