@@ -421,6 +421,35 @@ fn an_f16_overflow_has_no_tolerance_but_the_backend_stays_finite() {
     );
 }
 
+#[test]
+fn a_nan_input_shows_up_as_nan_not_as_a_masked_row() {
+    // One NaN in q row 3 of head 1: that row's output and lse are NaN in the reference and the
+    // backend; every other row is unaffected.
+    let problem = AttentionProblem::new(AttentionShape::new(1, 6, 2, 8).with_seq_k(5));
+    let (mut q, k, v) = inputs::<f32>(&problem, 17, 1.0);
+    q[problem.q_strides.offset(0, 3, 1, 2)] = f32::NAN;
+    let reference = cpu::reference(&problem, &q, &k, &v).unwrap();
+    let got = cpu::attention(&problem, &q, &k, &v, true, false).unwrap();
+    let lse = got.lse.unwrap();
+    let row = 6 + 3;
+    assert!(
+        reference.lse[row].is_nan() && lse[row].is_nan(),
+        "{}",
+        lse[row]
+    );
+    for x in 0..8 {
+        assert!(reference.out[(3 * 2 + 1) * 8 + x].is_nan());
+        assert!(got.out[problem.out_strides.offset(0, 3, 1, x)].is_nan());
+    }
+    // compare counts every NaN as a failure, even against a NaN: exactly the 8 values of that row.
+    let stats = cpu::compare_output(&problem, &got.out, &reference.out);
+    assert_eq!(
+        (stats.non_finite, stats.worst_index),
+        (8, Some([0, 3, 1, 0])),
+        "{stats}"
+    );
+}
+
 /// Runs the backend on one case in precision `T` and checks out, lse and weights against the
 /// reference; returns the output tolerance used.
 fn check_backend<T: Element>(case: &Case, seed: u64) -> f64 {
@@ -552,41 +581,39 @@ fn cpu_backend_matches_the_reference_bf16() {
 }
 
 #[test]
-fn the_tolerance_rejects_a_wrong_mask_and_a_wrong_head_mapping() {
-    // The rule must be able to fail: a non-causal result against the causal reference, and GQA heads
-    // mapped h % heads_kv instead of h / ratio.
+fn the_tolerance_rejects_a_wrong_mask_and_a_wrong_kv_head() {
+    // The rule must be able to fail: a non-causal result against the causal reference, and query
+    // heads reading the other key/value head (simulated by swapping kv heads 0 and 1).
     let case = case(1, 31, 33, 4, 2, 40, true, Order::Bshd);
     let problem = case.problem();
-    for (q, k, v) in [inputs::<f32>(&problem, 9, 1.0)] {
-        let reference = cpu::reference(&problem, &q, &k, &v).unwrap();
-        let tolerance = cpu::tolerance(&problem, &q, &k, &v, &reference).unwrap();
-        let unmasked =
-            cpu::attention(&problem.with_causal(false), &q, &k, &v, false, false).unwrap();
-        let stats = cpu::compare_output(&problem, &unmasked.out, &reference.out);
-        assert!(
-            stats.max_abs > 100.0 * tolerance,
-            "{stats} vs {tolerance:e}"
-        );
+    let (q, k, v) = inputs::<f32>(&problem, 9, 1.0);
+    let reference = cpu::reference(&problem, &q, &k, &v).unwrap();
+    let tolerance = cpu::tolerance(&problem, &q, &k, &v, &reference).unwrap();
+    let unmasked = cpu::attention(&problem.with_causal(false), &q, &k, &v, false, false).unwrap();
+    let stats = cpu::compare_output(&problem, &unmasked.out, &reference.out);
+    assert!(
+        stats.max_abs > 100.0 * tolerance,
+        "{stats} vs {tolerance:e}"
+    );
 
-        // Swap kv heads 0 and 1 of k and v: query heads then read the other group.
-        let swap = |x: &[f32]| {
-            let mut y = x.to_vec();
-            let d = case.head_dim;
-            for j in 0..case.seq_k {
-                let a = problem.k_strides.offset(0, j, 0, 0);
-                let b = problem.k_strides.offset(0, j, 1, 0);
-                y[a..a + d].copy_from_slice(&x[b..b + d]);
-                y[b..b + d].copy_from_slice(&x[a..a + d]);
-            }
-            y
-        };
-        let swapped = cpu::attention(&problem, &q, &swap(&k), &swap(&v), false, false).unwrap();
-        let stats = cpu::compare_output(&problem, &swapped.out, &reference.out);
-        assert!(
-            stats.max_abs > 100.0 * tolerance,
-            "{stats} vs {tolerance:e}"
-        );
-    }
+    // Swap kv heads 0 and 1 of k and v: query heads then read the other group.
+    let swap = |x: &[f32]| {
+        let mut y = x.to_vec();
+        let d = case.head_dim;
+        for j in 0..case.seq_k {
+            let a = problem.k_strides.offset(0, j, 0, 0);
+            let b = problem.k_strides.offset(0, j, 1, 0);
+            y[a..a + d].copy_from_slice(&x[b..b + d]);
+            y[b..b + d].copy_from_slice(&x[a..a + d]);
+        }
+        y
+    };
+    let swapped = cpu::attention(&problem, &q, &swap(&k), &swap(&v), false, false).unwrap();
+    let stats = cpu::compare_output(&problem, &swapped.out, &reference.out);
+    assert!(
+        stats.max_abs > 100.0 * tolerance,
+        "{stats} vs {tolerance:e}"
+    );
 }
 
 #[test]
@@ -705,6 +732,9 @@ fn every_entry_point(
     ]
 }
 
+/// Whether an error is the expected variant.
+type ErrorCheck = fn(&AttentionError) -> bool;
+
 #[test]
 fn invalid_problems_give_their_specific_error_everywhere() {
     let shape = base_shape();
@@ -724,7 +754,7 @@ fn invalid_problems_give_their_specific_error_everywhere() {
         };
         p.with_strides(q, p.k_strides, p.v_strides, p.out_strides)
     };
-    let cases: Vec<(&str, AttentionProblem, fn(&AttentionError) -> bool)> = vec![
+    let cases: Vec<(&str, AttentionProblem, ErrorCheck)> = vec![
         (
             "heads_q 3 over heads_kv 2",
             AttentionProblem::new(AttentionShape {

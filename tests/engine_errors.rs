@@ -106,7 +106,8 @@ fn auto_picks_naive_and_says_why() {
 
 #[test]
 fn planning_validates_the_problem() {
-    let cases: Vec<(AttentionProblem, fn(&AttentionError) -> bool)> = vec![
+    type IsExpected = fn(&AttentionError) -> bool;
+    let cases: Vec<(AttentionProblem, IsExpected)> = vec![
         (
             AttentionProblem::new(AttentionShape::new(0, 8, 2, 64)),
             |e| matches!(e, AttentionError::EmptyDimension { name: "batch" }),

@@ -1,6 +1,6 @@
 //! Every kernel compiles for every target architecture with no spills and no stack frame.
 
-use cuda_attention::gpu::build_info::{KERNELS_BUILT, SASS_ARCHS};
+use cuda_attention::gpu::build_info::SASS_ARCHS;
 use cuda_attention::gpu::resources::kernel_resources;
 use cuda_attention::launch::naive_launches;
 use cuda_attention::{AttentionShape, DType};
@@ -18,11 +18,11 @@ fn naive_kernel_names() -> Vec<String> {
 
 #[test]
 fn naive_kernels_have_no_spills_and_no_stack_on_every_architecture() {
-    assert!(
-        KERNELS_BUILT,
-        "this build has no kernels: build with nvcc (scripts/test.sh installs it)"
-    );
     let resources = kernel_resources();
+    assert!(
+        !resources.is_empty(),
+        "no ptxas report: this build has no kernels, build with nvcc (scripts/test.sh installs it)"
+    );
     let archs: Vec<String> = SASS_ARCHS.split(',').map(|a| format!("sm_{a}")).collect();
     assert!(
         archs.iter().any(|a| a == "sm_80") && archs.iter().any(|a| a == "sm_90a"),
@@ -32,7 +32,7 @@ fn naive_kernels_have_no_spills_and_no_stack_on_every_architecture() {
         for arch in &archs {
             let entry = resources
                 .iter()
-                .find(|r| &r.kernel == &name && &r.arch == arch)
+                .find(|r| r.kernel == name && &r.arch == arch)
                 .unwrap_or_else(|| panic!("{name} was not compiled for {arch}"));
             assert_eq!(
                 (

@@ -1,18 +1,24 @@
 //! The CPU backend: exact attention with f32 accumulation on all cores, for machines without a GPU.
 //!
-//! Algorithm, per query row: `S = (scale * q_i) K^T` over the keys the row sees, `m = max S`,
-//! `P = exp(S - m)`, `l = sum P`, `O = (P V) / l`, `lse = m + ln l`. K and V are first packed to f32
-//! `[batch, heads_kv, seq_k, head_dim]` so every inner loop runs over a contiguous head_dim slice that
-//! the compiler vectorises. Work is split into tasks of (batch, query head, block of rows), taken from a
-//! shared queue by `available_parallelism` scoped threads; each task owns its disjoint slices of the
+//! Algorithm, per query row `i`: `S = (scale * q_i) K^T` over the `n_i` keys the row sees (a prefix,
+//! since the mask is causal or none), `m = max S`, `P = exp(S - m)`, `l = sum P`, `O = (P V) / l`,
+//! `lse = m + ln l`.
+//!
+//! Work is split into tasks of (batch, key/value head, block of query rows) covering every query head
+//! of the group, taken from a shared queue by `available_parallelism` scoped threads. A task first
+//! converts the keys and values its rows can see to f32 scratch: K in panels of 8 keys
+//! (`[n / 8][head_dim][8]`), V as `[n][head_dim rounded up to 8]`. Then, 4 query rows at a time, both
+//! products are register-tiled loops over 8-wide f32 lanes with no horizontal sums, which the compiler
+//! vectorises: `S[4 rows][8 keys] += q[row][x] * K[x][8 keys]` over x, and
+//! `O[4 rows][8 dims] += P[row][j] * V[j][8 dims]` over j. Each task owns its disjoint slices of the
 //! logsumexp and the weights and returns its output rows, which are scattered through the out strides
-//! at the end (no unsafe code).
+//! at the end (no unsafe code). Results do not depend on the number of threads.
 
 use std::sync::Mutex;
 
 use crate::dtype::Element;
 use crate::error::{AttentionError, Result};
-use crate::problem::{checked_product, AttentionProblem, Strides};
+use crate::problem::{checked_product, AttentionProblem};
 
 /// Largest number of query rows in one task.
 const MAX_ROWS_PER_TASK: usize = 64;
@@ -20,8 +26,10 @@ const MAX_ROWS_PER_TASK: usize = 64;
 const TASKS_PER_THREAD: usize = 4;
 /// Below this many multiply-adds (b * hq * sq * sk * d) the work runs on the calling thread alone.
 const SINGLE_THREAD_WORK: usize = 1 << 18;
-/// Independent accumulators in a dot product (a multiple of every SIMD width in use).
-const DOT_LANES: usize = 16;
+/// f32 lanes of the register tiles (keys per K panel, output dims per V tile).
+const LANES: usize = 8;
+/// Query rows computed together.
+const ROWS: usize = 4;
 
 /// What [`attention`] returns.
 #[derive(Debug, Clone, PartialEq)]
@@ -100,20 +108,15 @@ pub fn attention_into<T: Element>(
         Some(buffer) => Some(fit(buffer, "weights", shape.score_elements()?)?),
         None => None,
     };
+    // Scratch sizes must not overflow either.
+    checked_product(
+        "CPU scratch seq_k * head_dim",
+        &[shape.seq_k + LANES, shape.head_dim + LANES],
+    )?;
 
-    // K and V as f32 [batch, heads_kv, seq_k, head_dim].
-    let k_packed = pack(problem, k, &problem.k_strides)?;
-    let v_packed = pack(problem, v, &problem.v_strides)?;
-
-    let tasks = plan(problem);
-    let queue = Mutex::new(tasks_with_slices(problem, &tasks, lse, weights).into_iter());
-    let context = Context {
-        problem,
-        q,
-        k: &k_packed,
-        v: &v_packed,
-    };
-
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let rows_per_task = rows_per_task(problem, threads);
+    let tasks = tasks_with_slices(problem, rows_per_task, lse, weights);
     let work = checked_product(
         "multiply-adds batch * heads_q * seq_q * seq_k * head_dim",
         &[
@@ -128,29 +131,30 @@ pub fn attention_into<T: Element>(
     let threads = if work < SINGLE_THREAD_WORK {
         1
     } else {
-        std::thread::available_parallelism()
-            .map_or(1, |n| n.get())
-            .min(tasks.len())
-            .max(1)
+        threads.min(tasks.len()).max(1)
     };
-    let rows: Vec<(Task, Vec<T>)> = std::thread::scope(|scope| {
+    let queue = Mutex::new(tasks.into_iter());
+    let context = Context { problem, q, k, v };
+
+    let results: Vec<(Task, Vec<T>)> = std::thread::scope(|scope| {
         let helpers: Vec<_> = (1..threads)
             .map(|_| scope.spawn(|| context.run_queue(&queue)))
             .collect();
-        let mut rows = context.run_queue(&queue);
+        let mut results = context.run_queue(&queue);
         for helper in helpers {
-            rows.extend(helper.join().expect("a CPU attention worker panicked"));
+            results.extend(helper.join().expect("a CPU attention worker panicked"));
         }
-        rows
+        results
     });
 
-    // Scatter the output rows through the out strides.
+    // Scatter the output rows ([heads of the group][rows][head_dim]) through the out strides.
     let d = shape.head_dim;
-    for (task, values) in rows {
-        for (r, row) in values.chunks_exact(d).enumerate() {
-            let start = problem
-                .out_strides
-                .offset(task.batch, task.row0 + r, task.head, 0);
+    let ratio = problem.heads_ratio();
+    for (task, values) in results {
+        for (n, row) in values.chunks_exact(d).enumerate() {
+            let head = task.head_kv * ratio + n / task.rows;
+            let i = task.row0 + n % task.rows;
+            let start = problem.out_strides.offset(task.batch, i, head, 0);
             out[start..start + d].copy_from_slice(row);
         }
     }
@@ -169,98 +173,131 @@ fn fit<'a>(buffer: &'a mut [f32], tensor: &'static str, needed: usize) -> Result
         })
 }
 
-/// Copies k or v to f32 `[batch, heads_kv, seq_k, head_dim]`.
-fn pack<T: Element>(problem: &AttentionProblem, x: &[T], strides: &Strides) -> Result<Vec<f32>> {
-    let s = problem.shape;
-    let len = checked_product(
-        "packed keys batch * heads_kv * seq_k * head_dim",
-        &[s.batch, s.heads_kv, s.seq_k, s.head_dim],
-    )?;
-    let mut packed = Vec::with_capacity(len);
-    for b in 0..s.batch {
-        for h in 0..s.heads_kv {
-            for j in 0..s.seq_k {
-                let start = strides.offset(b, j, h, 0);
-                packed.extend(x[start..start + s.head_dim].iter().map(|e| e.to_f32()));
-            }
-        }
-    }
-    Ok(packed)
-}
-
-/// One unit of work: `rows` consecutive query rows from `row0` of one (batch, query head).
+/// One unit of work: query rows `row0..row0 + rows` of every query head served by key/value head
+/// `head_kv` in batch `batch`.
 #[derive(Debug, Clone, Copy)]
 struct Task {
     batch: usize,
-    head: usize,
+    head_kv: usize,
     row0: usize,
     rows: usize,
 }
 
-/// Splits the problem into tasks in (batch, head, row) order, which is also the order of the
-/// logsumexp and weights buffers.
-fn plan(problem: &AttentionProblem) -> Vec<Task> {
-    let s = problem.shape;
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let heads = s.batch * s.heads_q;
-    let blocks_per_head = (threads * TASKS_PER_THREAD).div_ceil(heads).max(1);
-    let rows_per_task = s
-        .seq_q
-        .div_ceil(blocks_per_head)
-        .clamp(1, MAX_ROWS_PER_TASK);
-    let mut tasks = Vec::with_capacity(heads * s.seq_q.div_ceil(rows_per_task));
-    for batch in 0..s.batch {
-        for head in 0..s.heads_q {
-            for row0 in (0..s.seq_q).step_by(rows_per_task) {
-                tasks.push(Task {
-                    batch,
-                    head,
-                    row0,
-                    rows: rows_per_task.min(s.seq_q - row0),
-                });
-            }
-        }
-    }
-    tasks
+/// A task with its own slices of the optional logsumexp (`rows` values per query head of the group)
+/// and weights (`rows * seq_k` values per query head); empty when not asked for.
+struct TaskSlices<'a> {
+    task: Task,
+    lse: Vec<&'a mut [f32]>,
+    weights: Vec<&'a mut [f32]>,
 }
 
-/// A task with its own slices of the logsumexp (`rows` values) and weights (`rows * seq_k` values).
-type TaskSlices<'a> = (Task, Option<&'a mut [f32]>, Option<&'a mut [f32]>);
+/// Rows per task: enough tasks for every thread to get several, at most [`MAX_ROWS_PER_TASK`].
+fn rows_per_task(problem: &AttentionProblem, threads: usize) -> usize {
+    let s = problem.shape;
+    let groups = s.batch * s.heads_kv;
+    let blocks_per_group = (threads * TASKS_PER_THREAD).div_ceil(groups).max(1);
+    s.seq_q
+        .div_ceil(blocks_per_group)
+        .clamp(1, MAX_ROWS_PER_TASK)
+}
 
-/// Hands each task its disjoint slices of the optional logsumexp and weights buffers.
+/// Splits the problem into tasks and hands each its disjoint slices of the logsumexp and weights.
+///
+/// Both buffers are `[batch, heads_q, seq_q, ...]`, and the query heads of one group are consecutive,
+/// so each (batch, key/value head) owns a contiguous region, head-major; the row blocks of a task are
+/// one chunk from each head's part of that region.
 fn tasks_with_slices<'a>(
     problem: &AttentionProblem,
-    tasks: &[Task],
+    rows_per_task: usize,
     mut lse: Option<&'a mut [f32]>,
     mut weights: Option<&'a mut [f32]>,
 ) -> Vec<TaskSlices<'a>> {
-    let seq_k = problem.shape.seq_k;
-    tasks
-        .iter()
-        .map(|&task| {
-            let lse_part = lse.take().map(|rest| {
-                let (part, rest) = rest.split_at_mut(task.rows);
+    let s = problem.shape;
+    let ratio = problem.heads_ratio();
+    let blocks = s.seq_q.div_ceil(rows_per_task);
+    if s.seq_k == 0 {
+        // Weights are empty: nothing to hand out.
+        weights = None;
+    }
+    let mut tasks = Vec::with_capacity(s.batch * s.heads_kv * blocks);
+    for batch in 0..s.batch {
+        for head_kv in 0..s.heads_kv {
+            let mut group: Vec<TaskSlices<'a>> = (0..blocks)
+                .map(|block| {
+                    let row0 = block * rows_per_task;
+                    TaskSlices {
+                        task: Task {
+                            batch,
+                            head_kv,
+                            row0,
+                            rows: rows_per_task.min(s.seq_q - row0),
+                        },
+                        lse: Vec::new(),
+                        weights: Vec::new(),
+                    }
+                })
+                .collect();
+            if let Some(rest) = lse.take() {
+                let (region, rest) = rest.split_at_mut(ratio * s.seq_q);
                 lse = Some(rest);
-                part
-            });
-            let weights_part = weights.take().map(|rest| {
-                let (part, rest) = rest.split_at_mut(task.rows * seq_k);
+                for head_part in region.chunks_mut(s.seq_q) {
+                    for (slices, part) in group.iter_mut().zip(head_part.chunks_mut(rows_per_task))
+                    {
+                        slices.lse.push(part);
+                    }
+                }
+            }
+            if let Some(rest) = weights.take() {
+                let (region, rest) = rest.split_at_mut(ratio * s.seq_q * s.seq_k);
                 weights = Some(rest);
-                part
-            });
-            (task, lse_part, weights_part)
-        })
-        .collect()
+                for head_part in region.chunks_mut(s.seq_q * s.seq_k) {
+                    let chunks = head_part.chunks_mut(rows_per_task * s.seq_k);
+                    for (slices, part) in group.iter_mut().zip(chunks) {
+                        slices.weights.push(part);
+                    }
+                }
+            }
+            tasks.extend(group);
+        }
+    }
+    tasks
 }
 
 /// What every task reads.
 struct Context<'a, T> {
     problem: &'a AttentionProblem,
     q: &'a [T],
-    /// Packed keys, f32 `[batch, heads_kv, seq_k, head_dim]`.
-    k: &'a [f32],
-    /// Packed values, f32 `[batch, heads_kv, seq_k, head_dim]`.
-    v: &'a [f32],
+    k: &'a [T],
+    v: &'a [T],
+}
+
+/// Per-thread buffers reused across tasks.
+struct Scratch {
+    /// Visible keys as f32 panels `[n / LANES][head_dim][LANES]`, zero past the last key.
+    k_panels: Vec<f32>,
+    /// Visible values as f32 `[n][padded head_dim]`, zero in the padding.
+    v_rows: Vec<f32>,
+    /// `scale * q` of [`ROWS`] rows, `[ROWS][head_dim]`, zero for absent rows.
+    q_rows: Vec<f32>,
+    /// Scores, then exponentials, of [`ROWS`] rows, `[ROWS][n rounded up to LANES]`.
+    scores: Vec<f32>,
+    /// Unnormalised outputs of [`ROWS`] rows, `[ROWS][padded head_dim]`.
+    acc: Vec<f32>,
+}
+
+impl Scratch {
+    fn new(problem: &AttentionProblem) -> Self {
+        let s = problem.shape;
+        let keys = s.seq_k.next_multiple_of(LANES);
+        let dims = s.head_dim.next_multiple_of(LANES);
+        Scratch {
+            k_panels: vec![0.0; keys * s.head_dim],
+            v_rows: vec![0.0; keys * dims],
+            q_rows: vec![0.0; ROWS * s.head_dim],
+            scores: vec![0.0; ROWS * keys.max(1)],
+            acc: vec![0.0; ROWS * dims],
+        }
+    }
 }
 
 impl<T: Element> Context<'_, T> {
@@ -276,106 +313,223 @@ impl<T: Element> Context<'_, T> {
                 .lock()
                 .expect("a CPU attention worker panicked")
                 .next();
-            let Some((task, lse, weights)) = next else {
-                break;
-            };
-            results.push((task, self.run_task(task, lse, weights, &mut scratch)));
+            let Some(slices) = next else { break };
+            let task = slices.task;
+            results.push((task, self.run_task(slices, &mut scratch)));
         }
         results
     }
 
-    /// Computes one task's rows: returns them as `[rows, head_dim]` and fills its lse and weights.
-    fn run_task(
-        &self,
-        task: Task,
-        mut lse: Option<&mut [f32]>,
-        mut weights: Option<&mut [f32]>,
-        scratch: &mut Scratch,
-    ) -> Vec<T> {
+    /// Computes one task: returns its output rows `[heads of the group][rows][head_dim]` and fills its
+    /// logsumexp and weights slices.
+    fn run_task(&self, mut slices: TaskSlices<'_>, scratch: &mut Scratch) -> Vec<T> {
         let problem = self.problem;
         let s = problem.shape;
         let (d, sk) = (s.head_dim, s.seq_k);
-        let head_kv = task.head / problem.heads_ratio();
-        let kv_start = (task.batch * s.heads_kv + head_kv) * sk * d;
-        let keys = &self.k[kv_start..kv_start + sk * d];
-        let values = &self.v[kv_start..kv_start + sk * d];
+        let dims = d.next_multiple_of(LANES);
+        let task = slices.task;
+        let ratio = problem.heads_ratio();
         let scale = problem.scale();
-        let mut out = vec![T::default(); task.rows * d];
 
-        for r in 0..task.rows {
-            let i = task.row0 + r;
-            let weights_row = weights.as_deref_mut().map(|w| &mut w[r * sk..(r + 1) * sk]);
-            let visible = visible_keys(problem, i);
-            let Scratch { q_row, scores, acc } = scratch;
+        // Convert the keys and values any row of the block sees: K to panels, V to padded rows.
+        let keys = visible_keys(problem, task.row0 + task.rows - 1);
+        let key_slots = keys.next_multiple_of(LANES);
+        let k_panels = &mut scratch.k_panels[..key_slots * d];
+        let v_rows = &mut scratch.v_rows[..key_slots * dims];
+        for j in 0..key_slots {
+            let (panel, lane) = (j / LANES, j % LANES);
+            let v_row = &mut v_rows[j * dims..(j + 1) * dims];
+            if j < keys {
+                let k_start = problem.k_strides.offset(task.batch, j, task.head_kv, 0);
+                for (x, value) in self.k[k_start..k_start + d].iter().enumerate() {
+                    k_panels[(panel * d + x) * LANES + lane] = value.to_f32();
+                }
+                let v_start = problem.v_strides.offset(task.batch, j, task.head_kv, 0);
+                for (slot, value) in v_row.iter_mut().zip(&self.v[v_start..v_start + d]) {
+                    *slot = value.to_f32();
+                }
+                v_row[d..].fill(0.0);
+            } else {
+                for x in 0..d {
+                    k_panels[(panel * d + x) * LANES + lane] = 0.0;
+                }
+                v_row.fill(0.0);
+            }
+        }
 
-            // q_i * scale, f32.
-            let q_start = problem.q_strides.offset(task.batch, i, task.head, 0);
-            for (qs, x) in q_row.iter_mut().zip(&self.q[q_start..q_start + d]) {
-                *qs = x.to_f32() * scale;
-            }
-            // S = (scale q_i) K^T over the visible keys; m = max S.
-            let mut max = f32::NEG_INFINITY;
-            for (score, key) in scores[..visible].iter_mut().zip(keys.chunks_exact(d)) {
-                *score = dot(q_row, key);
-                max = max.max(*score);
-            }
-            if visible == 0 || max == f32::NEG_INFINITY {
-                // No key seen: output 0 (already), lse -inf, weights 0.
-                if let Some(l) = lse.as_deref_mut() {
-                    l[r] = f32::NEG_INFINITY;
+        let mut out = vec![T::default(); ratio * task.rows * d];
+        for group_head in 0..ratio {
+            let head = task.head_kv * ratio + group_head;
+            for first in (0..task.rows).step_by(ROWS) {
+                let rows = ROWS.min(task.rows - first);
+                // Keys seen by the last (most seeing) row of these ROWS rows.
+                let group_keys = visible_keys(problem, task.row0 + first + rows - 1);
+                let group_slots = group_keys.next_multiple_of(LANES);
+                let score_len = group_slots.max(1);
+
+                // q rows * scale, zero for absent rows.
+                for (r, q_row) in scratch.q_rows.chunks_exact_mut(d).enumerate() {
+                    if r < rows {
+                        let start =
+                            problem
+                                .q_strides
+                                .offset(task.batch, task.row0 + first + r, head, 0);
+                        for (slot, value) in q_row.iter_mut().zip(&self.q[start..start + d]) {
+                            *slot = value.to_f32() * scale;
+                        }
+                    } else {
+                        q_row.fill(0.0);
+                    }
                 }
-                if let Some(w) = weights_row {
-                    w.fill(0.0);
+
+                // S = (scale q) K^T for the group's keys.
+                let scores = &mut scratch.scores[..ROWS * score_len];
+                score_tile(
+                    &scratch.q_rows,
+                    &scratch.k_panels[..group_slots * d],
+                    d,
+                    scores,
+                    score_len,
+                );
+
+                // Row softmax: P = exp(S - m) over each row's visible keys, 0 elsewhere.
+                let mut row_sum = [0.0f32; ROWS];
+                let mut row_max = [f32::NEG_INFINITY; ROWS];
+                let mut seen = [false; ROWS];
+                for (r, row) in scores.chunks_exact_mut(score_len).enumerate() {
+                    let visible = if r < rows {
+                        visible_keys(problem, task.row0 + first + r)
+                    } else {
+                        0
+                    };
+                    let max = row[..visible]
+                        .iter()
+                        .copied()
+                        .fold(f32::NEG_INFINITY, max_keeping_nan);
+                    if max == f32::NEG_INFINITY {
+                        // No key seen (or every score -inf): guard -inf - -inf; weights all 0.
+                        row.fill(0.0);
+                        continue;
+                    }
+                    let mut sum = 0.0f32;
+                    for p in row[..visible].iter_mut() {
+                        *p = (*p - max).exp();
+                        sum += *p;
+                    }
+                    row[visible..].fill(0.0);
+                    row_sum[r] = sum;
+                    row_max[r] = max;
+                    seen[r] = true;
                 }
-                continue;
-            }
-            // P = exp(S - m), l = sum P, O = P V.
-            acc.fill(0.0);
-            let mut sum = 0.0f32;
-            for (score, value) in scores[..visible].iter_mut().zip(values.chunks_exact(d)) {
-                let p = (*score - max).exp();
-                *score = p;
-                sum += p;
-                for (a, &x) in acc.iter_mut().zip(value) {
-                    *a += p * x;
+
+                // O = P V.
+                output_tile(
+                    scores,
+                    score_len,
+                    &scratch.v_rows[..group_keys * dims],
+                    dims,
+                    &mut scratch.acc,
+                );
+
+                for r in 0..rows {
+                    let i = first + r;
+                    let out_row = &mut out[(group_head * task.rows + i) * d..][..d];
+                    let weights_row = slices
+                        .weights
+                        .get_mut(group_head)
+                        .map(|weights| &mut weights[i * sk..(i + 1) * sk]);
+                    if !seen[r] {
+                        // A row that sees no key: output 0, lse -inf, weights 0.
+                        out_row.fill(T::from_f32(0.0));
+                        if let Some(lse) = slices.lse.get_mut(group_head) {
+                            lse[i] = f32::NEG_INFINITY;
+                        }
+                        if let Some(weights_row) = weights_row {
+                            weights_row.fill(0.0);
+                        }
+                        continue;
+                    }
+                    // O = acc / l; lse = m + ln l; weights = P / l. NaN inputs stay NaN.
+                    let inverse = 1.0 / row_sum[r];
+                    for (o, &a) in out_row.iter_mut().zip(&scratch.acc[r * dims..]) {
+                        *o = T::from_f32(a * inverse);
+                    }
+                    if let Some(lse) = slices.lse.get_mut(group_head) {
+                        lse[i] = row_max[r] + row_sum[r].ln();
+                    }
+                    if let Some(weights_row) = weights_row {
+                        let p_row = &scores[r * score_len..];
+                        let n = group_keys.min(sk);
+                        for (w, &p) in weights_row[..n].iter_mut().zip(p_row) {
+                            *w = p * inverse;
+                        }
+                        weights_row[n..].fill(0.0);
+                    }
                 }
-            }
-            let inverse = 1.0 / sum;
-            for (o, &a) in out[r * d..(r + 1) * d].iter_mut().zip(acc.iter()) {
-                *o = T::from_f32(a * inverse);
-            }
-            if let Some(l) = lse.as_deref_mut() {
-                l[r] = max + sum.ln();
-            }
-            if let Some(w) = weights_row {
-                for (p, &e) in w[..visible].iter_mut().zip(&scores[..visible]) {
-                    *p = e * inverse;
-                }
-                w[visible..].fill(0.0);
             }
         }
         out
     }
 }
 
-/// Per-thread buffers reused across rows.
-struct Scratch {
-    /// `scale * q_i`, `[head_dim]`.
-    q_row: Vec<f32>,
-    /// Scores, then exponentials, of one row, `[seq_k]`.
-    scores: Vec<f32>,
-    /// Unnormalised output row, `[head_dim]`.
-    acc: Vec<f32>,
+/// `scores[r][j] = sum_x q_rows[r][x] * K[j][x]` for [`ROWS`] rows and every key of `k_panels`
+/// (`[keys / LANES][head_dim][LANES]`); `scores` rows are `stride` long.
+fn score_tile(q_rows: &[f32], k_panels: &[f32], d: usize, scores: &mut [f32], stride: usize) {
+    let (q0, rest) = q_rows.split_at(d);
+    let (q1, rest) = rest.split_at(d);
+    let (q2, q3) = rest.split_at(d);
+    for (panel_index, panel) in k_panels.chunks_exact(d * LANES).enumerate() {
+        let mut tile = [[0.0f32; LANES]; ROWS];
+        for ((((keys, &a0), &a1), &a2), &a3) in
+            panel.chunks_exact(LANES).zip(q0).zip(q1).zip(q2).zip(q3)
+        {
+            let keys: &[f32; LANES] = keys.try_into().expect("panel rows are LANES wide");
+            for lane in 0..LANES {
+                tile[0][lane] += a0 * keys[lane];
+                tile[1][lane] += a1 * keys[lane];
+                tile[2][lane] += a2 * keys[lane];
+                tile[3][lane] += a3 * keys[lane];
+            }
+        }
+        for (r, values) in tile.iter().enumerate() {
+            scores[r * stride + panel_index * LANES..][..LANES].copy_from_slice(values);
+        }
+    }
 }
 
-impl Scratch {
-    fn new(problem: &AttentionProblem) -> Self {
-        let s = problem.shape;
-        Scratch {
-            q_row: vec![0.0; s.head_dim],
-            scores: vec![0.0; s.seq_k],
-            acc: vec![0.0; s.head_dim],
+/// `acc[r][x] = sum_j p[r][j] * V[j][x]` for [`ROWS`] rows (`p` rows `stride` long, zero where
+/// masked) over the rows of `v_rows` (`[keys][dims]`, dims a multiple of [`LANES`]).
+fn output_tile(p: &[f32], stride: usize, v_rows: &[f32], dims: usize, acc: &mut [f32]) {
+    let (p0, rest) = p.split_at(stride);
+    let (p1, rest) = rest.split_at(stride);
+    let (p2, p3) = rest.split_at(stride);
+    for x0 in (0..dims).step_by(LANES) {
+        let mut tile = [[0.0f32; LANES]; ROWS];
+        for ((((v_row, &w0), &w1), &w2), &w3) in
+            v_rows.chunks_exact(dims).zip(p0).zip(p1).zip(p2).zip(p3)
+        {
+            let values: &[f32; LANES] = v_row[x0..x0 + LANES]
+                .try_into()
+                .expect("value tiles are LANES wide");
+            for lane in 0..LANES {
+                tile[0][lane] += w0 * values[lane];
+                tile[1][lane] += w1 * values[lane];
+                tile[2][lane] += w2 * values[lane];
+                tile[3][lane] += w3 * values[lane];
+            }
         }
+        for (r, values) in tile.iter().enumerate() {
+            acc[r * dims + x0..][..LANES].copy_from_slice(values);
+        }
+    }
+}
+
+/// The larger of two scores, NaN if either is (`f32::max` would drop a NaN and hide bad inputs).
+fn max_keeping_nan(max: f32, x: f32) -> f32 {
+    if x.is_nan() || x > max {
+        x
+    } else {
+        max
     }
 }
 
@@ -390,26 +544,4 @@ fn visible_keys(problem: &AttentionProblem, i: usize) -> usize {
     debug_assert!(n == 0 || problem.visible(i, n - 1));
     debug_assert!(n == s.seq_k || !problem.visible(i, n));
     n
-}
-
-/// f32 dot product with `DOT_LANES` independent accumulators, so that the loop vectorises.
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let split = a.len() / DOT_LANES * DOT_LANES;
-    let (a_body, a_tail) = a.split_at(split);
-    let (b_body, b_tail) = b[..a.len()].split_at(split);
-    let mut lanes = [0.0f32; DOT_LANES];
-    for (x, y) in a_body
-        .chunks_exact(DOT_LANES)
-        .zip(b_body.chunks_exact(DOT_LANES))
-    {
-        for lane in 0..DOT_LANES {
-            lanes[lane] += x[lane] * y[lane];
-        }
-    }
-    let mut sum = lanes.iter().sum::<f32>();
-    for (x, y) in a_tail.iter().zip(b_tail) {
-        sum += x * y;
-    }
-    sum
 }

@@ -1,7 +1,7 @@
 //! Attention on the CPU: the f64 reference every test compares against, a multi-threaded f32 backend
 //! for machines without a GPU, and the comparison helpers that apply the tolerance rule.
 //!
-//! - [`reference`] computes `softmax(scale * Q K^T + mask) V` naively with f64 accumulation, returning
+//! - [`reference()`] computes `softmax(scale * Q K^T + mask) V` naively with f64 accumulation, returning
 //!   the output, the logsumexp and the attention weights; [`naive_in_precision`] computes the same
 //!   naive formula the way PyTorch does in the input precision (the baseline of FlashAttention's
 //!   tolerance rule).

@@ -68,7 +68,18 @@ pub fn reference<T: Element>(
                         f64::NEG_INFINITY
                     };
                 }
-                let max = scores.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                // NaN-propagating max: bad inputs must not turn into a silent 0.
+                let max =
+                    scores.iter().fold(
+                        f64::NEG_INFINITY,
+                        |m, &x| {
+                            if x.is_nan() || x > m {
+                                x
+                            } else {
+                                m
+                            }
+                        },
+                    );
                 if max == f64::NEG_INFINITY {
                     // No visible key: output 0, lse -inf, weights 0 (already in place).
                     continue;
@@ -110,7 +121,7 @@ pub fn reference<T: Element>(
 /// PyTorch.
 ///
 /// # Errors
-/// As [`reference`].
+/// As [`reference()`].
 pub fn naive_in_precision<T: Element>(
     problem: &AttentionProblem,
     q: &[T],
@@ -153,31 +164,29 @@ pub fn naive_in_precision<T: Element>(
                     for (x, qv) in q_row.iter_mut().enumerate() {
                         *qv = q[qs.offset(b, i, h, x)].to_f32();
                     }
-                    // S = T(q_i K'^T), f32 sums.
+                    // S = T(q_i K'^T), f32 sums; masked entries -inf.
+                    let (mut visible, mut overflow) = (0usize, false);
                     for (j, score) in scores.iter_mut().enumerate() {
                         *score = if problem.visible(i, j) {
                             let k_row = &k_scaled[j * d..(j + 1) * d];
-                            round(q_row.iter().zip(k_row).map(|(a, c)| a * c).sum::<f32>())
+                            let dot = round(q_row.iter().zip(k_row).map(|(a, c)| a * c).sum());
+                            visible += 1;
+                            overflow |= !dot.is_finite();
+                            dot
                         } else {
                             f32::NEG_INFINITY
                         };
                     }
                     let o_row = &mut out[((b * sq + i) * hq + h) * d..][..d];
-                    let visible = (0..sk).filter(|&j| problem.visible(i, j)).count();
                     if visible == 0 {
                         continue;
                     }
-                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    if !max.is_finite()
-                        || scores
-                            .iter()
-                            .enumerate()
-                            .any(|(j, x)| problem.visible(i, j) && !x.is_finite())
-                    {
+                    if overflow {
                         // A score overflowed T: PyTorch's softmax gives NaN here.
                         o_row.fill(f32::NAN);
                         continue;
                     }
+                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                     // P = T(softmax(S)) in f32.
                     let mut sum = 0.0f32;
                     for score in scores.iter_mut() {

@@ -22,11 +22,13 @@ impl LoadedKernels {
         let mut functions = HashMap::new();
         for dtype in DType::ALL {
             for launch in naive_launches(&AttentionShape::new(1, 1, 1, 1), dtype) {
-                if !functions.contains_key(&launch.name) {
+                if let std::collections::hash_map::Entry::Vacant(slot) =
+                    functions.entry(launch.name)
+                {
                     let function = module
-                        .load_function(&launch.name)
+                        .load_function(slot.key())
                         .context("loading a kernel from the module")?;
-                    functions.insert(launch.name, function);
+                    slot.insert(function);
                 }
             }
         }

@@ -65,8 +65,7 @@ fn number_before(line: &str, label: &str) -> u32 {
         .next()
         .and_then(|head| {
             head.split(|c: char| !c.is_ascii_digit())
-                .filter(|s| !s.is_empty())
-                .last()
+                .rfind(|s| !s.is_empty())
         })
         .and_then(|digits| digits.parse().ok())
         .unwrap_or(0)
