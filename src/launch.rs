@@ -4,7 +4,9 @@
 use crate::dtype::DType;
 use crate::problem::AttentionShape;
 use crate::sys::{
-    NAIVE_ROWS_PER_PASS, NAIVE_SHARED_BYTES, NAIVE_SOFTMAX_THREADS, NAIVE_SOFTMAX_WARPS, NAIVE_TILE,
+    FLASH_BLOCK_M, FLASH_BLOCK_N_NARROW, FLASH_BLOCK_N_WIDE, FLASH_HEAD_DIM_STEP,
+    FLASH_NARROW_MAX_HEAD_DIM, FLASH_ROW_PADDING, FLASH_THREADS, MAX_HEAD_DIM, NAIVE_ROWS_PER_PASS,
+    NAIVE_SHARED_BYTES, NAIVE_SOFTMAX_THREADS, NAIVE_SOFTMAX_WARPS, NAIVE_TILE,
 };
 
 /// Grid limits of y and z; x is limited to 2^31 - 1. The kernels loop over what a grid cannot cover.
@@ -65,6 +67,48 @@ pub fn naive_launches(shape: &AttentionShape, dtype: DType) -> Vec<KernelLaunch>
         blocks(shape.head_dim as u64, tile, MAX_GRID_X),
     ));
     launches
+}
+
+/// Head dimensions the flash kernel is instantiated for (32, 64, ..., 256).
+pub fn flash_head_dims() -> impl Iterator<Item = usize> {
+    (1..=(MAX_HEAD_DIM / FLASH_HEAD_DIM_STEP) as usize).map(|i| i * FLASH_HEAD_DIM_STEP as usize)
+}
+
+/// The instantiation that runs `head_dim`: the next multiple of the step (smaller dims are zero-padded
+/// on load inside the kernel, never copied).
+pub fn flash_padded_head_dim(head_dim: usize) -> usize {
+    head_dim.div_ceil(FLASH_HEAD_DIM_STEP as usize).max(1) * FLASH_HEAD_DIM_STEP as usize
+}
+
+/// Dynamic shared memory of the flash instantiation for `padded_head_dim`.
+pub fn flash_shared_bytes(padded_head_dim: usize) -> u32 {
+    let block_n = if padded_head_dim <= FLASH_NARROW_MAX_HEAD_DIM as usize {
+        FLASH_BLOCK_N_NARROW
+    } else {
+        FLASH_BLOCK_N_WIDE
+    };
+    (FLASH_BLOCK_M + 2 * block_n) * (padded_head_dim as u32 + FLASH_ROW_PADDING) * 2
+}
+
+/// Exported name of a flash instantiation.
+pub fn flash_kernel_name(padded_head_dim: usize, dtype: DType) -> String {
+    format!("flash_fwd_d{padded_head_dim}_{dtype}")
+}
+
+/// The flash forward pass: one launch; blocks of FLASH_BLOCK_M query rows of one (batch, head). The
+/// problem must have passed the flash checks of the planner (f16/bf16, batch and heads within the grid).
+pub fn flash_launch(shape: &AttentionShape, dtype: DType) -> KernelLaunch {
+    let padded = flash_padded_head_dim(shape.head_dim);
+    KernelLaunch {
+        name: flash_kernel_name(padded, dtype),
+        grid: (
+            blocks(shape.seq_q as u64, u64::from(FLASH_BLOCK_M), MAX_GRID_X),
+            shape.heads_q as u32,
+            shape.batch as u32,
+        ),
+        block: (FLASH_THREADS, 1, 1),
+        shared_bytes: flash_shared_bytes(padded),
+    }
 }
 
 /// ceil(n / per_block), at least 1, at most `limit`.

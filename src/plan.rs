@@ -3,7 +3,9 @@
 
 use crate::dtype::DType;
 use crate::error::{AttentionError, Result};
+use crate::launch::{flash_padded_head_dim, flash_shared_bytes, MAX_GRID_YZ};
 use crate::problem::AttentionProblem;
+use crate::sys::FLASH_ALIGN_ELEMENTS;
 
 /// What the caller asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -90,6 +92,8 @@ impl ForwardOptions {
 pub struct DeviceCaps {
     /// Compute capability (major, minor).
     pub compute_capability: (u32, u32),
+    /// Dynamic shared memory a block may opt in to (bytes).
+    pub shared_memory_per_block_optin: usize,
 }
 
 /// A validated decision: the kernel, the reason, the workspace. Made by [`Plan::new`] (or
@@ -123,7 +127,7 @@ impl Plan {
         caps: DeviceCaps,
     ) -> Result<Plan> {
         problem.validate()?;
-        let flash_unavailable = flash_unavailable_reason(options, caps);
+        let flash_unavailable = flash_unavailable_reason(problem, dtype, options, caps);
         let (kernel, reason) = match (options.kernel, flash_unavailable) {
             (KernelChoice::Naive, _) => (KernelKind::Naive, "naive requested".to_string()),
             (KernelChoice::Flash, Some(reason)) => {
@@ -138,7 +142,10 @@ impl Plan {
             }
             (KernelChoice::Auto, None) => (
                 KernelKind::Flash,
-                "auto: flash supports this problem".to_string(),
+                format!(
+                    "auto: flash supports this problem (instantiation for head_dim {})",
+                    flash_padded_head_dim(problem.shape.head_dim)
+                ),
             ),
         };
         let workspace_bytes = match kernel {
@@ -165,7 +172,12 @@ impl Plan {
 }
 
 /// Why the flash kernel cannot run, or `None` when it can.
-fn flash_unavailable_reason(options: ForwardOptions, caps: DeviceCaps) -> Option<String> {
+fn flash_unavailable_reason(
+    problem: &AttentionProblem,
+    dtype: DType,
+    options: ForwardOptions,
+    caps: DeviceCaps,
+) -> Option<String> {
     if options.return_weights {
         return Some(
             "the attention weights were requested and only the naive kernel materialises them"
@@ -178,5 +190,36 @@ fn flash_unavailable_reason(options: ForwardOptions, caps: DeviceCaps) -> Option
             caps.compute_capability.0, caps.compute_capability.1
         ));
     }
-    Some("this build has no flash kernel yet: use the naive kernel".into())
+    if dtype == DType::F32 {
+        return Some("f32 inputs have no flash kernel yet (flash takes f16 and bf16)".into());
+    }
+    let align = FLASH_ALIGN_ELEMENTS as usize;
+    for (tensor, strides) in [
+        ("q", &problem.q_strides),
+        ("k", &problem.k_strides),
+        ("v", &problem.v_strides),
+    ] {
+        if strides.batch % align != 0 || strides.seq % align != 0 || strides.head % align != 0 {
+            return Some(format!(
+                "the {tensor} strides {strides:?} are not multiples of {align} elements (flash loads 16-byte \
+                 rows; with head_dim {} pad the rows or use a head dim that is a multiple of {align})",
+                problem.shape.head_dim
+            ));
+        }
+    }
+    let shared = flash_shared_bytes(flash_padded_head_dim(problem.shape.head_dim)) as usize;
+    if shared > caps.shared_memory_per_block_optin {
+        return Some(format!(
+            "the flash tile for head_dim {} needs {shared} bytes of shared memory and the device allows {}",
+            problem.shape.head_dim, caps.shared_memory_per_block_optin
+        ));
+    }
+    let grid_limit = MAX_GRID_YZ as usize;
+    if problem.shape.batch > grid_limit || problem.shape.heads_q > grid_limit {
+        return Some(format!(
+            "batch {} or heads_q {} exceeds the flash grid limit {grid_limit}",
+            problem.shape.batch, problem.shape.heads_q
+        ));
+    }
+    None
 }

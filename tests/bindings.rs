@@ -12,7 +12,7 @@ fn generate() -> String {
     let bindings = bindgen::Builder::default()
         .header(root.join(HEADER).to_string_lossy())
         .allowlist_type("AttentionParams")
-        .allowlist_var("NAIVE_.*|MAX_HEAD_DIM")
+        .allowlist_var("NAIVE_.*|FLASH_.*|MAX_HEAD_DIM")
         .derive_default(true)
         .derive_debug(true)
         .layout_tests(true)

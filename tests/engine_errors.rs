@@ -10,6 +10,7 @@ use cuda_attention::{
 
 const AMPERE: DeviceCaps = DeviceCaps {
     compute_capability: (8, 0),
+    shared_memory_per_block_optin: 163 * 1024,
 };
 
 fn problem() -> AttentionProblem {
@@ -67,40 +68,93 @@ fn a_missing_device_is_an_error_naming_the_ordinal() {
 }
 
 #[test]
-fn asking_for_flash_is_a_typed_error_until_it_exists() {
-    let options = ForwardOptions::default().with_kernel(KernelChoice::Flash);
-    let result = Plan::new(&problem(), DType::Bf16, options, AMPERE);
-    assert!(
-        matches!(
-            result,
-            Err(AttentionError::KernelUnsupported {
-                kernel: "flash",
-                ..
-            })
-        ),
-        "{result:?}"
-    );
+fn auto_picks_flash_for_half_precision_on_sm80() {
+    for dtype in [DType::F16, DType::Bf16] {
+        let plan = Plan::new(&problem(), dtype, ForwardOptions::default(), AMPERE).unwrap();
+        assert_eq!(plan.kernel, KernelKind::Flash, "{}", plan.reason);
+        assert_eq!(plan.workspace_bytes, 0, "flash needs no score workspace");
+    }
+    // head_dim 40 runs the 64 instantiation, zero-padded on load.
+    let padded = AttentionProblem::new(AttentionShape::new(1, 100, 2, 40));
+    let plan = Plan::new(&padded, DType::F16, ForwardOptions::default(), AMPERE).unwrap();
+    assert_eq!(plan.kernel, KernelKind::Flash);
+    assert!(plan.reason.contains("head_dim 64"), "{}", plan.reason);
 }
 
 #[test]
-fn auto_picks_naive_and_says_why() {
-    let plan = Plan::new(&problem(), DType::F16, ForwardOptions::default(), AMPERE).unwrap();
-    assert_eq!(plan.kernel, KernelKind::Naive);
-    assert!(plan.reason.contains("no flash kernel"), "{}", plan.reason);
-    assert_eq!(plan.workspace_bytes, 2 * 4 * 64 * 64 * 4);
-
-    let old = DeviceCaps {
-        compute_capability: (7, 5),
+fn auto_falls_back_to_naive_and_says_why() {
+    type Case = (
+        AttentionProblem,
+        DType,
+        ForwardOptions,
+        DeviceCaps,
+        &'static str,
+    );
+    let small_shared = DeviceCaps {
+        shared_memory_per_block_optin: 48 * 1024,
+        ..AMPERE
     };
-    let plan = Plan::new(&problem(), DType::F16, ForwardOptions::default(), old).unwrap();
-    assert!(plan.reason.contains("7.5"), "{}", plan.reason);
-
-    let weights = ForwardOptions::default().with_weights(true);
+    let turing = DeviceCaps {
+        compute_capability: (7, 5),
+        ..AMPERE
+    };
+    let defaults = ForwardOptions::default();
+    let cases: Vec<Case> = vec![
+        (problem(), DType::F32, defaults, AMPERE, "f32"),
+        (
+            problem(),
+            DType::F16,
+            defaults.with_weights(true),
+            AMPERE,
+            "weights",
+        ),
+        (problem(), DType::F16, defaults, turing, "7.5"),
+        (
+            AttentionProblem::new(AttentionShape::new(1, 64, 3, 59)),
+            DType::Bf16,
+            defaults,
+            AMPERE,
+            "multiples of 8",
+        ),
+        (
+            AttentionProblem::new(AttentionShape::new(1, 64, 2, 256)),
+            DType::Bf16,
+            defaults,
+            small_shared,
+            "shared memory",
+        ),
+    ];
+    for (problem, dtype, options, caps, why) in cases {
+        let plan = Plan::new(&problem, dtype, options, caps).unwrap();
+        assert_eq!(plan.kernel, KernelKind::Naive, "{dtype} {problem:?}");
+        assert!(
+            plan.reason.contains(why),
+            "expected '{why}' in: {}",
+            plan.reason
+        );
+        // Asking for flash explicitly is a typed error naming the same reason.
+        let options = options.with_kernel(KernelChoice::Flash);
+        match Plan::new(&problem, dtype, options, caps) {
+            Err(AttentionError::KernelUnsupported {
+                kernel: "flash",
+                reason,
+            }) => {
+                assert!(reason.contains(why), "expected '{why}' in: {reason}")
+            }
+            other => panic!("flash on {dtype} {problem:?}: {other:?}"),
+        }
+    }
+    let weights = defaults.with_weights(true);
     let plan = Plan::new(&problem(), DType::F16, weights, AMPERE).unwrap();
-    assert!(plan.reason.contains("weights"), "{}", plan.reason);
     assert_eq!(
         plan.workspace_bytes, 0,
         "the weights buffer holds the scores"
+    );
+    let plan = Plan::new(&problem(), DType::F32, defaults, AMPERE).unwrap();
+    assert_eq!(
+        plan.workspace_bytes,
+        2 * 4 * 64 * 64 * 4,
+        "naive scores: b * h * sq * sk f32"
     );
 }
 

@@ -2,7 +2,7 @@
 
 use cuda_attention::gpu::build_info::SASS_ARCHS;
 use cuda_attention::gpu::resources::kernel_resources;
-use cuda_attention::launch::naive_launches;
+use cuda_attention::launch::{flash_head_dims, flash_kernel_name, naive_launches};
 use cuda_attention::{AttentionShape, DType};
 
 fn naive_kernel_names() -> Vec<String> {
@@ -16,8 +16,18 @@ fn naive_kernel_names() -> Vec<String> {
     names
 }
 
+fn flash_kernel_names() -> Vec<String> {
+    let mut names: Vec<String> = [DType::F16, DType::Bf16]
+        .into_iter()
+        .flat_map(|dtype| flash_head_dims().map(move |d| flash_kernel_name(d, dtype)))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 #[test]
-fn naive_kernels_have_no_spills_and_no_stack_on_every_architecture() {
+fn every_kernel_has_no_spills_and_no_stack_on_every_architecture() {
     let resources = kernel_resources();
     assert!(
         !resources.is_empty(),
@@ -28,7 +38,13 @@ fn naive_kernels_have_no_spills_and_no_stack_on_every_architecture() {
         archs.iter().any(|a| a == "sm_80") && archs.iter().any(|a| a == "sm_90a"),
         "targets: {archs:?}"
     );
-    for name in naive_kernel_names() {
+    let names = [naive_kernel_names(), flash_kernel_names()].concat();
+    assert_eq!(
+        names.len(),
+        7 + 16,
+        "3 naive per dtype + softmax, 8 head dims x 2 dtypes of flash"
+    );
+    for name in names {
         for arch in &archs {
             let entry = resources
                 .iter()

@@ -28,6 +28,22 @@
 #define NAIVE_SOFTMAX_WARPS 4
 #define NAIVE_SOFTMAX_THREADS (NAIVE_SOFTMAX_WARPS * 32)
 
+/* Flash kernels: FLASH_WARPS warps of 16 query rows each per block (FLASH_BLOCK_M rows). The key tile has
+ * FLASH_BLOCK_N_NARROW rows for head dims up to FLASH_NARROW_MAX_HEAD_DIM and FLASH_BLOCK_N_WIDE beyond.
+ * Shared memory holds one Q, one K and one V tile of 2-byte elements, rows padded by FLASH_ROW_PADDING
+ * elements: (FLASH_BLOCK_M + 2 * block_n) * (head_dim + FLASH_ROW_PADDING) * 2 bytes. Head dims are
+ * instantiated in steps of FLASH_HEAD_DIM_STEP up to MAX_HEAD_DIM; smaller ones are zero-padded. */
+#define FLASH_WARPS 4
+#define FLASH_THREADS (FLASH_WARPS * 32)
+#define FLASH_BLOCK_M (FLASH_WARPS * 16)
+#define FLASH_BLOCK_N_NARROW 64
+#define FLASH_BLOCK_N_WIDE 32
+#define FLASH_NARROW_MAX_HEAD_DIM 128
+#define FLASH_ROW_PADDING 8
+#define FLASH_HEAD_DIM_STEP 32
+/* Strides (in elements) and base addresses must be multiples of this: cp.async moves 16 bytes. */
+#define FLASH_ALIGN_ELEMENTS 8
+
 /* Largest head dimension any kernel accepts. */
 #define MAX_HEAD_DIM 256
 

@@ -20,12 +20,13 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #define KERNEL_ENTRY(name, max_threads) \
-    extern "C" __global__ void __launch_bounds__(max_threads) name(AttentionParams p)
+    extern "C" __global__ void __launch_bounds__(max_threads, 1) name(AttentionParams p)
 #else
 #include "emulator/cuda_emulation.h"
 #endif
 
 #define WARP_SIZE 32
+#define LN_2 0.69314718055994530942f
 #define FULL_WARP_MASK 0xffffffffu
 
 __device__ __forceinline__ float to_float(float x) { return x; }
@@ -55,10 +56,17 @@ __device__ __forceinline__ float warp_sum(float x) {
 }
 
 /* The block's dynamic shared memory, 16-byte aligned, viewed as T. */
+#if defined(__CUDACC__)
 template <typename T> __device__ __forceinline__ T *dynamic_shared() {
     extern __shared__ __align__(16) unsigned char dynamic_shared_bytes[];
     return reinterpret_cast<T *>(dynamic_shared_bytes);
 }
+#else
+/* The emulator gives each block its own buffer, sized exactly as launched and filled with NaN bytes. */
+template <typename T> __device__ __forceinline__ T *dynamic_shared() {
+    return reinterpret_cast<T *>(::cuda_emu::this_thread().shared_memory);
+}
+#endif
 
 /* Causal mask, aligned bottom-right: query row sees key col iff col <= row + seq_k - seq_q. */
 __device__ __forceinline__ bool causal_visible(const AttentionParams &p, int row, int col) {

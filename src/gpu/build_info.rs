@@ -11,7 +11,7 @@ pub static PTXAS_REPORT: &str = include_str!(concat!(env!("OUT_DIR"), "/ptxas-re
 /// Kernel families this build can launch on a GPU.
 pub fn kernel_families() -> &'static [&'static str] {
     if KERNELS_BUILT {
-        &["naive"]
+        &["naive", "flash (f16, bf16)"]
     } else {
         &[]
     }

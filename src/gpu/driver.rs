@@ -64,6 +64,14 @@ pub struct DeviceInfo {
 }
 
 impl DeviceInfo {
+    /// What kernel selection needs to know about this device.
+    pub fn caps(&self) -> crate::plan::DeviceCaps {
+        crate::plan::DeviceCaps {
+            compute_capability: self.compute_capability,
+            shared_memory_per_block_optin: self.shared_memory_per_block_optin,
+        }
+    }
+
     /// Reads the facts from an open context.
     pub(crate) fn query(ctx: &Arc<CudaContext>) -> Result<DeviceInfo> {
         let attribute = |attr: Attr| ctx.attribute(attr).context("reading a device attribute");

@@ -10,8 +10,9 @@ use super::driver::{open_context, DeviceInfo};
 use super::kernels::LoadedKernels;
 use crate::dtype::Element;
 use crate::error::{AttentionError, DriverContext, Result};
+use crate::launch::{flash_launch, naive_launches};
 use crate::params::{attention_params, BufferAddresses};
-use crate::plan::{DeviceCaps, ForwardOptions, KernelKind, Plan};
+use crate::plan::{ForwardOptions, KernelKind, Plan};
 use crate::problem::AttentionProblem;
 
 /// Outputs of [`Engine::forward`], in device memory.
@@ -69,7 +70,7 @@ impl Engine {
         let module = ctx
             .load_module(Ptx::from_binary(FATBIN.to_vec()))
             .context("loading the kernel module (does this build hold the GPU's architecture? see `attn info`)")?;
-        let kernels = LoadedKernels::load(&module)?;
+        let kernels = LoadedKernels::load(&module, &info)?;
         let stream = ctx.default_stream();
         Ok(Engine {
             ctx,
@@ -103,14 +104,7 @@ impl Engine {
         problem: &AttentionProblem,
         options: ForwardOptions,
     ) -> Result<Plan> {
-        Plan::new(
-            problem,
-            T::DTYPE,
-            options,
-            DeviceCaps {
-                compute_capability: self.info.compute_capability,
-            },
-        )
+        Plan::new(problem, T::DTYPE, options, self.info.caps())
     }
 
     /// Convenience call: plans, allocates the outputs (and workspace) on the engine's stream and runs.
@@ -280,16 +274,24 @@ impl Engine {
                 scores,
             },
         );
-        match plan.kernel {
-            KernelKind::Naive => self
-                .kernels
-                .launch_naive(stream, plan.dtype, shape, &params),
-            KernelKind::Flash => Err(AttentionError::KernelUnsupported {
-                kernel: "flash",
-                reason: "this build has no flash kernel yet: plan with KernelChoice::Naive or Auto"
-                    .into(),
-            }),
-        }
+        let launches = match plan.kernel {
+            KernelKind::Naive => naive_launches(shape, plan.dtype),
+            KernelKind::Flash => {
+                for (tensor, address) in [("q", q_ptr), ("k", k_ptr), ("v", v_ptr)] {
+                    if address % 16 != 0 {
+                        return Err(AttentionError::KernelUnsupported {
+                            kernel: "flash",
+                            reason: format!(
+                                "the {tensor} buffer is not 16-byte aligned: pass aligned buffers or plan with \
+                                 KernelChoice::Naive"
+                            ),
+                        });
+                    }
+                }
+                vec![flash_launch(shape, plan.dtype)]
+            }
+        };
+        self.kernels.launch(stream, &launches, &params)
     }
 }
 

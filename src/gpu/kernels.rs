@@ -3,13 +3,19 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use cudarc::driver::sys::CUfunction_attribute;
 use cudarc::driver::{CudaFunction, CudaModule, CudaStream, LaunchConfig, PushKernelArg};
 
+use super::driver::DeviceInfo;
+
 use crate::dtype::DType;
-use crate::error::{DriverContext, Result};
-use crate::launch::{naive_launches, KernelLaunch};
+use crate::error::{AttentionError, DriverContext, Result};
+use crate::launch::{flash_head_dims, flash_launch, naive_launches, KernelLaunch};
 use crate::problem::AttentionShape;
 use crate::sys::AttentionParams;
+
+/// Dynamic shared memory a block may use without opting in.
+const DEFAULT_SHARED_LIMIT: usize = 48 * 1024;
 
 /// Every kernel of the module the engine launches, looked up once at load.
 #[derive(Debug)]
@@ -18,19 +24,37 @@ pub(crate) struct LoadedKernels {
 }
 
 impl LoadedKernels {
-    pub(crate) fn load(module: &Arc<CudaModule>) -> Result<Self> {
-        let mut functions = HashMap::new();
+    /// Looks up every kernel the engine launches and raises the dynamic shared memory limit of those
+    /// that need more than the default 48 KiB (where the device allows it; the planner refuses the
+    /// others).
+    pub(crate) fn load(module: &Arc<CudaModule>, device: &DeviceInfo) -> Result<Self> {
+        let mut launches: Vec<KernelLaunch> = Vec::new();
         for dtype in DType::ALL {
-            for launch in naive_launches(&AttentionShape::new(1, 1, 1, 1), dtype) {
-                if let std::collections::hash_map::Entry::Vacant(slot) =
-                    functions.entry(launch.name)
-                {
-                    let function = module
-                        .load_function(slot.key())
-                        .context("loading a kernel from the module")?;
-                    slot.insert(function);
-                }
+            launches.extend(naive_launches(&AttentionShape::new(1, 1, 1, 1), dtype));
+        }
+        for dtype in [DType::F16, DType::Bf16] {
+            for head_dim in flash_head_dims() {
+                launches.push(flash_launch(&AttentionShape::new(1, 1, 1, head_dim), dtype));
             }
+        }
+        let mut functions = HashMap::new();
+        for launch in launches {
+            if functions.contains_key(&launch.name) {
+                continue;
+            }
+            let function = module
+                .load_function(&launch.name)
+                .context("loading a kernel from the module")?;
+            let shared = launch.shared_bytes as usize;
+            if shared > DEFAULT_SHARED_LIMIT && shared <= device.shared_memory_per_block_optin {
+                function
+                    .set_attribute(
+                        CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        launch.shared_bytes as i32,
+                    )
+                    .context("raising a kernel's shared memory limit")?;
+            }
+            functions.insert(launch.name, function);
         }
         Ok(LoadedKernels { functions })
     }
@@ -43,7 +67,12 @@ impl LoadedKernels {
         params: &AttentionParams,
     ) -> Result<()> {
         for launch in launches {
-            let function = &self.functions[&launch.name];
+            let function = self.functions.get(&launch.name).ok_or_else(|| {
+                AttentionError::KernelUnsupported {
+                    kernel: "requested",
+                    reason: format!("{} is not in this build's module", launch.name),
+                }
+            })?;
             let cfg = LaunchConfig {
                 grid_dim: launch.grid,
                 block_dim: launch.block,
@@ -55,16 +84,5 @@ impl LoadedKernels {
                 .context("launching a kernel")?;
         }
         Ok(())
-    }
-
-    /// Launches the naive forward pass.
-    pub(crate) fn launch_naive(
-        &self,
-        stream: &CudaStream,
-        dtype: DType,
-        shape: &AttentionShape,
-        params: &AttentionParams,
-    ) -> Result<()> {
-        self.launch(stream, &naive_launches(shape, dtype), params)
     }
 }

@@ -8,6 +8,15 @@ pub const NAIVE_THREADS: u32 = 256;
 pub const NAIVE_SHARED_BYTES: u32 = 8448;
 pub const NAIVE_SOFTMAX_WARPS: u32 = 4;
 pub const NAIVE_SOFTMAX_THREADS: u32 = 128;
+pub const FLASH_WARPS: u32 = 4;
+pub const FLASH_THREADS: u32 = 128;
+pub const FLASH_BLOCK_M: u32 = 64;
+pub const FLASH_BLOCK_N_NARROW: u32 = 64;
+pub const FLASH_BLOCK_N_WIDE: u32 = 32;
+pub const FLASH_NARROW_MAX_HEAD_DIM: u32 = 128;
+pub const FLASH_ROW_PADDING: u32 = 8;
+pub const FLASH_HEAD_DIM_STEP: u32 = 32;
+pub const FLASH_ALIGN_ELEMENTS: u32 = 8;
 pub const MAX_HEAD_DIM: u32 = 256;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use clap::Args;
 use cuda_attention::gpu::{build_info, device_count, device_info, driver_present};
-use cuda_attention::plan::DeviceCaps;
 use cuda_attention::{
     AttentionError, AttentionProblem, AttentionShape, DType, ForwardOptions, Plan,
 };
@@ -76,9 +75,7 @@ pub fn run(args: &InfoArgs) -> Result<ExitCode, AttentionError> {
     );
 
     let problem = AttentionProblem::new(AttentionShape::new(1, 4096, 16, 128));
-    let caps = DeviceCaps {
-        compute_capability: info.compute_capability,
-    };
+    let caps = info.caps();
     match Plan::new(&problem, DType::Bf16, ForwardOptions::default(), caps) {
         Ok(plan) => println!(
             "auto (bf16, head_dim 128, seq 4096): {} ({})",

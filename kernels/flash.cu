@@ -1,0 +1,272 @@
+/*
+ * flash.cu - fused attention forward (FlashAttention-2 style) on mma.sync tensor cores, sm_80 and newer.
+ *
+ * One block owns BLOCK_M = 16 * WARPS query rows of one (batch, head); warp w owns rows 16w..16w+15 of
+ * that tile (lane l holds rows l/4 and l/4 + 8 of its 16, as the mma accumulator layout dictates). The
+ * block walks the key/value tiles of its head (BLOCK_N keys each) and never writes a score to memory:
+ *
+ *   Q tile -> shared (cp.async, once); for each key tile t:
+ *     V_t -> shared (cp.async, in flight while S is computed)
+ *     S = Q K_t^T                         mma.sync m16n8k16, A = Q (ldmatrix.x4), B = K (ldmatrix.x4)
+ *     S = S * scale * log2(e); -inf where masked (ragged tail, causal, window)
+ *     m_new = max(m, rowmax S); P = exp2(S - m_new); l = l * exp2(m - m_new) + rowsum P; O *= exp2(m - m_new)
+ *     K_{t+1} -> shared (cp.async, in flight while P V is computed)
+ *     O += P V_t                          P stays in registers as the A operand; B = V (ldmatrix.x4.trans)
+ *   O /= l, written once in the output dtype; lse = (m + log2 l) * ln 2.
+ *
+ * Shared memory: Q [BLOCK_M][D + 8], K [BLOCK_N][D + 8], V [BLOCK_N][D + 8] in the input dtype. The 8-element
+ * (16-byte) row padding puts the 8 rows of every ldmatrix in 8 different bank groups (no conflicts).
+ *
+ * Masking: rows past seq_q are computed on zero-filled Q and never written; keys past seq_k are zero-
+ * filled by cp.async and their scores set to -inf; causal (bottom-right: key j visible to query i iff
+ * j <= i + seq_k - seq_q). Key tiles wholly outside the mask are not visited at all; only tiles that
+ * straddle a mask boundary pay for the per-element test. A row that sees no key ends with l = 0 and is
+ * written as 0 with lse = -inf (the running max is replaced by 0 while it is -inf, so -inf - -inf never
+ * happens).
+ *
+ * Layouts: attention_params.h (strides in elements). Requirements checked on the host: f16 or bf16,
+ * head_dim <= the instantiation's HEAD_DIM (smaller dims are zero-padded on load, without copies),
+ * every stride a multiple of 8 elements and every base address 16-byte aligned (cp.async moves 16 bytes),
+ * batch and heads_q at most 65535 (grid y and z).
+ *
+ * Exports: flash_fwd_d<HEAD_DIM>_<dtype> for HEAD_DIM in 32, 64, 96, 128, 160, 192, 224, 256 and dtype f16, bf16.
+ */
+#include "include/device_helpers.cuh"
+#include "include/ptx.cuh"
+
+/* Tile sizes per head dimension: the one place they are chosen. */
+template <int HEAD_DIM> struct FlashTraits {
+    static_assert(HEAD_DIM % FLASH_HEAD_DIM_STEP == 0 && HEAD_DIM <= MAX_HEAD_DIM, "unsupported head dim");
+    static constexpr int kHeadDim = HEAD_DIM;
+    static constexpr int kWarps = FLASH_WARPS;
+    static constexpr int kThreads = kWarps * WARP_SIZE;
+    static constexpr int kBlockM = 16 * kWarps;
+    static constexpr int kBlockN = HEAD_DIM <= FLASH_NARROW_MAX_HEAD_DIM ? FLASH_BLOCK_N_NARROW : FLASH_BLOCK_N_WIDE;
+    static constexpr int kRowStride = HEAD_DIM + FLASH_ROW_PADDING; /* elements; 16 bytes of padding per row */
+    static constexpr int kChunksPerRow = HEAD_DIM / 8; /* 16-byte chunks */
+    static_assert(kThreads == FLASH_THREADS, "the launcher reads FLASH_THREADS");
+    static_assert(kBlockM == FLASH_BLOCK_M, "the launcher reads FLASH_BLOCK_M");
+    static_assert(FLASH_ROW_PADDING * 2 == 16, "ldmatrix rows must stay 16-byte aligned and change bank group");
+    static_assert(kBlockN % 16 == 0 && kHeadDim % 16 == 0, "mma tiles are 16 deep");
+};
+
+/* Register packing and tensor-core product per input dtype. */
+template <typename T> struct MmaOps;
+template <> struct MmaOps<__half> {
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) { return pack_half2(lo, hi); }
+    static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+        mma_m16n8k16_f16(d, a, b, d);
+    }
+};
+template <> struct MmaOps<__nv_bfloat16> {
+    static __device__ __forceinline__ uint32_t pack(float lo, float hi) { return pack_bfloat162(lo, hi); }
+    static __device__ __forceinline__ void mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+        mma_m16n8k16_bf16(d, a, b, d);
+    }
+};
+
+/* rows x HEAD_DIM tile of a [seq, d] matrix (row stride seq_stride) into padded shared memory, with
+ * cp.async; rows at or past `rows_valid` and columns at or past head_dim are zero-filled. */
+template <typename Traits, int ROWS, typename T>
+__device__ __forceinline__ void load_tile_async(T *smem, const T *gmem, int64_t seq_stride, int rows_valid,
+                                                int head_dim) {
+    for (int chunk = threadIdx.x; chunk < ROWS * Traits::kChunksPerRow; chunk += Traits::kThreads) {
+        const int row = chunk / Traits::kChunksPerRow;
+        const int col = (chunk % Traits::kChunksPerRow) * 8;
+        const int valid_cols = min(8, max(0, head_dim - col));
+        const bool inside = row < rows_valid && valid_cols > 0;
+        /* A zero-byte copy still needs a valid address: the tile's base. */
+        const T *src = inside ? gmem + row * seq_stride + col : gmem;
+        cp_async_16(smem + row * Traits::kRowStride + col, src, inside ? valid_cols * 2 : 0);
+    }
+}
+
+template <int HEAD_DIM, typename T> __device__ void flash_forward(const AttentionParams &p) {
+    using Traits = FlashTraits<HEAD_DIM>;
+    using Ops = MmaOps<T>;
+    constexpr int kBlockM = Traits::kBlockM;
+    constexpr int kBlockN = Traits::kBlockN;
+    constexpr int kStride = Traits::kRowStride;
+    constexpr int kNTiles = kBlockN / 8;   /* 8-key accumulator tiles of S */
+    constexpr int kDTiles = HEAD_DIM / 8;  /* 8-column accumulator tiles of O */
+
+    /* Heavy (late) query tiles first: with a causal mask they have the most keys. */
+    const int m_block = gridDim.x - 1 - blockIdx.x;
+    const int head = blockIdx.y;
+    const int batch = blockIdx.z;
+    const int m0 = m_block * kBlockM;
+    if (m0 >= p.seq_q) {
+        return;
+    }
+    const int warp = threadIdx.x / WARP_SIZE;
+    const int lane = threadIdx.x % WARP_SIZE;
+    const int group = lane / 4;
+    const int thread_in_group = lane % 4;
+
+    T *q_smem = dynamic_shared<T>();     // [kBlockM][kStride]
+    T *k_smem = q_smem + kBlockM * kStride; // [kBlockN][kStride]
+    T *v_smem = k_smem + kBlockN * kStride; // [kBlockN][kStride]
+
+    const T *q = static_cast<const T *>(p.q) + batch * p.q_batch_stride + head * p.q_head_stride; // [sq, d]
+    const int kv_head = head / p.heads_ratio;
+    const T *k = static_cast<const T *>(p.k) + batch * p.k_batch_stride + kv_head * p.k_head_stride; // [sk, d]
+    const T *v = static_cast<const T *>(p.v) + batch * p.v_batch_stride + kv_head * p.v_head_stride; // [sk, d]
+
+    /* Keys the tile's rows can see: [key_begin, key_end). Query row i sees keys j <= i + diagonal. */
+    const int64_t diagonal = (int64_t)p.seq_k - p.seq_q;
+    const int row_last = min(m0 + kBlockM, p.seq_q) - 1;
+    int key_end = p.seq_k;
+    if (p.causal) {
+        key_end = (int)max((int64_t)0, min((int64_t)p.seq_k, row_last + diagonal + 1));
+    }
+    const int n_tiles = (key_end + kBlockN - 1) / kBlockN;
+
+    /* Running state per thread: rows `group` and `group + 8` of the warp's 16. */
+    float acc_o[kDTiles][4] = {};
+    float row_max[2] = {-INFINITY, -INFINITY};
+    float row_sum[2] = {0.0f, 0.0f};
+
+    if (n_tiles > 0) {
+        load_tile_async<Traits, kBlockM>(q_smem, q + m0 * p.q_seq_stride, p.q_seq_stride, p.seq_q - m0, p.head_dim);
+        load_tile_async<Traits, kBlockN>(k_smem, k, p.k_seq_stride, p.seq_k, p.head_dim);
+        cp_async_commit_group();
+    }
+    const int warp_row0 = m0 + warp * 16;
+    for (int tile = 0; tile < n_tiles; ++tile) {
+        const int n0 = tile * kBlockN;
+        load_tile_async<Traits, kBlockN>(v_smem, v + n0 * p.v_seq_stride, p.v_seq_stride, p.seq_k - n0, p.head_dim);
+        cp_async_commit_group();
+        cp_async_wait_group<1>(); /* Q and K_t have landed (V_t may still be in flight) */
+        __syncthreads();
+
+        /* S = Q K_t^T, f32 accumulators: acc_s[nt] is the 16 x 8 tile of keys n0 + 8 nt. */
+        float acc_s[kNTiles][4] = {};
+        for (int ks = 0; ks < HEAD_DIM / 16; ++ks) {
+            uint32_t a[4];
+            ldmatrix_x4(a[0], a[1], a[2], a[3], q_smem + (warp * 16 + lane % 16) * kStride + ks * 16 + (lane / 16) * 8);
+            for (int nt = 0; nt < kNTiles; nt += 2) {
+                uint32_t b[4];
+                const int key = nt * 8 + (lane / 16) * 8 + lane % 8;
+                ldmatrix_x4(b[0], b[1], b[2], b[3], k_smem + key * kStride + ks * 16 + ((lane / 8) % 2) * 8);
+                const uint32_t b0[2] = {b[0], b[1]};
+                const uint32_t b1[2] = {b[2], b[3]};
+                Ops::mma(acc_s[nt], a, b0);
+                Ops::mma(acc_s[nt + 1], a, b1);
+            }
+        }
+
+        /* Scale into log2 units; mask only tiles that straddle the end of the keys or the diagonal. */
+        const bool tile_needs_mask =
+            n0 + kBlockN > p.seq_k || (p.causal && (int64_t)n0 + kBlockN - 1 > warp_row0 + diagonal);
+        for (int nt = 0; nt < kNTiles; ++nt) {
+            for (int i = 0; i < 4; ++i) {
+                float s = acc_s[nt][i] * p.scale_log2;
+                if (tile_needs_mask) {
+                    const int row = warp_row0 + mma_c_row(lane, i);
+                    const int col = n0 + nt * 8 + mma_c_col(lane, i);
+                    if (col >= p.seq_k || (p.causal && col > row + diagonal)) {
+                        s = -INFINITY;
+                    }
+                }
+                acc_s[nt][i] = s;
+            }
+        }
+
+        /* Online softmax: m_new = max(m, rowmax S); rescale what was accumulated under the old max. */
+        for (int r = 0; r < 2; ++r) {
+            float tile_max = -INFINITY;
+            for (int nt = 0; nt < kNTiles; ++nt) {
+                tile_max = fmaxf(tile_max, fmaxf(acc_s[nt][2 * r], acc_s[nt][2 * r + 1]));
+            }
+            tile_max = fmaxf(tile_max, __shfl_xor_sync(FULL_WARP_MASK, tile_max, 1));
+            tile_max = fmaxf(tile_max, __shfl_xor_sync(FULL_WARP_MASK, tile_max, 2));
+            const float new_max = fmaxf(row_max[r], tile_max);
+            /* While the row has seen only masked keys its max is -inf: subtract 0 instead. */
+            const float safe_max = new_max == -INFINITY ? 0.0f : new_max;
+            const float correction = ex2_approx_ftz(row_max[r] - safe_max);
+            row_max[r] = new_max;
+            float tile_sum = 0.0f;
+            for (int nt = 0; nt < kNTiles; ++nt) {
+                acc_s[nt][2 * r] = ex2_approx_ftz(acc_s[nt][2 * r] - safe_max);
+                acc_s[nt][2 * r + 1] = ex2_approx_ftz(acc_s[nt][2 * r + 1] - safe_max);
+                tile_sum += acc_s[nt][2 * r] + acc_s[nt][2 * r + 1];
+            }
+            row_sum[r] = row_sum[r] * correction + tile_sum;
+            for (int dt = 0; dt < kDTiles; ++dt) {
+                acc_o[dt][2 * r] *= correction;
+                acc_o[dt][2 * r + 1] *= correction;
+            }
+        }
+
+        cp_async_wait_group<0>(); /* V_t has landed */
+        __syncthreads();          /* and every warp is done reading K_t */
+        if (tile + 1 < n_tiles) {
+            const int next = n0 + kBlockN;
+            load_tile_async<Traits, kBlockN>(k_smem, k + next * p.k_seq_stride, p.k_seq_stride, p.seq_k - next,
+                                             p.head_dim);
+            cp_async_commit_group();
+        }
+
+        /* O += P V_t. The accumulators of key tiles 2j and 2j+1 are exactly the A fragment of keys 16j..16j+15. */
+        for (int j = 0; j < kBlockN / 16; ++j) {
+            const uint32_t a[4] = {
+                Ops::pack(acc_s[2 * j][0], acc_s[2 * j][1]),
+                Ops::pack(acc_s[2 * j][2], acc_s[2 * j][3]),
+                Ops::pack(acc_s[2 * j + 1][0], acc_s[2 * j + 1][1]),
+                Ops::pack(acc_s[2 * j + 1][2], acc_s[2 * j + 1][3]),
+            };
+            for (int dt = 0; dt < kDTiles; dt += 2) {
+                uint32_t b[4];
+                const int key = j * 16 + ((lane / 8) % 2) * 8 + lane % 8;
+                ldmatrix_x4_trans(b[0], b[1], b[2], b[3], v_smem + key * kStride + (dt + lane / 16) * 8);
+                const uint32_t b0[2] = {b[0], b[1]};
+                const uint32_t b1[2] = {b[2], b[3]};
+                Ops::mma(acc_o[dt], a, b0);
+                Ops::mma(acc_o[dt + 1], a, b1);
+            }
+        }
+        __syncthreads(); /* every warp is done reading V_t before V_{t+1} overwrites it */
+    }
+
+    /* O = O / l, written once; lse in natural log. */
+    T *out = static_cast<T *>(p.out) + batch * p.out_batch_stride + head * p.out_head_stride; // [sq, d]
+    for (int r = 0; r < 2; ++r) {
+        float sum = row_sum[r];
+        sum += __shfl_xor_sync(FULL_WARP_MASK, sum, 1);
+        sum += __shfl_xor_sync(FULL_WARP_MASK, sum, 2);
+        const float inv_sum = sum > 0.0f ? 1.0f / sum : 0.0f;
+        const int row = warp_row0 + group + 8 * r;
+        if (row < p.seq_q) {
+            T *out_row = out + row * p.out_seq_stride;
+            for (int dt = 0; dt < kDTiles; ++dt) {
+                const int col = dt * 8 + 2 * thread_in_group;
+                if (col < p.head_dim) {
+                    out_row[col] = from_float<T>(acc_o[dt][2 * r] * inv_sum);
+                }
+                if (col + 1 < p.head_dim) {
+                    out_row[col + 1] = from_float<T>(acc_o[dt][2 * r + 1] * inv_sum);
+                }
+            }
+            if (p.lse != NULL && thread_in_group == 0) {
+                const int64_t lse_index = ((int64_t)batch * p.heads_q + head) * p.seq_q + row;
+                p.lse[lse_index] = sum > 0.0f ? (row_max[r] + log2f(sum)) * LN_2 : -INFINITY;
+            }
+        }
+    }
+}
+
+#define FLASH_EXPORT(head_dim, dtype_name, T)                                                           \
+    KERNEL_ENTRY(flash_fwd_d##head_dim##_##dtype_name, FLASH_THREADS) { flash_forward<head_dim, T>(p); }
+
+#define FLASH_EXPORTS(head_dim)                                                                          \
+    FLASH_EXPORT(head_dim, f16, __half)                                                                 \
+    FLASH_EXPORT(head_dim, bf16, __nv_bfloat16)
+
+FLASH_EXPORTS(32)
+FLASH_EXPORTS(64)
+FLASH_EXPORTS(96)
+FLASH_EXPORTS(128)
+FLASH_EXPORTS(160)
+FLASH_EXPORTS(192)
+FLASH_EXPORTS(224)
+FLASH_EXPORTS(256)

@@ -1,0 +1,122 @@
+//! The compiled machine code: every flash instantiation uses tensor cores (HMMA) on every SASS
+//! architecture of the build. Reads the embedded fatbin with cuobjdump (installed by
+//! scripts/install-cuda-toolchain.sh; nvdisasm must be beside it or on PATH).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+use cuda_attention::gpu::build_info::{FATBIN, SASS_ARCHS};
+use cuda_attention::launch::{flash_head_dims, flash_kernel_name};
+use cuda_attention::DType;
+
+fn cuobjdump() -> PathBuf {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(nvcc) = std::env::var_os("NVCC") {
+        candidates.push(PathBuf::from(nvcc).with_file_name("cuobjdump"));
+    }
+    if let Some(home) = std::env::var_os("CUDA_HOME") {
+        candidates.push(PathBuf::from(home).join("bin/cuobjdump"));
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        candidates.extend(std::env::split_paths(&path).map(|dir| dir.join("cuobjdump")));
+    }
+    candidates.into_iter().find(|p| p.is_file()).expect(
+        "cuobjdump not found: eval \"$(scripts/install-cuda-toolchain.sh --env)\" or use scripts/test.sh",
+    )
+}
+
+/// (arch, function) -> the function's SASS text.
+fn disassemble() -> HashMap<(String, String), String> {
+    assert!(
+        !FATBIN.is_empty(),
+        "this build has no kernels: build with nvcc (scripts/test.sh)"
+    );
+    let path = std::env::temp_dir().join(format!("cuda-attention-{}.fatbin", std::process::id()));
+    std::fs::write(&path, FATBIN).unwrap();
+    let tool = cuobjdump();
+    let mut cmd = Command::new(&tool);
+    if let Some(dir) = tool.parent() {
+        let path_var = std::env::var_os("PATH").unwrap_or_default();
+        let joined = std::env::join_paths(
+            std::iter::once(dir.to_path_buf()).chain(std::env::split_paths(&path_var)),
+        );
+        cmd.env("PATH", joined.unwrap());
+    }
+    let output = cmd
+        .arg("-sass")
+        .arg(&path)
+        .output()
+        .expect("cuobjdump runs");
+    std::fs::remove_file(&path).ok();
+    assert!(
+        output.status.success(),
+        "cuobjdump failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut functions = HashMap::new();
+    let (mut arch, mut function) = (String::new(), String::new());
+    for line in text.lines() {
+        if let Some(rest) = line.split("arch = ").nth(1) {
+            arch = rest.trim().to_string();
+        } else if let Some(rest) = line.split("Function : ").nth(1) {
+            function = rest.trim().to_string();
+        } else if !function.is_empty() {
+            let body: &mut String = functions
+                .entry((arch.clone(), function.clone()))
+                .or_default();
+            body.push_str(line);
+            body.push('\n');
+        }
+    }
+    functions
+}
+
+#[test]
+fn every_flash_instantiation_uses_tensor_cores_on_every_architecture() {
+    let functions = disassemble();
+    for arch in SASS_ARCHS.split(',') {
+        let arch = format!("sm_{arch}");
+        for dtype in [DType::F16, DType::Bf16] {
+            for head_dim in flash_head_dims() {
+                let name = flash_kernel_name(head_dim, dtype);
+                let sass = functions
+                    .get(&(arch.clone(), name.clone()))
+                    .unwrap_or_else(|| panic!("{name} has no SASS for {arch}"));
+                let expected = match dtype {
+                    DType::Bf16 => "HMMA.16816.F32.BF16",
+                    _ => "HMMA.16816.F32",
+                };
+                assert!(
+                    sass.contains(expected),
+                    "{name} on {arch}: no {expected} instruction"
+                );
+                assert!(
+                    sass.contains("LDSM"),
+                    "{name} on {arch}: no ldmatrix (LDSM)"
+                );
+                assert!(
+                    sass.contains("LDGSTS"),
+                    "{name} on {arch}: no cp.async (LDGSTS)"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_naive_kernels_use_no_tensor_cores() {
+    let functions = disassemble();
+    let naive: Vec<_> = functions
+        .iter()
+        .filter(|((_, f), _)| f.starts_with("naive_"))
+        .collect();
+    assert!(!naive.is_empty(), "no naive kernel in the SASS");
+    for ((arch, function), sass) in naive {
+        assert!(
+            !sass.contains("HMMA"),
+            "{function} on {arch} uses tensor cores: the baseline must not"
+        );
+    }
+}
