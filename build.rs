@@ -15,6 +15,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "build/emulator.rs"]
+mod emulator;
+
 const ENV_VARS: [&str; 6] = [
     "NVCC",
     "CUDA_HOME",
@@ -30,6 +33,8 @@ fn main() {
     for var in ENV_VARS {
         println!("cargo:rerun-if-env-changed={var}");
     }
+    // The CPU emulator: the same kernels compiled as C++ (no CUDA toolkit needed).
+    emulator::build();
 
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let fatbin = out_dir.join("kernels.fatbin");

@@ -19,8 +19,10 @@
  *
  * Masking: rows past seq_q are computed on zero-filled Q and never written; keys past seq_k are zero-
  * filled by cp.async and their scores set to -inf; causal (bottom-right: key j visible to query i iff
- * j <= i + seq_k - seq_q). Key tiles wholly outside the mask are not visited at all; only tiles that
- * straddle a mask boundary pay for the per-element test. A row that sees no key ends with l = 0 and is
+ * j <= i + seq_k - seq_q) and the sliding window (key_range in device_helpers.cuh). Key tiles wholly
+ * outside every row's range are not visited at all; only tiles that straddle a boundary for some row of
+ * the warp pay for the per-element test. Soft cap and ALiBi (runtime flags) change the scaled score
+ * before the mask. A row that sees no key ends with l = 0 and is
  * written as 0 with lse = -inf (the running max is replaced by 0 while it is -inf, so -inf - -inf never
  * happens).
  *
@@ -112,27 +114,31 @@ template <int HEAD_DIM, typename T> __device__ void flash_forward(const Attentio
     const T *k = static_cast<const T *>(p.k) + batch * p.k_batch_stride + kv_head * p.k_head_stride; // [sk, d]
     const T *v = static_cast<const T *>(p.v) + batch * p.v_batch_stride + kv_head * p.v_head_stride; // [sk, d]
 
-    /* Keys the tile's rows can see: [key_begin, key_end). Query row i sees keys j <= i + diagonal. */
-    const int64_t diagonal = (int64_t)p.seq_k - p.seq_q;
+    /* Key tiles any of the block's rows can see (key ranges grow with the row): tiles wholly outside are
+     * never visited. */
     const int row_last = min(m0 + kBlockM, p.seq_q) - 1;
-    int key_end = p.seq_k;
-    if (p.causal) {
-        key_end = (int)max((int64_t)0, min((int64_t)p.seq_k, row_last + diagonal + 1));
-    }
-    const int n_tiles = (key_end + kBlockN - 1) / kBlockN;
+    const int key_begin = key_range(p, m0).begin;
+    const int key_end = key_range(p, row_last).end;
+    const int first_tile = key_begin / kBlockN;
+    const int n_tiles = key_end > key_begin ? (key_end + kBlockN - 1) / kBlockN : first_tile;
 
     /* Running state per thread: rows `group` and `group + 8` of the warp's 16. */
     float acc_o[kDTiles][4] = {};
     float row_max[2] = {-INFINITY, -INFINITY};
     float row_sum[2] = {0.0f, 0.0f};
 
-    if (n_tiles > 0) {
+    if (first_tile < n_tiles) {
+        const int n0 = first_tile * kBlockN;
         load_tile_async<Traits, kBlockM>(q_smem, q + m0 * p.q_seq_stride, p.q_seq_stride, p.seq_q - m0, p.head_dim);
-        load_tile_async<Traits, kBlockN>(k_smem, k, p.k_seq_stride, p.seq_k, p.head_dim);
+        load_tile_async<Traits, kBlockN>(k_smem, k + n0 * p.k_seq_stride, p.k_seq_stride, p.seq_k - n0, p.head_dim);
         cp_async_commit_group();
     }
     const int warp_row0 = m0 + warp * 16;
-    for (int tile = 0; tile < n_tiles; ++tile) {
+    /* The keys every row of this warp sees: a tile inside them needs no per-element mask. */
+    const int warp_full_begin = key_range(p, warp_row0 + 15).begin;
+    const int warp_full_end = key_range(p, warp_row0).end;
+    const bool adjust = adjusts_scores(p);
+    for (int tile = first_tile; tile < n_tiles; ++tile) {
         const int n0 = tile * kBlockN;
         load_tile_async<Traits, kBlockN>(v_smem, v + n0 * p.v_seq_stride, p.v_seq_stride, p.seq_k - n0, p.head_dim);
         cp_async_commit_group();
@@ -155,16 +161,18 @@ template <int HEAD_DIM, typename T> __device__ void flash_forward(const Attentio
             }
         }
 
-        /* Scale into log2 units; mask only tiles that straddle the end of the keys or the diagonal. */
-        const bool tile_needs_mask =
-            n0 + kBlockN > p.seq_k || (p.causal && (int64_t)n0 + kBlockN - 1 > warp_row0 + diagonal);
+        /* Scale into log2 units (soft cap and ALiBi in natural units first, when set); mask only tiles that
+         * straddle a mask boundary or the end of the keys. */
+        const bool tile_needs_mask = n0 < warp_full_begin || n0 + kBlockN > warp_full_end;
         for (int nt = 0; nt < kNTiles; ++nt) {
             for (int i = 0; i < 4; ++i) {
-                float s = acc_s[nt][i] * p.scale_log2;
+                const int row = warp_row0 + mma_c_row(lane, i);
+                const int col = n0 + nt * 8 + mma_c_col(lane, i);
+                float s = adjust ? adjust_score(p, head, row, col, acc_s[nt][i] * p.scale) * LOG2_E
+                                 : acc_s[nt][i] * p.scale_log2;
                 if (tile_needs_mask) {
-                    const int row = warp_row0 + mma_c_row(lane, i);
-                    const int col = n0 + nt * 8 + mma_c_col(lane, i);
-                    if (col >= p.seq_k || (p.causal && col > row + diagonal)) {
+                    const KeyRange visible = key_range(p, row);
+                    if (col < visible.begin || col >= visible.end) {
                         s = -INFINITY;
                     }
                 }

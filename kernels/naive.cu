@@ -15,8 +15,9 @@
  * NAIVE_TILE output tile of one (batch, head); thread (tx, ty) owns column tx of rows ty, ty + 8, ...
  * Operands are staged through two padded f32 tiles in shared memory, loaded with consecutive threads on
  * consecutive elements (coalesced). Grid-stride loops in x, y and z, so any size fits the grid limits.
- * Causal: score tiles wholly above the diagonal are written as -inf without a product, and the PV loop
- * stops at the last key the tile's last row sees.
+ * Masks (causal, window): score tiles wholly outside every row's key range are written as -inf without
+ * a product, and the PV loop covers only the keys the tile's rows see. Soft cap and ALiBi are applied to
+ * the scaled scores before masking (adjust_score in device_helpers.cuh).
  *
  * Softmax: one warp per row, NAIVE_SOFTMAX_WARPS rows per block, three passes over the row
  * (max, sum of exp, normalise).
@@ -29,13 +30,12 @@
 #define NAIVE_TILE_STRIDE (NAIVE_TILE + 1)
 #define NAIVE_ROWS_PER_THREAD (NAIVE_TILE / NAIVE_ROWS_PER_PASS)
 
-/* The last key (exclusive) that any of rows [row0, row_end) may see. */
-__device__ __forceinline__ int visible_key_end(const AttentionParams &p, int row_end) {
-    if (!p.causal) {
-        return p.seq_k;
-    }
-    const int64_t end = (int64_t)row_end + p.seq_k - p.seq_q;
-    return (int)max((int64_t)0, min((int64_t)p.seq_k, end));
+/* The keys any of rows [row0, row_end) may see (key ranges grow with the row). */
+__device__ __forceinline__ KeyRange tile_key_range(const AttentionParams &p, int row0, int row_end) {
+    KeyRange range;
+    range.begin = key_range(p, row0).begin;
+    range.end = key_range(p, row_end - 1).end;
+    return range;
 }
 
 template <typename T> __device__ void naive_scores(const AttentionParams &p) {
@@ -55,11 +55,11 @@ template <typename T> __device__ void naive_scores(const AttentionParams &p) {
         float *s_bh = p.scores + bh * p.seq_q * (int64_t)p.seq_k;                          // [sq, sk]
 
         for (int row0 = blockIdx.y * NAIVE_TILE; row0 < p.seq_q; row0 += gridDim.y * NAIVE_TILE) {
-            const int key_end = visible_key_end(p, min(row0 + NAIVE_TILE, p.seq_q));
+            const KeyRange keys = tile_key_range(p, row0, min(row0 + NAIVE_TILE, p.seq_q));
             for (int col0 = blockIdx.x * NAIVE_TILE; col0 < p.seq_k; col0 += gridDim.x * NAIVE_TILE) {
                 float acc[NAIVE_ROWS_PER_THREAD] = {};
                 // S_tile = Q_tile K_tile^T, head_dim in chunks of TILE; skipped when the tile is all masked.
-                if (col0 < key_end) {
+                if (col0 < keys.end && col0 + NAIVE_TILE > keys.begin) {
                     for (int d0 = 0; d0 < p.head_dim; d0 += NAIVE_TILE) {
                         const int d = d0 + tx;
                         for (int r = ty; r < NAIVE_TILE; r += NAIVE_ROWS_PER_PASS) {
@@ -80,12 +80,14 @@ template <typename T> __device__ void naive_scores(const AttentionParams &p) {
                         __syncthreads();
                     }
                 }
-                // S = scale * acc, -inf where the mask hides the key.
+                // S = scale * acc (soft cap, ALiBi), -inf where the mask hides the key.
                 const int col = col0 + tx;
                 for (int i = 0; i < NAIVE_ROWS_PER_THREAD; ++i) {
                     const int row = row0 + ty + i * NAIVE_ROWS_PER_PASS;
                     if (row < p.seq_q && col < p.seq_k) {
-                        s_bh[(int64_t)row * p.seq_k + col] = causal_visible(p, row, col) ? acc[i] * p.scale : -INFINITY;
+                        const KeyRange visible = key_range(p, row);
+                        const bool seen = col >= visible.begin && col < visible.end;
+                        s_bh[(int64_t)row * p.seq_k + col] = seen ? adjust_score(p, h, row, col, acc[i] * p.scale) : -INFINITY;
                     }
                 }
             }
@@ -110,11 +112,11 @@ template <typename T> __device__ void naive_pv(const AttentionParams &p) {
         const float *p_bh = p.scores + bh * p.seq_q * (int64_t)p.seq_k;                    // [sq, sk]
 
         for (int row0 = blockIdx.y * NAIVE_TILE; row0 < p.seq_q; row0 += gridDim.y * NAIVE_TILE) {
-            const int key_end = visible_key_end(p, min(row0 + NAIVE_TILE, p.seq_q));
+            const KeyRange keys = tile_key_range(p, row0, min(row0 + NAIVE_TILE, p.seq_q));
             for (int d0 = blockIdx.x * NAIVE_TILE; d0 < p.head_dim; d0 += gridDim.x * NAIVE_TILE) {
                 float acc[NAIVE_ROWS_PER_THREAD] = {};
-                // O_tile = sum over key chunks of P_tile V_tile.
-                for (int j0 = 0; j0 < key_end; j0 += NAIVE_TILE) {
+                // O_tile = sum over the visible key chunks of P_tile V_tile (P is 0 outside the mask).
+                for (int j0 = keys.begin / NAIVE_TILE * NAIVE_TILE; j0 < keys.end; j0 += NAIVE_TILE) {
                     for (int r = ty; r < NAIVE_TILE; r += NAIVE_ROWS_PER_PASS) {
                         const int row = row0 + r;
                         const int j = j0 + tx;

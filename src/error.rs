@@ -126,6 +126,19 @@ pub enum AttentionError {
     #[error("{0}")]
     InvalidArgument(String),
 
+    /// The CPU emulator stopped a kernel that broke a rule of the CUDA execution model (a barrier not
+    /// every thread reaches, a divergent warp collective, a misaligned ldmatrix row, a deadlock, ...).
+    #[error(
+        "the emulator stopped kernel {kernel}: {message}. This is a bug in the kernel at that call site \
+         (see docs/emulator.md for what each check means)"
+    )]
+    Emulation {
+        /// Exported name of the kernel.
+        kernel: String,
+        /// What the emulator found and where: block, thread and file:line.
+        message: String,
+    },
+
     /// A CUDA driver call failed.
     #[error("CUDA driver error while {context}: {source}. Check the device with `attn info`")]
     Driver {

@@ -4,9 +4,10 @@
 use crate::dtype::DType;
 use crate::problem::AttentionShape;
 use crate::sys::{
-    FLASH_BLOCK_M, FLASH_BLOCK_N_NARROW, FLASH_BLOCK_N_WIDE, FLASH_HEAD_DIM_STEP,
-    FLASH_NARROW_MAX_HEAD_DIM, FLASH_ROW_PADDING, FLASH_THREADS, MAX_HEAD_DIM, NAIVE_ROWS_PER_PASS,
-    NAIVE_SHARED_BYTES, NAIVE_SOFTMAX_THREADS, NAIVE_SOFTMAX_WARPS, NAIVE_TILE,
+    FLASH_BLOCK_M, FLASH_BLOCK_N_NARROW, FLASH_BLOCK_N_WIDE, FLASH_F32_KEY_TILE, FLASH_F32_THREADS,
+    FLASH_F32_WARPS, FLASH_HEAD_DIM_STEP, FLASH_NARROW_MAX_HEAD_DIM, FLASH_ROW_PADDING,
+    FLASH_THREADS, MAX_HEAD_DIM, NAIVE_ROWS_PER_PASS, NAIVE_SHARED_BYTES, NAIVE_SOFTMAX_THREADS,
+    NAIVE_SOFTMAX_WARPS, NAIVE_TILE,
 };
 
 /// Grid limits of y and z; x is limited to 2^31 - 1. The kernels loop over what a grid cannot cover.
@@ -95,9 +96,31 @@ pub fn flash_kernel_name(padded_head_dim: usize, dtype: DType) -> String {
     format!("flash_fwd_d{padded_head_dim}_{dtype}")
 }
 
-/// The flash forward pass: one launch; blocks of FLASH_BLOCK_M query rows of one (batch, head). The
-/// problem must have passed the flash checks of the planner (f16/bf16, batch and heads within the grid).
+/// Dynamic shared memory of the f32 (SIMT) flash kernel for `head_dim`.
+pub fn flash_f32_shared_bytes(head_dim: usize) -> u32 {
+    let d = head_dim as u32;
+    (FLASH_F32_WARPS * d + FLASH_F32_KEY_TILE * (2 * d + 1)) * 4
+}
+
+/// Name of the f32 (SIMT) flash kernel, which serves every head dim.
+pub const FLASH_F32_KERNEL: &str = "flash_fwd_f32";
+
+/// The flash forward pass: one launch; blocks of query rows of one (batch, head) (FLASH_BLOCK_M rows on
+/// tensor cores for f16/bf16, FLASH_F32_WARPS rows for f32). The problem must have passed the flash
+/// checks of the planner (strides, batch and heads within the grid, shared memory).
 pub fn flash_launch(shape: &AttentionShape, dtype: DType) -> KernelLaunch {
+    if dtype == DType::F32 {
+        return KernelLaunch {
+            name: FLASH_F32_KERNEL.into(),
+            grid: (
+                blocks(shape.seq_q as u64, u64::from(FLASH_F32_WARPS), MAX_GRID_X),
+                shape.heads_q as u32,
+                shape.batch as u32,
+            ),
+            block: (FLASH_F32_THREADS, 1, 1),
+            shared_bytes: flash_f32_shared_bytes(shape.head_dim),
+        };
+    }
     let padded = flash_padded_head_dim(shape.head_dim);
     KernelLaunch {
         name: flash_kernel_name(padded, dtype),

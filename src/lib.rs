@@ -3,6 +3,7 @@
 
 pub mod cpu;
 pub mod dtype;
+pub mod emulator;
 pub mod error;
 pub mod gpu;
 pub mod launch;
@@ -15,4 +16,4 @@ pub use dtype::{DType, Element};
 pub use error::{AttentionError, Result};
 pub use gpu::{DeviceInfo, DeviceOutput, DeviceTensors, Engine};
 pub use plan::{ForwardOptions, KernelChoice, KernelKind, Plan};
-pub use problem::{AttentionProblem, AttentionShape, Layout, Strides, MAX_HEAD_DIM};
+pub use problem::{AttentionProblem, AttentionShape, Layout, Strides, Window, MAX_HEAD_DIM};

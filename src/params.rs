@@ -24,6 +24,8 @@ pub struct BufferAddresses {
     pub lse: u64,
     /// f32 score/probability matrix (naive kernels), or 0.
     pub scores: u64,
+    /// f32 ALiBi slopes `[heads_q]`, or 0.
+    pub alibi_slopes: u64,
 }
 
 /// The parameter struct for `problem` (which must have passed `validate`, so every size fits).
@@ -42,6 +44,7 @@ pub fn attention_params(problem: &AttentionProblem, addresses: BufferAddresses) 
         out: addresses.out as *mut c_void,
         lse: addresses.lse as *mut f32,
         scores: addresses.scores as *mut f32,
+        alibi_slopes: addresses.alibi_slopes as *const f32,
         q_batch_stride,
         q_seq_stride,
         q_head_stride,
@@ -62,7 +65,10 @@ pub fn attention_params(problem: &AttentionProblem, addresses: BufferAddresses) 
         head_dim: s.head_dim as i32,
         heads_ratio: problem.heads_ratio() as i32,
         causal: i32::from(problem.causal),
+        window_left: problem.window.left.map_or(-1, |b| b as i32),
+        window_right: problem.window.right.map_or(-1, |b| b as i32),
         scale,
         scale_log2: scale * LOG2_E,
+        softcap: problem.softcap.unwrap_or(0.0),
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::dtype::DType;
 use crate::error::{AttentionError, Result};
-use crate::launch::{flash_padded_head_dim, flash_shared_bytes, MAX_GRID_YZ};
+use crate::launch::{flash_launch, flash_padded_head_dim, MAX_GRID_YZ};
 use crate::problem::AttentionProblem;
 use crate::sys::FLASH_ALIGN_ELEMENTS;
 
@@ -142,10 +142,15 @@ impl Plan {
             }
             (KernelChoice::Auto, None) => (
                 KernelKind::Flash,
-                format!(
-                    "auto: flash supports this problem (instantiation for head_dim {})",
-                    flash_padded_head_dim(problem.shape.head_dim)
-                ),
+                if dtype == DType::F32 {
+                    "auto: flash supports this problem (f32 on CUDA cores, no tensor cores)"
+                        .to_string()
+                } else {
+                    format!(
+                        "auto: flash supports this problem (tensor-core instantiation for head_dim {})",
+                        flash_padded_head_dim(problem.shape.head_dim)
+                    )
+                },
             ),
         };
         let workspace_bytes = match kernel {
@@ -161,7 +166,7 @@ impl Plan {
             _ => 0,
         };
         Ok(Plan {
-            problem: *problem,
+            problem: problem.clone(),
             dtype,
             options,
             kernel,
@@ -190,10 +195,12 @@ fn flash_unavailable_reason(
             caps.compute_capability.0, caps.compute_capability.1
         ));
     }
-    if dtype == DType::F32 {
-        return Some("f32 inputs have no flash kernel yet (flash takes f16 and bf16)".into());
-    }
-    let align = FLASH_ALIGN_ELEMENTS as usize;
+    // The tensor-core kernels load 16-byte rows; the f32 kernel loads scalars.
+    let align = if dtype == DType::F32 {
+        1
+    } else {
+        FLASH_ALIGN_ELEMENTS as usize
+    };
     for (tensor, strides) in [
         ("q", &problem.q_strides),
         ("k", &problem.k_strides),
@@ -207,7 +214,7 @@ fn flash_unavailable_reason(
             ));
         }
     }
-    let shared = flash_shared_bytes(flash_padded_head_dim(problem.shape.head_dim)) as usize;
+    let shared = flash_launch(&problem.shape, dtype).shared_bytes as usize;
     if shared > caps.shared_memory_per_block_optin {
         return Some(format!(
             "the flash tile for head_dim {} needs {shared} bytes of shared memory and the device allows {}",

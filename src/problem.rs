@@ -1,5 +1,7 @@
 //! What to compute: shapes, strided layouts, scale and mask, validated once for every backend.
 
+use std::sync::Arc;
+
 use crate::error::{AttentionError, Result};
 
 /// Largest head dimension any kernel accepts (mirrors `MAX_HEAD_DIM` in the C header).
@@ -146,7 +148,7 @@ impl Layout {
 /// assert!(problem.validate().is_ok());
 /// assert_eq!(problem.scale(), 0.125);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AttentionProblem {
     /// Sizes.
     pub shape: AttentionShape,
@@ -162,6 +164,23 @@ pub struct AttentionProblem {
     pub scale: Option<f32>,
     /// Causal mask aligned bottom-right: query i sees key j iff j <= i + seq_k - seq_q.
     pub causal: bool,
+    /// Sliding window around the bottom-right-aligned diagonal `c = i + seq_k - seq_q`: query i sees keys
+    /// `c - left <= j <= c + right`; `None` leaves that side unbounded. Combines with `causal`.
+    pub window: Window,
+    /// Soft cap on the scaled scores: `s = softcap * tanh(s / softcap)` (Gemma 2, Grok); `None`: off.
+    pub softcap: Option<f32>,
+    /// ALiBi: per query head slopes `m_h`, `[heads_q]`; the score of (i, j) gets `-m_h * |c - j|` added
+    /// after the soft cap.
+    pub alibi_slopes: Option<Arc<[f32]>>,
+}
+
+/// Sliding-window bounds around the diagonal (see [`AttentionProblem::window`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Window {
+    /// Keys at most this far before the diagonal; `None`: unbounded.
+    pub left: Option<usize>,
+    /// Keys at most this far after the diagonal; `None`: unbounded.
+    pub right: Option<usize>,
 }
 
 impl AttentionProblem {
@@ -176,6 +195,9 @@ impl AttentionProblem {
             out_strides: Strides::bshd(s.seq_q, s.heads_q, s.head_dim),
             scale: None,
             causal: false,
+            window: Window::default(),
+            softcap: None,
+            alibi_slopes: None,
         }
     }
 
@@ -210,16 +232,74 @@ impl AttentionProblem {
         self
     }
 
+    /// Sets the sliding window (`None` on a side: unbounded).
+    pub fn with_window(mut self, left: Option<usize>, right: Option<usize>) -> Self {
+        self.window = Window { left, right };
+        self
+    }
+
+    /// Sets the soft cap on the scaled scores.
+    pub fn with_softcap(mut self, softcap: f32) -> Self {
+        self.softcap = Some(softcap);
+        self
+    }
+
+    /// Sets ALiBi slopes, one per query head.
+    pub fn with_alibi_slopes(mut self, slopes: impl Into<Arc<[f32]>>) -> Self {
+        self.alibi_slopes = Some(slopes.into());
+        self
+    }
+
     /// The softmax scale in effect.
     pub fn scale(&self) -> f32 {
         self.scale
             .unwrap_or_else(|| 1.0 / (self.shape.head_dim.max(1) as f32).sqrt())
     }
 
-    /// Whether query row `i` sees key `j` under the mask.
+    /// Whether query row `i` sees key `j` under the causal mask and the window.
     #[inline]
     pub fn visible(&self, i: usize, j: usize) -> bool {
-        !self.causal || j + self.shape.seq_q <= i + self.shape.seq_k
+        let (begin, end) = self.key_range(i);
+        begin <= j && j < end
+    }
+
+    /// The keys query row `i` sees: `begin..end` (empty when `begin >= end`). Every mask here keeps a
+    /// contiguous range of keys per row.
+    pub fn key_range(&self, i: usize) -> (usize, usize) {
+        // The diagonal c = i + seq_k - seq_q, in i64 because it is negative when seq_q > seq_k.
+        let diagonal = i as i64 + self.shape.seq_k as i64 - self.shape.seq_q as i64;
+        let mut end = self.shape.seq_k as i64;
+        if self.causal {
+            end = end.min(diagonal + 1);
+        }
+        if let Some(right) = self.window.right {
+            end = end.min(diagonal.saturating_add(right as i64).saturating_add(1));
+        }
+        let begin = match self.window.left {
+            Some(left) => diagonal.saturating_sub(left as i64).max(0),
+            None => 0,
+        };
+        (begin as usize, end.max(0) as usize)
+    }
+
+    /// Applies the soft cap and the ALiBi bias to the scaled score of query `i`, key `j`, query head `h`.
+    #[inline]
+    pub fn adjust_score(&self, h: usize, i: usize, j: usize, score: f64) -> f64 {
+        let mut s = score;
+        if let Some(cap) = self.softcap {
+            let cap = f64::from(cap);
+            s = cap * (s / cap).tanh();
+        }
+        if let Some(slopes) = &self.alibi_slopes {
+            let diagonal = i as i64 + self.shape.seq_k as i64 - self.shape.seq_q as i64;
+            s -= f64::from(slopes[h]) * (diagonal - j as i64).unsigned_abs() as f64;
+        }
+        s
+    }
+
+    /// Whether scores need [`AttentionProblem::adjust_score`] at all.
+    pub fn adjusts_scores(&self) -> bool {
+        self.softcap.is_some() || self.alibi_slopes.is_some()
     }
 
     /// Query heads per key/value head.
@@ -273,6 +353,30 @@ impl AttentionProblem {
         let scale = self.scale();
         if !scale.is_finite() {
             return Err(AttentionError::InvalidScale { scale });
+        }
+        if let Some(cap) = self.softcap {
+            if !(cap.is_finite() && cap > 0.0) {
+                return Err(AttentionError::InvalidArgument(format!(
+                    "softcap {cap} must be a finite number above 0 (or None for no cap)"
+                )));
+            }
+        }
+        if let Some(slopes) = &self.alibi_slopes {
+            if slopes.len() != s.heads_q || slopes.iter().any(|m| !m.is_finite()) {
+                return Err(AttentionError::InvalidArgument(format!(
+                    "ALiBi needs {} finite slopes (one per query head), got {}",
+                    s.heads_q,
+                    slopes.len()
+                )));
+            }
+        }
+        for (side, bound) in [("left", self.window.left), ("right", self.window.right)] {
+            if bound.is_some_and(|b| b > i32::MAX as usize) {
+                return Err(AttentionError::SizeOverflow {
+                    what: "window",
+                    detail: format!("the {side} bound exceeds {}: use None for unbounded", i32::MAX),
+                });
+            }
         }
         // Row indices of scores/lse are 64-bit in the kernels; the totals must still fit.
         checked_product("batch * heads_q * seq_q", &[s.batch, s.heads_q, s.seq_q])?;

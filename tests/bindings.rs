@@ -1,14 +1,22 @@
 //! The Rust mirror of the C parameter header must be exactly what bindgen generates from it today.
-//! Set UPDATE_BINDINGS=1 to rewrite src/sys/bindings.rs after changing the header.
+//! Set UPDATE_BINDINGS=1 to rewrite src/sys/bindings.rs after changing the header, or run
+//! scripts/update-bindings.sh (works even while the crate does not compile against the old bindings).
 
 use std::path::Path;
 
 const HEADER: &str = "kernels/include/attention_params.h";
 const BINDINGS: &str = "src/sys/bindings.rs";
 
+/// The repository root: `$CUDA_ATTENTION_ROOT` (scripts/update-bindings.sh), else this crate's.
+fn root() -> std::path::PathBuf {
+    std::env::var_os("CUDA_ATTENTION_ROOT")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into())
+}
+
 /// Generates the bindings with the options the crate relies on.
 fn generate() -> String {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = root();
     let bindings = bindgen::Builder::default()
         .header(root.join(HEADER).to_string_lossy())
         .allowlist_type("AttentionParams")
@@ -33,7 +41,7 @@ fn bindings_match_the_c_header() {
          or use scripts/test.sh"
     );
     let fresh = generate();
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(BINDINGS);
+    let path = root().join(BINDINGS);
     if std::env::var_os("UPDATE_BINDINGS").is_some() {
         std::fs::write(&path, &fresh).expect("cannot write the bindings file");
         return;

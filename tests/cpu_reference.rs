@@ -133,9 +133,45 @@ fn inputs<T: Element>(
     (q, k, v)
 }
 
-/// An independent formulation: explicit mask test, scores in f64, online softmax streamed over the
-/// keys for the output and the logsumexp, then weights as `exp(s - lse)` in a second pass. Offsets are
-/// computed here from the raw strides.
+/// The diagonal of query row `i`, from the definition: `c = i + seq_k - seq_q` (negative when seq_q >
+/// seq_k).
+fn diagonal(problem: &AttentionProblem, i: usize) -> i64 {
+    i as i64 + problem.shape.seq_k as i64 - problem.shape.seq_q as i64
+}
+
+/// Whether key `j` is hidden from query row `i`, tested key by key from the definitions: the causal
+/// mask hides `j > c`, the window's left side `j < c - left`, its right side `j > c + right`.
+fn hidden(problem: &AttentionProblem, i: usize, j: usize) -> bool {
+    let (c, j) = (diagonal(problem, i), j as i64);
+    let causal = problem.causal && j > c;
+    let left = matches!(problem.window.left, Some(left) if j < c - left as i64);
+    let right = matches!(problem.window.right, Some(right) if j > c + right as i64);
+    causal || left || right
+}
+
+/// Whether query row `i` sees no key at all.
+fn sees_nothing(problem: &AttentionProblem, i: usize) -> bool {
+    (0..problem.shape.seq_k).all(|j| hidden(problem, i, j))
+}
+
+/// The scaled score `s` of (head `h`, row `i`, key `j`) after the soft cap and ALiBi, from their
+/// definitions: `cap * tanh(s / cap)`, with tanh written as `1 - 2 / (e^{2x} + 1)` (not the library
+/// tanh), then `- m_h * |c - j|`.
+fn adjusted(problem: &AttentionProblem, h: usize, i: usize, j: usize, s: f64) -> f64 {
+    let mut s = s;
+    if let Some(cap) = problem.softcap {
+        let cap = f64::from(cap);
+        s = cap * (1.0 - 2.0 / ((2.0 * s / cap).exp() + 1.0));
+    }
+    if let Some(slopes) = &problem.alibi_slopes {
+        s -= f64::from(slopes[h]) * (diagonal(problem, i) - j as i64).abs() as f64;
+    }
+    s
+}
+
+/// An independent formulation: explicit per-key mask test, scores in f64 with the soft cap and ALiBi
+/// from their definitions, online softmax streamed over the keys for the output and the logsumexp,
+/// then weights as `exp(s - lse)` in a second pass. Offsets are computed here from the raw strides.
 fn streaming<T: Element>(problem: &AttentionProblem, q: &[T], k: &[T], v: &[T]) -> ReferenceOutput {
     let s = problem.shape;
     let (sq, sk, hq, d) = (s.seq_q, s.seq_k, s.heads_q, s.head_dim);
@@ -143,7 +179,7 @@ fn streaming<T: Element>(problem: &AttentionProblem, q: &[T], k: &[T], v: &[T]) 
     let at = |st: &Strides, b: usize, i: usize, h: usize, x: usize| {
         b * st.batch + i * st.seq + h * st.head + x
     };
-    let masked = |i: usize, j: usize| problem.causal && j as i64 > i as i64 + sk as i64 - sq as i64;
+    let masked = |i: usize, j: usize| hidden(problem, i, j);
     let mut out = vec![0.0; s.batch * sq * hq * d];
     let mut lse = vec![0.0; s.batch * hq * sq];
     let mut weights = vec![0.0; s.batch * hq * sq * sk];
@@ -158,7 +194,7 @@ fn streaming<T: Element>(problem: &AttentionProblem, q: &[T], k: &[T], v: &[T]) 
                                 * k[at(&problem.k_strides, b, j, g, x)].to_f64()
                         })
                         .sum();
-                    scale * dot
+                    adjusted(problem, h, i, j, scale * dot)
                 };
                 let (mut m, mut l) = (f64::NEG_INFINITY, 0.0f64);
                 let mut acc = vec![0.0f64; d];
@@ -453,8 +489,27 @@ fn a_nan_input_shows_up_as_nan_not_as_a_masked_row() {
 /// Runs the backend on one case in precision `T` and checks out, lse and weights against the
 /// reference; returns the output tolerance used.
 fn check_backend<T: Element>(case: &Case, seed: u64) -> f64 {
-    let problem = case.problem();
-    let (q, k, v) = inputs::<T>(&problem, seed, 1.0);
+    check_problem::<T>(
+        &format!("{case:?}"),
+        case.problem(),
+        seed,
+        1.0,
+        case.fully_masked_rows(),
+    )
+}
+
+/// Runs the backend on `problem` (inputs uniform in `[-range, range)`, rounded to `T`) and checks out,
+/// lse and weights against the reference, that exactly `empty_rows` rows per (batch, head) see no key
+/// (by the independent mask test) and give 0 and -inf, and that hidden keys get exactly 0 weight;
+/// returns the output tolerance used.
+fn check_problem<T: Element>(
+    case: &str,
+    problem: AttentionProblem,
+    seed: u64,
+    range: f32,
+    empty_rows: usize,
+) -> f64 {
+    let (q, k, v) = inputs::<T>(&problem, seed, range);
     let reference = cpu::reference(&problem, &q, &k, &v).unwrap();
     let tolerance = cpu::tolerance(&problem, &q, &k, &v, &reference).unwrap();
     let softmax = cpu::softmax_tolerance(&problem, &q, &k).unwrap();
@@ -479,7 +534,7 @@ fn check_backend<T: Element>(case: &Case, seed: u64) -> f64 {
     let report = |what: &str, stats: &ErrorStats, bound: f64| {
         assert!(
             stats.non_finite == 0 && stats.max_abs <= bound,
-            "{dtype} {case:?} {what}: {stats} exceeds {bound:e}"
+            "{dtype} {case} {what}: {stats} exceeds {bound:e}"
         );
     };
     report(
@@ -498,19 +553,31 @@ fn check_backend<T: Element>(case: &Case, seed: u64) -> f64 {
         softmax.weights,
     );
 
-    // Rows that see no key: exactly 0 and -inf.
+    // Rows that see no key: exactly 0 and -inf; every other row a finite lse. Hidden keys: weight 0.
     let s = problem.shape;
     let st = problem.out_strides;
+    let empty: Vec<usize> = (0..s.seq_q)
+        .filter(|&i| sees_nothing(&problem, i))
+        .collect();
+    assert_eq!(empty.len(), empty_rows, "{case}: rows that see no key");
     for b in 0..s.batch {
         for h in 0..s.heads_q {
-            for i in 0..case.fully_masked_rows() {
-                assert_eq!(
-                    lse[(b * s.heads_q + h) * s.seq_q + i],
-                    f32::NEG_INFINITY,
-                    "{case:?}"
-                );
-                for x in 0..s.head_dim {
-                    assert_eq!(out[st.offset(b, i, h, x)].to_f32(), 0.0, "{dtype} {case:?}");
+            for i in 0..s.seq_q {
+                let row = (b * s.heads_q + h) * s.seq_q + i;
+                if empty.contains(&i) {
+                    assert_eq!(lse[row], f32::NEG_INFINITY, "{case} row {i}");
+                    for x in 0..s.head_dim {
+                        assert_eq!(out[st.offset(b, i, h, x)].to_f32(), 0.0, "{dtype} {case}");
+                    }
+                } else {
+                    assert!(lse[row].is_finite(), "{case} row {i}: lse {}", lse[row]);
+                }
+                for j in (0..s.seq_k).filter(|&j| hidden(&problem, i, j)) {
+                    assert_eq!(
+                        weights[row * s.seq_k + j],
+                        0.0,
+                        "{case} [{b}, {h}, {i}, {j}]"
+                    );
                 }
             }
         }
@@ -527,7 +594,7 @@ fn check_backend<T: Element>(case: &Case, seed: u64) -> f64 {
         }
     }
     for (n, value) in out.iter().enumerate().filter(|&(n, _)| !written[n]) {
-        assert_eq!(value.to_f32(), 7.0, "{case:?}: padding at {n} overwritten");
+        assert_eq!(value.to_f32(), 7.0, "{case}: padding at {n} overwritten");
     }
     // The allocating entry point agrees bit for bit.
     let again = cpu::attention(&problem, &q, &k, &v, true, true).unwrap();
@@ -589,7 +656,15 @@ fn the_tolerance_rejects_a_wrong_mask_and_a_wrong_kv_head() {
     let (q, k, v) = inputs::<f32>(&problem, 9, 1.0);
     let reference = cpu::reference(&problem, &q, &k, &v).unwrap();
     let tolerance = cpu::tolerance(&problem, &q, &k, &v, &reference).unwrap();
-    let unmasked = cpu::attention(&problem.with_causal(false), &q, &k, &v, false, false).unwrap();
+    let unmasked = cpu::attention(
+        &problem.clone().with_causal(false),
+        &q,
+        &k,
+        &v,
+        false,
+        false,
+    )
+    .unwrap();
     let stats = cpu::compare_output(&problem, &unmasked.out, &reference.out);
     assert!(
         stats.max_abs > 100.0 * tolerance,
@@ -744,7 +819,8 @@ fn invalid_problems_give_their_specific_error_everywhere() {
             seq: 0,
             ..p.out_strides
         };
-        p.with_strides(p.q_strides, p.k_strides, p.v_strides, out)
+        p.clone()
+            .with_strides(p.q_strides, p.k_strides, p.v_strides, out)
     };
     let huge = {
         let p = AttentionProblem::new(shape);
@@ -752,7 +828,8 @@ fn invalid_problems_give_their_specific_error_everywhere() {
             batch: usize::MAX / 2,
             ..p.q_strides
         };
-        p.with_strides(q, p.k_strides, p.v_strides, p.out_strides)
+        p.clone()
+            .with_strides(q, p.k_strides, p.v_strides, p.out_strides)
     };
     let cases: Vec<(&str, AttentionProblem, ErrorCheck)> = vec![
         (
@@ -917,4 +994,807 @@ fn short_buffers_give_buffer_too_small_naming_the_buffer() {
         Some(&mut weights),
     )
     .unwrap();
+}
+
+/// ALiBi slopes of a feature case.
+#[derive(Debug, Clone, Copy)]
+enum Alibi {
+    Off,
+    /// The standard slopes `2^(-8 (h + 1) / H)`.
+    Geometric,
+    /// Zero, negative, tiny and large slopes, cycled over the heads.
+    Arbitrary,
+}
+
+/// Arbitrary slopes, cycled over the query heads.
+const ARBITRARY_SLOPES: [f32; 8] = [0.3, 0.0, 1.7, -0.05, 0.9, 0.01, 4.0, 0.125];
+
+/// The standard ALiBi slopes for `heads` heads: `m_h = 2^(-8 (h + 1) / heads)`.
+fn geometric_slopes(heads: usize) -> Vec<f32> {
+    (0..heads)
+        .map(|h| (-8.0 * (h + 1) as f64 / heads as f64).exp2() as f32)
+        .collect()
+}
+
+/// A shape of the table with a sliding window, a soft cap and ALiBi slopes.
+#[derive(Debug, Clone, Copy)]
+struct Features {
+    base: Case,
+    left: Option<usize>,
+    right: Option<usize>,
+    softcap: Option<f32>,
+    alibi: Alibi,
+    /// Inputs are uniform in `[-range, range)`.
+    range: f32,
+    /// Query rows (per batch and head) that see no key, worked out by hand.
+    empty_rows: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
+const fn features(
+    base: Case,
+    left: Option<usize>,
+    right: Option<usize>,
+    softcap: Option<f32>,
+    alibi: Alibi,
+    range: f32,
+    empty_rows: usize,
+) -> Features {
+    Features {
+        base,
+        left,
+        right,
+        softcap,
+        alibi,
+        range,
+        empty_rows,
+    }
+}
+
+impl Features {
+    fn problem(&self) -> AttentionProblem {
+        let mut problem = self.base.problem().with_window(self.left, self.right);
+        if let Some(cap) = self.softcap {
+            problem = problem.with_softcap(cap);
+        }
+        let heads = self.base.heads_q;
+        match self.alibi {
+            Alibi::Off => problem,
+            Alibi::Geometric => problem.with_alibi_slopes(geometric_slopes(heads)),
+            Alibi::Arbitrary => problem.with_alibi_slopes(
+                ARBITRARY_SLOPES
+                    .iter()
+                    .copied()
+                    .cycle()
+                    .take(heads)
+                    .collect::<Vec<_>>(),
+            ),
+        }
+    }
+}
+
+/// Windows (left only, right only, both, a no-op one, the diagonal alone) with and without causal,
+/// seq_q below and above seq_k, rows that see nothing; soft caps that matter (small caps, large
+/// logits); geometric and arbitrary ALiBi slopes; and combinations of all three. The diagonal is
+/// `c = i + seq_k - seq_q`; `empty_rows` counts the rows whose range is empty.
+const FEATURE_CASES: &[Features] = &[
+    // Left only, c = i + 2: nothing empty.
+    features(
+        case(1, 31, 33, 4, 2, 40, false, Order::Bshd),
+        Some(5),
+        None,
+        None,
+        Alibi::Off,
+        1.0,
+        0,
+    ),
+    // Left only with causal, row blocks starting mid-panel (c = i + 90).
+    features(
+        case(1, 113, 203, 2, 1, 59, true, Order::Padded),
+        Some(17),
+        None,
+        None,
+        Alibi::Off,
+        1.0,
+        0,
+    ),
+    // Right only, seq_q > seq_k: c = i - 16, row i sees keys 0..i - 13, empty for i <= 13.
+    features(
+        case(1, 33, 17, 4, 1, 64, false, Order::Bhsd),
+        None,
+        Some(2),
+        None,
+        Alibi::Off,
+        1.0,
+        14,
+    ),
+    // Right only with causal (causal is tighter): the 16 rows with c < 0 see nothing.
+    features(
+        case(2, 33, 17, 4, 2, 59, true, Order::Bshd),
+        None,
+        Some(3),
+        None,
+        Alibi::Off,
+        1.0,
+        16,
+    ),
+    // Both sides, square.
+    features(
+        case(2, 64, 64, 2, 2, 128, false, Order::Bshd),
+        Some(7),
+        Some(3),
+        None,
+        Alibi::Off,
+        1.0,
+        0,
+    ),
+    // Left with causal, seq_q > seq_k: c = i - 50, rows below 50 see nothing.
+    features(
+        case(1, 200, 150, 4, 2, 64, true, Order::Padded),
+        Some(10),
+        None,
+        None,
+        Alibi::Off,
+        1.0,
+        50,
+    ),
+    // The diagonal alone, seq_q < seq_k: each row sees exactly key i + 3.
+    features(
+        case(1, 9, 12, 2, 1, 16, false, Order::Bshd),
+        Some(0),
+        Some(0),
+        None,
+        Alibi::Off,
+        1.0,
+        0,
+    ),
+    // The diagonal alone, seq_q > seq_k: c = i - 2, rows 0 and 1 see nothing.
+    features(
+        case(1, 5, 3, 2, 1, 16, false, Order::Padded),
+        Some(0),
+        Some(0),
+        None,
+        Alibi::Off,
+        1.0,
+        2,
+    ),
+    // Both sides, seq_q > seq_k: c = i - 30, row i sees max(0, i - 32)..i - 28, empty for i <= 28.
+    features(
+        case(1, 40, 10, 2, 2, 32, false, Order::Bhsd),
+        Some(2),
+        Some(1),
+        None,
+        Alibi::Off,
+        1.0,
+        29,
+    ),
+    // No keys at all.
+    features(
+        case(1, 5, 0, 2, 1, 64, false, Order::Bshd),
+        Some(3),
+        None,
+        Some(10.0),
+        Alibi::Geometric,
+        1.0,
+        5,
+    ),
+    // A window wider than the sequences changes nothing.
+    features(
+        case(1, 31, 33, 4, 2, 40, true, Order::Bshd),
+        Some(1000),
+        Some(1000),
+        None,
+        Alibi::Off,
+        1.0,
+        0,
+    ),
+    // Soft caps: one far above the scores, one below them, one far below large logits.
+    features(
+        case(1, 31, 33, 4, 2, 40, false, Order::Bhsd),
+        None,
+        None,
+        Some(30.0),
+        Alibi::Off,
+        1.0,
+        0,
+    ),
+    features(
+        case(1, 64, 64, 2, 2, 128, true, Order::Bshd),
+        None,
+        None,
+        Some(2.0),
+        Alibi::Off,
+        3.0,
+        0,
+    ),
+    features(
+        case(1, 19, 23, 2, 2, 16, false, Order::Padded),
+        None,
+        None,
+        Some(50.0),
+        Alibi::Off,
+        30.0,
+        0,
+    ),
+    // ALiBi: geometric slopes, causal with seq_q < seq_k; arbitrary slopes; seq_q > seq_k, non-causal
+    // (rows whose diagonal lies before every key).
+    features(
+        case(1, 113, 203, 8, 2, 64, true, Order::Bshd),
+        None,
+        None,
+        None,
+        Alibi::Geometric,
+        1.0,
+        0,
+    ),
+    features(
+        case(1, 33, 47, 4, 4, 40, false, Order::Padded),
+        None,
+        None,
+        None,
+        Alibi::Arbitrary,
+        1.0,
+        0,
+    ),
+    features(
+        case(2, 47, 33, 8, 1, 59, false, Order::Bhsd),
+        None,
+        None,
+        None,
+        Alibi::Geometric,
+        1.0,
+        0,
+    ),
+    // Combinations.
+    features(
+        case(1, 113, 203, 4, 2, 64, true, Order::Padded),
+        Some(31),
+        None,
+        Some(20.0),
+        Alibi::Geometric,
+        1.0,
+        0,
+    ),
+    // c = i - 24: row i sees max(0, i - 32)..i - 19, empty for i <= 19.
+    features(
+        case(2, 64, 40, 4, 1, 128, false, Order::Bshd),
+        Some(8),
+        Some(4),
+        Some(5.0),
+        Alibi::Arbitrary,
+        2.0,
+        20,
+    ),
+    // The diagonal alone with causal, seq_q > seq_k: the 50 rows with c < 0 see nothing.
+    features(
+        case(1, 200, 150, 2, 2, 32, true, Order::Bhsd),
+        Some(0),
+        None,
+        Some(1.0),
+        Alibi::Arbitrary,
+        1.0,
+        50,
+    ),
+];
+
+#[test]
+fn reference_with_windows_softcap_and_alibi_matches_the_streaming_formulation() {
+    for (n, features) in FEATURE_CASES.iter().enumerate() {
+        let problem = features.problem();
+        let (q, k, v) = inputs::<f32>(&problem, 500 + n as u64, features.range);
+        let reference = cpu::reference(&problem, &q, &k, &v).unwrap();
+        let expected = streaming(&problem, &q, &k, &v);
+        for (name, got, want) in [
+            ("out", &reference.out, &expected.out),
+            ("lse", &reference.lse, &expected.lse),
+            ("weights", &reference.weights, &expected.weights),
+        ] {
+            let error = max_diff(got, want);
+            let bound = 1e-12 * (1.0 + max_abs(want));
+            assert!(
+                error <= bound,
+                "{features:?} {name}: error {error:e} > {bound:e}"
+            );
+        }
+        let s = problem.shape;
+        let empty = (0..s.seq_q).filter(|&i| sees_nothing(&problem, i)).count();
+        assert_eq!(empty, features.empty_rows, "{features:?}");
+        let masked_lse = reference
+            .lse
+            .iter()
+            .filter(|&&x| x == f64::NEG_INFINITY)
+            .count();
+        assert_eq!(
+            masked_lse,
+            features.empty_rows * s.batch * s.heads_q,
+            "{features:?}"
+        );
+        assert!(
+            reference
+                .out
+                .iter()
+                .chain(&reference.weights)
+                .all(|x| x.is_finite()),
+            "{features:?}"
+        );
+    }
+}
+
+#[test]
+fn naive_f32_baseline_applies_the_window_softcap_and_alibi() {
+    // The tolerance rule's baseline must implement the features itself, or the rule would allow any
+    // error: in f32 it stays within f32 roundings of the reference.
+    for (n, features) in FEATURE_CASES.iter().enumerate() {
+        let problem = features.problem();
+        let (q, k, v) = inputs::<f32>(&problem, 600 + n as u64, features.range);
+        let reference = cpu::reference(&problem, &q, &k, &v).unwrap();
+        let naive = cpu::naive_in_precision(&problem, &q, &k, &v).unwrap();
+        let error = max_diff(
+            &naive.iter().map(|&x| f64::from(x)).collect::<Vec<_>>(),
+            &reference.out,
+        );
+        let bound = 1e-5 * (1.0 + max_abs(&reference.out));
+        assert!(error <= bound, "{features:?}: {error:e} > {bound:e}");
+    }
+}
+
+/// The backend against the reference on every feature case in precision `T`; returns the largest
+/// tolerance relative to the input range.
+fn check_features<T: Element>(seed: u64) -> f64 {
+    let mut loosest = 0.0f64;
+    for (n, features) in FEATURE_CASES.iter().enumerate() {
+        let tolerance = check_problem::<T>(
+            &format!("{features:?}"),
+            features.problem(),
+            seed + n as u64,
+            features.range,
+            features.empty_rows,
+        );
+        loosest = loosest.max(tolerance / f64::from(features.range));
+    }
+    loosest
+}
+
+#[test]
+fn cpu_backend_with_window_softcap_and_alibi_matches_the_reference_f32() {
+    let tolerance = check_features::<f32>(700);
+    assert!(tolerance < 1e-5, "f32 tolerance {tolerance:e} is too loose");
+}
+
+#[test]
+fn cpu_backend_with_window_softcap_and_alibi_matches_the_reference_f16() {
+    let tolerance = check_features::<f16>(800);
+    assert!(tolerance < 1e-2, "f16 tolerance {tolerance:e} is too loose");
+}
+
+#[test]
+fn cpu_backend_with_window_softcap_and_alibi_matches_the_reference_bf16() {
+    let tolerance = check_features::<bf16>(900);
+    assert!(
+        tolerance < 5e-2,
+        "bf16 tolerance {tolerance:e} is too loose"
+    );
+}
+
+#[test]
+fn window_patterns_by_hand() {
+    // q = 0, so every visible key gets the same weight: row i outputs the mean of the V rows it sees,
+    // lse = ln(count), weights 1 / count on its keys and exactly 0 elsewhere. The visible keys are
+    // worked out by hand from c = i + seq_k - seq_q.
+    type Pattern = (
+        usize,
+        usize,
+        bool,
+        Option<usize>,
+        Option<usize>,
+        &'static [&'static [usize]],
+    );
+    let patterns: &[Pattern] = &[
+        // c = i + 2.
+        (
+            4,
+            6,
+            false,
+            Some(1),
+            Some(1),
+            &[&[1, 2, 3], &[2, 3, 4], &[3, 4, 5], &[4, 5]],
+        ),
+        (3, 5, true, Some(1), None, &[&[1, 2], &[2, 3], &[3, 4]]),
+        // c = i - 2.
+        (
+            5,
+            3,
+            false,
+            None,
+            Some(0),
+            &[&[], &[], &[0], &[0, 1], &[0, 1, 2]],
+        ),
+        (5, 3, false, Some(0), Some(0), &[&[], &[], &[0], &[1], &[2]]),
+        // c = i + 3.
+        (
+            3,
+            6,
+            false,
+            Some(2),
+            None,
+            &[&[1, 2, 3, 4, 5], &[2, 3, 4, 5], &[3, 4, 5]],
+        ),
+        (
+            3,
+            6,
+            false,
+            None,
+            Some(1),
+            &[&[0, 1, 2, 3, 4], &[0, 1, 2, 3, 4, 5], &[0, 1, 2, 3, 4, 5]],
+        ),
+        // c = i - 4.
+        (
+            6,
+            2,
+            true,
+            Some(1),
+            None,
+            &[&[], &[], &[], &[], &[0], &[0, 1]],
+        ),
+    ];
+    for &(sq, sk, causal, left, right, expected) in patterns {
+        let d = 2;
+        let problem = AttentionProblem::new(AttentionShape::new(1, sq, 1, d).with_seq_k(sk))
+            .with_causal(causal)
+            .with_window(left, right);
+        let label = format!("sq {sq} sk {sk} causal {causal} window {left:?} {right:?}");
+        let q = vec![0.0f32; sq * d];
+        let k: Vec<f32> = (0..sk * d).map(|n| n as f32 * 0.37 - 1.0).collect();
+        let v: Vec<f32> = (0..sk).flat_map(|j| [j as f32, 10.0 * j as f32]).collect();
+        let reference = cpu::reference(&problem, &q, &k, &v).unwrap();
+        let got = cpu::attention(&problem, &q, &k, &v, true, true).unwrap();
+        let (lse, weights) = (got.lse.unwrap(), got.weights.unwrap());
+        for (i, keys) in expected.iter().enumerate() {
+            let count = keys.len();
+            for j in 0..sk {
+                let want = if keys.contains(&j) {
+                    1.0 / count as f64
+                } else {
+                    0.0
+                };
+                assert!(
+                    (reference.weights[i * sk + j] - want).abs() < 1e-15,
+                    "{label} reference [{i}, {j}]"
+                );
+                if want == 0.0 {
+                    assert_eq!(weights[i * sk + j], 0.0, "{label} backend [{i}, {j}]");
+                } else {
+                    assert!(
+                        (f64::from(weights[i * sk + j]) - want).abs() < 1e-6,
+                        "{label} backend [{i}, {j}]"
+                    );
+                }
+            }
+            if count == 0 {
+                assert_eq!(reference.lse[i], f64::NEG_INFINITY, "{label} row {i}");
+                assert_eq!(lse[i], f32::NEG_INFINITY, "{label} row {i}");
+                assert_eq!(&reference.out[i * d..][..d], &[0.0, 0.0], "{label} row {i}");
+                assert_eq!(&got.out[i * d..][..d], &[0.0, 0.0], "{label} row {i}");
+                continue;
+            }
+            let ln = (count as f64).ln();
+            assert!((reference.lse[i] - ln).abs() < 1e-15, "{label} row {i}");
+            assert!((f64::from(lse[i]) - ln).abs() < 1e-6, "{label} row {i}");
+            let mean = keys.iter().sum::<usize>() as f64 / count as f64;
+            for (x, factor) in [1.0, 10.0].into_iter().enumerate() {
+                let want = factor * mean;
+                assert!(
+                    (reference.out[i * d + x] - want).abs() < 1e-12,
+                    "{label} out [{i}, {x}]"
+                );
+                assert!(
+                    (f64::from(got.out[i * d + x]) - want).abs() < 1e-5 * (1.0 + want),
+                    "{label} backend out [{i}, {x}]"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn alibi_by_hand() {
+    // q = 0: the scores are the bias alone, -m_h |c - j|, so the weights of row i are
+    // exp(-m_h |c - j|) / sum over its keys. Two heads with slopes 0.5 and 2, c = i + 2.
+    let (sq, sk) = (3usize, 5usize);
+    let slopes = [0.5f32, 2.0];
+    for (causal, left) in [(false, None), (true, Some(1))] {
+        let problem = AttentionProblem::new(
+            AttentionShape::new(1, sq, 2, 1)
+                .with_seq_k(sk)
+                .with_heads_kv(1),
+        )
+        .with_causal(causal)
+        .with_window(left, None)
+        .with_alibi_slopes(slopes.to_vec());
+        let q = vec![0.0f32; sq * 2];
+        let k: Vec<f32> = (0..sk).map(|j| j as f32 - 2.0).collect();
+        let v: Vec<f32> = (0..sk).map(|j| j as f32).collect();
+        let reference = cpu::reference(&problem, &q, &k, &v).unwrap();
+        let got = cpu::attention(&problem, &q, &k, &v, true, true).unwrap();
+        let (lse, weights) = (got.lse.unwrap(), got.weights.unwrap());
+        for (h, &m) in slopes.iter().enumerate() {
+            for i in 0..sq {
+                let c = i + 2;
+                // Visible: every key; with causal and left 1, keys c - 1 and c.
+                let keys: Vec<usize> = if causal {
+                    vec![c - 1, c]
+                } else {
+                    (0..sk).collect()
+                };
+                let bias = |j: usize| -f64::from(m) * (c as f64 - j as f64).abs();
+                let sum: f64 = keys.iter().map(|&j| bias(j).exp()).sum();
+                let row = h * sq + i;
+                assert!(
+                    (reference.lse[row] - sum.ln()).abs() < 1e-14,
+                    "h {h} row {i}"
+                );
+                assert!(
+                    (f64::from(lse[row]) - sum.ln()).abs() < 1e-6,
+                    "h {h} row {i}"
+                );
+                let mut mean = 0.0;
+                for j in 0..sk {
+                    let want = if keys.contains(&j) {
+                        bias(j).exp() / sum
+                    } else {
+                        0.0
+                    };
+                    mean += want * j as f64;
+                    assert!((reference.weights[row * sk + j] - want).abs() < 1e-15);
+                    assert!((f64::from(weights[row * sk + j]) - want).abs() < 1e-6);
+                }
+                // The key on the diagonal weighs the most.
+                assert!(keys
+                    .iter()
+                    .all(|&j| reference.weights[row * sk + j] <= reference.weights[row * sk + c]));
+                let out = problem.out_strides.offset(0, i, h, 0);
+                assert!((reference.out[i * 2 + h] - mean).abs() < 1e-12);
+                assert!((f64::from(got.out[out]) - mean).abs() < 1e-5);
+            }
+        }
+    }
+}
+
+#[test]
+fn softcap_by_hand_with_large_logits() {
+    // One query, scale 1, head_dim 1: scores q * k_j = [0, 1, 10, 1000]. Uncapped, key 3 takes all
+    // the weight; capped at 10 they become 10 tanh(s / 10) = [0, 0.997, 7.62, 10], which leaves key 2
+    // about 7% of it.
+    let problem = AttentionProblem::new(AttentionShape::new(1, 1, 1, 1).with_seq_k(4))
+        .with_scale(1.0)
+        .with_softcap(10.0);
+    let q = [1000.0f32];
+    let k = [0.0f32, 0.001, 0.01, 1.0];
+    let v = [1.0f32, 2.0, 3.0, 4.0];
+    let capped: Vec<f64> = k
+        .iter()
+        .map(|&kj| 10.0 * (1000.0 * f64::from(kj) / 10.0).tanh())
+        .collect();
+    let sum: f64 = capped.iter().map(|s| s.exp()).sum();
+    let weights: Vec<f64> = capped.iter().map(|s| s.exp() / sum).collect();
+    let out: f64 = weights.iter().zip(&v).map(|(w, &x)| w * f64::from(x)).sum();
+    assert!(weights[2] > 0.05 && weights[3] < 0.95, "{weights:?}");
+
+    let reference = cpu::reference(&problem, &q, &k, &v).unwrap();
+    assert!((reference.lse[0] - sum.ln()).abs() < 1e-13);
+    assert!((reference.out[0] - out).abs() < 1e-13);
+    for (got, want) in reference.weights.iter().zip(&weights) {
+        assert!((got - want).abs() < 1e-15);
+    }
+    let naive = cpu::naive_in_precision(&problem, &q, &k, &v).unwrap();
+    assert!(
+        (f64::from(naive[0]) - out).abs() < 1e-5,
+        "naive {}",
+        naive[0]
+    );
+    let got = cpu::attention(&problem, &q, &k, &v, true, true).unwrap();
+    assert!((f64::from(got.out[0]) - out).abs() < 1e-5);
+    assert!((f64::from(got.lse.unwrap()[0]) - sum.ln()).abs() < 1e-5);
+    for (got, want) in got.weights.unwrap().iter().zip(&weights) {
+        assert!((f64::from(*got) - want).abs() < 1e-6);
+    }
+    // Without the cap the answer is v[3].
+    let uncapped = cpu::reference(&problem.clone().with_softcap(f32::MAX), &q, &k, &v).unwrap();
+    assert!((uncapped.out[0] - 4.0).abs() < 1e-12);
+}
+
+#[test]
+fn softcap_bounds_large_logits() {
+    // Scores in the thousands (scale 1e3) and hundreds of millions (values ~1e4), capped at 30: every
+    // capped score lies in [-30, 30], so lse <= 30 + ln(visible keys), while uncapped it is in the
+    // thousands. Reference, streaming formulation and backend agree.
+    let shape = AttentionShape::new(1, 19, 2, 16).with_seq_k(23);
+    for (scale, range) in [(1e3f32, 1.0f32), (0.25, 1e4)] {
+        for causal in [false, true] {
+            let problem = AttentionProblem::new(shape)
+                .with_scale(scale)
+                .with_causal(causal)
+                .with_softcap(30.0);
+            let label = format!("scale {scale} range {range} causal {causal}");
+            let (q, k, v) = inputs::<f32>(&problem, 21, range);
+            let reference = cpu::reference(&problem, &q, &k, &v).unwrap();
+            let expected = streaming(&problem, &q, &k, &v);
+            for (got, want) in [
+                (&reference.out, &expected.out),
+                (&reference.lse, &expected.lse),
+                (&reference.weights, &expected.weights),
+            ] {
+                assert!(
+                    max_diff(got, want) <= 1e-12 * (1.0 + max_abs(want)),
+                    "{label}"
+                );
+            }
+            assert!(
+                reference.lse.iter().all(|&x| x <= 30.0 + 23f64.ln()),
+                "{label}"
+            );
+            let uncapped = cpu::reference(&problem.clone().with_softcap(1e30), &q, &k, &v).unwrap();
+            assert!(
+                max_abs(&uncapped.lse) > 1000.0,
+                "{label}: the cap must matter"
+            );
+
+            let got = cpu::attention(&problem, &q, &k, &v, true, true).unwrap();
+            let stats = cpu::compare_output(&problem, &got.out, &reference.out);
+            let tolerance = cpu::tolerance(&problem, &q, &k, &v, &reference).unwrap();
+            assert!(
+                stats.non_finite == 0 && stats.max_abs <= tolerance,
+                "{label}: {stats} > {tolerance:e}"
+            );
+            let softmax = cpu::softmax_tolerance(&problem, &q, &k).unwrap();
+            let lse = cpu::compare_lse(&problem, got.lse.as_deref().unwrap(), &reference.lse);
+            assert!(
+                lse.max_abs <= softmax.lse,
+                "{label}: lse {lse} > {:e}",
+                softmax.lse
+            );
+            let weights = cpu::compare_weights(
+                &problem,
+                got.weights.as_deref().unwrap(),
+                &reference.weights,
+            );
+            assert!(
+                weights.max_abs <= softmax.weights,
+                "{label}: weights {weights} > {:e}",
+                softmax.weights
+            );
+        }
+    }
+}
+
+#[test]
+fn the_tolerance_rejects_a_missing_window_softcap_or_alibi() {
+    // The rule must be able to fail: the backend run without one feature, against the reference with
+    // it.
+    let base = case(1, 31, 33, 4, 2, 40, true, Order::Bshd).problem();
+    let with = [
+        ("window", base.clone().with_window(Some(4), None)),
+        ("softcap", base.clone().with_softcap(0.5)),
+        ("alibi", base.clone().with_alibi_slopes(geometric_slopes(4))),
+    ];
+    for (name, problem) in with {
+        let (q, k, v) = inputs::<f32>(&problem, 19, 1.0);
+        let reference = cpu::reference(&problem, &q, &k, &v).unwrap();
+        let tolerance = cpu::tolerance(&problem, &q, &k, &v, &reference).unwrap();
+        let right = cpu::attention(&problem, &q, &k, &v, false, false).unwrap();
+        let stats = cpu::compare_output(&problem, &right.out, &reference.out);
+        assert!(
+            stats.max_abs <= tolerance,
+            "{name}: {stats} > {tolerance:e}"
+        );
+        let wrong = cpu::attention(&base, &q, &k, &v, false, false).unwrap();
+        let stats = cpu::compare_output(&problem, &wrong.out, &reference.out);
+        assert!(
+            stats.max_abs > 100.0 * tolerance,
+            "{name}: {stats} vs {tolerance:e}"
+        );
+    }
+}
+
+#[test]
+fn invalid_softcap_alibi_and_window_give_their_specific_error_everywhere() {
+    let problem = AttentionProblem::new(base_shape()).with_causal(true);
+    let heads = problem.shape.heads_q;
+    assert_eq!(heads, 4);
+    let softcap_message = |e: &AttentionError| {
+        matches!(e, AttentionError::InvalidArgument(m)
+            if m.contains("softcap") && m.contains("finite") && m.contains("above 0"))
+    };
+    let alibi_message = |e: &AttentionError| {
+        matches!(e, AttentionError::InvalidArgument(m)
+            if m.contains("ALiBi") && m.contains("4 finite slopes") && m.contains("query head"))
+    };
+    let window = |e: &AttentionError| {
+        matches!(e, AttentionError::SizeOverflow { what: "window", detail }
+            if detail.contains("None"))
+    };
+    let cases: Vec<(&str, AttentionProblem, &dyn Fn(&AttentionError) -> bool)> = vec![
+        (
+            "softcap 0",
+            problem.clone().with_softcap(0.0),
+            &softcap_message,
+        ),
+        (
+            "softcap -0",
+            problem.clone().with_softcap(-0.0),
+            &softcap_message,
+        ),
+        (
+            "softcap -1",
+            problem.clone().with_softcap(-1.0),
+            &softcap_message,
+        ),
+        (
+            "softcap NaN",
+            problem.clone().with_softcap(f32::NAN),
+            &softcap_message,
+        ),
+        (
+            "softcap inf",
+            problem.clone().with_softcap(f32::INFINITY),
+            &softcap_message,
+        ),
+        (
+            "no slopes",
+            problem.clone().with_alibi_slopes(Vec::new()),
+            &alibi_message,
+        ),
+        (
+            "3 slopes",
+            problem.clone().with_alibi_slopes(geometric_slopes(3)),
+            &alibi_message,
+        ),
+        (
+            "5 slopes",
+            problem.clone().with_alibi_slopes(geometric_slopes(5)),
+            &alibi_message,
+        ),
+        (
+            "NaN slope",
+            problem
+                .clone()
+                .with_alibi_slopes(vec![0.5, f32::NAN, 0.1, 0.2]),
+            &alibi_message,
+        ),
+        (
+            "infinite slope",
+            problem
+                .clone()
+                .with_alibi_slopes(vec![0.5, 0.25, f32::NEG_INFINITY, 0.2]),
+            &alibi_message,
+        ),
+        (
+            "huge window",
+            problem.clone().with_window(Some(usize::MAX), None),
+            &window,
+        ),
+    ];
+    for (name, problem, expected) in cases {
+        for (entry, result) in every_entry_point(&problem) {
+            match result {
+                Err(ref e) if expected(e) => {}
+                other => panic!("{name} through {entry}: got {other:?}"),
+            }
+        }
+        let q = vec![0.5f32; problem.required_len("q").unwrap()];
+        match cpu::tolerance(
+            &problem,
+            &q,
+            &q,
+            &q,
+            &ReferenceOutput {
+                out: Vec::new(),
+                lse: Vec::new(),
+                weights: Vec::new(),
+            },
+        ) {
+            Err(ref e) if expected(e) => {}
+            other => panic!("{name} through tolerance: got {other:?}"),
+        }
+    }
 }

@@ -69,11 +69,16 @@ fn a_missing_device_is_an_error_naming_the_ordinal() {
 
 #[test]
 fn auto_picks_flash_for_half_precision_on_sm80() {
-    for dtype in [DType::F16, DType::Bf16] {
+    for dtype in [DType::F16, DType::Bf16, DType::F32] {
         let plan = Plan::new(&problem(), dtype, ForwardOptions::default(), AMPERE).unwrap();
         assert_eq!(plan.kernel, KernelKind::Flash, "{}", plan.reason);
         assert_eq!(plan.workspace_bytes, 0, "flash needs no score workspace");
     }
+    // f32 runs on CUDA cores with any head dim and any strides.
+    let odd = AttentionProblem::new(AttentionShape::new(1, 100, 3, 59));
+    let plan = Plan::new(&odd, DType::F32, ForwardOptions::default(), AMPERE).unwrap();
+    assert_eq!(plan.kernel, KernelKind::Flash);
+    assert!(plan.reason.contains("CUDA cores"), "{}", plan.reason);
     // head_dim 40 runs the 64 instantiation, zero-padded on load.
     let padded = AttentionProblem::new(AttentionShape::new(1, 100, 2, 40));
     let plan = Plan::new(&padded, DType::F16, ForwardOptions::default(), AMPERE).unwrap();
@@ -100,7 +105,6 @@ fn auto_falls_back_to_naive_and_says_why() {
     };
     let defaults = ForwardOptions::default();
     let cases: Vec<Case> = vec![
-        (problem(), DType::F32, defaults, AMPERE, "f32"),
         (
             problem(),
             DType::F16,
@@ -150,7 +154,8 @@ fn auto_falls_back_to_naive_and_says_why() {
         plan.workspace_bytes, 0,
         "the weights buffer holds the scores"
     );
-    let plan = Plan::new(&problem(), DType::F32, defaults, AMPERE).unwrap();
+    let naive = defaults.with_kernel(KernelChoice::Naive);
+    let plan = Plan::new(&problem(), DType::F32, naive, AMPERE).unwrap();
     assert_eq!(
         plan.workspace_bytes,
         2 * 4 * 64 * 64 * 4,

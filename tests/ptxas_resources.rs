@@ -2,7 +2,9 @@
 
 use cuda_attention::gpu::build_info::SASS_ARCHS;
 use cuda_attention::gpu::resources::kernel_resources;
-use cuda_attention::launch::{flash_head_dims, flash_kernel_name, naive_launches};
+use cuda_attention::launch::{
+    flash_head_dims, flash_kernel_name, naive_launches, FLASH_F32_KERNEL,
+};
 use cuda_attention::{AttentionShape, DType};
 
 fn naive_kernel_names() -> Vec<String> {
@@ -38,11 +40,16 @@ fn every_kernel_has_no_spills_and_no_stack_on_every_architecture() {
         archs.iter().any(|a| a == "sm_80") && archs.iter().any(|a| a == "sm_90a"),
         "targets: {archs:?}"
     );
-    let names = [naive_kernel_names(), flash_kernel_names()].concat();
+    let names = [
+        naive_kernel_names(),
+        flash_kernel_names(),
+        vec![FLASH_F32_KERNEL.to_string()],
+    ]
+    .concat();
     assert_eq!(
         names.len(),
-        7 + 16,
-        "3 naive per dtype + softmax, 8 head dims x 2 dtypes of flash"
+        7 + 16 + 1,
+        "naive: 2 per dtype + softmax; flash: 8 head dims x 2 dtypes, and f32"
     );
     for name in names {
         for arch in &archs {

@@ -11,6 +11,12 @@
  *   k, v     [batch, seq_k, heads_kv, head_dim]
  *   lse      [batch, heads_q, seq_q]            f32, contiguous, natural log; NULL when not wanted
  *   scores   [batch, heads_q, seq_q, seq_k]     f32, contiguous (naive kernels only): S, then P in place
+ *   alibi_slopes [heads_q]                      f32, or NULL
+ *
+ * Masks and score changes, with the diagonal c = i + seq_k - seq_q of query row i (bottom-right aligned):
+ * causal keeps keys j <= c; the window keeps c - window_left <= j <= c + window_right (-1: unbounded);
+ * a positive softcap maps the scaled score s to softcap * tanh(s / softcap); ALiBi then adds
+ * -alibi_slopes[h] * |c - j|.
  */
 #ifndef CUDA_ATTENTION_PARAMS_H
 #define CUDA_ATTENTION_PARAMS_H
@@ -44,6 +50,12 @@
 /* Strides (in elements) and base addresses must be multiples of this: cp.async moves 16 bytes. */
 #define FLASH_ALIGN_ELEMENTS 8
 
+/* Flash f32 (SIMT): FLASH_F32_WARPS query rows per block, one per warp; key tiles of FLASH_F32_KEY_TILE.
+ * Shared memory: (FLASH_F32_WARPS * head_dim + FLASH_F32_KEY_TILE * (2 * head_dim + 1)) * 4 bytes. */
+#define FLASH_F32_WARPS 8
+#define FLASH_F32_THREADS (FLASH_F32_WARPS * 32)
+#define FLASH_F32_KEY_TILE 32
+
 /* Largest head dimension any kernel accepts. */
 #define MAX_HEAD_DIM 256
 
@@ -54,6 +66,7 @@ typedef struct AttentionParams {
     void *out;
     float *lse;
     float *scores;
+    const float *alibi_slopes;
 
     int64_t q_batch_stride;
     int64_t q_seq_stride;
@@ -78,9 +91,14 @@ typedef struct AttentionParams {
     int32_t heads_ratio;
     /* Non-zero: query i sees key j iff j <= i + seq_k - seq_q (bottom-right aligned). */
     int32_t causal;
+    /* Sliding window bounds around the diagonal; -1: unbounded on that side. */
+    int32_t window_left;
+    int32_t window_right;
     /* Softmax scale applied to Q K^T, and the same times log2(e) for exp2-based kernels. */
     float scale;
     float scale_log2;
+    /* 0: off; otherwise the scaled scores become softcap * tanh(score / softcap). */
+    float softcap;
 } AttentionParams;
 
 #endif /* CUDA_ATTENTION_PARAMS_H */

@@ -27,6 +27,7 @@
 
 #define WARP_SIZE 32
 #define LN_2 0.69314718055994530942f
+#define LOG2_E 1.44269504088896340736f
 #define FULL_WARP_MASK 0xffffffffu
 
 __device__ __forceinline__ float to_float(float x) { return x; }
@@ -68,9 +69,43 @@ template <typename T> __device__ __forceinline__ T *dynamic_shared() {
 }
 #endif
 
-/* Causal mask, aligned bottom-right: query row sees key col iff col <= row + seq_k - seq_q. */
-__device__ __forceinline__ bool causal_visible(const AttentionParams &p, int row, int col) {
-    return !p.causal || (int64_t)col <= (int64_t)row + p.seq_k - p.seq_q;
+/* The keys query `row` sees under the causal mask and the window: [begin, end), possibly empty. Rows grow
+ * monotonically: both bounds are non-decreasing in `row`. */
+struct KeyRange {
+    int begin;
+    int end;
+};
+
+__device__ __forceinline__ KeyRange key_range(const AttentionParams &p, int row) {
+    const int64_t diagonal = (int64_t)row + p.seq_k - p.seq_q;
+    int64_t end = p.seq_k;
+    if (p.causal) {
+        end = min(end, diagonal + 1);
+    }
+    if (p.window_right >= 0) {
+        end = min(end, diagonal + p.window_right + 1);
+    }
+    const int64_t begin = p.window_left >= 0 ? max((int64_t)0, diagonal - p.window_left) : 0;
+    KeyRange range;
+    range.begin = (int)begin;
+    range.end = (int)max(begin, end);
+    return range;
+}
+
+/* Soft cap, then ALiBi, on the scaled score s of (query head, row, key col). */
+__device__ __forceinline__ float adjust_score(const AttentionParams &p, int head, int row, int col, float s) {
+    if (p.softcap > 0.0f) {
+        s = p.softcap * tanhf(s / p.softcap);
+    }
+    if (p.alibi_slopes != NULL) {
+        const int64_t distance = (int64_t)row + p.seq_k - p.seq_q - col;
+        s -= p.alibi_slopes[head] * (float)(distance < 0 ? -distance : distance);
+    }
+    return s;
+}
+
+__device__ __forceinline__ bool adjusts_scores(const AttentionParams &p) {
+    return p.softcap > 0.0f || p.alibi_slopes != NULL;
 }
 
 #endif /* CUDA_ATTENTION_DEVICE_HELPERS_CUH */

@@ -30,10 +30,8 @@
 /* The host body takes the call site as defaulted trailing parameters; nvcc's bodies take nothing. */
 #if defined(__CUDACC__)
 #define PTX_SITE_PARAMS
-#define PTX_SITE_ONLY_PARAMS
 #else
 #define PTX_SITE_PARAMS , CUDA_EMU_SITE_PARAMS
-#define PTX_SITE_ONLY_PARAMS CUDA_EMU_SITE_PARAMS
 #endif
 
 /* ---- Register packing ---------------------------------------------------------------------------- */
@@ -122,7 +120,7 @@ inline void ldmatrix_emulated(Site site, int matrices, bool trans, const void *r
     uint32_t data[4];
     const bool supplies = this_thread().lane < 8u * (unsigned)matrices;
     if (supplies) {
-        check_matrix_row(site, row, matrices, instruction);
+        check_matrix_row(site, row, instruction);
         memcpy(data, row, sizeof data);
     }
     ldmatrix(site, matrices, trans, supplies ? data : nullptr, regs);
@@ -256,27 +254,26 @@ __device__ __forceinline__ void cp_async_commit_group() {
 
 /* Waits until at most N of this thread's committed groups are still in flight. Other threads see the
  * copied data only after a barrier that follows their issuers' waits. */
-template <int N> __device__ __forceinline__ void cp_async_wait_group(PTX_SITE_ONLY_PARAMS) {
+template <int N> __device__ __forceinline__ void cp_async_wait_group() {
     static_assert(N >= 0, "cp.async.wait_group takes a non-negative count");
 #if defined(__CUDA_ARCH__)
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 #elif !defined(__CUDACC__)
-    ::cuda_emu::cp_async_wait(CUDA_EMU_SITE, N, &::cuda_emu::land_cp_async);
+    ::cuda_emu::cp_async_wait(N, &::cuda_emu::land_cp_async);
 #endif
 }
 
 /* Commits the open group and waits for every copy of this thread. */
-__device__ __forceinline__ void cp_async_wait_all(PTX_SITE_ONLY_PARAMS) {
+__device__ __forceinline__ void cp_async_wait_all() {
 #if defined(__CUDA_ARCH__)
     asm volatile("cp.async.wait_all;\n" ::: "memory");
 #elif !defined(__CUDACC__)
     ::cuda_emu::cp_async_commit();
-    ::cuda_emu::cp_async_wait(CUDA_EMU_SITE, 0, &::cuda_emu::land_cp_async);
+    ::cuda_emu::cp_async_wait(0, &::cuda_emu::land_cp_async);
 #endif
 }
 
 #undef PTX_SITE_PARAMS
-#undef PTX_SITE_ONLY_PARAMS
 #if defined(PTX_SHARED_ADDRESS)
 #undef PTX_SHARED_ADDRESS
 #endif

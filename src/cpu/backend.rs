@@ -1,16 +1,21 @@
 //! The CPU backend: exact attention with f32 accumulation on all cores, for machines without a GPU.
 //!
-//! Algorithm, per query row `i`: `S = (scale * q_i) K^T` over the `n_i` keys the row sees (a prefix,
-//! since the mask is causal or none), `m = max S`, `P = exp(S - m)`, `l = sum P`, `O = (P V) / l`,
+//! Algorithm, per query row `i`: `S = (scale * q_i) K^T` over the keys `begin_i..end_i` the row sees
+//! (every mask here, causal and sliding window, keeps a contiguous range per row, and both bounds grow
+//! with `i`), then, when set, the soft cap `S = softcap * tanh(S / softcap)` and the ALiBi bias
+//! `S -= m_h * |c - j|` in f32, `m = max S`, `P = exp(S - m)`, `l = sum P`, `O = (P V) / l`,
 //! `lse = m + ln l`.
 //!
 //! Work is split into tasks of (batch, key/value head, block of query rows) covering every query head
 //! of the group, taken from a shared queue by `available_parallelism` scoped threads. A task first
-//! converts the keys and values its rows can see to f32 scratch: K in panels of 8 keys
-//! (`[n / 8][head_dim][8]`), V as `[n][head_dim rounded up to 8]`. Then, 4 query rows at a time, both
-//! products are register-tiled loops over 8-wide f32 lanes with no horizontal sums, which the compiler
-//! vectorises: `S[4 rows][8 keys] += q[row][x] * K[x][8 keys]` over x, and
-//! `O[4 rows][8 dims] += P[row][j] * V[j][8 dims]` over j. Each task owns its disjoint slices of the
+//! converts the keys and values its rows can see (the union of their ranges, from the first row's
+//! begin to the last row's end) to f32 scratch: K in panels of 8 keys (`[n / 8][head_dim][8]`), V as
+//! `[n][head_dim rounded up to 8]`. Then, 4 query rows at a time, over the panels from the one holding
+//! the first row's first key to the last row's last key, both products are register-tiled loops over
+//! 8-wide f32 lanes with no horizontal sums, which the compiler vectorises:
+//! `S[4 rows][8 keys] += q[row][x] * K[x][8 keys]` over x, and `O[4 rows][8 dims] += P[row][j] *
+//! V[j][8 dims]` over j; keys outside a row's range get `P = 0`. Without a window every range starts
+//! at key 0 and this is the plain prefix computation. Each task owns its disjoint slices of the
 //! logsumexp and the weights and returns its output rows, which are scattered through the out strides
 //! at the end (no unsafe code). Results do not depend on the number of threads.
 
@@ -331,15 +336,20 @@ impl<T: Element> Context<'_, T> {
         let ratio = problem.heads_ratio();
         let scale = problem.scale();
 
-        // Convert the keys and values any row of the block sees: K to panels, V to padded rows.
-        let keys = visible_keys(problem, task.row0 + task.rows - 1);
+        // Convert the keys and values any row of the block sees, `first_key..last_key` (both bounds of a
+        // row's range grow with the row, so that is the union of the rows' ranges): K to panels, V to
+        // padded rows. Slot `n` holds key `first_key + n`.
+        let (first_key, _) = problem.key_range(task.row0);
+        let (_, last_key) = problem.key_range(task.row0 + task.rows - 1);
+        let keys = last_key.saturating_sub(first_key);
         let key_slots = keys.next_multiple_of(LANES);
         let k_panels = &mut scratch.k_panels[..key_slots * d];
         let v_rows = &mut scratch.v_rows[..key_slots * dims];
-        for j in 0..key_slots {
-            let (panel, lane) = (j / LANES, j % LANES);
-            let v_row = &mut v_rows[j * dims..(j + 1) * dims];
-            if j < keys {
+        for slot in 0..key_slots {
+            let (panel, lane) = (slot / LANES, slot % LANES);
+            let v_row = &mut v_rows[slot * dims..(slot + 1) * dims];
+            if slot < keys {
+                let j = first_key + slot;
                 let k_start = problem.k_strides.offset(task.batch, j, task.head_kv, 0);
                 for (x, value) in self.k[k_start..k_start + d].iter().enumerate() {
                     k_panels[(panel * d + x) * LANES + lane] = value.to_f32();
@@ -357,15 +367,29 @@ impl<T: Element> Context<'_, T> {
             }
         }
 
+        let adjust = Adjust::new(problem);
         let mut out = vec![T::default(); ratio * task.rows * d];
         for group_head in 0..ratio {
             let head = task.head_kv * ratio + group_head;
             for first in (0..task.rows).step_by(ROWS) {
                 let rows = ROWS.min(task.rows - first);
-                // Keys seen by the last (most seeing) row of these ROWS rows.
-                let group_keys = visible_keys(problem, task.row0 + first + rows - 1);
-                let group_slots = group_keys.next_multiple_of(LANES);
-                let score_len = group_slots.max(1);
+                // Key ranges of these ROWS rows; absent rows see nothing.
+                let mut ranges = [(0usize, 0usize); ROWS];
+                for (r, range) in ranges.iter_mut().enumerate().take(rows) {
+                    let (begin, end) = problem.key_range(task.row0 + first + r);
+                    *range = (begin, end.max(begin));
+                }
+                // The group's scores cover the slots `group_start..group_end`: from the panel holding
+                // the first row's first key to the last row's last key.
+                let group_start = ranges[0].0.saturating_sub(first_key) / LANES * LANES;
+                let group_keys = ranges[rows - 1]
+                    .1
+                    .saturating_sub(first_key)
+                    .max(group_start);
+                let group_end = group_keys.next_multiple_of(LANES);
+                let score_len = (group_end - group_start).max(1);
+                // Key of score column 0.
+                let key0 = first_key + group_start;
 
                 // q rows * scale, zero for absent rows.
                 for (r, q_row) in scratch.q_rows.chunks_exact_mut(d).enumerate() {
@@ -386,7 +410,7 @@ impl<T: Element> Context<'_, T> {
                 let scores = &mut scratch.scores[..ROWS * score_len];
                 score_tile(
                     &scratch.q_rows,
-                    &scratch.k_panels[..group_slots * d],
+                    &scratch.k_panels[group_start * d..group_end * d],
                     d,
                     scores,
                     score_len,
@@ -397,26 +421,23 @@ impl<T: Element> Context<'_, T> {
                 let mut row_max = [f32::NEG_INFINITY; ROWS];
                 let mut seen = [false; ROWS];
                 for (r, row) in scores.chunks_exact_mut(score_len).enumerate() {
-                    let visible = if r < rows {
-                        visible_keys(problem, task.row0 + first + r)
+                    let (begin, end) = ranges[r];
+                    // Absent rows and rows that see no key have begin == end.
+                    let (lo, hi) = if begin < end {
+                        (begin - key0, end - key0)
                     } else {
-                        0
+                        (0, 0)
                     };
-                    let max = row[..visible]
-                        .iter()
-                        .copied()
-                        .fold(f32::NEG_INFINITY, max_keeping_nan);
-                    if max == f32::NEG_INFINITY {
+                    if let Some(adjust) = &adjust {
+                        adjust.apply(head, task.row0 + first + r, begin, &mut row[lo..hi]);
+                    }
+                    let Some((max, sum)) = exponentiate(&mut row[lo..hi]) else {
                         // No key seen (or every score -inf): guard -inf - -inf; weights all 0.
                         row.fill(0.0);
                         continue;
-                    }
-                    let mut sum = 0.0f32;
-                    for p in row[..visible].iter_mut() {
-                        *p = (*p - max).exp();
-                        sum += *p;
-                    }
-                    row[visible..].fill(0.0);
+                    };
+                    row[..lo].fill(0.0);
+                    row[hi..].fill(0.0);
                     row_sum[r] = sum;
                     row_max[r] = max;
                     seen[r] = true;
@@ -426,7 +447,7 @@ impl<T: Element> Context<'_, T> {
                 output_tile(
                     scores,
                     score_len,
-                    &scratch.v_rows[..group_keys * dims],
+                    &scratch.v_rows[group_start * dims..group_keys * dims],
                     dims,
                     &mut scratch.acc,
                 );
@@ -458,12 +479,13 @@ impl<T: Element> Context<'_, T> {
                         lse[i] = row_max[r] + row_sum[r].ln();
                     }
                     if let Some(weights_row) = weights_row {
-                        let p_row = &scores[r * score_len..];
-                        let n = group_keys.min(sk);
-                        for (w, &p) in weights_row[..n].iter_mut().zip(p_row) {
+                        let (begin, end) = ranges[r];
+                        let p_row = &scores[r * score_len + (begin - key0)..][..end - begin];
+                        weights_row[..begin].fill(0.0);
+                        for (w, &p) in weights_row[begin..end].iter_mut().zip(p_row) {
                             *w = p * inverse;
                         }
-                        weights_row[n..].fill(0.0);
+                        weights_row[end..].fill(0.0);
                     }
                 }
             }
@@ -524,6 +546,24 @@ fn output_tile(p: &[f32], stride: usize, v_rows: &[f32], dims: usize, acc: &mut 
     }
 }
 
+/// Replaces scores by `exp(s - m)` with `m` their maximum and returns `(m, sum)`; `None` (values left
+/// alone) when the maximum is `-inf`: no scores, or all masked. A NaN score makes `m` NaN.
+fn exponentiate(scores: &mut [f32]) -> Option<(f32, f32)> {
+    let max = scores
+        .iter()
+        .copied()
+        .fold(f32::NEG_INFINITY, max_keeping_nan);
+    if max == f32::NEG_INFINITY {
+        return None;
+    }
+    let mut sum = 0.0f32;
+    for p in scores.iter_mut() {
+        *p = (*p - max).exp();
+        sum += *p;
+    }
+    Some((max, sum))
+}
+
 /// The larger of two scores, NaN if either is (`f32::max` would drop a NaN and hide bad inputs).
 fn max_keeping_nan(max: f32, x: f32) -> f32 {
     if x.is_nan() || x > max {
@@ -533,15 +573,40 @@ fn max_keeping_nan(max: f32, x: f32) -> f32 {
     }
 }
 
-/// Number of keys query row `i` sees: a prefix `0..n`, since the mask is causal (bottom-right) or none.
-fn visible_keys(problem: &AttentionProblem, i: usize) -> usize {
-    let s = problem.shape;
-    let n = if problem.causal {
-        (i + s.seq_k + 1).saturating_sub(s.seq_q).min(s.seq_k)
-    } else {
-        s.seq_k
-    };
-    debug_assert!(n == 0 || problem.visible(i, n - 1));
-    debug_assert!(n == s.seq_k || !problem.visible(i, n));
-    n
+/// Soft cap and ALiBi applied in f32 to the scaled scores of one row, when the problem sets either.
+struct Adjust<'a> {
+    /// The soft cap, if set.
+    softcap: Option<f32>,
+    /// ALiBi slopes `[heads_q]`, if set.
+    slopes: Option<&'a [f32]>,
+    /// `seq_k - seq_q`: the diagonal of row `i` is `i + offset`.
+    diagonal_offset: i64,
+}
+
+impl<'a> Adjust<'a> {
+    /// `None` when the problem leaves the scores alone (the default path pays nothing).
+    fn new(problem: &'a AttentionProblem) -> Option<Self> {
+        problem.adjusts_scores().then(|| Adjust {
+            softcap: problem.softcap,
+            slopes: problem.alibi_slopes.as_deref(),
+            diagonal_offset: problem.shape.seq_k as i64 - problem.shape.seq_q as i64,
+        })
+    }
+
+    /// `scores` are the scaled scores of query row `i` of query head `head` against keys `first_key..`:
+    /// each becomes `softcap * tanh(s / softcap)`, then gets `-m_head * |c - j|` added, in f32.
+    fn apply(&self, head: usize, i: usize, first_key: usize, scores: &mut [f32]) {
+        if let Some(cap) = self.softcap {
+            for s in scores.iter_mut() {
+                *s = *s + 0.0 * cap;
+            }
+        }
+        if let Some(slopes) = self.slopes {
+            let slope = slopes[head];
+            let diagonal = i as i64 + self.diagonal_offset;
+            for (j, s) in (first_key..).zip(scores.iter_mut()) {
+                *s -= slope * (diagonal - j as i64).unsigned_abs() as f32;
+            }
+        }
+    }
 }

@@ -242,17 +242,28 @@ pub struct SoftmaxTolerance {
 }
 
 /// Bounds on the logsumexp and weight errors of any backend that computes scores, exponentials and
-/// sums in f32 (in any order, with or without online rescaling, through `exp` or `exp2`).
+/// sums in f32 (in any order, with or without online rescaling, through `exp` or `exp2`), and the soft
+/// cap and ALiBi bias, when set, in f32 on the scaled scores (`tanh` within 2 ulp, as libm's and
+/// CUDA's `tanhf` are).
 ///
 /// With `u = 2^-24`, `d = head_dim`, `A` a bound on `|scale| * sum_x |q_x k_x|` over every query/key
 /// pair (from Cauchy-Schwarz: `|scale| * max ||q_i|| * max ||k_j||` within each batch and key/value
 /// head group), and `n = seq_k`:
 ///
+/// - the scores after the soft cap and ALiBi are bounded by `A' = C + M * D`, where `C = min(A,
+///   softcap)` (`|softcap * tanh(s / softcap)| <= min(|s|, softcap)`; `C = A` without a cap), `M` is
+///   the largest `|m_h|` and `D` the largest `|c - j|` over the visible (query, key) pairs (0 without
+///   ALiBi), so `A' = A` when neither is set;
 /// - score error `ds = (d + 4) u A` (the dot-product bound `gamma_d * sum |q_x k_x|`, the rounding of
-///   f32 products, the scale and a change of base);
+///   f32 products, the scale and a change of base), plus, with a soft cap, `6 u C` (`tanh` is
+///   1-Lipschitz, so the dot product's error passes through unamplified; the division by the cap
+///   perturbs the result by at most `u min(|s|, 0.45 softcap)`, `tanh` by 2 ulp (`4 u`) and the
+///   multiplication by `u`, each relative to a value of at most `C`), plus, with ALiBi, `4 u A'` (the
+///   rounding of `m_h * |c - j|` and of the distance itself, of the subtraction, and of the change of
+///   base on the larger score);
 /// - relative error of the softmax sum `dl = (4 n + 8) u` (each exponential within `2u`, each of up to
 ///   `n` rescalings within `3u`, and the sum's own roundings);
-/// - `lse = 2 (ds + dl + 2u (A + ln n + 1))`, `weights = 2 (2 ds + dl + 4u)`.
+/// - `lse = 2 (ds + dl + 2u (A' + ln n + 1))`, `weights = 2 (2 ds + dl + 4u)`.
 ///
 /// These are first-order worst-case bounds with a factor 2 margin, so they are loose: on random
 /// inputs about 100 times the lse error and 10^4 times the weight error of the CPU backend. They
@@ -295,10 +306,42 @@ pub fn softmax_tolerance<T: Element>(
     let u = F32_UNIT_ROUNDOFF;
     let a = f64::from(problem.scale()).abs() * bound;
     let n = s.seq_k as f64;
-    let score = (s.head_dim as f64 + 4.0) * u * a;
+    let mut score = (s.head_dim as f64 + 4.0) * u * a;
+    // Bound on the adjusted scores: the soft cap first, then the ALiBi bias.
+    let capped = problem.softcap.map_or(a, |cap| a.min(f64::from(cap)));
+    let adjusted = capped + alibi_bias_bound(problem);
+    if problem.softcap.is_some() {
+        score += 6.0 * u * capped;
+    }
+    if problem.alibi_slopes.is_some() {
+        score += 4.0 * u * adjusted;
+    }
     let sum = (4.0 * n + 8.0) * u;
     Ok(SoftmaxTolerance {
-        lse: 2.0 * (score + sum + 2.0 * u * (a + n.max(1.0).ln() + 1.0)),
+        lse: 2.0 * (score + sum + 2.0 * u * (adjusted + n.max(1.0).ln() + 1.0)),
         weights: 2.0 * (2.0 * score + sum + 4.0 * u),
     })
+}
+
+/// The largest `|m_h| * |c - j|` ALiBi adds to a visible score (0 without ALiBi): the largest slope
+/// magnitude times the largest distance to the diagonal over every row's key range.
+fn alibi_bias_bound(problem: &AttentionProblem) -> f64 {
+    let Some(slopes) = &problem.alibi_slopes else {
+        return 0.0;
+    };
+    let s = problem.shape;
+    let slope = slopes
+        .iter()
+        .fold(0.0f64, |m, &x| m.max(f64::from(x).abs()));
+    let mut distance = 0u64;
+    for i in 0..s.seq_q {
+        let (begin, end) = problem.key_range(i);
+        if begin < end {
+            let diagonal = i as i64 + s.seq_k as i64 - s.seq_q as i64;
+            distance = distance
+                .max((diagonal - begin as i64).unsigned_abs())
+                .max((diagonal - (end - 1) as i64).unsigned_abs());
+        }
+    }
+    slope * distance as f64
 }

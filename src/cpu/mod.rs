@@ -1,7 +1,8 @@
 //! Attention on the CPU: the f64 reference every test compares against, a multi-threaded f32 backend
 //! for machines without a GPU, and the comparison helpers that apply the tolerance rule.
 //!
-//! - [`reference()`] computes `softmax(scale * Q K^T + mask) V` naively with f64 accumulation, returning
+//! - [`reference()`] computes `softmax(adjust(scale * Q K^T) + mask) V` (adjust: the optional soft cap
+//!   and ALiBi bias; mask: causal and sliding window) naively with f64 accumulation, returning
 //!   the output, the logsumexp and the attention weights; [`naive_in_precision`] computes the same
 //!   naive formula the way PyTorch does in the input precision (the baseline of FlashAttention's
 //!   tolerance rule).
@@ -26,8 +27,11 @@
 //! Semantics shared by every backend: q and out are `[batch, seq_q, heads_q, head_dim]`, k and v
 //! `[batch, seq_k, heads_kv, head_dim]`, each with the strides given in the
 //! [`AttentionProblem`](crate::AttentionProblem); query head `h` uses key/value head
-//! `h / heads_ratio`; the causal mask is aligned bottom-right; a row that sees no key outputs 0 and
-//! logsumexp `-inf`. The logsumexp is `[batch, heads_q, seq_q]` and the weights
+//! `h / heads_ratio`; the causal mask and the sliding window are aligned bottom-right (diagonal
+//! `c = i + seq_k - seq_q`), so each row sees a contiguous range of keys
+//! ([`AttentionProblem::key_range`](crate::AttentionProblem::key_range)); the soft cap, then the ALiBi
+//! bias `-m_h * |c - j|`, apply to the scaled scores; a row that sees no key outputs 0 and logsumexp
+//! `-inf`. The logsumexp is `[batch, heads_q, seq_q]` and the weights
 //! `[batch, heads_q, seq_q, seq_k]`, both contiguous f32.
 
 pub mod backend;

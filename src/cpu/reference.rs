@@ -26,7 +26,9 @@ fn validate_inputs<T>(problem: &AttentionProblem, q: &[T], k: &[T], v: &[T]) -> 
 }
 
 /// Naive attention in f64: scores `s = scale * q . k` (f64 products and sums of the exactly widened
-/// inputs), masked entries dropped, `m = max s`, `lse = m + ln(sum exp(s - m))`, weights
+/// inputs), then the soft cap `s = softcap * tanh(s / softcap)` and the ALiBi bias `s -= m_h * |c - j|`
+/// when set ([`AttentionProblem::adjust_score`], in f64), keys outside the row's causal/window range
+/// ([`AttentionProblem::key_range`]) dropped, `m = max s`, `lse = m + ln(sum exp(s - m))`, weights
 /// `exp(s - lse)`, output `sum weights * v`. Reads q, k, v through the problem's strides.
 ///
 /// # Errors
@@ -54,19 +56,16 @@ pub fn reference<T: Element>(
         for h in 0..hq {
             let hk = h / ratio;
             for i in 0..sq {
-                // S = scale * q_i K^T, masked entries left at -inf.
-                for (j, score) in scores.iter_mut().enumerate() {
-                    *score = if problem.visible(i, j) {
-                        let dot: f64 = (0..d)
-                            .map(|x| {
-                                q[qs.offset(b, i, h, x)].to_f64()
-                                    * k[ks.offset(b, j, hk, x)].to_f64()
-                            })
-                            .sum();
-                        scale * dot
-                    } else {
-                        f64::NEG_INFINITY
-                    };
+                // S = adjust(scale * q_i K^T) over the row's keys, masked entries left at -inf.
+                let (begin, end) = problem.key_range(i);
+                scores.fill(f64::NEG_INFINITY);
+                for j in begin..end {
+                    let dot: f64 = (0..d)
+                        .map(|x| {
+                            q[qs.offset(b, i, h, x)].to_f64() * k[ks.offset(b, j, hk, x)].to_f64()
+                        })
+                        .sum();
+                    scores[j] = problem.adjust_score(h, i, j, scale * dot);
                 }
                 // NaN-propagating max: bad inputs must not turn into a silent 0.
                 let max =
@@ -111,9 +110,12 @@ pub fn reference<T: Element>(
 
 /// The naive formula computed the way PyTorch computes it in the input precision `T`, as in
 /// FlashAttention's `attention_ref(..., upcast=False, reorder_ops=True)`: `K' = T(scale * K)`,
-/// `S = T(Q K'^T)` with the products summed in f32, the softmax computed in f32 from the `T`-rounded
-/// `S` and rounded to `T` (`P`), then `O = T(P V)` with the products summed in f32. A row that sees no
-/// key gives 0 (PyTorch gives NaN there; FlashAttention's reference fills it with 0 too).
+/// `S = T(adjust(Q K'^T))` with the products summed in f32 and the soft cap and ALiBi bias, when set,
+/// applied in f32 to the scaled f32 scores before the rounding to `T` (`softcap * tanh(s / softcap)`,
+/// then `s - m_h * |c - j|`), the softmax computed in f32 from the `T`-rounded `S` and rounded to `T`
+/// (`P`), then `O = T(P V)` with the products summed in f32. Keys outside the row's causal/window range
+/// are masked. A row that sees no key gives 0 (PyTorch gives NaN there; FlashAttention's reference
+/// fills it with 0 too).
 ///
 /// For `T = f32` every rounding to `T` is the identity and the result differs from the reference by
 /// f32 rounding alone. Returns contiguous `[batch, seq_q, heads_q, head_dim]` values, each exactly
@@ -135,6 +137,7 @@ pub fn naive_in_precision<T: Element>(
     let ratio = problem.heads_ratio();
     let (qs, ks, vs) = (problem.q_strides, problem.k_strides, problem.v_strides);
     let round = |x: f32| T::from_f32(x).to_f32();
+    let (softcap, slopes) = (problem.softcap, problem.alibi_slopes.as_deref());
 
     let out_len = s
         .batch
@@ -164,18 +167,25 @@ pub fn naive_in_precision<T: Element>(
                     for (x, qv) in q_row.iter_mut().enumerate() {
                         *qv = q[qs.offset(b, i, h, x)].to_f32();
                     }
-                    // S = T(q_i K'^T), f32 sums; masked entries -inf.
+                    // S = T(adjust(q_i K'^T)), f32 sums, soft cap and ALiBi in f32; masked entries
+                    // -inf.
+                    let (begin, end) = problem.key_range(i);
+                    let diagonal = i as i64 + sk as i64 - sq as i64;
                     let (mut visible, mut overflow) = (0usize, false);
-                    for (j, score) in scores.iter_mut().enumerate() {
-                        *score = if problem.visible(i, j) {
-                            let k_row = &k_scaled[j * d..(j + 1) * d];
-                            let dot = round(q_row.iter().zip(k_row).map(|(a, c)| a * c).sum());
-                            visible += 1;
-                            overflow |= !dot.is_finite();
-                            dot
-                        } else {
-                            f32::NEG_INFINITY
-                        };
+                    scores.fill(f32::NEG_INFINITY);
+                    for j in begin..end {
+                        let k_row = &k_scaled[j * d..(j + 1) * d];
+                        let mut dot: f32 = q_row.iter().zip(k_row).map(|(a, c)| a * c).sum();
+                        if let Some(cap) = softcap {
+                            dot = cap * (dot / cap).tanh();
+                        }
+                        if let Some(slopes) = slopes {
+                            dot -= slopes[h] * (diagonal - j as i64).unsigned_abs() as f32;
+                        }
+                        let dot = round(dot);
+                        visible += 1;
+                        overflow |= !dot.is_finite();
+                        scores[j] = dot;
                     }
                     let o_row = &mut out[((b * sq + i) * hq + h) * d..][..d];
                     if visible == 0 {

@@ -42,6 +42,9 @@ pub struct DeviceTensors<'a, T> {
     pub weights: Option<&'a mut dyn DevicePtrMut<f32>>,
     /// At least `plan.workspace_bytes` bytes, 16-byte aligned; required when that is not 0.
     pub workspace: Option<&'a mut dyn DevicePtrMut<u8>>,
+    /// f32 ALiBi slopes `[heads_q]` in device memory, holding the problem's `alibi_slopes`; required
+    /// exactly when the problem has them (upload them once, e.g. at model load).
+    pub alibi_slopes: Option<&'a dyn DevicePtr<f32>>,
 }
 
 /// One CUDA device with the crate's kernels loaded. `Send + Sync`: share one engine across threads, each
@@ -180,6 +183,12 @@ impl Engine {
             .then(|| unsafe { stream.alloc::<u8>(plan.workspace_bytes) })
             .transpose()
             .context("allocating the naive score workspace")?;
+        let alibi_slopes = problem
+            .alibi_slopes
+            .as_ref()
+            .map(|slopes| stream.clone_htod(slopes.as_ref()))
+            .transpose()
+            .context("uploading the ALiBi slopes")?;
         self.forward_into(
             stream,
             &plan,
@@ -191,6 +200,7 @@ impl Engine {
                 lse: lse.as_mut().map(|b| b as &mut dyn DevicePtrMut<f32>),
                 weights: weights.as_mut().map(|b| b as &mut dyn DevicePtrMut<f32>),
                 workspace: workspace.as_mut().map(|b| b as &mut dyn DevicePtrMut<u8>),
+                alibi_slopes: alibi_slopes.as_ref().map(|b| b as &dyn DevicePtr<f32>),
             },
         )?;
         Ok(DeviceOutput { out, lse, weights })
@@ -231,7 +241,23 @@ impl Engine {
             lse,
             weights,
             workspace,
+            alibi_slopes,
         } = tensors;
+        match (&problem.alibi_slopes, &alibi_slopes) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(AttentionError::InvalidArgument(
+                    "pass alibi_slopes in DeviceTensors exactly when the problem has ALiBi slopes".into(),
+                ))
+            }
+            (Some(_), Some(slopes)) if slopes.len() < shape.heads_q => {
+                return Err(AttentionError::BufferTooSmall {
+                    tensor: "alibi_slopes",
+                    needed: shape.heads_q,
+                    len: slopes.len(),
+                })
+            }
+            _ => {}
+        }
         problem.check_lengths(q.len(), k.len(), v.len(), out.len())?;
         let lse = required_buffer("lse", lse, plan.options.return_lse, shape.lse_elements()?)?;
         let weights = required_buffer(
@@ -254,6 +280,7 @@ impl Engine {
         let (lse_ptr, _lse_guard) = lse.map(|b| b.device_ptr_mut(stream)).unzip();
         let (weights_ptr, _weights_guard) = weights.map(|b| b.device_ptr_mut(stream)).unzip();
         let (workspace_ptr, _workspace_guard) = workspace.map(|b| b.device_ptr_mut(stream)).unzip();
+        let (alibi_ptr, _alibi_guard) = alibi_slopes.map(|b| b.device_ptr(stream)).unzip();
         let scores = match plan.kernel {
             KernelKind::Naive => weights_ptr.or(workspace_ptr).unwrap_or(0),
             KernelKind::Flash => 0,
@@ -272,6 +299,7 @@ impl Engine {
                 out: out_ptr,
                 lse: lse_ptr.unwrap_or(0),
                 scores,
+                alibi_slopes: alibi_ptr.unwrap_or(0),
             },
         );
         let launches = match plan.kernel {

@@ -11,7 +11,7 @@ use super::driver::DeviceInfo;
 use crate::dtype::DType;
 use crate::error::{AttentionError, DriverContext, Result};
 use crate::launch::{flash_head_dims, flash_launch, naive_launches, KernelLaunch};
-use crate::problem::AttentionShape;
+use crate::problem::{AttentionShape, MAX_HEAD_DIM};
 use crate::sys::AttentionParams;
 
 /// Dynamic shared memory a block may use without opting in.
@@ -37,6 +37,11 @@ impl LoadedKernels {
                 launches.push(flash_launch(&AttentionShape::new(1, 1, 1, head_dim), dtype));
             }
         }
+        // The f32 kernel serves every head dim: raise its limit for the largest.
+        launches.push(flash_launch(
+            &AttentionShape::new(1, 1, 1, MAX_HEAD_DIM),
+            DType::F32,
+        ));
         let mut functions = HashMap::new();
         for launch in launches {
             if functions.contains_key(&launch.name) {

@@ -17,6 +17,9 @@ pub const FLASH_NARROW_MAX_HEAD_DIM: u32 = 128;
 pub const FLASH_ROW_PADDING: u32 = 8;
 pub const FLASH_HEAD_DIM_STEP: u32 = 32;
 pub const FLASH_ALIGN_ELEMENTS: u32 = 8;
+pub const FLASH_F32_WARPS: u32 = 8;
+pub const FLASH_F32_THREADS: u32 = 256;
+pub const FLASH_F32_KEY_TILE: u32 = 32;
 pub const MAX_HEAD_DIM: u32 = 256;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
@@ -27,6 +30,7 @@ pub struct AttentionParams {
     pub out: *mut ::std::os::raw::c_void,
     pub lse: *mut f32,
     pub scores: *mut f32,
+    pub alibi_slopes: *const f32,
     pub q_batch_stride: i64,
     pub q_seq_stride: i64,
     pub q_head_stride: i64,
@@ -47,12 +51,15 @@ pub struct AttentionParams {
     pub head_dim: i32,
     pub heads_ratio: i32,
     pub causal: i32,
+    pub window_left: i32,
+    pub window_right: i32,
     pub scale: f32,
     pub scale_log2: f32,
+    pub softcap: f32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of AttentionParams"][::std::mem::size_of::<AttentionParams>() - 184usize];
+    ["Size of AttentionParams"][::std::mem::size_of::<AttentionParams>() - 208usize];
     ["Alignment of AttentionParams"][::std::mem::align_of::<AttentionParams>() - 8usize];
     [
         "Offset of field: AttentionParams::q",
@@ -73,71 +80,83 @@ const _: () = {
         "Offset of field: AttentionParams::scores",
     ][::std::mem::offset_of!(AttentionParams, scores) - 40usize];
     [
+        "Offset of field: AttentionParams::alibi_slopes",
+    ][::std::mem::offset_of!(AttentionParams, alibi_slopes) - 48usize];
+    [
         "Offset of field: AttentionParams::q_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, q_batch_stride) - 48usize];
+    ][::std::mem::offset_of!(AttentionParams, q_batch_stride) - 56usize];
     [
         "Offset of field: AttentionParams::q_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, q_seq_stride) - 56usize];
+    ][::std::mem::offset_of!(AttentionParams, q_seq_stride) - 64usize];
     [
         "Offset of field: AttentionParams::q_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, q_head_stride) - 64usize];
+    ][::std::mem::offset_of!(AttentionParams, q_head_stride) - 72usize];
     [
         "Offset of field: AttentionParams::k_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, k_batch_stride) - 72usize];
+    ][::std::mem::offset_of!(AttentionParams, k_batch_stride) - 80usize];
     [
         "Offset of field: AttentionParams::k_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, k_seq_stride) - 80usize];
+    ][::std::mem::offset_of!(AttentionParams, k_seq_stride) - 88usize];
     [
         "Offset of field: AttentionParams::k_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, k_head_stride) - 88usize];
+    ][::std::mem::offset_of!(AttentionParams, k_head_stride) - 96usize];
     [
         "Offset of field: AttentionParams::v_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, v_batch_stride) - 96usize];
+    ][::std::mem::offset_of!(AttentionParams, v_batch_stride) - 104usize];
     [
         "Offset of field: AttentionParams::v_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, v_seq_stride) - 104usize];
+    ][::std::mem::offset_of!(AttentionParams, v_seq_stride) - 112usize];
     [
         "Offset of field: AttentionParams::v_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, v_head_stride) - 112usize];
+    ][::std::mem::offset_of!(AttentionParams, v_head_stride) - 120usize];
     [
         "Offset of field: AttentionParams::out_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, out_batch_stride) - 120usize];
+    ][::std::mem::offset_of!(AttentionParams, out_batch_stride) - 128usize];
     [
         "Offset of field: AttentionParams::out_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, out_seq_stride) - 128usize];
+    ][::std::mem::offset_of!(AttentionParams, out_seq_stride) - 136usize];
     [
         "Offset of field: AttentionParams::out_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, out_head_stride) - 136usize];
+    ][::std::mem::offset_of!(AttentionParams, out_head_stride) - 144usize];
     [
         "Offset of field: AttentionParams::batch",
-    ][::std::mem::offset_of!(AttentionParams, batch) - 144usize];
+    ][::std::mem::offset_of!(AttentionParams, batch) - 152usize];
     [
         "Offset of field: AttentionParams::seq_q",
-    ][::std::mem::offset_of!(AttentionParams, seq_q) - 148usize];
+    ][::std::mem::offset_of!(AttentionParams, seq_q) - 156usize];
     [
         "Offset of field: AttentionParams::seq_k",
-    ][::std::mem::offset_of!(AttentionParams, seq_k) - 152usize];
+    ][::std::mem::offset_of!(AttentionParams, seq_k) - 160usize];
     [
         "Offset of field: AttentionParams::heads_q",
-    ][::std::mem::offset_of!(AttentionParams, heads_q) - 156usize];
+    ][::std::mem::offset_of!(AttentionParams, heads_q) - 164usize];
     [
         "Offset of field: AttentionParams::heads_kv",
-    ][::std::mem::offset_of!(AttentionParams, heads_kv) - 160usize];
+    ][::std::mem::offset_of!(AttentionParams, heads_kv) - 168usize];
     [
         "Offset of field: AttentionParams::head_dim",
-    ][::std::mem::offset_of!(AttentionParams, head_dim) - 164usize];
+    ][::std::mem::offset_of!(AttentionParams, head_dim) - 172usize];
     [
         "Offset of field: AttentionParams::heads_ratio",
-    ][::std::mem::offset_of!(AttentionParams, heads_ratio) - 168usize];
+    ][::std::mem::offset_of!(AttentionParams, heads_ratio) - 176usize];
     [
         "Offset of field: AttentionParams::causal",
-    ][::std::mem::offset_of!(AttentionParams, causal) - 172usize];
+    ][::std::mem::offset_of!(AttentionParams, causal) - 180usize];
+    [
+        "Offset of field: AttentionParams::window_left",
+    ][::std::mem::offset_of!(AttentionParams, window_left) - 184usize];
+    [
+        "Offset of field: AttentionParams::window_right",
+    ][::std::mem::offset_of!(AttentionParams, window_right) - 188usize];
     [
         "Offset of field: AttentionParams::scale",
-    ][::std::mem::offset_of!(AttentionParams, scale) - 176usize];
+    ][::std::mem::offset_of!(AttentionParams, scale) - 192usize];
     [
         "Offset of field: AttentionParams::scale_log2",
-    ][::std::mem::offset_of!(AttentionParams, scale_log2) - 180usize];
+    ][::std::mem::offset_of!(AttentionParams, scale_log2) - 196usize];
+    [
+        "Offset of field: AttentionParams::softcap",
+    ][::std::mem::offset_of!(AttentionParams, softcap) - 200usize];
 };
 impl Default for AttentionParams {
     fn default() -> Self {

@@ -1,355 +1,435 @@
-//! `attn bench`: naive vs flash vs the CPU backend over a sweep of sequence lengths.
+//! `attn bench`: naive vs flash (vs the CPU backend, the emulator, PyTorch) over a sweep of sequence
+//! lengths, with batch * seq and heads * head_dim held constant, as FlashAttention reports its numbers.
 //!
-//! Batch * seq is held constant (default 16k tokens), as FlashAttention reports its numbers. GPU times
-//! come from CUDA events around each launch sequence after a warm-up, CPU times from the wall clock;
-//! the table shows the median and the range. FLOPs = 4 * batch * heads * seq_q * seq_k * head_dim,
-//! halved when causal. Memory is what the call needs on the device: inputs, outputs and workspace.
+//! For each kernel and shape: a check of sampled output rows against the f64 reference (a wrong kernel
+//! is never timed), warm-up runs, then timed runs rotating between input sets (CUDA events after an L2
+//! flush on the GPU, the wall clock on the host); the median, the spread and TFLOP/s
+//! (4 * b * h * seq^2 * d, halved when causal); the exact bytes one call reads and writes. A table on
+//! stdout; with `--out DIR`, DIR/results.json, DIR/timings.png, DIR/timings.svg and DIR/memory.png.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Args;
-use cuda_attention::cpu::backend;
-use cuda_attention::{
-    AttentionError, AttentionProblem, AttentionShape, DType, DeviceTensors, Element, Engine,
-    ForwardOptions, KernelChoice, KernelKind, Result,
-};
-use cudarc::driver::sys::CUevent_flags;
+use cuda_attention::DType;
 use half::{bf16, f16};
 
-use crate::inputs::Inputs;
+use crate::meta;
+use crate::plots;
+use crate::results::{BenchResults, Record, Settings, Status, SCHEMA};
+use crate::sweep::{Case, Kernel, Masks, Sweep};
+use crate::table;
 use crate::target::Target;
+use crate::timing::{self, GpuRunner, HostRunner, HostSets};
+use crate::CliResult;
 
-/// Sequence lengths of the CPU sweep (no GPU): small enough to finish in about a minute on 2 cores.
-const CPU_SEQS: [usize; 5] = [128, 256, 512, 1024, 2048];
-/// Tokens per batch of the CPU sweep.
-const CPU_TOKENS: usize = 2048;
-/// The CPU backend joins a GPU sweep only where one run stays under this many FLOPs (about a second).
-const CPU_FLOP_BUDGET: f64 = 2e10;
+/// The CPU backend skips shapes above this many FLOPs per call (about 10 s on 2 cores).
+const CPU_FLOP_LIMIT: f64 = 2e11;
+/// The emulator skips shapes above this many FLOPs per call (a few seconds: it runs every CUDA thread
+/// as a fiber).
+const EMULATOR_FLOP_LIMIT: f64 = 3e8;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Sequence lengths (comma separated). Default: 512..16384 on a GPU, 128..2048 on the CPU.
+    /// Kernels, comma separated: naive, flash (GPU), cpu, emulator-naive, emulator-flash.
+    /// Default: naive,flash on a GPU, cpu without one.
+    #[arg(long, value_delimiter = ',')]
+    kernels: Option<Vec<Kernel>>,
+    /// Sequence lengths, comma separated. Default: 512,1024,...,16384 on a GPU; 128,...,2048 on the CPU.
     #[arg(long, value_delimiter = ',')]
     seqs: Option<Vec<usize>>,
-    /// batch * seq, held constant across the sweep. Default: 16384 on a GPU, 2048 on the CPU.
+    /// batch * seq, held constant (batch = tokens / seq, at least 1). Default: 16384 on a GPU, 2048 on
+    /// the CPU.
     #[arg(long)]
     tokens: Option<usize>,
-    #[arg(long, default_value_t = 16)]
-    heads: usize,
-    #[arg(long, default_value_t = 128)]
-    head_dim: usize,
-    /// Element type: f32, f16 or bf16.
-    #[arg(long, default_value = "bf16")]
-    dtype: DType,
+    /// heads * head_dim, held constant across head dims. Default: 2048.
     #[arg(long)]
-    causal: bool,
-    /// Untimed runs before timing.
+    hidden: Option<usize>,
+    /// A fixed number of heads instead of hidden / head_dim.
+    #[arg(long)]
+    heads: Option<usize>,
+    /// Head dims, comma separated. Default: 64,128.
+    #[arg(long, value_delimiter = ',')]
+    head_dims: Option<Vec<usize>>,
+    /// Element types, comma separated: f32, f16, bf16. Default: bf16.
+    #[arg(long, value_delimiter = ',')]
+    dtypes: Option<Vec<DType>>,
+    /// Causal mask: no, yes (also plain `--causal`) or both.
+    #[arg(long, num_args = 0..=1, default_value = "no", default_missing_value = "yes")]
+    causal: Masks,
+    /// Untimed runs before the timed ones, after the checking run. Default: 3 on a GPU, 0 on the CPU.
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// Timed runs per kernel and shape. Default: 20 (host kernels stop earlier after --host-seconds).
+    #[arg(long)]
+    iters: Option<usize>,
+    /// Input sets rotated between runs, so that the cache does not flatter.
     #[arg(long, default_value_t = 3)]
-    warmup: usize,
-    /// Timed runs per kernel and shape (GPU).
-    #[arg(long, default_value_t = 20)]
-    iters: usize,
-    /// Timed runs per shape for the CPU backend.
-    #[arg(long, default_value_t = 3)]
-    cpu_iters: usize,
-    /// Run the CPU backend even when a GPU is present.
+    input_sets: usize,
+    /// Do not flush the GPU's L2 cache before each timed run.
+    #[arg(long)]
+    no_flush: bool,
+    /// A host kernel (cpu, emulator) stops timing after this many seconds once it has 3 runs.
+    /// Default: 2 (0.3 with --quick).
+    #[arg(long)]
+    host_seconds: Option<f64>,
+    /// Output rows checked against the f64 reference per kernel and shape.
+    #[arg(long, default_value_t = crate::slice_check::ROWS)]
+    check_rows: usize,
+    /// A small sweep: seconds on a GPU, under a minute on the CPU backend.
+    #[arg(long)]
+    quick: bool,
+    /// Run the host kernels even when a GPU is present (the CPU sweep and defaults).
     #[arg(long)]
     cpu: bool,
     /// CUDA device ordinal.
     #[arg(long, default_value_t = 0)]
     device: usize,
+    /// Write DIR/results.json, DIR/timings.png, DIR/timings.svg and DIR/memory.png.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Merge another results file (e.g. from benches/torch_sdpa.py) into the table, with time ratios
+    /// ours / theirs, and into the plots.
+    #[arg(long, value_name = "FILE")]
+    compare: Option<PathBuf>,
+    /// Show (and plot) a results.json written earlier instead of running a sweep.
+    #[arg(long, value_name = "FILE")]
+    results: Option<PathBuf>,
+    /// Print the planned records as JSON (the results schema, every record skipped) and exit.
+    #[arg(long)]
+    dry_run: bool,
 }
 
-/// One row of the results table.
-struct Row {
-    seq: usize,
-    batch: usize,
-    kernel: String,
-    outcome: Outcome,
+/// Every setting of the sweep, from the arguments and the defaults for a GPU or a CPU run.
+fn resolve(args: &BenchArgs, gpu: bool) -> Sweep {
+    let (seqs, tokens, hidden, head_dims, host_seconds) = match (gpu, args.quick) {
+        (true, false) => (vec![512, 1024, 2048, 4096, 8192, 16384], 16384, 2048, vec![64, 128], 2.0),
+        (true, true) => (vec![512, 1024, 2048], 4096, 2048, vec![128], 0.3),
+        (false, false) => (vec![128, 256, 512, 1024, 2048], 2048, 2048, vec![64, 128], 2.0),
+        (false, true) => (vec![128, 256, 512], 1024, 1024, vec![64, 128], 0.3),
+    };
+    let kernels = if gpu {
+        vec![Kernel::Naive, Kernel::Flash]
+    } else {
+        vec![Kernel::Cpu]
+    };
+    Sweep {
+        kernels: args.kernels.clone().unwrap_or(kernels),
+        dtypes: args.dtypes.clone().unwrap_or(vec![DType::Bf16]),
+        head_dims: args.head_dims.clone().unwrap_or(head_dims),
+        masks: args.causal,
+        seqs: args.seqs.clone().unwrap_or(seqs),
+        tokens: args.tokens.unwrap_or(tokens),
+        hidden: args.hidden.unwrap_or(hidden),
+        heads: args.heads,
+        warmup: args.warmup.unwrap_or(if gpu { 3 } else { 0 }),
+        iters: args.iters.unwrap_or(20).max(1),
+        input_sets: args.input_sets.max(1),
+        flush_l2: !args.no_flush,
+        host_seconds: args.host_seconds.unwrap_or(host_seconds),
+        check_rows: args.check_rows.max(1),
+    }
 }
 
-enum Outcome {
-    Timed {
-        median_ms: f64,
-        min_ms: f64,
-        max_ms: f64,
-        tflops: f64,
-        memory_bytes: usize,
-    },
-    Skipped(String),
+pub fn run(args: &BenchArgs) -> CliResult<ExitCode> {
+    let ours = match &args.results {
+        Some(path) => BenchResults::load(path)?,
+        None => match measure(args)? {
+            Some(results) => results,
+            None => return Ok(ExitCode::SUCCESS),
+        },
+    };
+    let theirs = args
+        .compare
+        .as_deref()
+        .map(BenchResults::load)
+        .transpose()?;
+
+    println!();
+    for line in table::describe(&ours) {
+        println!("{line}");
+    }
+    println!("memory: {}", ours.settings.memory_method);
+    if let Some(theirs) = &theirs {
+        println!("compared with:");
+        for line in table::describe(theirs) {
+            println!("  {line}");
+        }
+        if theirs.device.name != ours.device.name {
+            println!(
+                "  note: different devices ({} vs {}): the ratios compare machines, not kernels",
+                ours.device.name, theirs.device.name
+            );
+        }
+    }
+    let merged: Vec<&Record> = ours
+        .records
+        .iter()
+        .chain(theirs.iter().flat_map(|t| &t.records))
+        .collect();
+    println!("\n{}", table::render(&table::by_shape(merged.iter().copied())));
+    if let Some(theirs) = &theirs {
+        println!("time ratio ours / theirs (below 1: ours is faster)");
+        println!("{}", table::render_ratios(&ours.records, &theirs.records));
+    }
+
+    if let Some(dir) = &args.out {
+        write_outputs(dir, &ours, theirs.as_ref(), &merged)?;
+    }
+    let failed: Vec<String> = ours
+        .records
+        .iter()
+        .filter(|r| matches!(r.status, Status::FailedCheck | Status::Error))
+        .map(|r| format!("{} {} d{} seq {}", r.kernel, r.dtype, r.head_dim, r.seq))
+        .collect();
+    if failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "{} record(s) failed their check or errored: {}",
+            failed.len(),
+            failed.join(", ")
+        );
+        Ok(ExitCode::FAILURE)
+    }
 }
 
-pub fn run(args: &BenchArgs) -> Result<ExitCode> {
+/// The plot title: what ran where, the commit and the date.
+fn title(ours: &BenchResults, theirs: Option<&BenchResults>) -> String {
+    let backend = if ours.backend == "cpu" {
+        format!("CPU backend (no GPU), {}", ours.device.name)
+    } else {
+        ours.device.name.clone()
+    };
+    let day = ours.date.split('T').next().unwrap_or(&ours.date);
+    let mut title = format!("attn bench on {backend}, commit {}, {day}", ours.commit);
+    if let Some(theirs) = theirs {
+        title += &format!(" vs {} (dashed)", theirs.software);
+    }
+    title
+}
+
+fn write_outputs(
+    dir: &Path,
+    ours: &BenchResults,
+    theirs: Option<&BenchResults>,
+    merged: &[&Record],
+) -> CliResult<()> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    let json = dir.join("results.json");
+    ours.save(&json)?;
+    let title = title(ours, theirs);
+    let sorted = table::by_shape(merged.iter().copied());
+    plots::write_timings(
+        &sorted,
+        &title,
+        &dir.join("timings.png"),
+        &dir.join("timings.svg"),
+    )?;
+    plots::write_memory(&sorted, &title, &dir.join("memory.png"))?;
+    println!(
+        "wrote {}, timings.png, timings.svg, memory.png",
+        json.display()
+    );
+    Ok(())
+}
+
+/// Runs the sweep (or prints it with --dry-run, returning `None`).
+fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
+    let date = meta::now_utc();
     let target = Target::open(args.device, args.cpu)?;
-    let (seqs, tokens) = match &target {
+    let gpu = matches!(target, Target::Gpu(_));
+    let sweep = resolve(args, gpu);
+    let cases = sweep.cases()?;
+    let (backend, device) = match &target {
         Target::Gpu(engine) => {
             println!(
                 "backend: GPU {} ({} SMs)",
                 engine.device().name,
                 engine.device().sm_count
             );
-            (
-                args.seqs
-                    .clone()
-                    .unwrap_or(vec![512, 1024, 2048, 4096, 8192, 16384]),
-                args.tokens.unwrap_or(16384),
-            )
+            ("gpu", meta::gpu_device(engine.device()))
         }
         Target::Cpu(why) => {
-            println!(
-                "backend: CPU, no GPU used ({why}); running a reduced sweep on the CPU backend"
-            );
-            (
-                args.seqs.clone().unwrap_or(CPU_SEQS.to_vec()),
-                args.tokens.unwrap_or(CPU_TOKENS),
-            )
+            println!("backend: CPU, no GPU used ({why}); the sweep runs on the CPU backend");
+            ("cpu", meta::cpu_device())
         }
+        Target::Emulator(_) => ("cpu", meta::cpu_device()),
     };
-    println!(
-        "{} heads, head_dim {}, {}, {}batch * seq = {tokens}",
-        args.heads,
-        args.head_dim,
-        args.dtype,
-        if args.causal { "causal, " } else { "" }
-    );
-    let rows = match args.dtype {
-        DType::F32 => sweep::<f32>(&target, args, &seqs, tokens)?,
-        DType::F16 => sweep::<f16>(&target, args, &seqs, tokens)?,
-        DType::Bf16 => sweep::<bf16>(&target, args, &seqs, tokens)?,
-    };
-    print_table(&rows);
-    Ok(ExitCode::SUCCESS)
-}
-
-fn sweep<T: Element>(
-    target: &Target,
-    args: &BenchArgs,
-    seqs: &[usize],
-    tokens: usize,
-) -> Result<Vec<Row>> {
-    let kernels: Vec<&str> = match target {
-        Target::Gpu(_) => vec!["naive", "flash", "cpu"],
-        Target::Cpu(_) => vec!["cpu"],
-    };
-    let total = seqs.len() * kernels.len();
-    let mut rows = Vec::with_capacity(total);
-    for (i, &seq) in seqs.iter().enumerate() {
-        let batch = (tokens / seq).max(1);
-        let shape = AttentionShape::new(batch, seq, args.heads, args.head_dim);
-        let problem = AttentionProblem::new(shape).with_causal(args.causal);
-        problem.validate()?;
-        let inputs = Inputs::<T>::random(&problem, seq as u64)?;
-        for (j, &kernel) in kernels.iter().enumerate() {
-            eprintln!(
-                "[{}/{}] {kernel} seq {seq} batch {batch}",
-                i * kernels.len() + j + 1,
-                total
-            );
-            let outcome = match (target, kernel) {
-                (Target::Gpu(engine), "naive") => {
-                    time_gpu(engine, &problem, KernelChoice::Naive, &inputs, args)?
-                }
-                (Target::Gpu(engine), "flash") => {
-                    time_gpu(engine, &problem, KernelChoice::Flash, &inputs, args)?
-                }
-                (Target::Gpu(_), _) if shape.flops(args.causal) > CPU_FLOP_BUDGET => {
-                    Outcome::Skipped("too slow for the CPU in a GPU sweep".into())
-                }
-                _ => time_cpu(&problem, &inputs, args)?,
-            };
-            rows.push(Row {
-                seq,
-                batch,
-                kernel: kernel.to_string(),
-                outcome,
-            });
+    let l2_flush_bytes = match &target {
+        Target::Gpu(engine) if sweep.kernels.iter().any(|k| k.on_gpu()) => {
+            timing::l2_flush_bytes(engine, &sweep)? as u64
         }
-    }
-    Ok(rows)
-}
-
-/// Median and range of `times` (milliseconds), with TFLOP/s from the median.
-fn summarise(mut times: Vec<f64>, problem: &AttentionProblem, memory_bytes: usize) -> Outcome {
-    times.sort_by(f64::total_cmp);
-    let median_ms = times[times.len() / 2];
-    let tflops = problem.shape.flops(problem.causal) / (median_ms * 1e-3) / 1e12;
-    Outcome::Timed {
-        median_ms,
-        min_ms: times[0],
-        max_ms: times[times.len() - 1],
-        tflops,
-        memory_bytes,
-    }
-}
-
-fn time_cpu<T: Element>(
-    problem: &AttentionProblem,
-    inputs: &Inputs<T>,
-    args: &BenchArgs,
-) -> Result<Outcome> {
-    let mut out = vec![T::default(); problem.required_len("out")?];
-    let run = |out: &mut [T]| {
-        backend::attention_into(problem, &inputs.q, &inputs.k, &inputs.v, out, None, None)
+        _ => 0,
     };
-    run(&mut out)?;
-    let mut times = Vec::with_capacity(args.cpu_iters.max(1));
-    for _ in 0..args.cpu_iters.max(1) {
-        let start = Instant::now();
-        run(&mut out)?;
-        times.push(start.elapsed().as_secs_f64() * 1e3);
-    }
-    Ok(summarise(times, problem, 0))
-}
-
-fn time_gpu<T: Element>(
-    engine: &Engine,
-    problem: &AttentionProblem,
-    kernel: KernelChoice,
-    inputs: &Inputs<T>,
-    args: &BenchArgs,
-) -> Result<Outcome> {
-    let plan = match engine.plan::<T>(problem, ForwardOptions::default().with_kernel(kernel)) {
-        Ok(plan) => plan,
-        Err(e @ AttentionError::KernelUnsupported { .. }) => {
-            return Ok(Outcome::Skipped(e.to_string()))
-        }
-        Err(e) => return Err(e),
+    let any_gpu = gpu && sweep.kernels.iter().any(|k| k.on_gpu());
+    let any_host = sweep.kernels.iter().any(|k| !k.on_gpu());
+    let timer = match (any_gpu, any_host) {
+        (true, true) => "cuda events (GPU kernels), wall clock (host kernels)",
+        (true, false) => "cuda events",
+        _ => "wall clock",
     };
-    debug_assert!(plan.kernel == KernelKind::Naive || kernel == KernelChoice::Flash);
-    let out_len = problem.required_len("out")?;
-    let element = std::mem::size_of::<T>();
-    let memory_bytes = (inputs.q.len() + inputs.k.len() + inputs.v.len() + out_len) * element
-        + plan.workspace_bytes;
-    let (free, _) = engine
-        .context()
-        .mem_get_info()
-        .map_err(|source| AttentionError::Driver {
-            context: "reading free device memory",
-            source,
-        })?;
-    if memory_bytes > free {
-        return Ok(Outcome::Skipped(format!(
-            "out of memory: needs {}, {} free",
-            mib(memory_bytes),
-            mib(free)
-        )));
-    }
-
-    let driver = |context| move |source| AttentionError::Driver { context, source };
-    let stream = engine
-        .context()
-        .new_stream()
-        .map_err(driver("creating a stream"))?;
-    let q = stream
-        .clone_htod(&inputs.q)
-        .map_err(driver("uploading q"))?;
-    let k = stream
-        .clone_htod(&inputs.k)
-        .map_err(driver("uploading k"))?;
-    let v = stream
-        .clone_htod(&inputs.v)
-        .map_err(driver("uploading v"))?;
-    let mut out = stream
-        .alloc_zeros::<T>(out_len)
-        .map_err(driver("allocating the output"))?;
-    let mut workspace = stream
-        .alloc_zeros::<u8>(plan.workspace_bytes.max(16))
-        .map_err(driver("allocating the workspace"))?;
-    let mut launch = || {
-        engine.forward_into(
-            &stream,
-            &plan,
-            DeviceTensors {
-                q: &q,
-                k: &k,
-                v: &v,
-                out: &mut out,
-                lse: None,
-                weights: None,
-                workspace: Some(&mut workspace),
-            },
-        )
+    let mut results = BenchResults {
+        schema: SCHEMA.into(),
+        tool: "attn bench".into(),
+        backend: backend.into(),
+        device,
+        software: format!("cuda-attention {}", env!("CARGO_PKG_VERSION")),
+        commit: meta::commit(),
+        date,
+        command: meta::command_line(),
+        settings: Settings {
+            tokens: sweep.tokens,
+            hidden: sweep.heads.map_or(sweep.hidden, |h| h * sweep.head_dims[0]),
+            warmup: sweep.warmup,
+            iters: sweep.iters,
+            input_sets: sweep.input_sets,
+            l2_flush_bytes,
+            timer: timer.into(),
+            memory_method: timing::MEMORY_METHOD.into(),
+            check_method: timing::check_method(sweep.check_rows),
+        },
+        records: Vec::new(),
     };
-    for _ in 0..args.warmup {
-        launch()?;
-    }
-    let ctx = engine.context();
-    let event = || {
-        ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-            .map_err(driver("creating an event"))
-    };
-    let mut pairs = Vec::with_capacity(args.iters.max(1));
-    for _ in 0..args.iters.max(1) {
-        let (start, end) = (event()?, event()?);
-        start
-            .record(&stream)
-            .map_err(driver("recording an event"))?;
-        launch()?;
-        end.record(&stream).map_err(driver("recording an event"))?;
-        pairs.push((start, end));
-    }
-    stream
-        .synchronize()
-        .map_err(driver("waiting for the benchmark"))?;
-    let times = pairs
-        .iter()
-        .map(|(start, end)| {
-            start
-                .elapsed_ms(end)
-                .map(f64::from)
-                .map_err(driver("reading an event"))
-        })
-        .collect::<Result<Vec<f64>>>()?;
-    Ok(summarise(times, problem, memory_bytes))
-}
-
-/// Two decimals on a GPU; three significant digits for the small CPU figures.
-fn format_tflops(tflops: f64) -> String {
-    if tflops >= 1.0 {
-        format!("{tflops:.2}")
-    } else {
-        format!("{tflops:.3}")
-    }
-}
-
-fn mib(bytes: usize) -> String {
-    format!("{:.0} MiB", bytes as f64 / (1 << 20) as f64)
-}
-
-fn print_table(rows: &[Row]) {
-    println!(
-        "\n{:>6} {:>6}  {:<6} {:>11} {:>21} {:>9} {:>11}",
-        "seq", "batch", "kernel", "median ms", "range ms", "TFLOP/s", "memory"
-    );
-    for row in rows {
-        match &row.outcome {
-            Outcome::Timed {
-                median_ms,
-                min_ms,
-                max_ms,
-                tflops,
-                memory_bytes,
-            } => println!(
-                "{:>6} {:>6}  {:<6} {:>11.3} {:>21} {:>9} {:>11}",
-                row.seq,
-                row.batch,
-                row.kernel,
-                median_ms,
-                format!("{min_ms:.3} - {max_ms:.3}"),
-                format_tflops(*tflops),
-                if *memory_bytes > 0 {
-                    mib(*memory_bytes)
-                } else {
-                    "host".into()
-                }
-            ),
-            Outcome::Skipped(why) => {
-                println!(
-                    "{:>6} {:>6}  {:<6} skipped: {why}",
-                    row.seq, row.batch, row.kernel
-                )
+    if args.dry_run {
+        for case in &cases {
+            for kernel in &sweep.kernels {
+                results.records.push(case.record(
+                    kernel.name(),
+                    Status::Skipped,
+                    Some("dry run".into()),
+                ));
             }
+        }
+        println!("{}", serde_json::to_string_pretty(&results)?);
+        return Ok(None);
+    }
+    println!(
+        "sweep: {} x {} shapes (seq {:?}, batch * seq = {}, head dims {:?}, {:?}, causal {:?})",
+        sweep.kernels.iter().map(|k| k.name()).collect::<Vec<_>>().join(","),
+        cases.len(),
+        sweep.seqs,
+        sweep.tokens,
+        sweep.head_dims,
+        sweep.dtypes.iter().map(|d| d.name()).collect::<Vec<_>>(),
+        sweep.masks
+    );
+    let mut progress = Progress::new(cases.len() * sweep.kernels.len());
+    for &dtype in &sweep.dtypes {
+        let of_dtype: Vec<Case> = cases.iter().filter(|c| c.dtype == dtype).copied().collect();
+        let records = &mut results.records;
+        match dtype {
+            DType::F32 => run_dtype::<f32>(&target, &sweep, &of_dtype, &mut progress, records)?,
+            DType::F16 => run_dtype::<f16>(&target, &sweep, &of_dtype, &mut progress, records)?,
+            DType::Bf16 => run_dtype::<bf16>(&target, &sweep, &of_dtype, &mut progress, records)?,
+        }
+    }
+    eprintln!("sweep done in {:.1} s", progress.started.elapsed().as_secs_f64());
+    Ok(Some(results))
+}
+
+/// Why a host kernel is left out of a shape, if it is.
+fn too_slow(kernel: Kernel, flops: f64) -> Option<String> {
+    let limit = match kernel {
+        Kernel::Cpu => CPU_FLOP_LIMIT,
+        Kernel::EmulatorNaive | Kernel::EmulatorFlash => EMULATOR_FLOP_LIMIT,
+        Kernel::Naive | Kernel::Flash => return None,
+    };
+    (flops > limit).then(|| {
+        format!(
+            "too slow for {kernel}: {:.1} GFLOP per call, the limit is {:.1}",
+            flops / 1e9,
+            limit / 1e9
+        )
+    })
+}
+
+fn run_dtype<T: cuda_attention::Element>(
+    target: &Target,
+    sweep: &Sweep,
+    cases: &[Case],
+    progress: &mut Progress,
+    records: &mut Vec<Record>,
+) -> CliResult<()> {
+    let host = HostSets::<T>::new(sweep, cases)?;
+    let mut gpu = match target {
+        Target::Gpu(engine) if sweep.kernels.iter().any(|k| k.on_gpu()) => {
+            Some(GpuRunner::new(engine, sweep, &host)?)
+        }
+        _ => None,
+    };
+    let mut host_runner = HostRunner::new(sweep, &host);
+    for case in cases {
+        for &kernel in &sweep.kernels {
+            progress.start(case, kernel);
+            let flops = case.problem().shape.flops(case.causal);
+            let record = match (&mut gpu, target) {
+                (Some(runner), _) if kernel.on_gpu() => runner.measure(case, kernel),
+                (None, Target::Cpu(why)) if kernel.on_gpu() => {
+                    case.record(kernel.name(), Status::Skipped, Some(format!("no GPU: {why}")))
+                }
+                (None, _) if kernel.on_gpu() => {
+                    case.record(kernel.name(), Status::Skipped, Some("no GPU".into()))
+                }
+                _ => match too_slow(kernel, flops) {
+                    Some(why) => case.record(kernel.name(), Status::Skipped, Some(why)),
+                    None => host_runner.measure(case, kernel),
+                },
+            };
+            progress.finish(&record);
+            records.push(record);
+        }
+    }
+    Ok(())
+}
+
+/// One line on stderr per kernel and shape: position, elapsed time, what runs, how it went.
+struct Progress {
+    total: usize,
+    done: usize,
+    started: Instant,
+}
+
+impl Progress {
+    fn new(total: usize) -> Self {
+        Progress {
+            total,
+            done: 0,
+            started: Instant::now(),
+        }
+    }
+
+    fn start(&mut self, case: &Case, kernel: Kernel) {
+        self.done += 1;
+        eprint!(
+            "[{:>3}/{} {:>6.1}s] {:<14} {} d{} {}seq {:>5} batch {:>4} heads {:>3} ... ",
+            self.done,
+            self.total,
+            self.started.elapsed().as_secs_f64(),
+            kernel.name(),
+            case.dtype,
+            case.head_dim,
+            if case.causal { "causal " } else { "" },
+            case.seq,
+            case.batch,
+            case.heads
+        );
+    }
+
+    fn finish(&self, record: &Record) {
+        match &record.timing {
+            Some(t) => eprintln!(
+                "{:.4} ms, {:.4} TFLOP/s ({} runs)",
+                t.median_ms,
+                t.tflops,
+                t.times_ms.len()
+            ),
+            None => eprintln!(
+                "{}: {}",
+                record.status.words(),
+                record.reason.as_deref().unwrap_or("")
+            ),
         }
     }
 }

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use cuda_attention::cpu::{backend, compare, reference};
+use cuda_attention::emulator::{Emulator, Schedule};
 use cuda_attention::{
     AttentionError, AttentionProblem, AttentionShape, DType, Element, Engine, ForwardOptions,
     KernelChoice, Layout, Result,
@@ -13,11 +14,25 @@ use half::{bf16, f16};
 use crate::inputs::Inputs;
 use crate::target::Target;
 
+/// What runs the check.
+#[derive(Clone, Copy)]
+enum Runner {
+    /// The GPU when there is one, else the CPU backend.
+    Device,
+    Cpu,
+    Emulator(Schedule),
+}
+
 #[derive(Args)]
 pub struct CheckArgs {
-    /// Kernel: auto, naive or flash (GPU), or cpu for the CPU backend.
+    /// Kernel: auto, naive or flash (GPU); cpu for the CPU backend; emulator, emulator-naive or
+    /// emulator-flash for the CUDA kernels run by the CPU emulator (no GPU needed; slow, keep shapes
+    /// small).
     #[arg(long, default_value = "auto")]
     kernel: String,
+    /// Emulator schedule: round-robin, reversed, random or random:SEED.
+    #[arg(long, default_value = "round-robin")]
+    schedule: Schedule,
     /// Element type: f32, f16 or bf16.
     #[arg(long, default_value = "bf16")]
     dtype: DType,
@@ -69,15 +84,25 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode> {
         .with_layout(args.layout)
         .with_causal(args.causal);
     problem.validate()?;
-    let use_cpu = args.kernel == "cpu";
-    let kernel: KernelChoice = if use_cpu {
-        KernelChoice::Auto
-    } else {
-        args.kernel
-            .parse()
-            .map_err(AttentionError::InvalidArgument)?
+    let (runner, kernel) = match args.kernel.as_str() {
+        "cpu" => (Runner::Cpu, KernelChoice::Auto),
+        "emulator" => (Runner::Emulator(args.schedule), KernelChoice::Auto),
+        "emulator-naive" => (Runner::Emulator(args.schedule), KernelChoice::Naive),
+        "emulator-flash" => (Runner::Emulator(args.schedule), KernelChoice::Flash),
+        other => (
+            Runner::Device,
+            other.parse().map_err(|e: String| {
+                AttentionError::InvalidArgument(format!(
+                    "{e}, or cpu, emulator, emulator-naive, emulator-flash"
+                ))
+            })?,
+        ),
     };
-    let target = Target::open(args.device, use_cpu)?;
+    let target = match runner {
+        Runner::Device => Target::open(args.device, false)?,
+        Runner::Cpu => Target::Cpu("--kernel cpu".into()),
+        Runner::Emulator(schedule) => Target::Emulator(schedule),
+    };
     if let Target::Cpu(why) = &target {
         println!("running the CPU backend ({why})");
     }
@@ -102,6 +127,22 @@ fn check<T: Element>(
     let inputs = Inputs::<T>::random(problem, seed)?;
     let (label, out, lse) = match target {
         Target::Gpu(engine) => run_gpu(engine, problem, kernel, &inputs)?,
+        Target::Emulator(schedule) => {
+            let emulator = Emulator::new().with_schedule(*schedule);
+            let options = ForwardOptions::default().with_kernel(kernel).with_lse(true);
+            let plan = emulator.plan::<T>(problem, options)?;
+            let result = emulator.forward(problem, options, &inputs.q, &inputs.k, &inputs.v)?;
+            (
+                format!(
+                    "emulator-{} ({}; {})",
+                    plan.kernel,
+                    emulator.description(),
+                    plan.reason
+                ),
+                result.out,
+                result.lse.unwrap_or_default(),
+            )
+        }
         Target::Cpu(_) => {
             let result = backend::attention(problem, &inputs.q, &inputs.k, &inputs.v, true, false)?;
             (
@@ -170,13 +211,13 @@ fn run_gpu<T: Element>(
     let stream = engine.default_stream();
     let driver = |context| move |source| AttentionError::Driver { context, source };
     let q = stream
-        .clone_htod(&inputs.q)
+        .clone_htod(&inputs.q[..])
         .map_err(driver("uploading q"))?;
     let k = stream
-        .clone_htod(&inputs.k)
+        .clone_htod(&inputs.k[..])
         .map_err(driver("uploading k"))?;
     let v = stream
-        .clone_htod(&inputs.v)
+        .clone_htod(&inputs.v[..])
         .map_err(driver("uploading v"))?;
     let poison = vec![T::from_f32(f32::NAN); problem.required_len("out")?];
     let mut out = stream
@@ -199,6 +240,7 @@ fn run_gpu<T: Element>(
             lse: Some(&mut lse),
             weights: None,
             workspace: Some(&mut workspace),
+            alibi_slopes: None,
         },
     )?;
     let out = stream

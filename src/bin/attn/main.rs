@@ -1,16 +1,35 @@
-//! `attn`: inspect the device, benchmark the kernels, check them against the CPU reference.
+//! `attn`: inspect the device, benchmark the kernels, check them against the CPU reference, and draw
+//! attention weights.
+//!
+//! One file per job: `info`, `check`, `bench` (with `sweep`, `timing`, `slice_check`, `results`,
+//! `table`, `plots`), `weights` (with `npy`, `heatmap`); `inputs`, `target`, `meta` and `fonts` are
+//! shared.
 
 mod bench;
 mod check;
+mod fonts;
+mod heatmap;
 mod info;
 mod inputs;
+mod meta;
+mod npy;
+mod plots;
+mod results;
+mod slice_check;
+mod sweep;
+mod table;
 mod target;
+mod timing;
+mod weights;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Exact attention on NVIDIA GPUs: device info, benchmarks and correctness checks.
+/// What the commands return: an exit code, or an error message for stderr.
+pub type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Exact attention on NVIDIA GPUs: device info, benchmarks, correctness checks, attention pictures.
 #[derive(Parser)]
 #[command(name = "attn", version, about)]
 struct Cli {
@@ -22,18 +41,22 @@ struct Cli {
 enum Command {
     /// Driver, device, kernels in this build, and what Auto would pick. Exits 0 without a driver.
     Info(info::InfoArgs),
-    /// Times naive vs flash vs the CPU backend over a sweep of sequence lengths (the main job).
+    /// Times naive vs flash (vs the CPU backend, the emulator, PyTorch) over a sweep of sequence
+    /// lengths: table, results.json and plots (the main job).
     Bench(bench::BenchArgs),
     /// Runs one kernel on random inputs and compares it with the f64 CPU reference.
     Check(check::CheckArgs),
+    /// Draws one (batch, head)'s attention weights as a heatmap PNG (naive path; random or .npy inputs).
+    Weights(weights::WeightsArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Info(args) => info::run(&args),
+    let result: CliResult<ExitCode> = match cli.command {
+        Command::Info(args) => info::run(&args).map_err(Into::into),
         Command::Bench(args) => bench::run(&args),
-        Command::Check(args) => check::run(&args),
+        Command::Check(args) => check::run(&args).map_err(Into::into),
+        Command::Weights(args) => weights::run(&args),
     };
     match result {
         Ok(code) => code,

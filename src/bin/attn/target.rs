@@ -1,5 +1,7 @@
-//! Where the CLI runs kernels: the GPU engine when there is one, else the CPU backend (and why).
+//! Where the CLI runs kernels: the GPU engine when there is one, else the CPU backend (and why), or the
+//! emulator when asked.
 
+use cuda_attention::emulator::Schedule;
 use cuda_attention::gpu::driver_present;
 use cuda_attention::{AttentionError, Engine};
 
@@ -9,6 +11,8 @@ pub enum Target {
     Gpu(Box<Engine>),
     /// The multi-threaded CPU backend; the string says why there is no GPU.
     Cpu(String),
+    /// The crate's CUDA kernels run by the CPU emulator (`attn check --kernel emulator-*`).
+    Emulator(Schedule),
 }
 
 impl Target {

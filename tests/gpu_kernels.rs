@@ -1,11 +1,11 @@
-//! The naive CUDA kernels on a real device against the f64 CPU reference. Without a device every test
-//! prints "skipped: no CUDA device" and returns.
+//! The CUDA kernels (naive and flash) on a real device against the f64 CPU reference and each other.
+//! Without a device every test prints "skipped: no CUDA device" and returns.
 
 use cuda_attention::cpu::{compare, reference};
 use cuda_attention::gpu::{device_count, driver_present};
 use cuda_attention::{
     AttentionProblem, AttentionShape, DeviceTensors, Element, Engine, ForwardOptions, KernelChoice,
-    Layout, Strides,
+    KernelKind, Layout, Strides,
 };
 use half::{bf16, f16};
 use rand::rngs::StdRng;
@@ -128,6 +128,7 @@ fn check_all<T: Element>(engine: &Engine, magnitude: f32) {
                     lse: Some(&mut lse),
                     weights: Some(&mut weights),
                     workspace: None,
+                    alibi_slopes: None,
                 },
             )
             .unwrap();
@@ -241,6 +242,7 @@ fn engine_is_shared_across_threads_with_one_stream_each() {
                             lse: None,
                             weights: None,
                             workspace: Some(&mut workspace),
+                            alibi_slopes: None,
                         },
                     )
                     .unwrap();
@@ -250,4 +252,197 @@ fn engine_is_shared_across_threads_with_one_stream_each() {
             });
         }
     });
+}
+
+/// Runs `problem` with `kernel` on the device (outputs poisoned with NaN first); returns out and lse.
+fn run_on_device<T: Element>(
+    engine: &Engine,
+    problem: &AttentionProblem,
+    kernel: KernelChoice,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+) -> (Vec<T>, Vec<f32>, KernelKind) {
+    let stream = engine.context().new_stream().unwrap();
+    let options = ForwardOptions::default().with_kernel(kernel).with_lse(true);
+    let plan = engine.plan::<T>(problem, options).unwrap();
+    let (d_q, d_k, d_v) = (
+        stream.clone_htod(q).unwrap(),
+        stream.clone_htod(k).unwrap(),
+        stream.clone_htod(v).unwrap(),
+    );
+    let mut out = stream
+        .clone_htod(&vec![
+            T::from_f32(f32::NAN);
+            problem.required_len("out").unwrap()
+        ])
+        .unwrap();
+    let mut lse = stream
+        .clone_htod(&vec![f32::NAN; problem.shape.lse_elements().unwrap()])
+        .unwrap();
+    let mut workspace = stream
+        .alloc_zeros::<u8>(plan.workspace_bytes.max(16))
+        .unwrap();
+    let slopes = problem
+        .alibi_slopes
+        .as_ref()
+        .map(|s| stream.clone_htod(s.as_ref()).unwrap());
+    engine
+        .forward_into(
+            &stream,
+            &plan,
+            DeviceTensors {
+                q: &d_q,
+                k: &d_k,
+                v: &d_v,
+                out: &mut out,
+                lse: Some(&mut lse),
+                weights: None,
+                workspace: Some(&mut workspace),
+                alibi_slopes: slopes
+                    .as_ref()
+                    .map(|s| s as &dyn cudarc::driver::DevicePtr<f32>),
+            },
+        )
+        .unwrap();
+    (
+        stream.clone_dtoh(&out).unwrap(),
+        stream.clone_dtoh(&lse).unwrap(),
+        plan.kernel,
+    )
+}
+
+/// Flash on the device: reference by the tolerance rule, agreement with naive, bit-identical reruns.
+fn check_flash<T: Element>(
+    engine: &Engine,
+    name: &str,
+    problem: &AttentionProblem,
+    magnitude: f32,
+) {
+    let mut rng = StdRng::seed_from_u64(13);
+    let q = random::<T>(problem.required_len("q").unwrap(), magnitude, &mut rng);
+    let k = random::<T>(problem.required_len("k").unwrap(), magnitude, &mut rng);
+    let v = random::<T>(problem.required_len("v").unwrap(), 1.0, &mut rng);
+    let label = format!("{name} {}", T::DTYPE);
+    let (out, lse, kernel) = run_on_device(engine, problem, KernelChoice::Flash, &q, &k, &v);
+    assert_eq!(kernel, KernelKind::Flash, "{label}");
+    let expected = reference::reference(problem, &q, &k, &v).unwrap();
+    let allowed = compare::tolerance(problem, &q, &k, &v, &expected).unwrap();
+    let error = compare::compare_output(problem, &out, &expected.out);
+    assert!(
+        error.max_abs <= allowed,
+        "{label}: out {error}, allowed {allowed:.3e}"
+    );
+    let lse_allowed = compare::softmax_tolerance(problem, &q, &k).unwrap().lse;
+    let lse_error = compare::compare_lse(problem, &lse, &expected.lse);
+    assert!(lse_error.max_abs <= lse_allowed, "{label}: lse {lse_error}");
+    let (naive, _, _) = run_on_device(engine, problem, KernelChoice::Naive, &q, &k, &v);
+    let naive_error = compare::compare_output(problem, &naive, &expected.out);
+    assert!(
+        naive_error.max_abs <= allowed,
+        "{label}: naive {naive_error}"
+    );
+    for _ in 0..3 {
+        let (again, _, _) = run_on_device(engine, problem, KernelChoice::Flash, &q, &k, &v);
+        let same = out
+            .iter()
+            .zip(&again)
+            .all(|(a, b)| a.to_f32().to_bits() == b.to_f32().to_bits());
+        assert!(same, "{label}: reruns differ");
+    }
+}
+
+#[test]
+fn flash_every_head_dim_and_dtype() {
+    let Some(engine) = engine() else { return };
+    for head_dim in [32, 64, 96, 128, 160, 192, 224, 256] {
+        let problem = AttentionProblem::new(AttentionShape {
+            batch: 2,
+            seq_q: 177,
+            seq_k: 301,
+            heads_q: 4,
+            heads_kv: 2,
+            head_dim,
+        })
+        .with_causal(head_dim % 64 == 0);
+        check_flash::<f16>(&engine, &format!("d{head_dim}"), &problem, 1.0);
+        check_flash::<bf16>(&engine, &format!("d{head_dim}"), &problem, 1.0);
+    }
+}
+
+#[test]
+fn flash_ragged_pairs_masks_and_layouts() {
+    let Some(engine) = engine() else { return };
+    let shape = |sq, sk, d| AttentionShape {
+        batch: 1,
+        seq_q: sq,
+        seq_k: sk,
+        heads_q: 2,
+        heads_kv: 1,
+        head_dim: d,
+    };
+    for (sq, sk) in [
+        (113, 203),
+        (128, 217),
+        (108, 256),
+        (512, 256),
+        (1023, 1024),
+        (1024, 1023),
+        (1, 147),
+        (3, 799),
+        (127, 513),
+    ] {
+        for causal in [false, true] {
+            let problem = AttentionProblem::new(shape(sq, sk, 128)).with_causal(causal);
+            check_flash::<bf16>(
+                &engine,
+                &format!("{sq}x{sk} causal={causal}"),
+                &problem,
+                1.0,
+            );
+        }
+    }
+    let slopes: Vec<f32> = vec![0.25, 0.0625];
+    let masked = [
+        (
+            "sq > sk causal",
+            AttentionProblem::new(shape(100, 37, 64)).with_causal(true),
+        ),
+        (
+            "bhsd",
+            AttentionProblem::new(shape(300, 300, 64))
+                .with_layout(Layout::Bhsd)
+                .with_causal(true),
+        ),
+        (
+            "window",
+            AttentionProblem::new(shape(200, 260, 64)).with_window(Some(40), Some(8)),
+        ),
+        (
+            "softcap alibi",
+            AttentionProblem::new(shape(150, 190, 64))
+                .with_softcap(4.0)
+                .with_alibi_slopes(slopes),
+        ),
+    ];
+    for (name, problem) in masked {
+        check_flash::<f16>(&engine, name, &problem, 2.0);
+    }
+}
+
+#[test]
+fn flash_f32_on_cuda_cores() {
+    let Some(engine) = engine() else { return };
+    for head_dim in [1, 59, 128, 256] {
+        let problem = AttentionProblem::new(AttentionShape {
+            batch: 1,
+            seq_q: 150,
+            seq_k: 203,
+            heads_q: 2,
+            heads_kv: 2,
+            head_dim,
+        })
+        .with_causal(true);
+        check_flash::<f32>(&engine, &format!("f32 d{head_dim}"), &problem, 1.0);
+    }
 }

@@ -1,0 +1,116 @@
+/*
+ * flash_f32.cu - fused attention forward for f32 inputs on CUDA cores (SIMT), any head_dim up to 256.
+ *
+ * The f32 path of the flash family: the same online softmax and the same O(seq) memory as the tensor-core
+ * kernel (flash.cu), without rounding the inputs to 16 bits. No tensor cores: it trades speed for exact
+ * f32 inputs, and still beats materialising seq_q x seq_k scores once sequences are long.
+ *
+ * One block owns FLASH_F32_WARPS query rows of one (batch, head); warp w owns row w. The block walks the
+ * key/value tiles of its head, FLASH_F32_KEY_TILE keys at a time, staged in shared memory:
+ *   S_j   = scale * q . k_j           lane j of the warp computes key j of the tile (a full dot product)
+ *   m_new = max(m, max_j S_j); P_j = exp2(S_j - m_new); l = l * exp2(m - m_new) + sum_j P_j
+ *   O    = O * exp2(m - m_new) + sum_j P_j v_j    lane l owns output columns l, l + 32, ... (P_j by shuffle)
+ *   out = O / l, lse = (m + log2 l) * ln 2, written once.
+ * Scores are in log2 units (scale * log2(e) from the host); soft cap and ALiBi, when set, are applied in
+ * natural units first. Masks: key_range (causal, window) per row, tiles outside every row's range skipped;
+ * keys past seq_k are never loaded. A row that sees no key keeps l = 0 and is written as 0, lse -inf.
+ *
+ * Shared memory (f32): q [WARPS][head_dim], k [KEY_TILE][head_dim + 1] (padding: lane j reads row j),
+ * v [KEY_TILE][head_dim]. Layouts: attention_params.h; no alignment requirement (scalar loads).
+ */
+#include "include/device_helpers.cuh"
+
+#define FLASH_F32_COLUMNS_PER_LANE (MAX_HEAD_DIM / WARP_SIZE)
+
+KERNEL_ENTRY(flash_fwd_f32, FLASH_F32_THREADS) {
+    const int warp = threadIdx.x / WARP_SIZE;
+    const int lane = threadIdx.x % WARP_SIZE;
+    const int head = blockIdx.y;
+    const int batch = blockIdx.z;
+    const int row0 = (gridDim.x - 1 - blockIdx.x) * FLASH_F32_WARPS; /* heavy (late) rows first */
+    if (row0 >= p.seq_q) {
+        return;
+    }
+    const int d = p.head_dim;
+    float *q_smem = dynamic_shared<float>();             // [WARPS][d]
+    float *k_smem = q_smem + FLASH_F32_WARPS * d;         // [KEY_TILE][d + 1]
+    float *v_smem = k_smem + FLASH_F32_KEY_TILE * (d + 1); // [KEY_TILE][d]
+
+    const float *q = static_cast<const float *>(p.q) + batch * p.q_batch_stride + head * p.q_head_stride;
+    const int kv_head = head / p.heads_ratio;
+    const float *k = static_cast<const float *>(p.k) + batch * p.k_batch_stride + kv_head * p.k_head_stride;
+    const float *v = static_cast<const float *>(p.v) + batch * p.v_batch_stride + kv_head * p.v_head_stride;
+
+    for (int i = threadIdx.x; i < FLASH_F32_WARPS * d; i += FLASH_F32_THREADS) {
+        const int r = row0 + i / d;
+        q_smem[i] = r < p.seq_q ? q[r * p.q_seq_stride + i % d] : 0.0f;
+    }
+
+    const int row = row0 + warp;
+    const int row_last = min(row0 + FLASH_F32_WARPS, p.seq_q) - 1;
+    const KeyRange block_keys = {key_range(p, row0).begin, key_range(p, row_last).end};
+    const KeyRange row_keys = key_range(p, row);
+    const bool adjust = adjusts_scores(p);
+
+    float acc[FLASH_F32_COLUMNS_PER_LANE] = {};
+    float row_max = -INFINITY;
+    float row_sum = 0.0f;
+    for (int n0 = block_keys.begin / FLASH_F32_KEY_TILE * FLASH_F32_KEY_TILE; n0 < block_keys.end;
+         n0 += FLASH_F32_KEY_TILE) {
+        __syncthreads(); /* the previous tile (and, the first time, q) is no longer being read / is written */
+        for (int i = threadIdx.x; i < FLASH_F32_KEY_TILE * d; i += FLASH_F32_THREADS) {
+            const int j = n0 + i / d;
+            const bool inside = j < p.seq_k;
+            k_smem[(i / d) * (d + 1) + i % d] = inside ? k[j * p.k_seq_stride + i % d] : 0.0f;
+            v_smem[i] = inside ? v[j * p.v_seq_stride + i % d] : 0.0f;
+        }
+        __syncthreads();
+
+        /* S_j for key j = n0 + lane, in log2 units; -inf outside the row's range. */
+        const int key = n0 + lane;
+        float s = -INFINITY;
+        if (key >= row_keys.begin && key < row_keys.end) {
+            float dot = 0.0f;
+            for (int c = 0; c < d; ++c) {
+                dot += q_smem[warp * d + c] * k_smem[lane * (d + 1) + c];
+            }
+            s = adjust ? adjust_score(p, head, row, key, dot * p.scale) * LOG2_E : dot * p.scale_log2;
+        }
+        /* Online softmax over the tile (the running max stays -inf only while nothing is visible). */
+        const float new_max = fmaxf(row_max, warp_max(s));
+        const float safe_max = new_max == -INFINITY ? 0.0f : new_max;
+        const float correction = exp2f(row_max - safe_max);
+        const float prob = exp2f(s - safe_max);
+        row_max = new_max;
+        row_sum = row_sum * correction + warp_sum(prob);
+        /* O = O * correction + sum_j P_j v_j */
+        for (int t = 0; t < FLASH_F32_COLUMNS_PER_LANE; ++t) {
+            acc[t] *= correction;
+        }
+        for (int j = 0; j < FLASH_F32_KEY_TILE; ++j) {
+            const float pj = __shfl_sync(FULL_WARP_MASK, prob, j);
+            for (int t = 0; t < FLASH_F32_COLUMNS_PER_LANE; ++t) {
+                const int c = lane + t * WARP_SIZE;
+                if (c < d) {
+                    acc[t] += pj * v_smem[j * d + c];
+                }
+            }
+        }
+    }
+
+    if (row < p.seq_q) {
+        const float inv_sum = row_sum > 0.0f ? 1.0f / row_sum : 0.0f;
+        float *out = static_cast<float *>(p.out) + batch * p.out_batch_stride + head * p.out_head_stride +
+                     row * p.out_seq_stride;
+        for (int t = 0; t < FLASH_F32_COLUMNS_PER_LANE; ++t) {
+            const int c = lane + t * WARP_SIZE;
+            if (c < d) {
+                out[c] = acc[t] * inv_sum;
+            }
+        }
+        if (p.lse != NULL && lane == 0) {
+            const int64_t lse_index = ((int64_t)batch * p.heads_q + head) * p.seq_q + row;
+            p.lse[lse_index] = row_sum > 0.0f ? (row_max + log2f(row_sum)) * LN_2 : -INFINITY;
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! The benchmark plots: `timings.png` / `timings.svg` (median time and TFLOP/s against sequence length,
+//! one panel row per dtype, head dim and mask, one line per kernel) and `memory.png` (peak memory of
+//! one call against sequence length, one panel per dtype and head dim).
+//!
+//! Only timed records are drawn; failed, skipped and out-of-memory records are in the table and the
+//! JSON. PyTorch's backends (kernels named `torch-*`) are dashed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::fonts;
+use crate::results::Record;
+use crate::timing::human_bytes;
+
+/// The line colour of a kernel: fixed for the known ones, so every plot uses the same.
+pub fn kernel_color(kernel: &str) -> RGBColor {
+    match kernel {
+        "naive" => RGBColor(214, 39, 40),
+        "flash" => RGBColor(31, 119, 180),
+        "cpu" => RGBColor(90, 90, 90),
+        "emulator-naive" => RGBColor(255, 127, 14),
+        "emulator-flash" => RGBColor(23, 190, 207),
+        "torch-flash" => RGBColor(44, 160, 44),
+        "torch-efficient" => RGBColor(148, 103, 189),
+        "torch-cudnn" => RGBColor(140, 86, 75),
+        "torch-math" => RGBColor(227, 119, 194),
+        other => {
+            let index = other.bytes().fold(0usize, |h, b| h * 31 + b as usize);
+            let (r, g, b) = Palette99::COLORS[index % Palette99::COLORS.len()];
+            RGBColor(r, g, b)
+        }
+    }
+}
+
+/// Numbers for tick labels: three significant digits, no trailing noise.
+fn tick(value: f64) -> String {
+    if value == 0.0 {
+        "0".into()
+    } else if value.abs() >= 100.0 {
+        format!("{value:.0}")
+    } else if value.abs() >= 1.0 {
+        format!("{value:.1}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .into()
+    } else if value.abs() >= 0.001 {
+        let digits = (-value.abs().log10().floor()) as usize;
+        format!("{value:.digits$}")
+    } else {
+        format!("{value:.0e}")
+    }
+}
+
+/// Timed records grouped into panels by `key`, then by kernel (in order of first appearance), as
+/// (seq, value) points sorted by seq.
+type Panels<K> = BTreeMap<K, Vec<(String, Vec<(f64, f64)>)>>;
+
+fn panels<K: Ord>(
+    records: &[&Record],
+    key: impl Fn(&Record) -> K,
+    value: impl Fn(&Record) -> Option<f64>,
+) -> Panels<K> {
+    let mut panels: Panels<K> = BTreeMap::new();
+    for r in records {
+        let Some(y) = value(r).filter(|y| y.is_finite() && *y > 0.0) else {
+            continue;
+        };
+        let lines = panels.entry(key(r)).or_default();
+        let index = match lines.iter().position(|(k, _)| *k == r.kernel) {
+            Some(index) => index,
+            None => {
+                lines.push((r.kernel.clone(), Vec::new()));
+                lines.len() - 1
+            }
+        };
+        let points = &mut lines[index].1;
+        match points.iter_mut().find(|(x, _)| *x == r.seq as f64) {
+            Some(point) => point.1 = point.1.max(y),
+            None => points.push((r.seq as f64, y)),
+        }
+    }
+    for lines in panels.values_mut() {
+        for (_, points) in lines.iter_mut() {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+    }
+    panels
+}
+
+/// The x range and key points of every panel: the sequence lengths of all records, log scale.
+fn seq_axis(records: &[&Record]) -> (std::ops::Range<f64>, Vec<f64>) {
+    let mut seqs: Vec<f64> = records.iter().map(|r| r.seq as f64).collect();
+    seqs.sort_by(f64::total_cmp);
+    seqs.dedup();
+    if seqs.is_empty() {
+        seqs.push(1.0);
+    }
+    let (lo, hi) = (seqs[0], seqs[seqs.len() - 1]);
+    (lo / 1.25..hi * 1.25, seqs)
+}
+
+/// The y range covering `lines`, padded; log scale when asked.
+fn value_range(lines: &[(String, Vec<(f64, f64)>)], log: bool) -> std::ops::Range<f64> {
+    let values = lines.iter().flat_map(|(_, p)| p.iter().map(|&(_, y)| y));
+    let (lo, hi) = values.fold((f64::INFINITY, 0.0f64), |(lo, hi), y| {
+        (lo.min(y), hi.max(y))
+    });
+    if !lo.is_finite() {
+        return if log { 0.1..10.0 } else { 0.0..1.0 };
+    }
+    if log {
+        lo / 1.6..hi * 1.6
+    } else {
+        0.0..hi * 1.15
+    }
+}
+
+/// How a chart's y axis is scaled, and where its log ticks go.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum YScale {
+    Linear,
+    /// Log scale, ticks at 1, 2, 5 x 10^k.
+    Decades,
+    /// Log scale, ticks at powers of two (bytes).
+    PowersOfTwo,
+}
+
+/// Log-axis ticks inside `range`: 1-2-5 decades, thinned to at most 12.
+fn decade_ticks(range: &std::ops::Range<f64>) -> Vec<f64> {
+    let mut ticks = Vec::new();
+    let mut decade = 10f64.powf(range.start.log10().floor());
+    while decade <= range.end {
+        for m in [1.0, 2.0, 5.0] {
+            let t = decade * m;
+            if t >= range.start && t <= range.end {
+                ticks.push(t);
+            }
+        }
+        decade *= 10.0;
+    }
+    if ticks.len() > 12 {
+        ticks.retain(|t| (t.log10() - t.log10().round()).abs() < 1e-9);
+    }
+    ticks
+}
+
+/// Log-axis ticks inside `range` at powers of two, every other one (or more) when there are many.
+fn power_of_two_ticks(range: &std::ops::Range<f64>) -> Vec<f64> {
+    let (lo, hi) = (range.start.log2().ceil() as i32, range.end.log2().floor() as i32);
+    let stride = ((hi - lo + 1) as usize).div_ceil(10).max(1);
+    (lo..=hi).step_by(stride).map(|k| 2f64.powi(k)).collect()
+}
+
+/// Errors of a drawing backend, as text.
+fn text<E: std::fmt::Display>(e: E) -> String {
+    format!("drawing a plot: {e}")
+}
+
+/// One chart: lines of (seq, value) points, log x, log or linear y.
+#[allow(clippy::too_many_arguments)]
+fn draw_chart<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    caption: &str,
+    y_label: &str,
+    lines: &[(String, Vec<(f64, f64)>)],
+    x_axis: &(std::ops::Range<f64>, Vec<f64>),
+    y_scale: YScale,
+    y_format: &dyn Fn(f64) -> String,
+    legend_note: &dyn Fn(&str) -> String,
+) -> Result<(), String> {
+    let y_range = value_range(lines, y_scale != YScale::Linear);
+    let mut builder = ChartBuilder::on(area);
+    builder
+        .caption(caption, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(45)
+        .y_label_area_size(75);
+    let x_spec = x_axis.0.clone().log_scale().with_key_points(x_axis.1.clone());
+    // Two coordinate types (log or linear y) share the drawing code through this macro.
+    macro_rules! draw {
+        ($chart:expr) => {{
+            let mut chart = $chart;
+            chart
+                .configure_mesh()
+                .x_desc("sequence length")
+                .y_desc(y_label)
+                .x_label_formatter(&|x| format!("{x:.0}"))
+                .y_label_formatter(&|y| y_format(*y))
+                .label_style(("sans-serif", 13))
+                .axis_desc_style(("sans-serif", 14))
+                .light_line_style(RGBColor(235, 235, 235))
+                .draw()
+                .map_err(text)?;
+            for (kernel, points) in lines {
+                let color = kernel_color(kernel);
+                let style = color.stroke_width(2);
+                let series = if kernel.starts_with("torch") {
+                    chart.draw_series(DashedLineSeries::new(points.clone(), 8, 5, style))
+                } else {
+                    chart.draw_series(LineSeries::new(points.clone(), style))
+                };
+                series
+                    .map_err(text)?
+                    .label(legend_note(kernel))
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(2))
+                    });
+                chart
+                    .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                    .map_err(text)?;
+            }
+            if !lines.is_empty() {
+                chart
+                    .configure_series_labels()
+                    .label_font(("sans-serif", 13))
+                    .background_style(WHITE.mix(0.85))
+                    .border_style(RGBColor(180, 180, 180))
+                    .position(SeriesLabelPosition::UpperLeft)
+                    .draw()
+                    .map_err(text)?;
+            }
+        }};
+    }
+    if y_scale != YScale::Linear {
+        let ticks = if y_scale == YScale::Decades {
+            decade_ticks(&y_range)
+        } else {
+            power_of_two_ticks(&y_range)
+        };
+        draw!(builder
+            .build_cartesian_2d(x_spec, y_range.log_scale().with_key_points(ticks))
+            .map_err(text)?);
+    } else {
+        draw!(builder.build_cartesian_2d(x_spec, y_range).map_err(text)?);
+    }
+    Ok(())
+}
+
+fn mask_words(causal: bool) -> &'static str {
+    if causal {
+        "causal"
+    } else {
+        "non-causal"
+    }
+}
+
+/// Rows of panels the timing figure has (at least one, to say there is nothing).
+fn timing_rows(records: &[&Record]) -> usize {
+    let times = panels(records, Record::config_key, Record::median_ms);
+    times.len().max(1)
+}
+
+fn draw_timings<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    records: &[&Record],
+    title: &str,
+) -> Result<(), String> {
+    root.fill(&WHITE).map_err(text)?;
+    let root = root
+        .titled(title, ("sans-serif", 20))
+        .map_err(text)?;
+    let times = panels(records, Record::config_key, Record::median_ms);
+    let throughput = panels(records, Record::config_key, |r| {
+        r.timing.as_ref().map(|t| t.tflops)
+    });
+    let x_axis = seq_axis(records);
+    if times.is_empty() {
+        root.draw(&Text::new(
+            "no kernel was timed (see the table: skipped, failed or out of memory)",
+            (40, 40),
+            ("sans-serif", 18),
+        ))
+        .map_err(text)?;
+        return root.present().map_err(text);
+    }
+    let areas = root.split_evenly((times.len(), 2));
+    for (row, (config, lines)) in times.iter().enumerate() {
+        let (dtype, head_dim, causal) = config;
+        let name = format!("{dtype}, head_dim {head_dim}, {}", mask_words(*causal));
+        let no_note = |k: &str| k.to_string();
+        draw_chart(
+            &areas[2 * row],
+            &format!("{name}: median time"),
+            "median time (ms)",
+            lines,
+            &x_axis,
+            YScale::Decades,
+            &tick,
+            &no_note,
+        )?;
+        let empty = Vec::new();
+        let rates = throughput.get(config).unwrap_or(&empty);
+        let spread = rates
+            .iter()
+            .flat_map(|(_, p)| p.iter().map(|&(_, y)| y))
+            .fold((f64::INFINITY, 0.0f64), |(lo, hi), y| (lo.min(y), hi.max(y)));
+        draw_chart(
+            &areas[2 * row + 1],
+            &format!("{name}: throughput"),
+            "TFLOP/s",
+            rates,
+            &x_axis,
+            if spread.1 > 30.0 * spread.0 {
+                YScale::Decades
+            } else {
+                YScale::Linear
+            },
+            &tick,
+            &no_note,
+        )?;
+    }
+    root.present().map_err(text)
+}
+
+/// Writes the timing figure as PNG and SVG.
+pub fn write_timings(records: &[&Record], title: &str, png: &Path, svg: &Path) -> Result<(), String> {
+    fonts::register();
+    let size = (1400, 60 + 430 * timing_rows(records) as u32);
+    draw_timings(BitMapBackend::new(png, size).into_drawing_area(), records, title)
+        .map_err(|e| format!("{}: {e}", png.display()))?;
+    draw_timings(SVGBackend::new(svg, size).into_drawing_area(), records, title)
+        .map_err(|e| format!("{}: {e}", svg.display()))
+}
+
+/// Writes the memory figure as PNG: peak bytes of one call against seq, per dtype and head dim.
+pub fn write_memory(records: &[&Record], title: &str, png: &Path) -> Result<(), String> {
+    fonts::register();
+    let peaks = panels(
+        records,
+        |r| (r.dtype.clone(), r.head_dim),
+        |r| {
+            r.timing.as_ref()?;
+            r.memory.as_ref().map(|m| m.peak_bytes as f64)
+        },
+    );
+    let spaces: BTreeMap<String, String> = records
+        .iter()
+        .filter_map(|r| r.memory.as_ref().map(|m| (r.kernel.clone(), m.space.clone())))
+        .collect();
+    let size = (1000, 60 + 420 * peaks.len().max(1) as u32);
+    let root = BitMapBackend::new(png, size).into_drawing_area();
+    let draw = || -> Result<(), String> {
+        root.fill(&WHITE).map_err(text)?;
+        let root = root.titled(title, ("sans-serif", 20)).map_err(text)?;
+        if peaks.is_empty() {
+            root.draw(&Text::new(
+                "no kernel was timed: no memory to show",
+                (40, 40),
+                ("sans-serif", 18),
+            ))
+            .map_err(text)?;
+            return root.present().map_err(text);
+        }
+        let x_axis = seq_axis(records);
+        let areas = root.split_evenly((peaks.len(), 1));
+        let note = |kernel: &str| match spaces.get(kernel).map(String::as_str) {
+            Some("host") => format!("{kernel} (host memory)"),
+            _ => kernel.to_string(),
+        };
+        for (area, ((dtype, head_dim), lines)) in areas.iter().zip(&peaks) {
+            draw_chart(
+                area,
+                &format!("{dtype}, head_dim {head_dim}: peak memory of one call"),
+                "bytes",
+                lines,
+                &x_axis,
+                YScale::PowersOfTwo,
+                &|bytes| human_bytes(bytes.max(0.0) as u64),
+                &note,
+            )?;
+        }
+        root.present().map_err(text)
+    };
+    draw().map_err(|e| format!("{}: {e}", png.display()))
+}

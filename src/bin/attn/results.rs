@@ -1,0 +1,275 @@
+//! The schema of `results.json`, written by `attn bench --out DIR` and by `benches/torch_sdpa.py`, so that
+//! both load with the one type [`BenchResults`] and `attn bench --compare` can merge them.
+//!
+//! Self-contained (serde only): the schema tests include this file directly.
+//!
+//! Conventions: times in milliseconds, memory in bytes, FLOPs = 4 * batch * heads * seq * seq * head_dim
+//! (halved when causal), TFLOP/s from the median time. A record that was not timed (skipped, out of
+//! memory, failed check, error) has no `timing` and says why in `reason`.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Identifies the format; bump the number on an incompatible change.
+pub const SCHEMA: &str = "cuda-attention-bench/1";
+
+/// One benchmark run: where, when, how, and every record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchResults {
+    /// Always [`SCHEMA`].
+    pub schema: String,
+    /// What produced the file: `attn bench` or `torch_sdpa.py`.
+    pub tool: String,
+    /// `gpu` or `cpu`: where the timed kernels ran.
+    pub backend: String,
+    /// The card (or the CPU) and its driver.
+    pub device: Device,
+    /// Versions of the software under test, e.g. `cuda-attention 0.1.0` or `torch 2.11.0 (CUDA 13.0)`.
+    pub software: String,
+    /// Git commit of this repository at run time (`+dirty` when the work tree had changes).
+    pub commit: String,
+    /// Start of the run, RFC 3339 in UTC.
+    pub date: String,
+    /// The command line that produced the file.
+    pub command: String,
+    /// How the figures were taken.
+    pub settings: Settings,
+    /// One record per kernel and shape, in sweep order.
+    pub records: Vec<Record>,
+}
+
+/// The machine the kernels ran on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    /// `gpu` or `cpu`.
+    pub kind: String,
+    /// E.g. `NVIDIA H100 80GB HBM3`, or the CPU model.
+    pub name: String,
+    /// Driver version, e.g. `580.65.06 (CUDA 13.0)`; `null` on a CPU.
+    #[serde(default)]
+    pub driver: Option<String>,
+    /// E.g. `9.0`; `null` on a CPU.
+    #[serde(default)]
+    pub compute_capability: Option<String>,
+    /// Device memory in bytes (host memory for a CPU).
+    #[serde(default)]
+    pub memory_bytes: Option<u64>,
+    /// Streaming multiprocessors (GPU) or hardware threads (CPU).
+    #[serde(default)]
+    pub processors: Option<u64>,
+}
+
+/// How every record was measured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Settings {
+    /// batch * seq, held constant across the sweep.
+    pub tokens: usize,
+    /// heads * head_dim (the model width), held constant across head dims.
+    pub hidden: usize,
+    /// Untimed runs before the timed ones (besides the checking run).
+    pub warmup: usize,
+    /// Timed runs asked for per kernel and shape (a record's `timing.times_ms` holds those made).
+    pub iters: usize,
+    /// Input sets rotated between runs so that the cache does not flatter.
+    pub input_sets: usize,
+    /// Bytes written between timed runs to flush the L2 cache (0: no flush).
+    pub l2_flush_bytes: u64,
+    /// `cuda events` or `wall clock`.
+    pub timer: String,
+    /// What `memory.peak_bytes` counts.
+    pub memory_method: String,
+    /// What a record's `check` compares.
+    pub check_method: String,
+}
+
+/// What happened to one kernel on one shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Checked, then timed.
+    Ok,
+    /// The output was wrong on the checked slice: never timed.
+    FailedCheck,
+    /// Needs more device memory than is free.
+    OutOfMemory,
+    /// The kernel does not support the shape or dtype, or the sweep left it out (see `reason`).
+    Skipped,
+    /// The run failed (see `reason`).
+    Error,
+}
+
+impl Status {
+    /// Lower-case words, as in the table.
+    pub fn words(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::FailedCheck => "FAILED CHECK",
+            Status::OutOfMemory => "out of memory",
+            Status::Skipped => "skipped",
+            Status::Error => "error",
+        }
+    }
+}
+
+/// One kernel on one shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// `naive`, `flash`, `cpu`, `emulator-naive`, `emulator-flash`, or `torch-<backend>`.
+    pub kernel: String,
+    /// `f32`, `f16` or `bf16`.
+    pub dtype: String,
+    /// Bottom-right-aligned causal mask (seq_q = seq_k here, so also top-left).
+    pub causal: bool,
+    pub batch: usize,
+    /// seq_q = seq_k.
+    pub seq: usize,
+    /// Query heads = key/value heads.
+    pub heads: usize,
+    pub head_dim: usize,
+    /// Floating-point operations of one call (4 * b * h * seq^2 * d, halved when causal).
+    pub flops: f64,
+    pub status: Status,
+    /// Why the record is not `ok`, in words; `null` when it is.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The correctness check made before timing; `null` when the kernel never ran.
+    #[serde(default)]
+    pub check: Option<Check>,
+    /// `null` unless the status is `ok`.
+    #[serde(default)]
+    pub timing: Option<Timing>,
+    /// `null` when not measured.
+    #[serde(default)]
+    pub memory: Option<Memory>,
+}
+
+impl Record {
+    /// The shape part of a record, to match records of different kernels.
+    pub fn shape_key(&self) -> ShapeKey {
+        ShapeKey {
+            dtype: self.dtype.clone(),
+            causal: self.causal,
+            head_dim: self.head_dim,
+            seq: self.seq,
+            batch: self.batch,
+            heads: self.heads,
+        }
+    }
+
+    /// The panel a record is plotted in: dtype, head dim, mask.
+    pub fn config_key(&self) -> (String, usize, bool) {
+        (self.dtype.clone(), self.head_dim, self.causal)
+    }
+
+    /// Median milliseconds when timed.
+    pub fn median_ms(&self) -> Option<f64> {
+        self.timing.as_ref().map(|t| t.median_ms)
+    }
+}
+
+/// Everything that identifies a shape, ordered as tables sort it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ShapeKey {
+    pub dtype: String,
+    pub causal: bool,
+    pub head_dim: usize,
+    pub seq: usize,
+    pub batch: usize,
+    pub heads: usize,
+}
+
+/// A correctness check: sampled query rows of the checked output against the f64 reference computed
+/// for those rows only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Check {
+    /// Query rows compared (each a whole `head_dim` output row).
+    pub rows: usize,
+    /// Largest absolute error over those rows.
+    pub max_abs_error: f64,
+    /// What the tolerance rule allows for those rows.
+    pub allowed: f64,
+    pub passed: bool,
+}
+
+/// Timed runs of one record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    /// Every timed run, in order.
+    pub times_ms: Vec<f64>,
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    /// 10th and 90th percentiles (nearest rank).
+    pub p10_ms: f64,
+    pub p90_ms: f64,
+    /// flops / median.
+    pub tflops: f64,
+}
+
+impl Timing {
+    /// Statistics of `times_ms` (at least one run), with TFLOP/s for `flops` per run.
+    pub fn from_times(times_ms: Vec<f64>, flops: f64) -> Timing {
+        let mut sorted = times_ms.clone();
+        sorted.sort_by(f64::total_cmp);
+        let n = sorted.len();
+        let rank = |p: f64| sorted[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
+        let median_ms = if n % 2 == 1 {
+            sorted[n / 2]
+        } else {
+            (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+        };
+        Timing {
+            median_ms,
+            min_ms: sorted[0],
+            max_ms: sorted[n - 1],
+            p10_ms: rank(0.1),
+            p90_ms: rank(0.9),
+            tflops: flops / (median_ms * 1e-3) / 1e12,
+            times_ms,
+        }
+    }
+
+    /// Half the p10-p90 range as a percentage of the median: the spread the table shows.
+    pub fn spread_percent(&self) -> f64 {
+        if self.median_ms > 0.0 {
+            50.0 * (self.p90_ms - self.p10_ms) / self.median_ms
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Memory one call needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    /// Peak bytes of one call, as `settings.memory_method` says.
+    pub peak_bytes: u64,
+    /// `device` or `host`.
+    pub space: String,
+}
+
+impl BenchResults {
+    /// Reads and parses a results file, checking the schema tag.
+    pub fn load(path: &Path) -> Result<BenchResults, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let results: BenchResults = serde_json::from_str(&text)
+            .map_err(|e| format!("parsing {} as bench results: {e}", path.display()))?;
+        if results.schema != SCHEMA {
+            return Err(format!(
+                "{} has schema '{}', this attn reads '{SCHEMA}'",
+                path.display(),
+                results.schema
+            ));
+        }
+        Ok(results)
+    }
+
+    /// Writes pretty-printed JSON.
+    pub fn save(&self, path: &Path) -> Result<(), String> {
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| format!("serialising the results: {e}"))?;
+        std::fs::write(path, text + "\n").map_err(|e| format!("writing {}: {e}", path.display()))
+    }
+}

@@ -1,0 +1,209 @@
+//! What a benchmark sweep covers: kernels, dtypes, head dims, masks and sequence lengths, with
+//! batch * seq and heads * head_dim held constant (FlashAttention's convention: 16k tokens, hidden 2048).
+
+use std::fmt;
+use std::str::FromStr;
+
+use cuda_attention::{AttentionProblem, AttentionShape, DType};
+
+use crate::results::{Record, Status};
+
+/// A kernel `attn bench` can time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kernel {
+    /// The GPU naive kernels (scores materialised in device memory).
+    Naive,
+    /// The GPU flash kernel.
+    Flash,
+    /// The multi-threaded CPU backend.
+    Cpu,
+    /// The naive kernels run by the CPU emulator of the CUDA kernels (slow: for tiny shapes).
+    EmulatorNaive,
+    /// The flash kernel run by the CPU emulator.
+    EmulatorFlash,
+}
+
+impl Kernel {
+    pub const ALL: [Kernel; 5] = [
+        Kernel::Naive,
+        Kernel::Flash,
+        Kernel::Cpu,
+        Kernel::EmulatorNaive,
+        Kernel::EmulatorFlash,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Naive => "naive",
+            Kernel::Flash => "flash",
+            Kernel::Cpu => "cpu",
+            Kernel::EmulatorNaive => "emulator-naive",
+            Kernel::EmulatorFlash => "emulator-flash",
+        }
+    }
+
+    /// Whether the kernel runs on the GPU (else on the host).
+    pub fn on_gpu(self) -> bool {
+        matches!(self, Kernel::Naive | Kernel::Flash)
+    }
+}
+
+impl fmt::Display for Kernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Kernel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Kernel::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| {
+                format!("unknown kernel '{s}': use naive, flash, cpu, emulator-naive or emulator-flash")
+            })
+    }
+}
+
+/// Which masks a sweep covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Masks {
+    /// Non-causal only.
+    No,
+    /// Causal only.
+    Yes,
+    /// Both, non-causal first.
+    Both,
+}
+
+impl Masks {
+    pub fn causal_flags(self) -> Vec<bool> {
+        match self {
+            Masks::No => vec![false],
+            Masks::Yes => vec![true],
+            Masks::Both => vec![false, true],
+        }
+    }
+}
+
+impl FromStr for Masks {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "no" | "false" => Ok(Masks::No),
+            "yes" | "true" => Ok(Masks::Yes),
+            "both" => Ok(Masks::Both),
+            other => Err(format!("unknown causal setting '{other}': use no, yes or both")),
+        }
+    }
+}
+
+/// A resolved sweep: every setting decided.
+#[derive(Debug, Clone)]
+pub struct Sweep {
+    pub kernels: Vec<Kernel>,
+    pub dtypes: Vec<DType>,
+    pub head_dims: Vec<usize>,
+    pub masks: Masks,
+    pub seqs: Vec<usize>,
+    /// batch * seq.
+    pub tokens: usize,
+    /// heads * head_dim, unless `heads` is set.
+    pub hidden: usize,
+    /// A fixed head count instead of hidden / head_dim.
+    pub heads: Option<usize>,
+    pub warmup: usize,
+    pub iters: usize,
+    pub input_sets: usize,
+    pub flush_l2: bool,
+    /// Seconds of timed runs after which a host kernel (cpu, emulator) stops, once it has 3 runs.
+    pub host_seconds: f64,
+    /// Query rows checked per kernel and shape.
+    pub check_rows: usize,
+}
+
+/// One shape of a sweep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Case {
+    pub dtype: DType,
+    pub head_dim: usize,
+    pub causal: bool,
+    pub seq: usize,
+    pub batch: usize,
+    pub heads: usize,
+}
+
+impl Case {
+    /// Self-attention, contiguous `[b, s, h, d]`, default scale.
+    pub fn problem(&self) -> AttentionProblem {
+        AttentionProblem::new(AttentionShape::new(
+            self.batch,
+            self.seq,
+            self.heads,
+            self.head_dim,
+        ))
+        .with_causal(self.causal)
+    }
+
+    /// A record for `kernel` on this shape, not yet run.
+    pub fn record(&self, kernel: &str, status: Status, reason: Option<String>) -> Record {
+        Record {
+            kernel: kernel.to_string(),
+            dtype: self.dtype.name().to_string(),
+            causal: self.causal,
+            batch: self.batch,
+            seq: self.seq,
+            heads: self.heads,
+            head_dim: self.head_dim,
+            flops: self.problem().shape.flops(self.causal),
+            status,
+            reason,
+            check: None,
+            timing: None,
+            memory: None,
+        }
+    }
+}
+
+impl Sweep {
+    /// Every shape, ordered by dtype, head dim, mask, sequence length.
+    ///
+    /// # Errors
+    /// When `hidden` is not a multiple of a head dim (and no head count is fixed), or a size is 0.
+    pub fn cases(&self) -> Result<Vec<Case>, String> {
+        if self.tokens == 0 || self.seqs.contains(&0) || self.head_dims.contains(&0) {
+            return Err("tokens, sequence lengths and head dims must be at least 1".into());
+        }
+        let mut cases = Vec::new();
+        for &dtype in &self.dtypes {
+            for &head_dim in &self.head_dims {
+                let heads = match self.heads {
+                    Some(heads) => heads,
+                    None if self.hidden % head_dim == 0 && self.hidden >= head_dim => {
+                        self.hidden / head_dim
+                    }
+                    None => {
+                        return Err(format!(
+                            "hidden {} is not a multiple of head_dim {head_dim}: pick another --hidden or set --heads",
+                            self.hidden
+                        ))
+                    }
+                };
+                for causal in self.masks.causal_flags() {
+                    for &seq in &self.seqs {
+                        cases.push(Case {
+                            dtype,
+                            head_dim,
+                            causal,
+                            seq,
+                            batch: (self.tokens / seq).max(1),
+                            heads,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(cases)
+    }
+}

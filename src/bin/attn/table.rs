@@ -1,0 +1,193 @@
+//! The tables `attn bench` prints: every record, then (with `--compare`) time ratios ours / theirs.
+
+use std::collections::BTreeMap;
+
+use crate::results::{BenchResults, Record, ShapeKey, Status};
+use crate::timing::human_bytes;
+
+/// A short description of where and how `results` were measured, one line per fact.
+pub fn describe(results: &BenchResults) -> Vec<String> {
+    let d = &results.device;
+    let mut device = format!("{}: {}", results.backend.to_uppercase(), d.name);
+    if let Some(driver) = &d.driver {
+        device += &format!(", driver {driver}");
+    }
+    if let Some(cc) = &d.compute_capability {
+        device += &format!(", compute capability {cc}");
+    }
+    let s = &results.settings;
+    let flush = if s.l2_flush_bytes > 0 {
+        format!(", L2 flushed ({}) before each run", human_bytes(s.l2_flush_bytes))
+    } else {
+        String::new()
+    };
+    vec![
+        format!("{} ({}), {}", results.tool, results.software, device),
+        format!("commit {}, {}, `{}`", results.commit, results.date, results.command),
+        format!(
+            "{}: median of up to {} timed runs after {} warm-up runs, {} input sets rotated{flush}",
+            s.timer, s.iters, s.warmup, s.input_sets
+        ),
+    ]
+}
+
+/// TFLOP/s with about three significant digits.
+fn tflops(value: f64) -> String {
+    if value >= 100.0 {
+        format!("{value:.1}")
+    } else if value >= 1.0 {
+        format!("{value:.2}")
+    } else if value >= 0.001 {
+        format!("{value:.4}")
+    } else {
+        format!("{value:.1e}")
+    }
+}
+
+/// Milliseconds with about four significant digits.
+fn millis(value: f64) -> String {
+    if value >= 100.0 {
+        format!("{value:.1}")
+    } else if value >= 1.0 {
+        format!("{value:.3}")
+    } else {
+        format!("{value:.4}")
+    }
+}
+
+/// Records sorted by shape (dtype, head dim, mask, seq), keeping the given order within a shape.
+pub fn by_shape<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<&'a Record> {
+    let mut sorted: Vec<&Record> = records.into_iter().collect();
+    sorted.sort_by_key(|r| r.shape_key());
+    sorted
+}
+
+/// The main table: one line per record.
+pub fn render(records: &[&Record]) -> String {
+    let mut text = format!(
+        "{:<5} {:>4} {:<6} {:>6} {:>5} {:>5}  {:<15} {:>4} {:>11} {:>7} {:>9} {:>10}  {}\n",
+        "dtype",
+        "d",
+        "causal",
+        "seq",
+        "batch",
+        "heads",
+        "kernel",
+        "runs",
+        "median ms",
+        "spread",
+        "TFLOP/s",
+        "memory",
+        "check"
+    );
+    for r in records {
+        let head = format!(
+            "{:<5} {:>4} {:<6} {:>6} {:>5} {:>5}  {:<15}",
+            r.dtype,
+            r.head_dim,
+            if r.causal { "yes" } else { "no" },
+            r.seq,
+            r.batch,
+            r.heads,
+            r.kernel
+        );
+        let memory = r.memory.as_ref().map_or("-".to_string(), |m| {
+            let bytes = human_bytes(m.peak_bytes);
+            if m.space == "host" {
+                format!("{bytes} h")
+            } else {
+                bytes
+            }
+        });
+        let check = r.check.as_ref().map_or(String::new(), |c| {
+            format!(
+                "{} {:.1e} <= {:.1e}",
+                if c.passed { "ok" } else { "FAILED" },
+                c.max_abs_error,
+                c.allowed
+            )
+        });
+        let line = match (&r.status, &r.timing) {
+            (Status::Ok, Some(t)) => format!(
+                "{head} {:>4} {:>11} {:>6.1}% {:>9} {:>10}  {check}",
+                t.times_ms.len(),
+                millis(t.median_ms),
+                t.spread_percent(),
+                tflops(t.tflops),
+                memory
+            ),
+            (Status::FailedCheck, _) => format!(
+                "{head} FAILED CHECK (not timed): max error {}",
+                r.check.as_ref().map_or("?".into(), |c| format!(
+                    "{:.2e} > allowed {:.2e} over {} rows",
+                    c.max_abs_error, c.allowed, c.rows
+                ))
+            ),
+            (status, _) => format!(
+                "{head} {}: {}",
+                status.words(),
+                r.reason.as_deref().unwrap_or("no reason given")
+            ),
+        };
+        text += line.trim_end();
+        text.push('\n');
+    }
+    text
+}
+
+/// Time ratios ours / theirs for every shape both timed: one line per (shape, our kernel), one column
+/// per kernel of theirs.
+pub fn render_ratios(ours: &[Record], theirs: &[Record]) -> String {
+    let mut their_kernels: Vec<&str> = Vec::new();
+    for r in theirs {
+        if !their_kernels.contains(&r.kernel.as_str()) {
+            their_kernels.push(&r.kernel);
+        }
+    }
+    let mut their_times: BTreeMap<(ShapeKey, &str), f64> = BTreeMap::new();
+    for r in theirs {
+        if let Some(ms) = r.median_ms() {
+            their_times.insert((r.shape_key(), r.kernel.as_str()), ms);
+        }
+    }
+    let mut text = format!(
+        "{:<5} {:>4} {:<6} {:>6}  {:<15}",
+        "dtype", "d", "causal", "seq", "ours"
+    );
+    for k in &their_kernels {
+        text += &format!(" {k:>16}");
+    }
+    text.push('\n');
+    let mut lines = 0;
+    for r in by_shape(ours) {
+        let Some(ms) = r.median_ms() else { continue };
+        let key = r.shape_key();
+        let mut line = format!(
+            "{:<5} {:>4} {:<6} {:>6}  {:<15}",
+            r.dtype,
+            r.head_dim,
+            if r.causal { "yes" } else { "no" },
+            r.seq,
+            r.kernel
+        );
+        let mut any = false;
+        for k in &their_kernels {
+            match their_times.get(&(key.clone(), *k)) {
+                Some(theirs) if *theirs > 0.0 => {
+                    any = true;
+                    line += &format!(" {:>16.2}", ms / theirs);
+                }
+                _ => line += &format!(" {:>16}", "-"),
+            }
+        }
+        if any {
+            text += &line;
+            text.push('\n');
+            lines += 1;
+        }
+    }
+    if lines == 0 {
+        text += "(no shape was timed by both: compare runs of the same sweep)\n";
+    }
+    text
+}

@@ -1,0 +1,449 @@
+//! Measuring one kernel on one shape: check first (a wrong kernel is never timed), then warm-up, then
+//! timed runs rotating between input sets; CUDA events on the GPU, the wall clock on the host.
+//!
+//! Every shape of one dtype is a slice of the same storage: batch * seq * hidden is (at most) the same
+//! for every shape, so the input sets are generated and uploaded once per dtype.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cuda_attention::cpu::backend;
+use cuda_attention::emulator::Emulator;
+use cuda_attention::{
+    AttentionError, AttentionProblem, DeviceTensors, Element, Engine, ForwardOptions,
+    KernelChoice, Plan,
+};
+use cudarc::driver::sys::{cudaError_enum, CUdevice_attribute, CUevent_flags};
+use cudarc::driver::{CudaSlice, CudaStream, DriverError};
+
+use crate::inputs::{Aligned, Inputs};
+use crate::results::{Memory, Record, Status, Timing};
+use crate::slice_check::{check_rows, sample_rows};
+use crate::sweep::{Case, Kernel, Sweep};
+
+/// Free device memory kept in reserve when deciding whether a workspace fits.
+const MEMORY_MARGIN: usize = 256 << 20;
+/// Host kernels always make at least this many timed runs, whatever the time budget.
+const MIN_HOST_RUNS: usize = 3;
+
+/// What `memory.peak_bytes` means, for the results' settings.
+pub const MEMORY_METHOD: &str = "exact accounting: bytes of the buffers one call reads and writes \
+     (q, k, v, out, and the naive kernels' f32 score workspace); device memory for GPU kernels, host \
+     memory for cpu and emulator kernels (the CPU backend's per-thread scratch is not counted)";
+
+/// What a record's `check` compares, for the results' settings.
+pub fn check_method(rows: usize) -> String {
+    format!(
+        "before timing, {rows} sampled query rows of the kernel's output on the timed shape (input set \
+         0, output poisoned with NaN first) against the f64 reference for those rows, by \
+         FlashAttention's rule (2 x the error of the naive formula in the input precision, plus an f32 \
+         floor), applied to the sampled rows"
+    )
+}
+
+/// Converts a driver error into the crate's error with a context.
+fn driver(context: &'static str) -> impl Fn(DriverError) -> AttentionError {
+    move |source| AttentionError::Driver { context, source }
+}
+
+/// The record of a run that failed with `error`: out of memory, unsupported, or another error.
+fn failed(case: &Case, kernel: &str, error: AttentionError) -> Record {
+    match error {
+        AttentionError::KernelUnsupported { reason, .. } => {
+            case.record(kernel, Status::Skipped, Some(reason))
+        }
+        AttentionError::OutOfMemory { .. }
+        | AttentionError::Driver {
+            source: DriverError(cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY),
+            ..
+        } => case.record(kernel, Status::OutOfMemory, Some(error.to_string())),
+        other => case.record(kernel, Status::Error, Some(other.to_string())),
+    }
+}
+
+/// Bytes of q, k, v and out of `problem` in element type `T`.
+fn tensor_bytes<T>(problem: &AttentionProblem) -> Result<usize, AttentionError> {
+    let mut elements = 0;
+    for tensor in ["q", "k", "v", "out"] {
+        elements += problem.required_len(tensor)?;
+    }
+    Ok(elements * size_of::<T>())
+}
+
+/// Input sets for every case of one dtype, on the host.
+pub struct HostSets<T> {
+    pub sets: Vec<Inputs<T>>,
+    /// Elements of the largest output.
+    pub out_len: usize,
+}
+
+impl<T: Element> HostSets<T> {
+    /// `sweep.input_sets` sets large enough for every case in `cases`: the first uniform in [-1, 1),
+    /// the others rotations of it (other values at other addresses).
+    pub fn new(sweep: &Sweep, cases: &[Case]) -> Result<Self, AttentionError> {
+        let (mut input_len, mut out_len) = (0, 0);
+        for case in cases {
+            let problem = case.problem();
+            for tensor in ["q", "k", "v"] {
+                input_len = input_len.max(problem.required_len(tensor)?);
+            }
+            out_len = out_len.max(problem.required_len("out")?);
+        }
+        let first = Inputs::<T>::random_len(input_len, 2024);
+        let mut sets = Vec::with_capacity(sweep.input_sets.max(1));
+        for set in 1..sweep.input_sets.max(1) {
+            sets.push(first.rotated(set * 7919));
+        }
+        sets.insert(0, first);
+        Ok(HostSets { sets, out_len })
+    }
+}
+
+/// Times the host kernels (cpu, emulator) of one dtype.
+pub struct HostRunner<'a, T> {
+    sweep: &'a Sweep,
+    host: &'a HostSets<T>,
+    out: Aligned<T>,
+}
+
+impl<'a, T: Element> HostRunner<'a, T> {
+    pub fn new(sweep: &'a Sweep, host: &'a HostSets<T>) -> Self {
+        HostRunner {
+            sweep,
+            host,
+            out: Aligned::filled(host.out_len, T::default()),
+        }
+    }
+
+    /// Checks, then times `kernel` on `case`.
+    pub fn measure(&mut self, case: &Case, kernel: Kernel) -> Record {
+        match self.try_measure(case, kernel) {
+            Ok(record) => record,
+            Err(error) => failed(case, kernel.name(), error),
+        }
+    }
+
+    fn try_measure(&mut self, case: &Case, kernel: Kernel) -> Result<Record, AttentionError> {
+        let problem = case.problem();
+        let emulator = Emulator::new();
+        let choice = match kernel {
+            Kernel::EmulatorNaive => KernelChoice::Naive,
+            _ => KernelChoice::Flash,
+        };
+        let options = ForwardOptions::default().with_kernel(choice);
+        let workspace = match kernel {
+            Kernel::Cpu => 0,
+            _ => emulator.plan::<T>(&problem, options)?.workspace_bytes,
+        };
+        let lens = Lens::of(&problem)?;
+        let out = &mut self.out[..lens.out];
+        let run = |set: &Inputs<T>, out: &mut [T]| -> Result<(), AttentionError> {
+            let (q, k, v) = (&set.q[..lens.q], &set.k[..lens.k], &set.v[..lens.v]);
+            match kernel {
+                Kernel::Cpu => backend::attention_into(&problem, q, k, v, out, None, None),
+                _ => emulator.forward_into(&problem, options, q, k, v, out, None, None),
+            }
+        };
+        let mut record = case.record(kernel.name(), Status::Ok, None);
+        record.memory = Some(Memory {
+            peak_bytes: (tensor_bytes::<T>(&problem)? + workspace) as u64,
+            space: "host".into(),
+        });
+
+        // Check on input set 0, into a NaN-poisoned output.
+        out.fill(T::from_f32(f32::NAN));
+        let first = &self.host.sets[0];
+        run(first, out)?;
+        let rows = sample_rows(&problem.shape, self.sweep.check_rows, case.seq as u64);
+        let check = check_rows(
+            &problem,
+            &first.q[..lens.q],
+            &first.k[..lens.k],
+            &first.v[..lens.v],
+            out,
+            &rows,
+        )?;
+        let passed = check.passed;
+        record.check = Some(check);
+        if !passed {
+            record.status = Status::FailedCheck;
+            record.reason = Some("wrong output on the checked rows: not timed".into());
+            return Ok(record);
+        }
+
+        let sets = &self.host.sets;
+        for w in 0..self.sweep.warmup {
+            run(&sets[(w + 1) % sets.len()], out)?;
+        }
+        let mut times = Vec::with_capacity(self.sweep.iters);
+        let started = Instant::now();
+        for i in 0..self.sweep.iters.max(1) {
+            let set = &sets[i % sets.len()];
+            let start = Instant::now();
+            run(set, out)?;
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+            if times.len() >= MIN_HOST_RUNS
+                && started.elapsed().as_secs_f64() > self.sweep.host_seconds
+            {
+                break;
+            }
+        }
+        record.timing = Some(Timing::from_times(times, record.flops));
+        Ok(record)
+    }
+}
+
+/// Element counts of the four tensors of one problem.
+#[derive(Clone, Copy)]
+struct Lens {
+    q: usize,
+    k: usize,
+    v: usize,
+    out: usize,
+}
+
+impl Lens {
+    fn of(problem: &AttentionProblem) -> Result<Lens, AttentionError> {
+        Ok(Lens {
+            q: problem.required_len("q")?,
+            k: problem.required_len("k")?,
+            v: problem.required_len("v")?,
+            out: problem.required_len("out")?,
+        })
+    }
+}
+
+/// One input set in device memory.
+struct DeviceSet<T> {
+    q: CudaSlice<T>,
+    k: CudaSlice<T>,
+    v: CudaSlice<T>,
+}
+
+/// Times the GPU kernels of one dtype: the input sets uploaded once, one output buffer, an optional L2
+/// flush buffer.
+pub struct GpuRunner<'a, T> {
+    engine: &'a Engine,
+    sweep: &'a Sweep,
+    host: &'a HostSets<T>,
+    stream: Arc<CudaStream>,
+    sets: Vec<DeviceSet<T>>,
+    out: CudaSlice<T>,
+    poison: Vec<T>,
+    flush: Option<CudaSlice<u8>>,
+}
+
+/// Bytes a flush writes between timed runs: twice the device's L2 cache (0 when the flush is off).
+pub fn l2_flush_bytes(engine: &Engine, sweep: &Sweep) -> Result<usize, AttentionError> {
+    if !sweep.flush_l2 {
+        return Ok(0);
+    }
+    let l2 = engine
+        .context()
+        .attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)
+        .map_err(driver("reading the L2 cache size"))?;
+    Ok(2 * l2.max(1 << 20) as usize)
+}
+
+impl<'a, T: Element> GpuRunner<'a, T> {
+    /// Uploads the input sets and allocates the output and the flush buffer.
+    pub fn new(
+        engine: &'a Engine,
+        sweep: &'a Sweep,
+        host: &'a HostSets<T>,
+    ) -> Result<Self, AttentionError> {
+        let stream = engine
+            .context()
+            .new_stream()
+            .map_err(driver("creating a stream"))?;
+        let mut sets = Vec::with_capacity(host.sets.len());
+        for set in &host.sets {
+            sets.push(DeviceSet {
+                q: stream.clone_htod(&set.q[..]).map_err(driver("uploading q"))?,
+                k: stream.clone_htod(&set.k[..]).map_err(driver("uploading k"))?,
+                v: stream.clone_htod(&set.v[..]).map_err(driver("uploading v"))?,
+            });
+        }
+        let out = stream
+            .alloc_zeros::<T>(host.out_len.max(1))
+            .map_err(driver("allocating the output"))?;
+        let flush_bytes = l2_flush_bytes(engine, sweep)?;
+        let flush = (flush_bytes > 0)
+            .then(|| stream.alloc_zeros::<u8>(flush_bytes))
+            .transpose()
+            .map_err(driver("allocating the L2 flush buffer"))?;
+        Ok(GpuRunner {
+            engine,
+            sweep,
+            host,
+            stream,
+            sets,
+            out,
+            poison: vec![T::from_f32(f32::NAN); host.out_len],
+            flush,
+        })
+    }
+
+    /// Checks, then times `kernel` (naive or flash) on `case`.
+    pub fn measure(&mut self, case: &Case, kernel: Kernel) -> Record {
+        match self.try_measure(case, kernel) {
+            Ok(record) => record,
+            Err(error) => failed(case, kernel.name(), error),
+        }
+    }
+
+    fn launch(
+        &mut self,
+        plan: &Plan,
+        lens: Lens,
+        set: usize,
+        workspace: &mut CudaSlice<u8>,
+    ) -> Result<(), AttentionError> {
+        let set = &self.sets[set];
+        self.engine.forward_into(
+            &self.stream,
+            plan,
+            DeviceTensors {
+                q: &set.q.slice(..lens.q),
+                k: &set.k.slice(..lens.k),
+                v: &set.v.slice(..lens.v),
+                out: &mut self.out.slice_mut(..lens.out),
+                lse: None,
+                weights: None,
+                workspace: Some(workspace),
+                alibi_slopes: None,
+            },
+        )
+    }
+
+    fn try_measure(&mut self, case: &Case, kernel: Kernel) -> Result<Record, AttentionError> {
+        let problem = case.problem();
+        let choice = match kernel {
+            Kernel::Naive => KernelChoice::Naive,
+            _ => KernelChoice::Flash,
+        };
+        let plan = self
+            .engine
+            .plan::<T>(&problem, ForwardOptions::default().with_kernel(choice))?;
+        let lens = Lens::of(&problem)?;
+        let mut record = case.record(kernel.name(), Status::Ok, None);
+        record.memory = Some(Memory {
+            peak_bytes: (tensor_bytes::<T>(&problem)? + plan.workspace_bytes) as u64,
+            space: "device".into(),
+        });
+
+        // The naive score workspace: the one allocation that grows with seq^2.
+        self.stream
+            .synchronize()
+            .map_err(driver("waiting for the stream"))?;
+        let (free, _) = self
+            .engine
+            .context()
+            .mem_get_info()
+            .map_err(driver("reading free device memory"))?;
+        if plan.workspace_bytes + MEMORY_MARGIN > free {
+            record.status = Status::OutOfMemory;
+            record.reason = Some(format!(
+                "out of memory: the workspace needs {}, {} free",
+                human_bytes(plan.workspace_bytes as u64),
+                human_bytes(free as u64)
+            ));
+            return Ok(record);
+        }
+        let mut workspace = self
+            .stream
+            .alloc_zeros::<u8>(plan.workspace_bytes.max(16))
+            .map_err(driver("allocating the naive score workspace"))?;
+
+        // Check on input set 0, into a NaN-poisoned output.
+        self.stream
+            .memcpy_htod(
+                &self.poison[..lens.out],
+                &mut self.out.slice_mut(..lens.out),
+            )
+            .map_err(driver("poisoning the output"))?;
+        self.launch(&plan, lens, 0, &mut workspace)?;
+        let out = self
+            .stream
+            .clone_dtoh(&self.out.slice(..lens.out))
+            .map_err(driver("downloading the output"))?;
+        let first = &self.host.sets[0];
+        let rows = sample_rows(&problem.shape, self.sweep.check_rows, case.seq as u64);
+        let check = check_rows(
+            &problem,
+            &first.q[..lens.q],
+            &first.k[..lens.k],
+            &first.v[..lens.v],
+            &out,
+            &rows,
+        )?;
+        let passed = check.passed;
+        record.check = Some(check);
+        if !passed {
+            record.status = Status::FailedCheck;
+            record.reason = Some("wrong output on the checked rows: not timed".into());
+            return Ok(record);
+        }
+
+        let n = self.sets.len();
+        for w in 0..self.sweep.warmup {
+            self.launch(&plan, lens, (w + 1) % n, &mut workspace)?;
+        }
+        let ctx = self.engine.context().clone();
+        let event = || {
+            ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(driver("creating an event"))
+        };
+        let iters = self.sweep.iters.max(1);
+        let mut pairs = Vec::with_capacity(iters);
+        for i in 0..iters {
+            if let Some(flush) = self.flush.as_mut() {
+                self.stream
+                    .memset_zeros(flush)
+                    .map_err(driver("flushing the L2 cache"))?;
+            }
+            let (start, end) = (event()?, event()?);
+            start
+                .record(&self.stream)
+                .map_err(driver("recording an event"))?;
+            self.launch(&plan, lens, i % n, &mut workspace)?;
+            end.record(&self.stream)
+                .map_err(driver("recording an event"))?;
+            pairs.push((start, end));
+        }
+        self.stream
+            .synchronize()
+            .map_err(driver("waiting for the timed runs"))?;
+        let times = pairs
+            .iter()
+            .map(|(start, end)| {
+                start
+                    .elapsed_ms(end)
+                    .map(f64::from)
+                    .map_err(driver("reading an event"))
+            })
+            .collect::<Result<Vec<f64>, _>>()?;
+        record.timing = Some(Timing::from_times(times, record.flops));
+        Ok(record)
+    }
+}
+
+/// Bytes in binary units with three significant digits, e.g. `1.50 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else if value >= 100.0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else if value >= 10.0 {
+        format!("{value:.1} {}", UNITS[unit])
+    } else {
+        format!("{value:.2} {}", UNITS[unit])
+    }
+}

@@ -1,0 +1,333 @@
+//! `attn weights`: one (batch, head)'s attention matrix as a heatmap PNG, computed by the naive path
+//! (the one that materialises the weights): on the GPU when there is one, else the CPU backend, or the
+//! emulated naive kernels with `--backend emulator`. Inputs are random, or real activations from .npy
+//! files; token labels from a text file (one per line) go on the axes.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use cuda_attention::cpu::backend;
+use cuda_attention::emulator::Emulator;
+use cuda_attention::{
+    AttentionProblem, AttentionShape, DType, Element, Engine, ForwardOptions, KernelChoice,
+};
+use half::{bf16, f16};
+
+use crate::heatmap::{self, Pool};
+use crate::inputs::{uniform, Aligned};
+use crate::npy::{self, Values};
+use crate::target::Target;
+use crate::CliResult;
+
+/// Where the naive path runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// The GPU when there is one, else the CPU backend.
+    Auto,
+    /// The GPU naive kernels (an error without a GPU).
+    Gpu,
+    /// The CPU backend.
+    Cpu,
+    /// The naive kernels in the CPU emulator (slow; for small matrices).
+    Emulator,
+}
+
+#[derive(Args)]
+pub struct WeightsArgs {
+    /// q as .npy: [seq_q, heads_q, head_dim] or [batch, seq_q, heads_q, head_dim], float16/32/64.
+    #[arg(long, requires_all = ["k", "v"])]
+    q: Option<PathBuf>,
+    /// k as .npy: [seq_k, heads_kv, head_dim] or [batch, seq_k, heads_kv, head_dim].
+    #[arg(long, requires_all = ["q", "v"])]
+    k: Option<PathBuf>,
+    /// v as .npy, shaped as k.
+    #[arg(long, requires_all = ["q", "k"])]
+    v: Option<PathBuf>,
+    /// Token labels, one per line: seq_k lines (the queries are the last seq_q tokens), or seq_q.
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
+    /// Random inputs: sequence length (queries and keys).
+    #[arg(long, default_value_t = 256)]
+    seq: usize,
+    /// Random inputs: heads.
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    /// Random inputs: head dim.
+    #[arg(long, default_value_t = 64)]
+    head_dim: usize,
+    /// Random inputs: batch.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Random inputs: element type (f32, f16, bf16). Files keep theirs (float64 is read as f32).
+    #[arg(long, default_value = "f32")]
+    dtype: DType,
+    /// Random inputs: seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Which batch entry to draw.
+    #[arg(long, default_value_t = 0)]
+    batch_index: usize,
+    /// Which query head to draw.
+    #[arg(long, default_value_t = 0)]
+    head: usize,
+    /// Bottom-right-aligned causal mask.
+    #[arg(long)]
+    causal: bool,
+    /// Softmax scale (default 1/sqrt(head_dim)); larger values sharpen the weights.
+    #[arg(long)]
+    scale: Option<f32>,
+    /// Where the naive path runs.
+    #[arg(long, value_enum, default_value = "auto")]
+    backend: Backend,
+    /// Largest number of cells per axis; larger matrices are pooled in blocks.
+    #[arg(long, default_value_t = 512)]
+    max_cells: usize,
+    /// How a block becomes a cell.
+    #[arg(long, value_enum, default_value = "max")]
+    pool: Pool,
+    /// The PNG to write.
+    #[arg(long, default_value = "attention.png")]
+    out: PathBuf,
+    /// CUDA device ordinal.
+    #[arg(long, default_value_t = 0)]
+    device: usize,
+}
+
+/// q, k, v of the chosen (batch, head), each `[seq, head_dim]` contiguous, in one element type.
+enum Slices {
+    F32([Vec<f32>; 3]),
+    F16([Vec<f16>; 3]),
+    Bf16([Vec<bf16>; 3]),
+}
+
+/// One (batch, head) of the inputs and where it came from.
+struct Selection {
+    seq_q: usize,
+    seq_k: usize,
+    head_dim: usize,
+    kv_head: usize,
+    slices: Slices,
+    source: String,
+}
+
+/// Rows `[seq, head_dim]` of head `head` of batch `b` from contiguous `[batch, seq, heads, head_dim]`.
+fn head_rows<T: Copy>(x: &[T], seq: usize, heads: usize, d: usize, b: usize, head: usize) -> Vec<T> {
+    (0..seq)
+        .flat_map(|s| {
+            let start = ((b * seq + s) * heads + head) * d;
+            x[start..start + d].iter().copied()
+        })
+        .collect()
+}
+
+fn from_files(args: &WeightsArgs, q: &Path, k: &Path, v: &Path) -> CliResult<Selection> {
+    let (q, k, v) = (npy::load(q)?, npy::load(k)?, npy::load(v)?);
+    if q.batch != k.batch || k.batch != v.batch {
+        return Err(format!("batch differs: q {}, k {}, v {}", q.batch, k.batch, v.batch).into());
+    }
+    if k.seq != v.seq || k.heads != v.heads || q.head_dim != k.head_dim || k.head_dim != v.head_dim {
+        return Err("k and v must have the same shape, and q the same head_dim".into());
+    }
+    if k.heads == 0 || q.heads % k.heads != 0 {
+        return Err(format!(
+            "q has {} heads, k and v {}: heads_q must be a multiple of heads_kv",
+            q.heads, k.heads
+        )
+        .into());
+    }
+    if args.batch_index >= q.batch || args.head >= q.heads {
+        return Err(format!(
+            "batch {} head {} is outside the inputs' {} batch entries and {} heads",
+            args.batch_index, args.head, q.batch, q.heads
+        )
+        .into());
+    }
+    let (b, h) = (args.batch_index, args.head);
+    let kv_head = h / (q.heads / k.heads);
+    let d = q.head_dim;
+    let as_f32 = |values: &Values| -> Vec<f32> {
+        match values {
+            Values::F32(x) => x.clone(),
+            Values::F16(x) => x.iter().map(|v| v.to_f32()).collect(),
+        }
+    };
+    let slices = match (&q.values, &k.values, &v.values) {
+        (Values::F16(qv), Values::F16(kv), Values::F16(vv)) => Slices::F16([
+            head_rows(qv, q.seq, q.heads, d, b, h),
+            head_rows(kv, k.seq, k.heads, d, b, kv_head),
+            head_rows(vv, v.seq, v.heads, d, b, kv_head),
+        ]),
+        _ => Slices::F32([
+            head_rows(&as_f32(&q.values), q.seq, q.heads, d, b, h),
+            head_rows(&as_f32(&k.values), k.seq, k.heads, d, b, kv_head),
+            head_rows(&as_f32(&v.values), v.seq, v.heads, d, b, kv_head),
+        ]),
+    };
+    Ok(Selection {
+        seq_q: q.seq,
+        seq_k: k.seq,
+        head_dim: d,
+        kv_head,
+        slices,
+        source: "from .npy files".into(),
+    })
+}
+
+fn random(args: &WeightsArgs) -> CliResult<Selection> {
+    if args.batch_index >= args.batch || args.head >= args.heads {
+        return Err(format!(
+            "batch {} head {} is outside the {} batch entries and {} heads",
+            args.batch_index, args.head, args.batch, args.heads
+        )
+        .into());
+    }
+    // Only the drawn (batch, head) is generated: its seed depends on both.
+    let seed = args.seed ^ ((args.batch_index as u64) << 32 | args.head as u64);
+    let len = args.seq * args.head_dim;
+    fn three<T: Element>(len: usize, seed: u64) -> [Vec<T>; 3] {
+        [0, 1, 2].map(|i| uniform::<T>(len, seed.wrapping_mul(3) + i).to_vec())
+    }
+    let slices = match args.dtype {
+        DType::F32 => Slices::F32(three(len, seed)),
+        DType::F16 => Slices::F16(three(len, seed)),
+        DType::Bf16 => Slices::Bf16(three(len, seed)),
+    };
+    Ok(Selection {
+        seq_q: args.seq,
+        seq_k: args.seq,
+        head_dim: args.head_dim,
+        kv_head: args.head,
+        slices,
+        source: format!("random inputs, seed {}", args.seed),
+    })
+}
+
+/// Runs the naive path on one (batch, head) and returns (where it ran, the `[seq_q, seq_k]` weights).
+fn naive_weights<T: Element>(
+    target: &Target,
+    backend: Backend,
+    problem: &AttentionProblem,
+    [q, k, v]: &[Vec<T>; 3],
+) -> CliResult<(String, Vec<f32>)> {
+    let options = ForwardOptions::default()
+        .with_kernel(KernelChoice::Naive)
+        .with_weights(true);
+    match (backend, target) {
+        (Backend::Emulator, _) => {
+            let (q, k, v) = (Aligned::from_slice(q), Aligned::from_slice(k), Aligned::from_slice(v));
+            let out = Emulator::new().forward(problem, options, &q, &k, &v)?;
+            Ok(("naive kernels in the CPU emulator".into(), out.weights.unwrap_or_default()))
+        }
+        (Backend::Auto | Backend::Gpu, Target::Gpu(engine)) => {
+            Ok((format!("naive kernels on {}", engine.device().name), gpu_weights(engine, problem, options, q, k, v)?))
+        }
+        (Backend::Gpu, Target::Cpu(why)) => Err(format!("--backend gpu, but no GPU: {why}").into()),
+        (Backend::Gpu, Target::Emulator(_)) => Err("--backend gpu, but no GPU".into()),
+        (Backend::Cpu | Backend::Auto, _) => {
+            let out = backend::attention(problem, q, k, v, false, true)?;
+            Ok(("CPU backend (no GPU used)".into(), out.weights.unwrap_or_default()))
+        }
+    }
+}
+
+fn gpu_weights<T: Element>(
+    engine: &Engine,
+    problem: &AttentionProblem,
+    options: ForwardOptions,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+) -> CliResult<Vec<f32>> {
+    let stream = engine.default_stream();
+    let upload = |x: &[T]| stream.clone_htod(x).map_err(|e| format!("uploading the inputs: {e}"));
+    let (q, k, v) = (upload(q)?, upload(k)?, upload(v)?);
+    let out = engine.forward(problem, options, &q, &k, &v)?;
+    let weights = out.weights.ok_or("the engine returned no weights")?;
+    Ok(stream
+        .clone_dtoh(&weights)
+        .map_err(|e| format!("downloading the weights: {e}"))?)
+}
+
+/// Axis labels from the tokens file: (query labels, key labels).
+type Labels = (Option<Vec<String>>, Option<Vec<String>>);
+
+fn labels(path: Option<&Path>, seq_q: usize, seq_k: usize) -> CliResult<Labels> {
+    let Some(path) = path else {
+        return Ok((None, None));
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let tokens: Vec<String> = text.lines().map(str::to_string).collect();
+    if tokens.len() == seq_k {
+        // Bottom-right alignment: the queries are the last seq_q tokens.
+        let queries = tokens[seq_k.saturating_sub(seq_q)..].to_vec();
+        Ok(((queries.len() == seq_q).then_some(queries), Some(tokens)))
+    } else if tokens.len() == seq_q {
+        Ok((Some(tokens), None))
+    } else {
+        Err(format!(
+            "{} has {} lines: give one token per line, {seq_k} (the keys) or {seq_q} (the queries)",
+            path.display(),
+            tokens.len()
+        )
+        .into())
+    }
+}
+
+pub fn run(args: &WeightsArgs) -> CliResult<ExitCode> {
+    let selection = match (&args.q, &args.k, &args.v) {
+        (Some(q), Some(k), Some(v)) => from_files(args, q, k, v)?,
+        _ => random(args)?,
+    };
+    let (seq_q, seq_k, d) = (selection.seq_q, selection.seq_k, selection.head_dim);
+    let mut problem =
+        AttentionProblem::new(AttentionShape::new(1, seq_q, 1, d).with_seq_k(seq_k)).with_causal(args.causal);
+    if let Some(scale) = args.scale {
+        problem = problem.with_scale(scale);
+    }
+    problem.validate()?;
+    let target = match args.backend {
+        Backend::Cpu | Backend::Emulator => Target::Cpu(format!("--backend {:?}", args.backend).to_lowercase()),
+        Backend::Auto | Backend::Gpu => Target::open(args.device, false)?,
+    };
+    let (ran_on, weights, dtype) = match &selection.slices {
+        Slices::F32(x) => {
+            let (on, w) = naive_weights(&target, args.backend, &problem, x)?;
+            (on, w, "f32")
+        }
+        Slices::F16(x) => {
+            let (on, w) = naive_weights(&target, args.backend, &problem, x)?;
+            (on, w, "f16")
+        }
+        Slices::Bf16(x) => {
+            let (on, w) = naive_weights(&target, args.backend, &problem, x)?;
+            (on, w, "bf16")
+        }
+    };
+    let (row_labels, col_labels) = labels(args.tokens.as_deref(), seq_q, seq_k)?;
+    let pooled = heatmap::pool(&weights, seq_q, seq_k, args.max_cells, args.pool);
+    let title = format!(
+        "attention weights, batch {} head {} (kv head {}), {seq_q} x {seq_k}{}, {dtype}: {}",
+        args.batch_index,
+        args.head,
+        selection.kv_head,
+        if args.causal { " causal" } else { "" },
+        pooled.describe()
+    );
+    heatmap::write(
+        &pooled,
+        row_labels.as_deref(),
+        col_labels.as_deref(),
+        &title,
+        &args.out,
+    )?;
+    println!("weights: {ran_on}, {}", selection.source);
+    println!(
+        "wrote {}: {seq_q} x {seq_k} weights, {} to {} x {} cells",
+        args.out.display(),
+        pooled.describe(),
+        pooled.rows,
+        pooled.cols
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,352 @@
+//! The flash kernel, run through the CPU emulator, against the f64 reference by the tolerance rule, and
+//! against the naive kernel. Same kernel source as the GPU build.
+
+use cuda_attention::cpu::{compare, reference};
+use cuda_attention::emulator::{Emulator, Schedule};
+use cuda_attention::{
+    AttentionProblem, AttentionShape, Element, ForwardOptions, KernelChoice, KernelKind, Layout,
+    Strides,
+};
+use half::{bf16, f16};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Inputs in 16-byte-aligned storage (flash loads 16-byte rows with cp.async).
+struct Aligned<T> {
+    storage: Vec<u128>,
+    len: usize,
+    _marker: std::marker::PhantomData<T>,
+}
+
+impl<T: Element> Aligned<T> {
+    fn random(len: usize, magnitude: f32, rng: &mut StdRng) -> Self {
+        let size = std::mem::size_of::<T>();
+        let mut storage = vec![0u128; (len * size).div_ceil(16).max(1)];
+        let values: Vec<T> = (0..len)
+            .map(|_| T::from_f32(rng.random_range(-magnitude..magnitude)))
+            .collect();
+        // SAFETY: storage holds at least len * size bytes and T is a plain number type.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                values.as_ptr() as *const u8,
+                storage.as_mut_ptr() as *mut u8,
+                len * size,
+            )
+        };
+        Aligned {
+            storage,
+            len,
+            _marker: std::marker::PhantomData,
+        }
+    }
+
+    fn as_slice(&self) -> &[T] {
+        // SAFETY: the storage was filled with len values of T and is suitably aligned for T.
+        unsafe { std::slice::from_raw_parts(self.storage.as_ptr() as *const T, self.len) }
+    }
+}
+
+fn shape(
+    batch: usize,
+    seq_q: usize,
+    seq_k: usize,
+    heads_q: usize,
+    heads_kv: usize,
+    head_dim: usize,
+) -> AttentionShape {
+    AttentionShape {
+        batch,
+        seq_q,
+        seq_k,
+        heads_q,
+        heads_kv,
+        head_dim,
+    }
+}
+
+/// Runs flash (asserting the plan chose it) and checks it against the reference and the naive kernel.
+fn check<T: Element>(name: &str, problem: &AttentionProblem, emulator: &Emulator, magnitude: f32) {
+    check_with::<T>(name, problem, emulator, magnitude, false)
+}
+
+/// As [`check`]; with `rerun`, also requires a second run to be bit-identical.
+fn check_with<T: Element>(
+    name: &str,
+    problem: &AttentionProblem,
+    emulator: &Emulator,
+    magnitude: f32,
+    rerun: bool,
+) {
+    let mut rng = StdRng::seed_from_u64(11);
+    let q = Aligned::<T>::random(problem.required_len("q").unwrap(), magnitude, &mut rng);
+    let k = Aligned::<T>::random(problem.required_len("k").unwrap(), magnitude, &mut rng);
+    let v = Aligned::<T>::random(problem.required_len("v").unwrap(), 1.0, &mut rng);
+    let (q, k, v) = (q.as_slice(), k.as_slice(), v.as_slice());
+    let options = ForwardOptions::default().with_lse(true);
+    let plan = emulator.plan::<T>(problem, options).unwrap();
+    assert_eq!(plan.kernel, KernelKind::Flash, "{name}: {}", plan.reason);
+
+    let label = format!("{name} {} {}", T::DTYPE, emulator.description());
+    let flash = emulator
+        .forward(problem, options, q, k, v)
+        .unwrap_or_else(|e| panic!("{label}: {e}"));
+    let expected = reference::reference(problem, q, k, v).unwrap();
+    let allowed = compare::tolerance(problem, q, k, v, &expected).unwrap();
+    let out_error = compare::compare_output(problem, &flash.out, &expected.out);
+    assert!(
+        out_error.max_abs <= allowed,
+        "{label}: out {out_error}, allowed {allowed:.3e}"
+    );
+    let lse_allowed = compare::softmax_tolerance(problem, q, k).unwrap().lse;
+    let lse_error = compare::compare_lse(problem, flash.lse.as_ref().unwrap(), &expected.lse);
+    assert!(lse_error.max_abs <= lse_allowed, "{label}: lse {lse_error}");
+
+    let naive = emulator
+        .forward(problem, options.with_kernel(KernelChoice::Naive), q, k, v)
+        .unwrap_or_else(|e| panic!("{label} naive: {e}"));
+    let naive_as_reference: Vec<f64> = (0..problem.shape.batch)
+        .flat_map(|b| (0..problem.shape.seq_q).map(move |s| (b, s)))
+        .flat_map(|(b, s)| (0..problem.shape.heads_q).map(move |h| (b, s, h)))
+        .flat_map(|(b, s, h)| (0..problem.shape.head_dim).map(move |d| (b, s, h, d)))
+        .map(|(b, s, h, d)| naive.out[problem.out_strides.offset(b, s, h, d)].to_f64())
+        .collect();
+    let agreement = compare::compare_output(problem, &flash.out, &naive_as_reference);
+    assert!(
+        agreement.max_abs <= 2.0 * allowed,
+        "{label}: flash vs naive {agreement}"
+    );
+
+    if !rerun {
+        return;
+    }
+    let again = emulator.forward(problem, options, q, k, v).unwrap();
+    let same = flash
+        .out
+        .iter()
+        .zip(&again.out)
+        .all(|(a, b)| a.to_f64().to_bits() == b.to_f64().to_bits());
+    assert!(same, "{label}: two runs differ");
+}
+
+/// Every head dim x dtype on a ragged, causal, GQA shape (both schedules).
+#[test]
+fn every_head_dim_and_dtype_matches_the_reference() {
+    for schedule in [Schedule::RoundRobin, Schedule::Reversed] {
+        let emulator = Emulator::new().with_schedule(schedule);
+        for head_dim in [32, 64, 96, 128, 160, 192, 224, 256] {
+            let problem = AttentionProblem::new(shape(1, 77, 93, 4, 2, head_dim))
+                .with_causal(head_dim % 64 == 0);
+            check::<f16>(&format!("d{head_dim}"), &problem, &emulator, 1.0);
+            check::<bf16>(&format!("d{head_dim}"), &problem, &emulator, 1.0);
+        }
+    }
+}
+
+/// The sequence-length pairs FlashAttention's tests use, causal and not.
+#[test]
+fn ragged_sequence_pairs_match_the_reference() {
+    let emulator = Emulator::new().with_schedule(Schedule::Random { seed: 5 });
+    let pairs = [
+        (113, 203),
+        (128, 217),
+        (108, 256),
+        (512, 256),
+        (1, 147),
+        (3, 799),
+        (127, 513),
+        (33, 17),
+        (1, 1),
+    ];
+    for (seq_q, seq_k) in pairs {
+        for causal in [false, true] {
+            let problem =
+                AttentionProblem::new(shape(1, seq_q, seq_k, 2, 1, 64)).with_causal(causal);
+            check::<bf16>(
+                &format!("{seq_q}x{seq_k} causal={causal}"),
+                &problem,
+                &emulator,
+                1.0,
+            );
+        }
+    }
+}
+
+#[test]
+fn long_square_and_off_by_one_sequences() {
+    let emulator = Emulator::new();
+    for (seq_q, seq_k) in [(1023, 1024), (1024, 1023)] {
+        let problem = AttentionProblem::new(shape(1, seq_q, seq_k, 1, 1, 128)).with_causal(true);
+        check::<f16>(&format!("{seq_q}x{seq_k}"), &problem, &emulator, 1.0);
+    }
+}
+
+/// Rows that see no key (seq_q > seq_k, causal) are 0 with lse -inf; no keys at all likewise.
+#[test]
+fn fully_masked_rows_are_zero_never_nan() {
+    let emulator = Emulator::new();
+    for (seq_q, seq_k) in [(100, 37), (70, 1), (5, 0)] {
+        let problem = AttentionProblem::new(shape(2, seq_q, seq_k, 2, 2, 32)).with_causal(true);
+        check::<f16>(&format!("{seq_q}x{seq_k}"), &problem, &emulator, 1.0);
+        let q = vec![f16::ONE; problem.required_len("q").unwrap()];
+        let kv = vec![f16::ONE; problem.required_len("k").unwrap().max(8)];
+        let result = emulator
+            .forward(
+                &problem,
+                ForwardOptions::default().with_lse(true),
+                &q,
+                &kv,
+                &kv,
+            )
+            .unwrap();
+        let lse = result.lse.unwrap();
+        let masked_rows = seq_q - seq_k.min(seq_q);
+        for b in 0..2 {
+            for h in 0..2 {
+                for i in 0..masked_rows {
+                    assert_eq!(lse[(b * 2 + h) * seq_q + i], f32::NEG_INFINITY, "row {i}");
+                    for d in 0..32 {
+                        let value = result.out[problem.out_strides.offset(b, i, h, d)];
+                        assert!(value.to_bits() == 0, "row {i} col {d}: {value}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn large_logits_stay_finite_and_match() {
+    let emulator = Emulator::new();
+    let problem = AttentionProblem::new(shape(1, 65, 130, 2, 2, 64));
+    check::<bf16>("large logits", &problem, &emulator, 8.0);
+    check::<f16>("large logits", &problem, &emulator, 4.0);
+}
+
+/// [b, h, s, d], padded strides (multiples of 8 elements) carrying a head dim that is not one, and MQA.
+#[test]
+fn strided_layouts_and_padded_head_dims() {
+    let emulator = Emulator::new();
+    let bhsd = AttentionProblem::new(shape(2, 40, 72, 3, 3, 64))
+        .with_layout(Layout::Bhsd)
+        .with_causal(true);
+    check::<f16>("bhsd", &bhsd, &emulator, 1.0);
+    for head_dim in [40, 59, 111] {
+        let padded = (head_dim + 7) / 8 * 8;
+        let row = |heads: usize| Strides {
+            batch: 50 * heads * padded + 8,
+            seq: heads * padded,
+            head: padded,
+        };
+        let problem = AttentionProblem::new(shape(2, 50, 45, 4, 1, head_dim)).with_strides(
+            row(4),
+            row(1),
+            Strides::bhsd(45, 1, padded),
+            row(4),
+        );
+        check::<bf16>(
+            &format!("d{head_dim} padded strides MQA"),
+            &problem,
+            &emulator,
+            1.0,
+        );
+    }
+}
+
+/// Sliding windows, soft cap and ALiBi (runtime flags of the same instantiations), alone and together.
+#[test]
+fn window_softcap_and_alibi_match_the_reference() {
+    let emulator = Emulator::new();
+    let base = AttentionProblem::new(shape(1, 90, 150, 4, 2, 64));
+    let slopes: Vec<f32> = (0..4)
+        .map(|h| (-8.0 * (h + 1) as f32 / 4.0).exp2())
+        .collect();
+    let cases = [
+        (
+            "window left 20",
+            base.clone().with_window(Some(20), None),
+            1.0,
+        ),
+        (
+            "window right 5",
+            base.clone().with_window(None, Some(5)),
+            1.0,
+        ),
+        (
+            "window 17/3",
+            base.clone().with_window(Some(17), Some(3)),
+            1.0,
+        ),
+        (
+            "local causal 40",
+            base.clone()
+                .with_causal(true)
+                .with_window(Some(40), Some(0)),
+            1.0,
+        ),
+        (
+            "softcap 5, large logits",
+            base.clone().with_softcap(5.0),
+            4.0,
+        ),
+        (
+            "alibi causal",
+            base.clone()
+                .with_causal(true)
+                .with_alibi_slopes(slopes.clone()),
+            1.0,
+        ),
+        (
+            "window + softcap + alibi",
+            base.clone()
+                .with_window(Some(33), Some(7))
+                .with_softcap(2.0)
+                .with_alibi_slopes(slopes),
+            2.0,
+        ),
+        (
+            "seq_q > seq_k, narrow causal window: empty rows",
+            AttentionProblem::new(shape(1, 120, 50, 2, 2, 32))
+                .with_causal(true)
+                .with_window(Some(3), Some(0)),
+            1.0,
+        ),
+    ];
+    for (name, problem, magnitude) in cases {
+        check::<bf16>(name, &problem, &emulator, magnitude);
+        check::<f16>(name, &problem, &emulator, magnitude.min(2.0));
+    }
+}
+
+/// The f32 flash path (CUDA cores, O(seq) memory): any head dim, no alignment needed.
+#[test]
+fn f32_flash_matches_the_reference() {
+    let emulator = Emulator::new();
+    let slopes: Vec<f32> = vec![0.5, 0.25, 0.125, 0.0625];
+    let cases = [
+        (
+            "d59 ragged causal GQA",
+            AttentionProblem::new(shape(1, 45, 77, 4, 2, 59)).with_causal(true),
+        ),
+        (
+            "d256 sq > sk causal",
+            AttentionProblem::new(shape(1, 70, 33, 2, 1, 256)).with_causal(true),
+        ),
+        ("d1", AttentionProblem::new(shape(2, 9, 40, 1, 1, 1))),
+        (
+            "d128 bhsd window",
+            AttentionProblem::new(shape(1, 64, 100, 4, 4, 128))
+                .with_layout(Layout::Bhsd)
+                .with_window(Some(20), Some(4)),
+        ),
+        (
+            "d64 softcap alibi",
+            AttentionProblem::new(shape(1, 50, 60, 4, 4, 64))
+                .with_softcap(3.0)
+                .with_alibi_slopes(slopes),
+        ),
+        ("seq_k 0", AttentionProblem::new(shape(1, 5, 0, 2, 2, 16))),
+    ];
+    for (name, problem) in cases {
+        check::<f32>(name, &problem, &emulator, 1.0);
+    }
+}
