@@ -52,9 +52,7 @@ extern "C" int32_t cuda_emu_launch(const char *kernel, uint32_t grid_x, uint32_t
     }
 }
 
-extern "C" uint32_t cuda_emu_kernel_count(void) {
-    return static_cast<uint32_t>(cuda_emu::sorted_kernels().size());
-}
+extern "C" uint32_t cuda_emu_kernel_count(void) { return static_cast<uint32_t>(cuda_emu::sorted_kernels().size()); }
 
 extern "C" const char *cuda_emu_kernel_name(uint32_t index) {
     const auto &kernels = cuda_emu::sorted_kernels();
@@ -69,23 +67,27 @@ extern "C" int32_t cuda_emu_fragment_element(uint32_t fragment, uint32_t lane, u
     const int l = static_cast<int>(lane), i = static_cast<int>(element);
     switch (fragment) {
     case CUDA_EMU_FRAGMENT_MMA_A:
-        if (element >= 8) return -1;
+        if (element >= 8)
+            return -1;
         *row = static_cast<uint32_t>(mma_a_row(l, i));
         *col = static_cast<uint32_t>(mma_a_col(l, i));
         return 0;
     case CUDA_EMU_FRAGMENT_MMA_B:
-        if (element >= 4) return -1;
+        if (element >= 4)
+            return -1;
         *row = static_cast<uint32_t>(mma_b_k(l, i));
         *col = static_cast<uint32_t>(mma_b_n(l, i));
         return 0;
     case CUDA_EMU_FRAGMENT_MMA_C:
-        if (element >= 4) return -1;
+        if (element >= 4)
+            return -1;
         *row = static_cast<uint32_t>(mma_c_row(l, i));
         *col = static_cast<uint32_t>(mma_c_col(l, i));
         return 0;
     case CUDA_EMU_FRAGMENT_LDMATRIX:
     case CUDA_EMU_FRAGMENT_LDMATRIX_TRANS: {
-        if (element >= 8) return -1;
+        if (element >= 8)
+            return -1;
         const bool trans = fragment == CUDA_EMU_FRAGMENT_LDMATRIX_TRANS;
         *row = static_cast<uint32_t>(ldmatrix_row(l, i & 1, trans));
         *col = static_cast<uint32_t>(ldmatrix_col(l, i & 1, trans));

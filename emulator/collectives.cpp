@@ -39,7 +39,8 @@ std::string hex(unsigned mask) {
 }
 
 /* Joins (or opens) the collective of the calling lane's warp. */
-Collective &join(Thread *self, CollectiveOp op, int variant, int width, unsigned mask, Site site, const char *name) {
+Collective &join(Thread *self, CollectiveOp op, int variant, int width, unsigned mask, Site site,
+                 const char *name) {
     Warp &warp = warp_of(self);
     const unsigned bit = lane_bit(self);
     const std::string where = std::string(name) + " at " + format_site(site);
@@ -67,7 +68,8 @@ Collective &join(Thread *self, CollectiveOp op, int variant, int width, unsigned
         if (c.op != op || c.variant != variant || c.width != width || c.mask != mask || !same_site(c.site, site)) {
             fail_thread(self, "divergent warp collective: lane " + std::to_string(self->context.lane) + " called " +
                                   where + " with mask " + hex(mask) + " while lanes " + format_lanes(c.arrived) +
-                                  " wait at " + c.name + " at " + format_site(c.site) + " with mask " + hex(c.mask));
+                                  " wait at " + c.name + " at " + format_site(c.site) + " with mask " +
+                                  hex(c.mask));
         }
         return c;
     }
@@ -228,7 +230,8 @@ unsigned ballot(Site site, unsigned mask, int predicate) {
 
 /* ---- mma.sync.m16n8k16 --------------------------------------------------------------------------- */
 
-void mma_m16n8k16(Site site, MmaInput input, const uint32_t a[4], const uint32_t b[2], const float c[4], float d[4]) {
+void mma_m16n8k16(Site site, MmaInput input, const uint32_t a[4], const uint32_t b[2], const float c[4],
+                  float d[4]) {
     Thread *self = running;
     const char *name = input == MmaInput::F16 ? "mma.sync.m16n8k16.f16" : "mma.sync.m16n8k16.bf16";
     Collective &k = join(self, CollectiveOp::Mma, (int)input, 0, 0xffffffffu, site, name);
@@ -367,8 +370,8 @@ void check_exit_against_collectives(Thread *self) {
     const Warp &warp = warp_of(self);
     for (const Collective &c : warp.pending) {
         if (c.mask & lane_bit(self)) {
-            fail_thread(self, "exited while lanes " + format_lanes(c.arrived) + " wait for it at " + c.name + " at " +
-                                  format_site(c.site) + " (mask " + hex(c.mask) + ")");
+            fail_thread(self, "exited while lanes " + format_lanes(c.arrived) + " wait for it at " + c.name +
+                                  " at " + format_site(c.site) + " (mask " + hex(c.mask) + ")");
         }
     }
 }

@@ -67,9 +67,9 @@ struct Thread {
     int index = 0; /* linear index in the block: x + y * bx + z * bx * by */
     ThreadState state = ThreadState::Ready;
     int barrier_result = 0;
-    uint32_t result[4] = {0, 0, 0, 0};   /* a collective's output for this lane */
-    std::vector<CopyRecord> copies;      /* cp.async copies issued and not landed, oldest first */
-    std::vector<size_t> group_ends;      /* end (in copies) of each committed, not landed group */
+    uint32_t result[4] = {0, 0, 0, 0}; /* a collective's output for this lane */
+    std::vector<CopyRecord> copies;    /* cp.async copies issued and not landed, oldest first */
+    std::vector<size_t> group_ends;    /* end (in copies) of each committed, not landed group */
 };
 
 /* One warp-wide operation in progress: the lanes of `mask` meet here. */
@@ -83,8 +83,8 @@ struct Collective {
     const char *name;
     unsigned mask;
     unsigned arrived;
-    uint64_t value[32];    /* shuffle value, ballot predicate */
-    int32_t operand[32];   /* shuffle lane/delta/mask */
+    uint64_t value[32];     /* shuffle value, ballot predicate */
+    int32_t operand[32];    /* shuffle lane/delta/mask */
     uint32_t words[32][10]; /* mma a[4] b[2] c[4]; ldmatrix row */
 };
 

@@ -305,7 +305,9 @@ void fail_thread(Thread *self, const std::string &message) {
     return_to_worker(self);
 }
 
-void fail(Site site, const char *message) { fail_thread(running, std::string(message) + " at " + format_site(site)); }
+void fail(Site site, const char *message) {
+    fail_thread(running, std::string(message) + " at " + format_site(site));
+}
 
 /* ---- __syncthreads -------------------------------------------------------------------------------- */
 
@@ -372,6 +374,42 @@ int sync_threads(Site site, BarrierReduce reduce, int value) {
 
 namespace {
 
+#if defined(CUDA_EMU_TSAN)
+/* TSan fibers outlive workers: creating one costs more than running a small block (TSan maps and clears
+ * its per-thread state), so finished workers hand theirs back for the next launch. A fiber taken by
+ * another host thread is ordered after its last use by the pool's mutex and by each block's tsan_start. */
+class TsanFiberPool {
+  public:
+    void *take() {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (free_.empty()) {
+            return __tsan_create_fiber(0);
+        }
+        void *fiber = free_.back();
+        free_.pop_back();
+        return fiber;
+    }
+    void give(void *fiber, bool reusable) {
+        if (!reusable) {
+            __tsan_destroy_fiber(fiber);
+            return;
+        }
+        std::lock_guard<std::mutex> lock(mutex_);
+        free_.push_back(fiber);
+    }
+
+  private:
+    std::mutex mutex_;
+    std::vector<void *> free_;
+};
+
+/* Constructed before main (a function-local static would be initialised by whichever worker comes first,
+ * through a guard that this uninstrumented file reads without telling TSan). */
+TsanFiberPool tsan_fiber_pool;
+
+TsanFiberPool &tsan_fibers() { return tsan_fiber_pool; }
+#endif
+
 /* Fiber stacks of one worker: one mapping, a PROT_NONE guard page below each stack, so an overflow stops
  * with SIGSEGV instead of corrupting a neighbour. Pages are committed only when touched. */
 class StackArena {
@@ -381,7 +419,8 @@ class StackArena {
         stack_bytes_ = (stack_bytes + page - 1) / page * page;
         stride_ = stack_bytes_ + page;
         bytes_ = stride_ * count;
-        void *base = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        void *base =
+            mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (base == MAP_FAILED) {
             throw std::runtime_error("cannot map " + std::to_string(bytes_) + " bytes of fiber stacks");
         }
@@ -421,7 +460,8 @@ class Worker {
             Thread &t = b.threads[(size_t)i];
             t.block = &b;
             t.index = i;
-            t.context.thread_idx = uint3{(unsigned)i % bd.x, (unsigned)i / bd.x % bd.y, (unsigned)i / (bd.x * bd.y)};
+            t.context.thread_idx =
+                uint3{(unsigned)i % bd.x, (unsigned)i / bd.x % bd.y, (unsigned)i / (bd.x * bd.y)};
             t.context.block_dim = bd;
             t.context.grid_dim = launch.grid;
             t.context.lane = (unsigned)i % 32;
@@ -443,19 +483,18 @@ class Worker {
         }
 #endif
 #if defined(CUDA_EMU_TSAN)
-        /* One TSan fiber per thread slot for the worker's lifetime (creating one per block costs more than
-         * the block itself); run_block orders each block after the previous one explicitly. */
         b.host.tsan = __tsan_get_current_fiber();
         for (Thread &t : b.threads) {
-            t.fiber.tsan = __tsan_create_fiber(0);
+            t.fiber.tsan = tsan_fibers().take();
         }
 #endif
     }
 
     ~Worker() {
 #if defined(CUDA_EMU_TSAN)
+        /* A failed block's fibers were abandoned mid-kernel (their TSan call stacks never unwound). */
         for (Thread &t : block_.threads) {
-            __tsan_destroy_fiber(t.fiber.tsan);
+            tsan_fibers().give(t.fiber.tsan, !failed_);
         }
 #endif
     }
@@ -464,6 +503,13 @@ class Worker {
 
     /* Runs one block to completion; false when it failed (the launch holds the error). */
     bool run_block(uint64_t linear) {
+        const bool ok = run_block_once(linear);
+        failed_ = failed_ || !ok;
+        return ok;
+    }
+
+  private:
+    bool run_block_once(uint64_t linear) {
         Block &b = block_;
         const dim3 grid = launch_.grid;
         b.linear = linear;
@@ -543,10 +589,10 @@ class Worker {
         return !b.failed;
     }
 
-  private:
     Launch &launch_;
     StackArena stacks_;
     Block block_;
+    bool failed_ = false;
 };
 
 uint64_t gcd(uint64_t a, uint64_t b) {
@@ -682,7 +728,8 @@ LaunchStatus launch_kernel(const LaunchRequest &request, std::string *message) {
             launch.record_error(0, std::string("the emulator itself failed: ") + e.what());
         }
     };
-    unsigned workers = request.host_threads > 0 ? request.host_threads : std::max(1u, std::thread::hardware_concurrency());
+    unsigned workers =
+        request.host_threads > 0 ? request.host_threads : std::max(1u, std::thread::hardware_concurrency());
     workers = (unsigned)std::min<uint64_t>(workers, blocks);
     std::vector<std::thread> helpers;
     for (unsigned i = 1; i < workers; ++i) {

@@ -29,7 +29,7 @@
 #define LAYOUT_PROBE_MMA (2 * 32 * 4)
 #define LAYOUT_PROBE_MMA_LDSM (2 * 32 * 4)
 #define LAYOUT_PROBE_CP_ASYNC 24
-#define LAYOUT_PROBE_VALUES \
+#define LAYOUT_PROBE_VALUES                                                                                        \
     (LAYOUT_PROBE_HEADER + LAYOUT_PROBE_LDMATRIX + LAYOUT_PROBE_MMA + LAYOUT_PROBE_MMA_LDSM + LAYOUT_PROBE_CP_ASYNC)
 /* Shared memory: 4 8x8 matrices (512 B), A 16x16 (512 B), B 16x8 (256 B), 3 cp.async chunks (48 B). */
 #define LAYOUT_PROBE_SHARED_BYTES (512 + 512 + 256 + 48)
@@ -48,13 +48,16 @@ template <typename T> __device__ __forceinline__ uint16_t probe_bits(float x) {
     return bits;
 }
 
-template <typename T> __device__ __forceinline__ void probe_mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
-template <> __device__ __forceinline__ void probe_mma<__half>(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+template <typename T>
+__device__ __forceinline__ void probe_mma(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
+template <>
+__device__ __forceinline__ void probe_mma<__half>(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
     const float c[4] = {d[0], d[1], d[2], d[3]};
     mma_m16n8k16_f16(d, a, b, c);
 }
-template <> __device__ __forceinline__ void probe_mma<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4],
-                                                                     const uint32_t (&b)[2]) {
+template <>
+__device__ __forceinline__ void probe_mma<__nv_bfloat16>(float (&d)[4], const uint32_t (&a)[4],
+                                                         const uint32_t (&b)[2]) {
     const float c[4] = {d[0], d[1], d[2], d[3]};
     mma_m16n8k16_bf16(d, a, b, c);
 }
@@ -105,9 +108,9 @@ KERNEL_ENTRY(layout_probe, 32) {
     float *out = static_cast<float *>(p.out);
     const int lane = threadIdx.x;
     unsigned char *shared = dynamic_shared<unsigned char>();
-    uint16_t *matrices = reinterpret_cast<uint16_t *>(shared);    // [4][8][8]
-    __half *a_f16 = reinterpret_cast<__half *>(shared + 512);      // [16][16]
-    __half *b_f16 = reinterpret_cast<__half *>(shared + 1024);     // [16][8]
+    uint16_t *matrices = reinterpret_cast<uint16_t *>(shared);      // [4][8][8]
+    __half *a_f16 = reinterpret_cast<__half *>(shared + 512);       // [16][16]
+    __half *b_f16 = reinterpret_cast<__half *>(shared + 1024);      // [16][8]
     uint16_t *landed = reinterpret_cast<uint16_t *>(shared + 1280); // [3][8]
 
     if (lane == 0) {

@@ -22,7 +22,7 @@ for line in sys.stdin:
         if target["name"] != "bindings":
             shutil.copy(exe, ".gpu/tests/" + target["name"])
 '
-cp scripts/gpu-suite.sh .gpu/
+cp scripts/gpu-suite.sh benches/torch_sdpa.py .gpu/
 git rev-parse --short HEAD > .gpu/COMMIT 2>/dev/null || echo unknown > .gpu/COMMIT
 git diff --quiet 2>/dev/null || echo "+dirty" >> .gpu/COMMIT
 echo "packed into .gpu/: $(ls .gpu/tests | tr '\n' ' ')"

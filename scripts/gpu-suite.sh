@@ -4,8 +4,9 @@
 # 1. facts: GPU, driver, whether the Rust binaries run here;
 # 2. every test binary with the device present;
 # 3. compute-sanitizer memcheck, racecheck, synccheck on a small naive run;
-# 4. attn bench (the default sweep);
+# 4. PyTorch SDPA per backend (benches/torch_sdpa.py), then attn bench on the same sweep, compared;
 # and a short summary table, printed last. Budget: under 8 minutes on one H100.
+# The layout probe test writes the real fragment layouts to $GPU_OUT (commit them as a golden file).
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:-${GPU_OUT:-${OUT:-./gpu-out}}}"
@@ -50,11 +51,17 @@ else
   echo "| sanitizer | compute-sanitizer not found | 0 |" >> "$summary"
 fi
 
-step bench 300 "$ATTN_BIN" bench
+if python3 -c "import torch" 2>/dev/null; then
+  step torch-sdpa 150 python3 "$here/torch_sdpa.py" --out "$out/torch.json"
+  step bench 240 "$ATTN_BIN" bench --out "$out/bench" --compare "$out/torch.json"
+else
+  echo "| torch-sdpa | PyTorch not importable | 0 |" >> "$summary"
+  step bench 240 "$ATTN_BIN" bench --out "$out/bench"
+fi
 
 echo
 cat "$out/facts.log"
 echo
-grep -E "^ +[0-9]+ " "$out/bench.log" | head -40
+tail -n 60 "$out/bench.log"
 echo
 cat "$summary"

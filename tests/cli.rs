@@ -4,8 +4,14 @@ use std::process::Command;
 
 use cuda_attention::gpu::driver_present;
 
+/// The binary under test: `$ATTN_BIN` when set (the GPU suite runs the tests from a packed folder), else
+/// the one cargo built.
+fn attn_bin() -> String {
+    std::env::var("ATTN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_attn").to_string())
+}
+
 fn attn(args: &[&str]) -> (bool, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_attn"))
+    let output = Command::new(attn_bin())
         .args(args)
         .output()
         .expect("attn runs");
@@ -66,17 +72,44 @@ fn bench_runs_a_small_sweep_on_the_cpu() {
         "64",
         "--heads",
         "2",
-        "--head-dim",
+        "--head-dims",
         "16",
-        "--cpu-iters",
-        "2",
+        "--iters",
+        "3",
     ]);
     assert!(ok, "{text}");
     assert!(text.contains("backend: CPU"), "{text}");
     for seq in ["16", "32"] {
         assert!(
             text.lines()
-                .any(|l| l.split_whitespace().next() == Some(seq) && l.contains("cpu")),
+                .any(|l| l.split_whitespace().nth(3) == Some(seq) && l.contains(" cpu ")),
+            "{text}"
+        );
+    }
+}
+
+#[test]
+fn check_runs_the_kernels_in_the_emulator() {
+    for kernel in ["emulator-naive", "emulator-flash"] {
+        let (ok, text) = attn(&[
+            "check",
+            "--kernel",
+            kernel,
+            "--batch",
+            "1",
+            "--seq-q",
+            "37",
+            "--heads",
+            "2",
+            "--head-dim",
+            "64",
+            "--causal",
+            "--schedule",
+            "random:3",
+        ]);
+        assert!(ok, "{text}");
+        assert!(
+            text.contains(kernel) && text.contains("CPU emulator") && !text.contains("FAIL"),
             "{text}"
         );
     }

@@ -1701,77 +1701,77 @@ fn invalid_softcap_alibi_and_window_give_their_specific_error_everywhere() {
     let problem = AttentionProblem::new(base_shape()).with_causal(true);
     let heads = problem.shape.heads_q;
     assert_eq!(heads, 4);
-    let softcap_message = |e: &AttentionError| {
+    let softcap_message: ErrorCheck = |e| {
         matches!(e, AttentionError::InvalidArgument(m)
             if m.contains("softcap") && m.contains("finite") && m.contains("above 0"))
     };
-    let alibi_message = |e: &AttentionError| {
+    let alibi_message: ErrorCheck = |e| {
         matches!(e, AttentionError::InvalidArgument(m)
             if m.contains("ALiBi") && m.contains("4 finite slopes") && m.contains("query head"))
     };
-    let window = |e: &AttentionError| {
+    let window: ErrorCheck = |e| {
         matches!(e, AttentionError::SizeOverflow { what: "window", detail }
             if detail.contains("None"))
     };
-    let cases: Vec<(&str, AttentionProblem, &dyn Fn(&AttentionError) -> bool)> = vec![
+    let cases: Vec<(&str, AttentionProblem, ErrorCheck)> = vec![
         (
             "softcap 0",
             problem.clone().with_softcap(0.0),
-            &softcap_message,
+            softcap_message,
         ),
         (
             "softcap -0",
             problem.clone().with_softcap(-0.0),
-            &softcap_message,
+            softcap_message,
         ),
         (
             "softcap -1",
             problem.clone().with_softcap(-1.0),
-            &softcap_message,
+            softcap_message,
         ),
         (
             "softcap NaN",
             problem.clone().with_softcap(f32::NAN),
-            &softcap_message,
+            softcap_message,
         ),
         (
             "softcap inf",
             problem.clone().with_softcap(f32::INFINITY),
-            &softcap_message,
+            softcap_message,
         ),
         (
             "no slopes",
             problem.clone().with_alibi_slopes(Vec::new()),
-            &alibi_message,
+            alibi_message,
         ),
         (
             "3 slopes",
             problem.clone().with_alibi_slopes(geometric_slopes(3)),
-            &alibi_message,
+            alibi_message,
         ),
         (
             "5 slopes",
             problem.clone().with_alibi_slopes(geometric_slopes(5)),
-            &alibi_message,
+            alibi_message,
         ),
         (
             "NaN slope",
             problem
                 .clone()
                 .with_alibi_slopes(vec![0.5, f32::NAN, 0.1, 0.2]),
-            &alibi_message,
+            alibi_message,
         ),
         (
             "infinite slope",
             problem
                 .clone()
                 .with_alibi_slopes(vec![0.5, 0.25, f32::NEG_INFINITY, 0.2]),
-            &alibi_message,
+            alibi_message,
         ),
         (
             "huge window",
             problem.clone().with_window(Some(usize::MAX), None),
-            &window,
+            window,
         ),
     ];
     for (name, problem, expected) in cases {

@@ -231,7 +231,7 @@ fn strided_layouts_and_padded_head_dims() {
         .with_causal(true);
     check::<f16>("bhsd", &bhsd, &emulator, 1.0);
     for head_dim in [40, 59, 111] {
-        let padded = (head_dim + 7) / 8 * 8;
+        let padded = usize::div_ceil(head_dim, 8) * 8;
         let row = |heads: usize| Strides {
             batch: 50 * heads * padded + 8,
             seq: heads * padded,

@@ -15,7 +15,8 @@
  *                                                      col = 2 * thread_in_group + bit0(i) + 8 * bit2(i)
  *   B (16 x 8, k x n, 4 halves in 2 registers):        k   = 2 * thread_in_group + bit0(i) + 8 * bit1(i)
  *                                                      n   = group
- *   C, D (16 x 8 f32, 4 accumulators):                 row = group + 8 * bit1(i),  col = 2 * thread_in_group + bit0(i)
+ *   C, D (16 x 8 f32, 4 accumulators):                 row = group + 8 * bit1(i)
+ *                                                      col = 2 * thread_in_group + bit0(i)
  *   ldmatrix: register j of lane holds matrix j's      row = lane / 4, col = 2 * (lane % 4) + half
  *             (.trans: row and col swapped)
  */
@@ -41,8 +42,12 @@ FRAGMENT_LAYOUT_FN int mma_c_row(int lane, int i) { return (lane >> 2) + 8 * ((i
 FRAGMENT_LAYOUT_FN int mma_c_col(int lane, int i) { return 2 * (lane & 3) + (i & 1); }
 
 /* ldmatrix.m8n8: half h (0 low, 1 high) of register j holds element (row, col) of matrix j. */
-FRAGMENT_LAYOUT_FN int ldmatrix_row(int lane, int half, bool trans) { return trans ? 2 * (lane & 3) + half : lane >> 2; }
-FRAGMENT_LAYOUT_FN int ldmatrix_col(int lane, int half, bool trans) { return trans ? lane >> 2 : 2 * (lane & 3) + half; }
+FRAGMENT_LAYOUT_FN int ldmatrix_row(int lane, int half, bool trans) {
+    return trans ? 2 * (lane & 3) + half : lane >> 2;
+}
+FRAGMENT_LAYOUT_FN int ldmatrix_col(int lane, int half, bool trans) {
+    return trans ? lane >> 2 : 2 * (lane & 3) + half;
+}
 
 /* ldmatrix: the lane whose address gives row r of matrix j. */
 FRAGMENT_LAYOUT_FN int ldmatrix_address_lane(int matrix, int row) { return 8 * matrix + row; }

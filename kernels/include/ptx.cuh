@@ -134,7 +134,9 @@ inline void ldmatrix_emulated(Site site, int matrices, bool trans, const void *r
 
 __device__ __forceinline__ void ldmatrix_x1(uint32_t &r0, const void *smem_row PTX_SITE_PARAMS) {
 #if defined(__CUDA_ARCH__)
-    asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n" : "=r"(r0) : "r"(PTX_SHARED_ADDRESS(smem_row)));
+    asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n"
+                 : "=r"(r0)
+                 : "r"(PTX_SHARED_ADDRESS(smem_row)));
 #elif !defined(__CUDACC__)
     uint32_t regs[4];
     ::cuda_emu::ldmatrix_emulated(CUDA_EMU_SITE, 1, false, smem_row, regs, "ldmatrix.x1");
@@ -183,7 +185,8 @@ __device__ __forceinline__ void ldmatrix_x1_trans(uint32_t &r0, const void *smem
 #endif
 }
 
-__device__ __forceinline__ void ldmatrix_x2_trans(uint32_t &r0, uint32_t &r1, const void *smem_row PTX_SITE_PARAMS) {
+__device__ __forceinline__ void ldmatrix_x2_trans(uint32_t &r0, uint32_t &r1,
+                                                  const void *smem_row PTX_SITE_PARAMS) {
 #if defined(__CUDA_ARCH__)
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
                  : "=r"(r0), "=r"(r1)
@@ -232,10 +235,11 @@ inline void land_cp_async(void *shared_dst, const void *global_src, int src_byte
  * load zeros past the end of a tensor with a clamped, still valid, source pointer). The destination is
  * undefined until a cp_async_wait_group that covers the copy's group: the emulator fills it with NaN
  * bytes until then. */
-__device__ __forceinline__ void cp_async_16(void *smem_dst, const void *gmem_src, int src_bytes = 16 PTX_SITE_PARAMS) {
+__device__ __forceinline__ void cp_async_16(void *smem_dst, const void *gmem_src,
+                                            int src_bytes = 16 PTX_SITE_PARAMS) {
 #if defined(__CUDA_ARCH__)
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(PTX_SHARED_ADDRESS(smem_dst)), "l"(gmem_src),
-                 "r"(src_bytes));
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(PTX_SHARED_ADDRESS(smem_dst)),
+                 "l"(gmem_src), "r"(src_bytes));
 #elif !defined(__CUDACC__)
     ::cuda_emu::check_cp_async(CUDA_EMU_SITE, smem_dst, gmem_src, src_bytes);
     memset(smem_dst, 0xff, 16);

@@ -598,7 +598,7 @@ impl<'a> Adjust<'a> {
     fn apply(&self, head: usize, i: usize, first_key: usize, scores: &mut [f32]) {
         if let Some(cap) = self.softcap {
             for s in scores.iter_mut() {
-                *s = *s + 0.0 * cap;
+                *s = cap * (*s / cap).tanh();
             }
         }
         if let Some(slopes) = self.slopes {

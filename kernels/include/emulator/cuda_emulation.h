@@ -58,9 +58,9 @@
 
 /* ---- Kernel entry points ------------------------------------------------------------------------- */
 
-#define KERNEL_ENTRY(name, max_threads)                                                                  \
-    static void name(AttentionParams p);                                                                 \
-    static const ::cuda_emu::KernelRegistration cuda_emu_registration_##name(#name, (max_threads), &name); \
+#define KERNEL_ENTRY(name, max_threads)                                                                            \
+    static void name(AttentionParams p);                                                                           \
+    static const ::cuda_emu::KernelRegistration cuda_emu_registration_##name(#name, (max_threads), &name);         \
     static void name(AttentionParams p)
 
 /* ---- Barriers ------------------------------------------------------------------------------------ */
@@ -100,7 +100,8 @@ inline void __threadfence_block() { CUDA_EMU_FENCE(); }
 
 namespace cuda_emu {
 template <typename T> inline uint64_t to_lane_bits(T value) {
-    static_assert(sizeof(T) <= 8 && std::is_trivially_copyable<T>::value, "shuffles move values of at most 8 bytes");
+    static_assert(sizeof(T) <= 8 && std::is_trivially_copyable<T>::value,
+                  "shuffles move values of at most 8 bytes");
     uint64_t bits = 0;
     memcpy(&bits, &value, sizeof(T));
     return bits;
@@ -112,21 +113,25 @@ template <typename T> inline T from_lane_bits(uint64_t bits) {
 }
 } /* namespace cuda_emu */
 
-template <typename T> inline T __shfl_sync(unsigned mask, T var, int src_lane, int width = warpSize, CUDA_EMU_SITE_PARAMS) {
+template <typename T>
+inline T __shfl_sync(unsigned mask, T var, int src_lane, int width = warpSize, CUDA_EMU_SITE_PARAMS) {
     return ::cuda_emu::from_lane_bits<T>(::cuda_emu::shuffle(CUDA_EMU_SITE, ::cuda_emu::Shuffle::Index, mask,
-                                                              ::cuda_emu::to_lane_bits(var), src_lane, width));
+                                                             ::cuda_emu::to_lane_bits(var), src_lane, width));
 }
-template <typename T> inline T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = warpSize, CUDA_EMU_SITE_PARAMS) {
+template <typename T>
+inline T __shfl_up_sync(unsigned mask, T var, unsigned delta, int width = warpSize, CUDA_EMU_SITE_PARAMS) {
     return ::cuda_emu::from_lane_bits<T>(::cuda_emu::shuffle(CUDA_EMU_SITE, ::cuda_emu::Shuffle::Up, mask,
-                                                              ::cuda_emu::to_lane_bits(var), (int)delta, width));
+                                                             ::cuda_emu::to_lane_bits(var), (int)delta, width));
 }
-template <typename T> inline T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = warpSize, CUDA_EMU_SITE_PARAMS) {
+template <typename T>
+inline T __shfl_down_sync(unsigned mask, T var, unsigned delta, int width = warpSize, CUDA_EMU_SITE_PARAMS) {
     return ::cuda_emu::from_lane_bits<T>(::cuda_emu::shuffle(CUDA_EMU_SITE, ::cuda_emu::Shuffle::Down, mask,
-                                                              ::cuda_emu::to_lane_bits(var), (int)delta, width));
+                                                             ::cuda_emu::to_lane_bits(var), (int)delta, width));
 }
-template <typename T> inline T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = warpSize, CUDA_EMU_SITE_PARAMS) {
+template <typename T>
+inline T __shfl_xor_sync(unsigned mask, T var, int lane_mask, int width = warpSize, CUDA_EMU_SITE_PARAMS) {
     return ::cuda_emu::from_lane_bits<T>(::cuda_emu::shuffle(CUDA_EMU_SITE, ::cuda_emu::Shuffle::Xor, mask,
-                                                              ::cuda_emu::to_lane_bits(var), lane_mask, width));
+                                                             ::cuda_emu::to_lane_bits(var), lane_mask, width));
 }
 inline unsigned __ballot_sync(unsigned mask, int predicate, CUDA_EMU_SITE_PARAMS) {
     return ::cuda_emu::ballot(CUDA_EMU_SITE, mask, predicate);
@@ -197,20 +202,23 @@ template <typename T> inline T atomicAdd(T *address, T value) {
 inline float atomicAdd(float *address, float value) {
     uint32_t *bits = reinterpret_cast<uint32_t *>(address);
     uint32_t old = __atomic_load_n(bits, __ATOMIC_RELAXED);
-    while (!__atomic_compare_exchange_n(bits, &old, ::cuda_emu::float_to_bits(::cuda_emu::bits_to_float(old) + value),
-                                        false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    while (!__atomic_compare_exchange_n(bits, &old,
+                                        ::cuda_emu::float_to_bits(::cuda_emu::bits_to_float(old) + value), false,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
     }
     return ::cuda_emu::bits_to_float(old);
 }
 template <typename T> inline T atomicMax(T *address, T value) {
     T old = __atomic_load_n(address, __ATOMIC_RELAXED);
-    while (old < value && !__atomic_compare_exchange_n(address, &old, value, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    while (old < value &&
+           !__atomic_compare_exchange_n(address, &old, value, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
     }
     return old;
 }
 template <typename T> inline T atomicMin(T *address, T value) {
     T old = __atomic_load_n(address, __ATOMIC_RELAXED);
-    while (old > value && !__atomic_compare_exchange_n(address, &old, value, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
+    while (old > value &&
+           !__atomic_compare_exchange_n(address, &old, value, false, __ATOMIC_RELAXED, __ATOMIC_RELAXED)) {
     }
     return old;
 }

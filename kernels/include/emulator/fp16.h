@@ -94,25 +94,25 @@ inline float __low2float(__nv_bfloat162 h) { return __bfloat162float(h.x); }
 inline float __high2float(__nv_bfloat162 h) { return __bfloat162float(h.y); }
 
 /* Arithmetic: computed in f32, rounded once, as the f32 emulation in cuda_fp16.hpp does. */
-#define CUDA_EMU_16BIT_OPERATORS(T, to_float, from_float)                                                 \
-    inline T operator+(T a, T b) { return from_float(to_float(a) + to_float(b)); }                       \
-    inline T operator-(T a, T b) { return from_float(to_float(a) - to_float(b)); }                       \
-    inline T operator*(T a, T b) { return from_float(to_float(a) * to_float(b)); }                       \
-    inline T operator/(T a, T b) { return from_float(to_float(a) / to_float(b)); }                       \
-    inline T operator-(T a) {                                                                            \
-        T r = a;                                                                                         \
-        r.__x ^= 0x8000u;                                                                                \
-        return r;                                                                                        \
-    }                                                                                                    \
-    inline T &operator+=(T &a, T b) { return a = a + b; }                                                \
-    inline T &operator-=(T &a, T b) { return a = a - b; }                                                \
-    inline T &operator*=(T &a, T b) { return a = a * b; }                                                \
-    inline T &operator/=(T &a, T b) { return a = a / b; }                                                \
-    inline bool operator==(T a, T b) { return to_float(a) == to_float(b); }                              \
-    inline bool operator!=(T a, T b) { return to_float(a) != to_float(b); }                              \
-    inline bool operator<(T a, T b) { return to_float(a) < to_float(b); }                                \
-    inline bool operator>(T a, T b) { return to_float(a) > to_float(b); }                                \
-    inline bool operator<=(T a, T b) { return to_float(a) <= to_float(b); }                              \
+#define CUDA_EMU_16BIT_OPERATORS(T, to_float, from_float)                                                          \
+    inline T operator+(T a, T b) { return from_float(to_float(a) + to_float(b)); }                                 \
+    inline T operator-(T a, T b) { return from_float(to_float(a) - to_float(b)); }                                 \
+    inline T operator*(T a, T b) { return from_float(to_float(a) * to_float(b)); }                                 \
+    inline T operator/(T a, T b) { return from_float(to_float(a) / to_float(b)); }                                 \
+    inline T operator-(T a) {                                                                                      \
+        T r = a;                                                                                                   \
+        r.__x ^= 0x8000u;                                                                                          \
+        return r;                                                                                                  \
+    }                                                                                                              \
+    inline T &operator+=(T &a, T b) { return a = a + b; }                                                          \
+    inline T &operator-=(T &a, T b) { return a = a - b; }                                                          \
+    inline T &operator*=(T &a, T b) { return a = a * b; }                                                          \
+    inline T &operator/=(T &a, T b) { return a = a / b; }                                                          \
+    inline bool operator==(T a, T b) { return to_float(a) == to_float(b); }                                        \
+    inline bool operator!=(T a, T b) { return to_float(a) != to_float(b); }                                        \
+    inline bool operator<(T a, T b) { return to_float(a) < to_float(b); }                                          \
+    inline bool operator>(T a, T b) { return to_float(a) > to_float(b); }                                          \
+    inline bool operator<=(T a, T b) { return to_float(a) <= to_float(b); }                                        \
     inline bool operator>=(T a, T b) { return to_float(a) >= to_float(b); }
 
 CUDA_EMU_16BIT_OPERATORS(__half, __half2float, __float2half_rn)

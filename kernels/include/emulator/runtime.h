@@ -63,7 +63,8 @@ unsigned ballot(Site site, unsigned mask, int predicate);
 
 /* mma.sync.m16n8k16.row.col.f32.{f16,bf16}.{f16,bf16}.f32: d = a * b + c over the warp. */
 enum class MmaInput { F16, Bf16 };
-void mma_m16n8k16(Site site, MmaInput input, const uint32_t a[4], const uint32_t b[2], const float c[4], float d[4]);
+void mma_m16n8k16(Site site, MmaInput input, const uint32_t a[4], const uint32_t b[2], const float c[4],
+                  float d[4]);
 
 /* ldmatrix: `row` is the 16-byte row this lane supplies (NULL for lanes whose address is unused);
  * `matrices` 1, 2 or 4. Fills regs[0..matrices). Call check_matrix_row first, then read the row. */

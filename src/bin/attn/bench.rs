@@ -18,7 +18,9 @@ use half::{bf16, f16};
 use crate::meta;
 use crate::plots;
 use crate::results::{BenchResults, Record, Settings, Status, SCHEMA};
-use crate::sweep::{Case, Kernel, Masks, Sweep};
+use crate::sweep::{
+    Case, Kernel, Masks, Sweep, CPU_DEFAULTS, CPU_QUICK, GPU_DEFAULTS, GPU_QUICK,
+};
 use crate::table;
 use crate::target::Target;
 use crate::timing::{self, GpuRunner, HostRunner, HostSets};
@@ -103,12 +105,13 @@ pub struct BenchArgs {
 
 /// Every setting of the sweep, from the arguments and the defaults for a GPU or a CPU run.
 fn resolve(args: &BenchArgs, gpu: bool) -> Sweep {
-    let (seqs, tokens, hidden, head_dims, host_seconds) = match (gpu, args.quick) {
-        (true, false) => (vec![512, 1024, 2048, 4096, 8192, 16384], 16384, 2048, vec![64, 128], 2.0),
-        (true, true) => (vec![512, 1024, 2048], 4096, 2048, vec![128], 0.3),
-        (false, false) => (vec![128, 256, 512, 1024, 2048], 2048, 2048, vec![64, 128], 2.0),
-        (false, true) => (vec![128, 256, 512], 1024, 1024, vec![64, 128], 0.3),
+    let defaults = match (gpu, args.quick) {
+        (true, false) => GPU_DEFAULTS,
+        (true, true) => GPU_QUICK,
+        (false, false) => CPU_DEFAULTS,
+        (false, true) => CPU_QUICK,
     };
+    let host_seconds = if args.quick { 0.3 } else { 2.0 };
     let kernels = if gpu {
         vec![Kernel::Naive, Kernel::Flash]
     } else {
@@ -117,11 +120,14 @@ fn resolve(args: &BenchArgs, gpu: bool) -> Sweep {
     Sweep {
         kernels: args.kernels.clone().unwrap_or(kernels),
         dtypes: args.dtypes.clone().unwrap_or(vec![DType::Bf16]),
-        head_dims: args.head_dims.clone().unwrap_or(head_dims),
+        head_dims: args
+            .head_dims
+            .clone()
+            .unwrap_or(defaults.head_dims.to_vec()),
         masks: args.causal,
-        seqs: args.seqs.clone().unwrap_or(seqs),
-        tokens: args.tokens.unwrap_or(tokens),
-        hidden: args.hidden.unwrap_or(hidden),
+        seqs: args.seqs.clone().unwrap_or(defaults.seqs.to_vec()),
+        tokens: args.tokens.unwrap_or(defaults.tokens),
+        hidden: args.hidden.unwrap_or(defaults.hidden),
         heads: args.heads,
         warmup: args.warmup.unwrap_or(if gpu { 3 } else { 0 }),
         iters: args.iters.unwrap_or(20).max(1),

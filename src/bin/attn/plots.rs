@@ -13,7 +13,7 @@ use plotters::prelude::*;
 
 use crate::fonts;
 use crate::results::Record;
-use crate::timing::human_bytes;
+use crate::table::human_bytes;
 
 /// The line colour of a kernel: fixed for the known ones, so every plot uses the same.
 pub fn kernel_color(kernel: &str) -> RGBColor {

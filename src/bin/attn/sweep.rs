@@ -8,6 +8,50 @@ use cuda_attention::{AttentionProblem, AttentionShape, DType};
 
 use crate::results::{Record, Status};
 
+/// The sizes a sweep covers unless told otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Defaults {
+    pub seqs: &'static [usize],
+    /// batch * seq.
+    pub tokens: usize,
+    /// heads * head_dim.
+    pub hidden: usize,
+    pub head_dims: &'static [usize],
+}
+
+/// On a GPU: FlashAttention's sweep (16k tokens, hidden 2048, seq 512 to 16k, head dims 64 and 128).
+/// benches/torch_sdpa.py has the same (a test holds them together).
+pub const GPU_DEFAULTS: Defaults = Defaults {
+    seqs: &[512, 1024, 2048, 4096, 8192, 16384],
+    tokens: 16384,
+    hidden: 2048,
+    head_dims: &[64, 128],
+};
+
+/// `--quick` on a GPU (and in benches/torch_sdpa.py).
+pub const GPU_QUICK: Defaults = Defaults {
+    seqs: &[512, 1024, 2048],
+    tokens: 4096,
+    hidden: 2048,
+    head_dims: &[128],
+};
+
+/// On the CPU backend: about a minute on 2 cores.
+pub const CPU_DEFAULTS: Defaults = Defaults {
+    seqs: &[128, 256, 512, 1024, 2048],
+    tokens: 2048,
+    hidden: 2048,
+    head_dims: &[64, 128],
+};
+
+/// `--quick` on the CPU backend: seconds.
+pub const CPU_QUICK: Defaults = Defaults {
+    seqs: &[128, 256, 512],
+    tokens: 1024,
+    hidden: 1024,
+    head_dims: &[64, 128],
+};
+
 /// A kernel `attn bench` can time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kernel {

@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 
 use crate::results::{BenchResults, Record, ShapeKey, Status};
-use crate::timing::human_bytes;
 
 /// A short description of where and how `results` were measured, one line per fact.
 pub fn describe(results: &BenchResults) -> Vec<String> {
@@ -190,4 +189,24 @@ pub fn render_ratios(ours: &[Record], theirs: &[Record]) -> String {
         text += "(no shape was timed by both: compare runs of the same sweep)\n";
     }
     text
+}
+
+/// Bytes in binary units with three significant digits, e.g. `1.50 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else if value >= 100.0 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else if value >= 10.0 {
+        format!("{value:.1} {}", UNITS[unit])
+    } else {
+        format!("{value:.2} {}", UNITS[unit])
+    }
 }

@@ -20,6 +20,7 @@ use crate::inputs::{Aligned, Inputs};
 use crate::results::{Memory, Record, Status, Timing};
 use crate::slice_check::{check_rows, sample_rows};
 use crate::sweep::{Case, Kernel, Sweep};
+use crate::table::human_bytes;
 
 /// Free device memory kept in reserve when deciding whether a workspace fits.
 const MEMORY_MARGIN: usize = 256 << 20;
@@ -425,25 +426,5 @@ impl<'a, T: Element> GpuRunner<'a, T> {
             .collect::<Result<Vec<f64>, _>>()?;
         record.timing = Some(Timing::from_times(times, record.flops));
         Ok(record)
-    }
-}
-
-/// Bytes in binary units with three significant digits, e.g. `1.50 GiB`.
-pub fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else if value >= 100.0 {
-        format!("{value:.0} {}", UNITS[unit])
-    } else if value >= 10.0 {
-        format!("{value:.1} {}", UNITS[unit])
-    } else {
-        format!("{value:.2} {}", UNITS[unit])
     }
 }

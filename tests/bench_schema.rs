@@ -1,0 +1,351 @@
+//! The benchmark's results schema, FLOP formula, statistics, sampled-row check and tables, through the
+//! CLI's own modules (included by path: they depend on serde and the library only), and the schema of
+//! benches/torch_sdpa.py (its committed fixture, and its --dry-run output when python3 is here).
+
+#[allow(dead_code)]
+#[path = "../src/bin/attn/results.rs"]
+mod results;
+#[allow(dead_code)]
+#[path = "../src/bin/attn/slice_check.rs"]
+mod slice_check;
+#[allow(dead_code)]
+#[path = "../src/bin/attn/sweep.rs"]
+mod sweep;
+#[allow(dead_code)]
+#[path = "../src/bin/attn/table.rs"]
+mod table;
+
+use std::path::Path;
+use std::process::Command;
+
+use cuda_attention::cpu::backend;
+use cuda_attention::{AttentionProblem, AttentionShape, DType};
+use half::bf16;
+use results::{BenchResults, Check, Device, Memory, Record, Settings, Status, Timing, SCHEMA};
+use sweep::{Masks, Sweep, GPU_DEFAULTS, GPU_QUICK};
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/torch_sdpa_small.json");
+
+fn record(kernel: &str, seq: usize, status: Status, median: Option<f64>) -> Record {
+    let flops = 4.0 * 2.0 * 16.0 * (seq * seq) as f64 * 128.0;
+    Record {
+        kernel: kernel.into(),
+        dtype: "bf16".into(),
+        causal: false,
+        batch: 2,
+        seq,
+        heads: 16,
+        head_dim: 128,
+        flops,
+        status,
+        reason: (status != Status::Ok).then(|| "because".to_string()),
+        check: Some(Check {
+            rows: 32,
+            max_abs_error: 1.5e-3,
+            allowed: 2.0e-3,
+            passed: status != Status::FailedCheck,
+        }),
+        timing: median.map(|m| Timing::from_times(vec![m, m * 1.1, m * 0.9], flops)),
+        memory: Some(Memory {
+            peak_bytes: 123_456_789,
+            space: "device".into(),
+        }),
+    }
+}
+
+fn sample_results() -> BenchResults {
+    BenchResults {
+        schema: SCHEMA.into(),
+        tool: "attn bench".into(),
+        backend: "gpu".into(),
+        device: Device {
+            kind: "gpu".into(),
+            name: "Test GPU".into(),
+            driver: Some("580.00 (CUDA 13.0)".into()),
+            compute_capability: Some("9.0".into()),
+            memory_bytes: Some(80 << 30),
+            processors: Some(132),
+        },
+        software: "cuda-attention 0.1.0".into(),
+        commit: "abc1234+dirty".into(),
+        date: "2026-11-28T10:00:00Z".into(),
+        command: "attn bench --out x".into(),
+        settings: Settings {
+            tokens: 16384,
+            hidden: 2048,
+            warmup: 3,
+            iters: 20,
+            input_sets: 3,
+            l2_flush_bytes: 100 << 20,
+            timer: "cuda events".into(),
+            memory_method: "exact".into(),
+            check_method: "rows".into(),
+        },
+        records: vec![
+            record("naive", 512, Status::Ok, Some(2.0)),
+            record("flash", 512, Status::Ok, Some(0.25)),
+            record("naive", 1024, Status::OutOfMemory, None),
+            record("flash", 1024, Status::FailedCheck, None),
+            record("flash", 2048, Status::Skipped, None),
+            record("naive", 2048, Status::Error, None),
+        ],
+    }
+}
+
+#[test]
+fn the_schema_round_trips_through_json() {
+    let results = sample_results();
+    let text = serde_json::to_string_pretty(&results).unwrap();
+    let back: BenchResults = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, results);
+    assert_eq!(serde_json::to_string_pretty(&back).unwrap(), text);
+    // Statuses are snake_case words, absent options are null.
+    for word in [
+        "\"ok\"",
+        "\"out_of_memory\"",
+        "\"failed_check\"",
+        "\"skipped\"",
+        "\"error\"",
+        "\"timing\": null",
+    ] {
+        assert!(text.contains(word), "{word} missing from\n{text}");
+    }
+    // save and load agree, and load checks the schema tag.
+    let dir = std::env::temp_dir().join(format!("attn-schema-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("results.json");
+    results.save(&path).unwrap();
+    assert_eq!(BenchResults::load(&path).unwrap(), results);
+    let other = text.replace(SCHEMA, "something-else/9");
+    std::fs::write(&path, other).unwrap();
+    let error = BenchResults::load(&path).unwrap_err();
+    assert!(error.contains("something-else/9"), "{error}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn flops_follow_the_standard_formula_halved_when_causal() {
+    // 4 * b * h * sq * sk * d by hand.
+    let cases = [
+        ((1, 512, 16, 128), 2_147_483_648.0),
+        ((32, 512, 16, 128), 68_719_476_736.0),
+        ((1, 16384, 16, 128), 2_199_023_255_552.0),
+        ((2, 100, 3, 40), 9_600_000.0),
+    ];
+    for ((batch, seq, heads, head_dim), full) in cases {
+        let shape = AttentionShape::new(batch, seq, heads, head_dim);
+        assert_eq!(shape.flops(false), full, "{shape:?}");
+        assert_eq!(shape.flops(true), full / 2.0, "{shape:?}");
+    }
+    // GQA does not change the count; seq_q != seq_k multiplies both.
+    let gqa = AttentionShape::new(1, 64, 8, 64).with_heads_kv(2).with_seq_k(128);
+    assert_eq!(gqa.flops(false), 4.0 * 8.0 * 64.0 * 128.0 * 64.0);
+}
+
+#[test]
+fn sweeps_hold_tokens_and_hidden_constant() {
+    let sweep = Sweep {
+        kernels: vec![sweep::Kernel::Naive, sweep::Kernel::Flash],
+        dtypes: vec![DType::Bf16],
+        head_dims: GPU_DEFAULTS.head_dims.to_vec(),
+        masks: Masks::Both,
+        seqs: GPU_DEFAULTS.seqs.to_vec(),
+        tokens: GPU_DEFAULTS.tokens,
+        hidden: GPU_DEFAULTS.hidden,
+        heads: None,
+        warmup: 3,
+        iters: 20,
+        input_sets: 3,
+        flush_l2: true,
+        host_seconds: 2.0,
+        check_rows: 32,
+    };
+    let cases = sweep.cases().unwrap();
+    assert_eq!(cases.len(), 2 * 2 * 6);
+    for case in &cases {
+        assert_eq!(case.batch * case.seq, 16384, "{case:?}");
+        assert_eq!(case.heads * case.head_dim, 2048, "{case:?}");
+        let record = case.record("flash", Status::Ok, None);
+        let full = 4.0 * (case.batch * case.heads * case.seq * case.seq * case.head_dim) as f64;
+        assert_eq!(record.flops, if case.causal { full / 2.0 } else { full });
+    }
+    // Sequences longer than the token budget still run one sequence.
+    let long = Sweep {
+        seqs: vec![32768],
+        ..sweep.clone()
+    };
+    assert!(long.cases().unwrap().iter().all(|c| c.batch == 1));
+    let bad = Sweep {
+        hidden: 1000,
+        ..sweep
+    };
+    assert!(bad.cases().unwrap_err().contains("not a multiple"));
+}
+
+#[test]
+fn timing_statistics() {
+    let t = Timing::from_times(vec![5.0, 1.0, 4.0, 2.0, 3.0], 3e9);
+    assert_eq!((t.median_ms, t.min_ms, t.max_ms), (3.0, 1.0, 5.0));
+    assert_eq!((t.p10_ms, t.p90_ms), (1.0, 5.0));
+    assert!((t.tflops - 1.0).abs() < 1e-12, "{}", t.tflops);
+    assert_eq!(t.times_ms, vec![5.0, 1.0, 4.0, 2.0, 3.0]);
+    let even = Timing::from_times((1..=20).map(f64::from).collect(), 1e9);
+    assert_eq!(even.median_ms, 10.5);
+    assert_eq!((even.p10_ms, even.p90_ms), (2.0, 18.0));
+    assert!((even.spread_percent() - 50.0 * 16.0 / 10.5).abs() < 1e-9);
+}
+
+#[test]
+fn the_sampled_row_check_passes_a_right_output_and_fails_a_wrong_one() {
+    for causal in [false, true] {
+        let problem = AttentionProblem::new(AttentionShape::new(2, 75, 4, 64)).with_causal(causal);
+        let n = problem.required_len("q").unwrap();
+        let values = |seed: usize| -> Vec<bf16> {
+            (0..n)
+                .map(|i| bf16::from_f32((((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.5) - 1.0))
+                .collect()
+        };
+        let (q, k, v) = (values(1), values(2), values(3));
+        let out = backend::attention(&problem, &q, &k, &v, false, false)
+            .unwrap()
+            .out;
+        let rows = slice_check::sample_rows(&problem.shape, 16, 7);
+        assert_eq!(rows.len(), 16);
+        assert!(rows.contains(&(0, 0, 0)) && rows.contains(&(1, 3, 74)), "{rows:?}");
+        let good = slice_check::check_rows(&problem, &q, &k, &v, &out, &rows).unwrap();
+        assert!(good.passed && good.rows == 16, "{good:?}");
+        assert!(good.max_abs_error > 0.0 && good.max_abs_error <= good.allowed);
+
+        // One wrong element in a sampled row, then a row never written (NaN).
+        let (b, h, i) = rows[5];
+        let mut wrong = out.clone();
+        let at = problem.out_strides.offset(b, i, h, 3);
+        wrong[at] = bf16::from_f32(wrong[at].to_f32() + 0.05);
+        let bad = slice_check::check_rows(&problem, &q, &k, &v, &wrong, &rows).unwrap();
+        assert!(!bad.passed && bad.max_abs_error > 0.04, "{bad:?}");
+        wrong[at] = bf16::NAN;
+        let nan = slice_check::check_rows(&problem, &q, &k, &v, &wrong, &rows).unwrap();
+        assert!(!nan.passed && nan.max_abs_error.is_infinite(), "{nan:?}");
+    }
+}
+
+#[test]
+fn tables_show_every_status_and_ratios() {
+    let ours = sample_results();
+    let text = table::render(&table::by_shape(&ours.records));
+    for words in ["FAILED CHECK (not timed)", "out of memory: because", "skipped: because", "error: because"] {
+        assert!(text.contains(words), "{words} missing from\n{text}");
+    }
+    let flash = text.lines().find(|l| l.contains(" flash ") && l.contains(" 512 ")).unwrap();
+    assert!(flash.contains("0.2500") && flash.contains("ok 1.5e-3 <= 2.0e-3"), "{flash}");
+
+    let theirs = vec![record("torch-flash", 512, Status::Ok, Some(0.2))];
+    let ratios = table::render_ratios(&ours.records, &theirs);
+    let naive = ratios.lines().find(|l| l.contains(" naive ")).unwrap();
+    assert!(naive.trim_end().ends_with("10.00"), "{ratios}");
+    let flash = ratios.lines().find(|l| l.contains(" flash ")).unwrap();
+    assert!(flash.trim_end().ends_with("1.25"), "{ratios}");
+    let none = table::render_ratios(&ours.records, &[]);
+    assert!(none.contains("no shape was timed by both"), "{none}");
+    assert_eq!(table::human_bytes(1536), "1.50 KiB");
+    assert_eq!(table::human_bytes(16 << 30), "16.0 GiB");
+}
+
+#[test]
+fn the_torch_fixture_loads_with_the_same_type() {
+    let results = BenchResults::load(Path::new(FIXTURE)).unwrap();
+    assert_eq!(results.tool, "torch_sdpa.py");
+    assert!(results.device.name.contains("not a measurement"));
+    let statuses: Vec<Status> = results.records.iter().map(|r| r.status).collect();
+    for status in [Status::Ok, Status::Skipped, Status::OutOfMemory] {
+        assert!(statuses.contains(&status), "{statuses:?}");
+    }
+    for r in &results.records {
+        assert!(r.kernel.starts_with("torch-"), "{}", r.kernel);
+        let full = 4.0 * (r.batch * r.heads * r.seq * r.seq * r.head_dim) as f64;
+        assert_eq!(r.flops, if r.causal { full / 2.0 } else { full }, "{r:?}");
+        assert_eq!(r.timing.is_some(), r.status == Status::Ok, "{r:?}");
+        if let Some(t) = &r.timing {
+            let again = Timing::from_times(t.times_ms.clone(), r.flops);
+            assert!((again.median_ms - t.median_ms).abs() < 1e-12);
+            assert!((again.tflops - t.tflops).abs() < 1e-9 * t.tflops);
+        }
+    }
+}
+
+/// `python3 benches/torch_sdpa.py ARGS --dry-run`, parsed; `None` without python3.
+fn torch_dry_run(args: &[&str]) -> Option<BenchResults> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_sdpa.py");
+    let output = match Command::new("python3").arg(script).args(args).arg("--dry-run").output() {
+        Ok(output) => output,
+        Err(e) => {
+            eprintln!("python3 not available ({e}): the torch script's dry run is not checked");
+            return None;
+        }
+    };
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(serde_json::from_slice(&output.stdout).expect("the dry run prints the results schema"))
+}
+
+#[test]
+fn the_torch_script_plans_attn_benchs_gpu_sweeps_in_the_same_schema() {
+    for (flags, defaults) in [(&[][..], GPU_DEFAULTS), (&["--quick"][..], GPU_QUICK)] {
+        let Some(planned) = torch_dry_run(flags) else {
+            return;
+        };
+        assert_eq!(planned.schema, SCHEMA);
+        assert_eq!(planned.settings.tokens, defaults.tokens);
+        let sweep = Sweep {
+            kernels: vec![sweep::Kernel::Flash],
+            dtypes: vec![DType::Bf16],
+            head_dims: defaults.head_dims.to_vec(),
+            masks: Masks::No,
+            seqs: defaults.seqs.to_vec(),
+            tokens: defaults.tokens,
+            hidden: defaults.hidden,
+            heads: None,
+            warmup: 3,
+            iters: 20,
+            input_sets: 3,
+            flush_l2: true,
+            host_seconds: 2.0,
+            check_rows: 32,
+        };
+        let ours: Vec<Record> = sweep
+            .cases()
+            .unwrap()
+            .iter()
+            .map(|c| c.record("x", Status::Skipped, None))
+            .collect();
+        let key = |r: &Record| (r.shape_key(), r.flops.to_bits());
+        let mut theirs: Vec<_> = planned
+            .records
+            .iter()
+            .filter(|r| r.kernel == "torch-flash")
+            .map(key)
+            .collect();
+        theirs.dedup();
+        assert_eq!(theirs, ours.iter().map(key).collect::<Vec<_>>(), "flags {flags:?}");
+        let kernels: Vec<&str> = planned.records.iter().take(4).map(|r| r.kernel.as_str()).collect();
+        assert_eq!(kernels, ["torch-flash", "torch-efficient", "torch-cudnn", "torch-math"]);
+    }
+    // The same flags give the same shapes in both tools.
+    let Some(planned) = torch_dry_run(&[
+        "--seqs", "100,300", "--tokens", "600", "--hidden", "192", "--head-dims", "32,64",
+        "--causal", "both", "--dtypes", "f16,bf16", "--backends", "math",
+    ]) else {
+        return;
+    };
+    let shapes: Vec<(String, usize, bool, usize, usize, usize)> = planned
+        .records
+        .iter()
+        .map(|r| (r.dtype.clone(), r.head_dim, r.causal, r.seq, r.batch, r.heads))
+        .collect();
+    assert_eq!(shapes.len(), 2 * 2 * 2 * 2);
+    assert_eq!(shapes[0], ("f16".into(), 32, false, 100, 6, 6));
+    assert_eq!(shapes[15], ("bf16".into(), 64, true, 300, 2, 3));
+}
