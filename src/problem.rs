@@ -374,7 +374,10 @@ impl AttentionProblem {
             if bound.is_some_and(|b| b > i32::MAX as usize) {
                 return Err(AttentionError::SizeOverflow {
                     what: "window",
-                    detail: format!("the {side} bound exceeds {}: use None for unbounded", i32::MAX),
+                    detail: format!(
+                        "the {side} bound exceeds {}: use None for unbounded",
+                        i32::MAX
+                    ),
                 });
             }
         }

@@ -24,7 +24,10 @@ use half::bf16;
 use results::{BenchResults, Check, Device, Memory, Record, Settings, Status, Timing, SCHEMA};
 use sweep::{Masks, Sweep, GPU_DEFAULTS, GPU_QUICK};
 
-const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/torch_sdpa_small.json");
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/torch_sdpa_small.json"
+);
 
 fn record(kernel: &str, seq: usize, status: Status, median: Option<f64>) -> Record {
     let flops = 4.0 * 2.0 * 16.0 * (seq * seq) as f64 * 128.0;
@@ -138,7 +141,9 @@ fn flops_follow_the_standard_formula_halved_when_causal() {
         assert_eq!(shape.flops(true), full / 2.0, "{shape:?}");
     }
     // GQA does not change the count; seq_q != seq_k multiplies both.
-    let gqa = AttentionShape::new(1, 64, 8, 64).with_heads_kv(2).with_seq_k(128);
+    let gqa = AttentionShape::new(1, 64, 8, 64)
+        .with_heads_kv(2)
+        .with_seq_k(128);
     assert_eq!(gqa.flops(false), 4.0 * 8.0 * 64.0 * 128.0 * 64.0);
 }
 
@@ -202,7 +207,9 @@ fn the_sampled_row_check_passes_a_right_output_and_fails_a_wrong_one() {
         let n = problem.required_len("q").unwrap();
         let values = |seed: usize| -> Vec<bf16> {
             (0..n)
-                .map(|i| bf16::from_f32((((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.5) - 1.0))
+                .map(|i| {
+                    bf16::from_f32((((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.5) - 1.0)
+                })
                 .collect()
         };
         let (q, k, v) = (values(1), values(2), values(3));
@@ -211,7 +218,10 @@ fn the_sampled_row_check_passes_a_right_output_and_fails_a_wrong_one() {
             .out;
         let rows = slice_check::sample_rows(&problem.shape, 16, 7);
         assert_eq!(rows.len(), 16);
-        assert!(rows.contains(&(0, 0, 0)) && rows.contains(&(1, 3, 74)), "{rows:?}");
+        assert!(
+            rows.contains(&(0, 0, 0)) && rows.contains(&(1, 3, 74)),
+            "{rows:?}"
+        );
         let good = slice_check::check_rows(&problem, &q, &k, &v, &out, &rows).unwrap();
         assert!(good.passed && good.rows == 16, "{good:?}");
         assert!(good.max_abs_error > 0.0 && good.max_abs_error <= good.allowed);
@@ -233,11 +243,22 @@ fn the_sampled_row_check_passes_a_right_output_and_fails_a_wrong_one() {
 fn tables_show_every_status_and_ratios() {
     let ours = sample_results();
     let text = table::render(&table::by_shape(&ours.records));
-    for words in ["FAILED CHECK (not timed)", "out of memory: because", "skipped: because", "error: because"] {
+    for words in [
+        "FAILED CHECK (not timed)",
+        "out of memory: because",
+        "skipped: because",
+        "error: because",
+    ] {
         assert!(text.contains(words), "{words} missing from\n{text}");
     }
-    let flash = text.lines().find(|l| l.contains(" flash ") && l.contains(" 512 ")).unwrap();
-    assert!(flash.contains("0.2500") && flash.contains("ok 1.5e-3 <= 2.0e-3"), "{flash}");
+    let flash = text
+        .lines()
+        .find(|l| l.contains(" flash ") && l.contains(" 512 "))
+        .unwrap();
+    assert!(
+        flash.contains("0.2500") && flash.contains("ok 1.5e-3 <= 2.0e-3"),
+        "{flash}"
+    );
 
     let theirs = vec![record("torch-flash", 512, Status::Ok, Some(0.2))];
     let ratios = table::render_ratios(&ours.records, &theirs);
@@ -276,7 +297,12 @@ fn the_torch_fixture_loads_with_the_same_type() {
 /// `python3 benches/torch_sdpa.py ARGS --dry-run`, parsed; `None` without python3.
 fn torch_dry_run(args: &[&str]) -> Option<BenchResults> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_sdpa.py");
-    let output = match Command::new("python3").arg(script).args(args).arg("--dry-run").output() {
+    let output = match Command::new("python3")
+        .arg(script)
+        .args(args)
+        .arg("--dry-run")
+        .output()
+    {
         Ok(output) => output,
         Err(e) => {
             eprintln!("python3 not available ({e}): the torch script's dry run is not checked");
@@ -329,21 +355,59 @@ fn the_torch_script_plans_attn_benchs_gpu_sweeps_in_the_same_schema() {
             .map(key)
             .collect();
         theirs.dedup();
-        assert_eq!(theirs, ours.iter().map(key).collect::<Vec<_>>(), "flags {flags:?}");
-        let kernels: Vec<&str> = planned.records.iter().take(4).map(|r| r.kernel.as_str()).collect();
-        assert_eq!(kernels, ["torch-flash", "torch-efficient", "torch-cudnn", "torch-math"]);
+        assert_eq!(
+            theirs,
+            ours.iter().map(key).collect::<Vec<_>>(),
+            "flags {flags:?}"
+        );
+        let kernels: Vec<&str> = planned
+            .records
+            .iter()
+            .take(4)
+            .map(|r| r.kernel.as_str())
+            .collect();
+        assert_eq!(
+            kernels,
+            [
+                "torch-flash",
+                "torch-efficient",
+                "torch-cudnn",
+                "torch-math"
+            ]
+        );
     }
     // The same flags give the same shapes in both tools.
     let Some(planned) = torch_dry_run(&[
-        "--seqs", "100,300", "--tokens", "600", "--hidden", "192", "--head-dims", "32,64",
-        "--causal", "both", "--dtypes", "f16,bf16", "--backends", "math",
+        "--seqs",
+        "100,300",
+        "--tokens",
+        "600",
+        "--hidden",
+        "192",
+        "--head-dims",
+        "32,64",
+        "--causal",
+        "both",
+        "--dtypes",
+        "f16,bf16",
+        "--backends",
+        "math",
     ]) else {
         return;
     };
     let shapes: Vec<(String, usize, bool, usize, usize, usize)> = planned
         .records
         .iter()
-        .map(|r| (r.dtype.clone(), r.head_dim, r.causal, r.seq, r.batch, r.heads))
+        .map(|r| {
+            (
+                r.dtype.clone(),
+                r.head_dim,
+                r.causal,
+                r.seq,
+                r.batch,
+                r.heads,
+            )
+        })
         .collect();
     assert_eq!(shapes.len(), 2 * 2 * 2 * 2);
     assert_eq!(shapes[0], ("f16".into(), 32, false, 100, 6, 6));

@@ -246,7 +246,8 @@ impl Engine {
         match (&problem.alibi_slopes, &alibi_slopes) {
             (Some(_), None) | (None, Some(_)) => {
                 return Err(AttentionError::InvalidArgument(
-                    "pass alibi_slopes in DeviceTensors exactly when the problem has ALiBi slopes".into(),
+                    "pass alibi_slopes in DeviceTensors exactly when the problem has ALiBi slopes"
+                        .into(),
                 ))
             }
             (Some(_), Some(slopes)) if slopes.len() < shape.heads_q => {

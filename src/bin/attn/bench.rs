@@ -18,9 +18,7 @@ use half::{bf16, f16};
 use crate::meta;
 use crate::plots;
 use crate::results::{BenchResults, Record, Settings, Status, SCHEMA};
-use crate::sweep::{
-    Case, Kernel, Masks, Sweep, CPU_DEFAULTS, CPU_QUICK, GPU_DEFAULTS, GPU_QUICK,
-};
+use crate::sweep::{Case, Kernel, Masks, Sweep, CPU_DEFAULTS, CPU_QUICK, GPU_DEFAULTS, GPU_QUICK};
 use crate::table;
 use crate::target::Target;
 use crate::timing::{self, GpuRunner, HostRunner, HostSets};
@@ -174,7 +172,10 @@ pub fn run(args: &BenchArgs) -> CliResult<ExitCode> {
         .iter()
         .chain(theirs.iter().flat_map(|t| &t.records))
         .collect();
-    println!("\n{}", table::render(&table::by_shape(merged.iter().copied())));
+    println!(
+        "\n{}",
+        table::render(&table::by_shape(merged.iter().copied()))
+    );
     if let Some(theirs) = &theirs {
         println!("time ratio ours / theirs (below 1: ours is faster)");
         println!("{}", table::render_ratios(&ours.records, &theirs.records));
@@ -204,7 +205,7 @@ pub fn run(args: &BenchArgs) -> CliResult<ExitCode> {
 /// The plot title: what ran where, the commit and the date.
 fn title(ours: &BenchResults, theirs: Option<&BenchResults>) -> String {
     let backend = if ours.backend == "cpu" {
-        format!("CPU backend (no GPU), {}", ours.device.name)
+        format!("the CPU (no GPU), {}", ours.device.name)
     } else {
         ours.device.name.clone()
     };
@@ -313,7 +314,12 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
     }
     println!(
         "sweep: {} x {} shapes (seq {:?}, batch * seq = {}, head dims {:?}, {:?}, causal {:?})",
-        sweep.kernels.iter().map(|k| k.name()).collect::<Vec<_>>().join(","),
+        sweep
+            .kernels
+            .iter()
+            .map(|k| k.name())
+            .collect::<Vec<_>>()
+            .join(","),
         cases.len(),
         sweep.seqs,
         sweep.tokens,
@@ -331,7 +337,10 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
             DType::Bf16 => run_dtype::<bf16>(&target, &sweep, &of_dtype, &mut progress, records)?,
         }
     }
-    eprintln!("sweep done in {:.1} s", progress.started.elapsed().as_secs_f64());
+    eprintln!(
+        "sweep done in {:.1} s",
+        progress.started.elapsed().as_secs_f64()
+    );
     Ok(Some(results))
 }
 
@@ -372,9 +381,11 @@ fn run_dtype<T: cuda_attention::Element>(
             let flops = case.problem().shape.flops(case.causal);
             let record = match (&mut gpu, target) {
                 (Some(runner), _) if kernel.on_gpu() => runner.measure(case, kernel),
-                (None, Target::Cpu(why)) if kernel.on_gpu() => {
-                    case.record(kernel.name(), Status::Skipped, Some(format!("no GPU: {why}")))
-                }
+                (None, Target::Cpu(why)) if kernel.on_gpu() => case.record(
+                    kernel.name(),
+                    Status::Skipped,
+                    Some(format!("no GPU: {why}")),
+                ),
                 (None, _) if kernel.on_gpu() => {
                     case.record(kernel.name(), Status::Skipped, Some("no GPU".into()))
                 }

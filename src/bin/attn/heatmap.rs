@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use crate::fonts;
 
@@ -101,7 +102,6 @@ fn label(labels: Option<&[String]>, cell: usize, factor: usize) -> String {
     }
 }
 
-
 /// The label at axis position `position` (a cell index when it is an integer), or none between cells.
 fn cell_label(labels: Option<&[String]>, position: f64, cells: usize, factor: usize) -> String {
     let cell = position.round();
@@ -132,39 +132,33 @@ pub fn write(
         .filter(|v| v.is_finite())
         .fold(0.0f32, f32::max)
         .max(f32::MIN_POSITIVE);
-    let root = BitMapBackend::new(path, (1150, 1000)).into_drawing_area();
+    let canvas = BitMapBackend::new(path, (1150, 1000)).into_drawing_area();
     let draw = || -> Result<(), String> {
-        root.fill(&WHITE).map_err(text)?;
-        let root = root.titled(title, ("sans-serif", 17)).map_err(text)?;
+        canvas.fill(&WHITE).map_err(text)?;
+        let root = canvas.titled(title, ("sans-serif", 17)).map_err(text)?;
         let (map_area, bar_area) = root.split_horizontally(1030);
         let (rows, cols) = (pooled.rows as f64, pooled.cols as f64);
         let mut chart = ChartBuilder::on(&map_area)
             .margin(12)
             .x_label_area_size(if col_labels.is_some() { 120 } else { 45 })
             .y_label_area_size(if row_labels.is_some() { 130 } else { 60 })
-            // Cell (r, c) is centred on (c, rows - 1 - r): integer ticks fall on cell centres.
-            .build_cartesian_2d(-0.5..cols - 0.5, -0.5..rows - 0.5)
+            // Cell (r, c) is centred on (c, -r): integer ticks fall on cell centres, row 0 on top.
+            .build_cartesian_2d(-0.5..cols - 0.5, 0.5 - rows..0.5)
             .map_err(text)?;
-        let x_style = if col_labels.is_some() {
-            ("sans-serif", 12)
-                .into_font()
-                .transform(FontTransform::Rotate90)
-        } else {
-            ("sans-serif", 12).into_font()
-        };
         chart
             .configure_mesh()
             .disable_mesh()
             .x_desc("key")
             .y_desc("query")
-            .x_label_style(x_style)
-            .y_label_style(("sans-serif", 12))
+            .label_style(("sans-serif", 12))
             .x_labels(pooled.cols.min(MAX_TICKS))
             .y_labels(pooled.rows.min(MAX_TICKS))
-            .x_label_formatter(&|x| cell_label(col_labels, *x, pooled.cols, pooled.col_factor))
-            .y_label_formatter(&|y| {
-                cell_label(row_labels, rows - 1.0 - y, pooled.rows, pooled.row_factor)
+            // Token labels are drawn below, rotated; indices go on the mesh.
+            .x_label_formatter(&|x| match col_labels {
+                Some(_) => String::new(),
+                None => cell_label(None, *x, pooled.cols, pooled.col_factor),
             })
+            .y_label_formatter(&|y| cell_label(row_labels, -y, pooled.rows, pooled.row_factor))
             .draw()
             .map_err(text)?;
         let cells = pooled.values.iter().enumerate().map(|(i, &v)| {
@@ -174,10 +168,24 @@ pub fn write(
             } else {
                 RGBColor(255, 0, 255)
             };
-            let y = rows - 1.0 - r;
+            let y = -r;
             Rectangle::new([(c - 0.5, y + 0.5), (c + 0.5, y - 0.5)], color.filled())
         });
         chart.draw_series(cells).map_err(text)?;
+        if col_labels.is_some() {
+            // Key tokens read downwards from just under their column.
+            let style = TextStyle::from(("sans-serif", 12).into_font())
+                .transform(FontTransform::Rotate90)
+                .pos(Pos::new(HPos::Left, VPos::Center));
+            let stride = pooled.cols.div_ceil(MAX_TICKS).max(1);
+            for c in (0..pooled.cols).step_by(stride) {
+                let (x, y) = chart.backend_coord(&(c as f64, 0.5 - rows));
+                let label = label(col_labels, c, pooled.col_factor);
+                canvas
+                    .draw(&Text::new(label, (x, y + 8), style.clone()))
+                    .map_err(text)?;
+            }
+        }
 
         // The colour bar: 0 at the bottom, the largest shown value at the top.
         let mut bar = ChartBuilder::on(&bar_area)
@@ -216,11 +224,17 @@ mod tests {
         // 5 x 3, pooled to at most 2 cells per axis: blocks of 3 rows and 2 columns, ragged at the end.
         let matrix: Vec<f32> = (0..15).map(|x| x as f32).collect();
         let max = pool(&matrix, 5, 3, 2, Pool::Max);
-        assert_eq!((max.rows, max.cols, max.row_factor, max.col_factor), (2, 2, 3, 2));
+        assert_eq!(
+            (max.rows, max.cols, max.row_factor, max.col_factor),
+            (2, 2, 3, 2)
+        );
         assert_eq!(max.values, vec![7.0, 8.0, 13.0, 14.0]);
         let mean = pool(&matrix, 5, 3, 2, Pool::Mean);
         assert_eq!(mean.values, vec![3.5, 5.0, 11.0, 12.5]);
         assert_eq!(mean.describe(), "downsampled 3x2 (mean of each block)");
-        assert_eq!(pool(&matrix, 5, 3, 8, Pool::Max).describe(), "not downsampled");
+        assert_eq!(
+            pool(&matrix, 5, 3, 8, Pool::Max).describe(),
+            "not downsampled"
+        );
     }
 }

@@ -87,13 +87,15 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 /// The command line as typed (program name shortened to `attn`).
 pub fn command_line() -> String {
     let mut words = vec!["attn".to_string()];
-    words.extend(std::env::args().skip(1).map(|a| {
-        if a.contains(' ') {
-            format!("'{a}'")
-        } else {
-            a
-        }
-    }));
+    words.extend(std::env::args().skip(1).map(
+        |a| {
+            if a.contains(' ') {
+                format!("'{a}'")
+            } else {
+                a
+            }
+        },
+    ));
     words.join(" ")
 }
 

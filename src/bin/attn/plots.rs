@@ -149,7 +149,10 @@ fn decade_ticks(range: &std::ops::Range<f64>) -> Vec<f64> {
 
 /// Log-axis ticks inside `range` at powers of two, every other one (or more) when there are many.
 fn power_of_two_ticks(range: &std::ops::Range<f64>) -> Vec<f64> {
-    let (lo, hi) = (range.start.log2().ceil() as i32, range.end.log2().floor() as i32);
+    let (lo, hi) = (
+        range.start.log2().ceil() as i32,
+        range.end.log2().floor() as i32,
+    );
     let stride = ((hi - lo + 1) as usize).div_ceil(10).max(1);
     (lo..=hi).step_by(stride).map(|k| 2f64.powi(k)).collect()
 }
@@ -178,7 +181,11 @@ fn draw_chart<DB: DrawingBackend>(
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(75);
-    let x_spec = x_axis.0.clone().log_scale().with_key_points(x_axis.1.clone());
+    let x_spec = x_axis
+        .0
+        .clone()
+        .log_scale()
+        .with_key_points(x_axis.1.clone());
     // Two coordinate types (log or linear y) share the drawing code through this macro.
     macro_rules! draw {
         ($chart:expr) => {{
@@ -259,9 +266,7 @@ fn draw_timings<DB: DrawingBackend>(
     title: &str,
 ) -> Result<(), String> {
     root.fill(&WHITE).map_err(text)?;
-    let root = root
-        .titled(title, ("sans-serif", 20))
-        .map_err(text)?;
+    let root = root.titled(title, ("sans-serif", 20)).map_err(text)?;
     let times = panels(records, Record::config_key, Record::median_ms);
     let throughput = panels(records, Record::config_key, |r| {
         r.timing.as_ref().map(|t| t.tflops)
@@ -296,7 +301,9 @@ fn draw_timings<DB: DrawingBackend>(
         let spread = rates
             .iter()
             .flat_map(|(_, p)| p.iter().map(|&(_, y)| y))
-            .fold((f64::INFINITY, 0.0f64), |(lo, hi), y| (lo.min(y), hi.max(y)));
+            .fold((f64::INFINITY, 0.0f64), |(lo, hi), y| {
+                (lo.min(y), hi.max(y))
+            });
         draw_chart(
             &areas[2 * row + 1],
             &format!("{name}: throughput"),
@@ -316,13 +323,26 @@ fn draw_timings<DB: DrawingBackend>(
 }
 
 /// Writes the timing figure as PNG and SVG.
-pub fn write_timings(records: &[&Record], title: &str, png: &Path, svg: &Path) -> Result<(), String> {
+pub fn write_timings(
+    records: &[&Record],
+    title: &str,
+    png: &Path,
+    svg: &Path,
+) -> Result<(), String> {
     fonts::register();
     let size = (1400, 60 + 430 * timing_rows(records) as u32);
-    draw_timings(BitMapBackend::new(png, size).into_drawing_area(), records, title)
-        .map_err(|e| format!("{}: {e}", png.display()))?;
-    draw_timings(SVGBackend::new(svg, size).into_drawing_area(), records, title)
-        .map_err(|e| format!("{}: {e}", svg.display()))
+    draw_timings(
+        BitMapBackend::new(png, size).into_drawing_area(),
+        records,
+        title,
+    )
+    .map_err(|e| format!("{}: {e}", png.display()))?;
+    draw_timings(
+        SVGBackend::new(svg, size).into_drawing_area(),
+        records,
+        title,
+    )
+    .map_err(|e| format!("{}: {e}", svg.display()))
 }
 
 /// Writes the memory figure as PNG: peak bytes of one call against seq, per dtype and head dim.
@@ -338,7 +358,11 @@ pub fn write_memory(records: &[&Record], title: &str, png: &Path) -> Result<(), 
     );
     let spaces: BTreeMap<String, String> = records
         .iter()
-        .filter_map(|r| r.memory.as_ref().map(|m| (r.kernel.clone(), m.space.clone())))
+        .filter_map(|r| {
+            r.memory
+                .as_ref()
+                .map(|m| (r.kernel.clone(), m.space.clone()))
+        })
         .collect();
     let size = (1000, 60 + 420 * peaks.len().max(1) as u32);
     let root = BitMapBackend::new(png, size).into_drawing_area();
@@ -363,7 +387,7 @@ pub fn write_memory(records: &[&Record], title: &str, png: &Path) -> Result<(), 
         for (area, ((dtype, head_dim), lines)) in areas.iter().zip(&peaks) {
             draw_chart(
                 area,
-                &format!("{dtype}, head_dim {head_dim}: peak memory of one call"),
+                &format!("{dtype}, head_dim {head_dim}: peak memory of one call (batch x seq held constant)"),
                 "bytes",
                 lines,
                 &x_axis,

@@ -10,9 +10,7 @@
 use std::collections::BTreeSet;
 
 use cuda_attention::cpu::{compare, reference};
-use cuda_attention::{
-    AttentionError, AttentionProblem, AttentionShape, Element, Result, Strides,
-};
+use cuda_attention::{AttentionError, AttentionProblem, AttentionShape, Element, Result, Strides};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -105,7 +105,9 @@ impl FromStr for Kernel {
             .into_iter()
             .find(|k| k.name() == s)
             .ok_or_else(|| {
-                format!("unknown kernel '{s}': use naive, flash, cpu, emulator-naive or emulator-flash")
+                format!(
+                    "unknown kernel '{s}': use naive, flash, cpu, emulator-naive or emulator-flash"
+                )
             })
     }
 }
@@ -138,7 +140,9 @@ impl FromStr for Masks {
             "no" | "false" => Ok(Masks::No),
             "yes" | "true" => Ok(Masks::Yes),
             "both" => Ok(Masks::Both),
-            other => Err(format!("unknown causal setting '{other}': use no, yes or both")),
+            other => Err(format!(
+                "unknown causal setting '{other}': use no, yes or both"
+            )),
         }
     }
 }

@@ -16,13 +16,19 @@ pub fn describe(results: &BenchResults) -> Vec<String> {
     }
     let s = &results.settings;
     let flush = if s.l2_flush_bytes > 0 {
-        format!(", L2 flushed ({}) before each run", human_bytes(s.l2_flush_bytes))
+        format!(
+            ", L2 flushed ({}) before each run",
+            human_bytes(s.l2_flush_bytes)
+        )
     } else {
         String::new()
     };
     vec![
         format!("{} ({}), {}", results.tool, results.software, device),
-        format!("commit {}, {}, `{}`", results.commit, results.date, results.command),
+        format!(
+            "commit {}, {}, `{}`",
+            results.commit, results.date, results.command
+        ),
         format!(
             "{}: median of up to {} timed runs after {} warm-up runs, {} input sets rotated{flush}",
             s.timer, s.iters, s.warmup, s.input_sets

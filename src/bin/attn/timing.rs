@@ -10,8 +10,8 @@ use std::time::Instant;
 use cuda_attention::cpu::backend;
 use cuda_attention::emulator::Emulator;
 use cuda_attention::{
-    AttentionError, AttentionProblem, DeviceTensors, Element, Engine, ForwardOptions,
-    KernelChoice, Plan,
+    AttentionError, AttentionProblem, DeviceTensors, Element, Engine, ForwardOptions, KernelChoice,
+    Plan,
 };
 use cudarc::driver::sys::{cudaError_enum, CUdevice_attribute, CUevent_flags};
 use cudarc::driver::{CudaSlice, CudaStream, DriverError};
@@ -260,9 +260,15 @@ impl<'a, T: Element> GpuRunner<'a, T> {
         let mut sets = Vec::with_capacity(host.sets.len());
         for set in &host.sets {
             sets.push(DeviceSet {
-                q: stream.clone_htod(&set.q[..]).map_err(driver("uploading q"))?,
-                k: stream.clone_htod(&set.k[..]).map_err(driver("uploading k"))?,
-                v: stream.clone_htod(&set.v[..]).map_err(driver("uploading v"))?,
+                q: stream
+                    .clone_htod(&set.q[..])
+                    .map_err(driver("uploading q"))?,
+                k: stream
+                    .clone_htod(&set.k[..])
+                    .map_err(driver("uploading k"))?,
+                v: stream
+                    .clone_htod(&set.v[..])
+                    .map_err(driver("uploading v"))?,
             });
         }
         let out = stream

@@ -112,7 +112,14 @@ struct Selection {
 }
 
 /// Rows `[seq, head_dim]` of head `head` of batch `b` from contiguous `[batch, seq, heads, head_dim]`.
-fn head_rows<T: Copy>(x: &[T], seq: usize, heads: usize, d: usize, b: usize, head: usize) -> Vec<T> {
+fn head_rows<T: Copy>(
+    x: &[T],
+    seq: usize,
+    heads: usize,
+    d: usize,
+    b: usize,
+    head: usize,
+) -> Vec<T> {
     (0..seq)
         .flat_map(|s| {
             let start = ((b * seq + s) * heads + head) * d;
@@ -126,7 +133,8 @@ fn from_files(args: &WeightsArgs, q: &Path, k: &Path, v: &Path) -> CliResult<Sel
     if q.batch != k.batch || k.batch != v.batch {
         return Err(format!("batch differs: q {}, k {}, v {}", q.batch, k.batch, v.batch).into());
     }
-    if k.seq != v.seq || k.heads != v.heads || q.head_dim != k.head_dim || k.head_dim != v.head_dim {
+    if k.seq != v.seq || k.heads != v.heads || q.head_dim != k.head_dim || k.head_dim != v.head_dim
+    {
         return Err("k and v must have the same shape, and q the same head_dim".into());
     }
     if k.heads == 0 || q.heads % k.heads != 0 {
@@ -215,18 +223,29 @@ fn naive_weights<T: Element>(
         .with_weights(true);
     match (backend, target) {
         (Backend::Emulator, _) => {
-            let (q, k, v) = (Aligned::from_slice(q), Aligned::from_slice(k), Aligned::from_slice(v));
+            let (q, k, v) = (
+                Aligned::from_slice(q),
+                Aligned::from_slice(k),
+                Aligned::from_slice(v),
+            );
             let out = Emulator::new().forward(problem, options, &q, &k, &v)?;
-            Ok(("naive kernels in the CPU emulator".into(), out.weights.unwrap_or_default()))
+            Ok((
+                "naive kernels in the CPU emulator".into(),
+                out.weights.unwrap_or_default(),
+            ))
         }
-        (Backend::Auto | Backend::Gpu, Target::Gpu(engine)) => {
-            Ok((format!("naive kernels on {}", engine.device().name), gpu_weights(engine, problem, options, q, k, v)?))
-        }
+        (Backend::Auto | Backend::Gpu, Target::Gpu(engine)) => Ok((
+            format!("naive kernels on {}", engine.device().name),
+            gpu_weights(engine, problem, options, q, k, v)?,
+        )),
         (Backend::Gpu, Target::Cpu(why)) => Err(format!("--backend gpu, but no GPU: {why}").into()),
         (Backend::Gpu, Target::Emulator(_)) => Err("--backend gpu, but no GPU".into()),
         (Backend::Cpu | Backend::Auto, _) => {
             let out = backend::attention(problem, q, k, v, false, true)?;
-            Ok(("CPU backend (no GPU used)".into(), out.weights.unwrap_or_default()))
+            Ok((
+                "CPU backend (no GPU used)".into(),
+                out.weights.unwrap_or_default(),
+            ))
         }
     }
 }
@@ -240,7 +259,11 @@ fn gpu_weights<T: Element>(
     v: &[T],
 ) -> CliResult<Vec<f32>> {
     let stream = engine.default_stream();
-    let upload = |x: &[T]| stream.clone_htod(x).map_err(|e| format!("uploading the inputs: {e}"));
+    let upload = |x: &[T]| {
+        stream
+            .clone_htod(x)
+            .map_err(|e| format!("uploading the inputs: {e}"))
+    };
     let (q, k, v) = (upload(q)?, upload(k)?, upload(v)?);
     let out = engine.forward(problem, options, &q, &k, &v)?;
     let weights = out.weights.ok_or("the engine returned no weights")?;
@@ -280,14 +303,16 @@ pub fn run(args: &WeightsArgs) -> CliResult<ExitCode> {
         _ => random(args)?,
     };
     let (seq_q, seq_k, d) = (selection.seq_q, selection.seq_k, selection.head_dim);
-    let mut problem =
-        AttentionProblem::new(AttentionShape::new(1, seq_q, 1, d).with_seq_k(seq_k)).with_causal(args.causal);
+    let mut problem = AttentionProblem::new(AttentionShape::new(1, seq_q, 1, d).with_seq_k(seq_k))
+        .with_causal(args.causal);
     if let Some(scale) = args.scale {
         problem = problem.with_scale(scale);
     }
     problem.validate()?;
     let target = match args.backend {
-        Backend::Cpu | Backend::Emulator => Target::Cpu(format!("--backend {:?}", args.backend).to_lowercase()),
+        Backend::Cpu | Backend::Emulator => {
+            Target::Cpu(format!("--backend {:?}", args.backend).to_lowercase())
+        }
         Backend::Auto | Backend::Gpu => Target::open(args.device, false)?,
     };
     let (ran_on, weights, dtype) = match &selection.slices {
@@ -322,12 +347,19 @@ pub fn run(args: &WeightsArgs) -> CliResult<ExitCode> {
         &args.out,
     )?;
     println!("weights: {ran_on}, {}", selection.source);
-    println!(
-        "wrote {}: {seq_q} x {seq_k} weights, {} to {} x {} cells",
-        args.out.display(),
-        pooled.describe(),
-        pooled.rows,
-        pooled.cols
-    );
+    if pooled.row_factor * pooled.col_factor > 1 {
+        println!(
+            "wrote {}: {seq_q} x {seq_k} weights, {} to {} x {} cells",
+            args.out.display(),
+            pooled.describe(),
+            pooled.rows,
+            pooled.cols
+        );
+    } else {
+        println!(
+            "wrote {}: {seq_q} x {seq_k} weights, not downsampled",
+            args.out.display()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,503 @@
+//! `attn bench` and `attn weights` end to end: the quick sweep writes the table, results.json and valid
+//! plots (on a machine without a GPU it runs the CPU backend and says so); `--compare` merges the torch
+//! script's results; `attn weights` writes a heatmap of a pooled matrix from random or .npy inputs.
+//!
+//! Uses the binary at `$ATTN_BIN` when set (the GPU suite runs the tests from a packed folder).
+
+#[allow(dead_code)]
+#[path = "../src/bin/attn/results.rs"]
+mod results;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use half::f16;
+use npyz::WriterBuilder;
+use results::{BenchResults, Status};
+
+const FIXTURE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/torch_sdpa_small.json"
+);
+
+fn attn_bin() -> String {
+    std::env::var("ATTN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_attn").to_string())
+}
+
+/// Runs attn; returns (success, stdout, stdout + stderr).
+fn attn(args: &[&str]) -> (bool, String, String) {
+    let output = Command::new(attn_bin())
+        .args(args)
+        .output()
+        .expect("attn runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let all = format!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    (output.status.success(), stdout, all)
+}
+
+/// A fresh folder under the system temp dir.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("attn-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Decodes a PNG fully (checksums, inflate) and returns (width, height, distinct pixel values seen).
+fn decode_png(path: &Path) -> (u32, u32, usize) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+        "{} has no PNG signature",
+        path.display()
+    );
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let mut reader = decoder.read_info().expect("a valid PNG header");
+    let mut pixels = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut pixels).expect("valid PNG data");
+    let mut distinct: Vec<&[u8]> = pixels[..info.buffer_size()]
+        .chunks(info.color_type.samples())
+        .collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    (info.width, info.height, distinct.len())
+}
+
+/// Checks an SVG from plotters: one root element, lines and text, and `must_contain`.
+fn check_svg(path: &Path, must_contain: &[&str]) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(
+        text.len() > 10_000,
+        "{} is only {} bytes",
+        path.display(),
+        text.len()
+    );
+    let trimmed = text.trim();
+    assert!(
+        trimmed.starts_with("<svg") && trimmed.ends_with("</svg>"),
+        "{} is not one svg element",
+        path.display()
+    );
+    assert_eq!(trimmed.matches("<svg").count(), 1);
+    assert!(
+        text.contains("<polyline") || text.contains("<path"),
+        "no lines"
+    );
+    assert!(text.contains("<text"), "no text");
+    for s in must_contain {
+        assert!(text.contains(s), "{s} missing from {}", path.display());
+    }
+}
+
+/// The quick sweep, run once for every test here: (output dir, stdout + stderr, seconds).
+fn quick() -> &'static (PathBuf, String, f64) {
+    static QUICK: OnceLock<(PathBuf, String, f64)> = OnceLock::new();
+    QUICK.get_or_init(|| {
+        let dir = scratch("quick");
+        let out = dir.to_str().unwrap().to_string();
+        let started = Instant::now();
+        let (ok, _, all) = attn(&["bench", "--quick", "--out", &out]);
+        assert!(ok, "attn bench --quick failed:\n{all}");
+        (dir, all, started.elapsed().as_secs_f64())
+    })
+}
+
+#[test]
+fn quick_bench_writes_the_table_json_and_plots() {
+    let (dir, text, seconds) = quick();
+    let results = BenchResults::load(&dir.join("results.json")).unwrap();
+    if results.backend == "cpu" {
+        assert!(text.contains("backend: CPU, no GPU used"), "{text}");
+        assert!(text.contains("CPU: "), "{text}");
+        assert_eq!(results.device.kind, "cpu");
+        assert_eq!(results.settings.timer, "wall clock");
+        assert!(*seconds < 60.0, "the quick CPU sweep took {seconds:.1} s");
+    }
+    assert_eq!(results.tool, "attn bench");
+    assert!(!results.commit.is_empty() && !results.device.name.is_empty());
+    assert!(
+        results.date.len() == 20 && results.date.ends_with('Z'),
+        "{}",
+        results.date
+    );
+    assert!(results.command.starts_with("attn bench --quick"));
+    assert!(!results.records.is_empty());
+    for r in &results.records {
+        assert_eq!(r.status, Status::Ok, "{r:?}");
+        let full = 4.0 * (r.batch * r.heads * r.seq * r.seq * r.head_dim) as f64;
+        assert_eq!(r.flops, if r.causal { full / 2.0 } else { full });
+        let check = r.check.as_ref().expect("checked before timing");
+        assert!(check.passed && check.rows > 0 && check.max_abs_error <= check.allowed);
+        let t = r.timing.as_ref().unwrap();
+        assert!(t.times_ms.len() >= 3, "{r:?}");
+        assert!(t.min_ms <= t.median_ms && t.median_ms <= t.max_ms);
+        let tflops = r.flops / (t.median_ms * 1e-3) / 1e12;
+        assert!((tflops - t.tflops).abs() <= 1e-9 * tflops, "{r:?}");
+        assert!(r.memory.as_ref().unwrap().peak_bytes > 0);
+        // The table has the record's line.
+        assert!(
+            text.lines().any(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.len() > 7
+                    && w[3] == r.seq.to_string()
+                    && w[1] == r.head_dim.to_string()
+                    && w[6] == r.kernel
+            }),
+            "no table line for {} seq {}:\n{text}",
+            r.kernel,
+            r.seq
+        );
+    }
+    let (width, height, colours) = decode_png(&dir.join("timings.png"));
+    assert!(
+        width >= 1000 && height >= 400 && colours > 20,
+        "{width}x{height}, {colours} colours"
+    );
+    let (width, height, colours) = decode_png(&dir.join("memory.png"));
+    assert!(
+        width >= 800 && height >= 400 && colours > 20,
+        "{width}x{height}, {colours} colours"
+    );
+    for png in ["timings.png", "memory.png"] {
+        let size = std::fs::metadata(dir.join(png)).unwrap().len();
+        assert!(size > 10_000, "{png} is {size} bytes");
+    }
+    let kernel = results.records[0].kernel.as_str();
+    check_svg(
+        &dir.join("timings.svg"),
+        &["sequence length", "TFLOP/s", kernel],
+    );
+}
+
+#[test]
+fn compare_merges_the_torch_results_into_the_table_and_plots() {
+    let (dir, _, _) = quick();
+    let ours = dir.join("results.json");
+    let out = scratch("compare");
+    let (ok, stdout, all) = attn(&[
+        "bench",
+        "--results",
+        ours.to_str().unwrap(),
+        "--compare",
+        FIXTURE,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{all}");
+    assert!(
+        stdout.contains("compared with:") && stdout.contains("not a measurement"),
+        "{stdout}"
+    );
+    // The torch records are in the one table.
+    for words in [
+        "torch-flash",
+        "torch-math",
+        "skipped: Warning: cuDNN",
+        "out of memory: OutOfMemoryError",
+    ] {
+        assert!(stdout.contains(words), "{words} missing:\n{stdout}");
+    }
+    let ratios = stdout
+        .split("time ratio ours / theirs")
+        .nth(1)
+        .expect("a ratio table");
+    let header = ratios.lines().nth(1).unwrap();
+    assert!(
+        header.contains("torch-flash") && header.contains("torch-math"),
+        "{header}"
+    );
+
+    // The ratio of a shape both timed, recomputed from the two files.
+    let ours = BenchResults::load(&ours).unwrap();
+    let theirs = BenchResults::load(Path::new(FIXTURE)).unwrap();
+    let mut checked = 0;
+    for mine in ours.records.iter().filter(|r| r.timing.is_some()) {
+        let Some(other) = theirs
+            .records
+            .iter()
+            .find(|t| t.kernel == "torch-flash" && t.shape_key() == mine.shape_key())
+        else {
+            continue;
+        };
+        let ratio = mine.median_ms().unwrap() / other.median_ms().unwrap();
+        let line = ratios
+            .lines()
+            .find(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.len() > 4
+                    && w[3] == mine.seq.to_string()
+                    && w[1] == mine.head_dim.to_string()
+                    && w[4] == mine.kernel
+            })
+            .unwrap_or_else(|| panic!("no ratio line for seq {}:\n{ratios}", mine.seq));
+        assert!(
+            line.contains(&format!("{ratio:.2}")),
+            "{ratio:.2} not in {line}"
+        );
+        checked += 1;
+    }
+    if ours
+        .records
+        .iter()
+        .any(|r| r.dtype == "bf16" && r.head_dim == 64 && r.seq == 256)
+    {
+        assert!(checked > 0, "no shape was compared:\n{stdout}");
+    }
+    // Ours are re-written unchanged; the plots hold both.
+    assert_eq!(BenchResults::load(&out.join("results.json")).unwrap(), ours);
+    check_svg(
+        &out.join("timings.svg"),
+        &["torch-flash", "torch-math", "dashed"],
+    );
+    let (_, _, colours) = decode_png(&out.join("memory.png"));
+    assert!(colours > 20);
+}
+
+#[test]
+fn bench_times_the_emulated_kernels_and_their_memory() {
+    let out = scratch("emulated");
+    let (ok, stdout, all) = attn(&[
+        "bench",
+        "--cpu",
+        "--kernels",
+        "cpu,emulator-naive,emulator-flash",
+        "--seqs",
+        "32,64",
+        "--tokens",
+        "64",
+        "--hidden",
+        "64",
+        "--head-dims",
+        "64",
+        "--iters",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{all}");
+    assert!(stdout.contains("emulator-flash"), "{stdout}");
+    let results = BenchResults::load(&out.join("results.json")).unwrap();
+    assert_eq!(results.records.len(), 6);
+    let peak = |kernel: &str, seq: usize| {
+        results
+            .records
+            .iter()
+            .find(|r| r.kernel == kernel && r.seq == seq)
+            .and_then(|r| r.memory.as_ref())
+            .map(|m| m.peak_bytes)
+            .unwrap()
+    };
+    for r in &results.records {
+        assert_eq!(r.status, Status::Ok, "{r:?}");
+    }
+    // Naive needs the f32 scores on top of what flash needs: batch * heads * seq^2 * 4 bytes.
+    for seq in [32, 64] {
+        let scores = (64 / seq) * seq * seq * 4;
+        assert_eq!(
+            peak("emulator-naive", seq) - peak("emulator-flash", seq),
+            scores as u64
+        );
+    }
+    assert_eq!(peak("cpu", 32), peak("emulator-flash", 32));
+}
+
+#[test]
+fn gpu_kernels_are_skipped_with_the_reason_without_a_gpu() {
+    let (ok, stdout, all) = attn(&[
+        "bench",
+        "--cpu",
+        "--kernels",
+        "naive,cpu",
+        "--seqs",
+        "16",
+        "--tokens",
+        "16",
+        "--hidden",
+        "32",
+        "--head-dims",
+        "16",
+        "--iters",
+        "3",
+    ]);
+    assert!(ok, "{all}");
+    let naive = stdout
+        .lines()
+        .find(|l| l.split_whitespace().nth(6) == Some("naive"))
+        .unwrap();
+    assert!(naive.contains("skipped: no GPU"), "{naive}");
+}
+
+#[test]
+fn weights_draws_a_pooled_heatmap_of_random_inputs() {
+    let dir = scratch("weights");
+    let png = dir.join("random.png");
+    let tokens = dir.join("tokens.txt");
+    let words: Vec<String> = (0..1000).map(|i| format!("tok{i}")).collect();
+    std::fs::write(&tokens, words.join("\n")).unwrap();
+    let (ok, stdout, all) = attn(&[
+        "weights",
+        "--seq",
+        "1000",
+        "--heads",
+        "2",
+        "--head",
+        "1",
+        "--head-dim",
+        "32",
+        "--causal",
+        "--max-cells",
+        "200",
+        "--tokens",
+        tokens.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(ok, "{all}");
+    assert!(
+        stdout.contains(
+            "1000 x 1000 weights, downsampled 5x5 (max of each block) to 200 x 200 cells"
+        ),
+        "{stdout}"
+    );
+    let (width, height, colours) = decode_png(&png);
+    assert!(
+        width >= 1000 && height >= 900 && colours > 50,
+        "{width}x{height}, {colours}"
+    );
+
+    // A small matrix is drawn whole; a wrong tokens file is an error, not a panic.
+    let small = dir.join("small.png");
+    let (ok, stdout, all) = attn(&[
+        "weights",
+        "--seq",
+        "24",
+        "--out",
+        small.to_str().unwrap(),
+        "--backend",
+        "emulator",
+    ]);
+    assert!(
+        ok && stdout.contains("not downsampled") && stdout.contains("emulator"),
+        "{all}"
+    );
+    decode_png(&small);
+    let (ok, _, all) = attn(&[
+        "weights",
+        "--seq",
+        "24",
+        "--tokens",
+        tokens.to_str().unwrap(),
+    ]);
+    assert!(
+        !ok && all.contains("1000 lines") && !all.contains("panicked"),
+        "{all}"
+    );
+}
+
+/// Writes a C-order .npy of `shape`.
+fn write_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[u64], values: &[T]) {
+    let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut writer = npyz::WriteOptions::new()
+        .default_dtype()
+        .shape(shape)
+        .writer(file)
+        .begin_nd()
+        .unwrap();
+    writer.extend(values.iter().copied()).unwrap();
+    writer.finish().unwrap();
+}
+
+#[test]
+fn weights_reads_npy_activations_with_gqa_and_token_labels() {
+    let dir = scratch("npy");
+    let (seq, heads_q, heads_kv, d) = (40u64, 4u64, 2u64, 16u64);
+    let value = |i: usize, salt: usize| ((i * 7919 + salt * 31) % 997) as f32 / 498.5 - 1.0;
+    let q: Vec<f32> = (0..(seq * heads_q * d) as usize)
+        .map(|i| value(i, 1))
+        .collect();
+    let kv = |salt| -> Vec<f32> {
+        (0..(seq * heads_kv * d) as usize)
+            .map(|i| value(i, salt))
+            .collect()
+    };
+    let paths = ["q.npy", "k.npy", "v.npy"].map(|n| dir.join(n));
+    write_npy(&paths[0], &[seq, heads_q, d], &q);
+    write_npy(&paths[1], &[seq, heads_kv, d], &kv(2));
+    write_npy(&paths[2], &[seq, heads_kv, d], &kv(3));
+    let tokens = dir.join("tokens.txt");
+    let words: Vec<String> = (0..seq).map(|i| format!("word{i}")).collect();
+    std::fs::write(&tokens, words.join("\n")).unwrap();
+    let png = dir.join("npy.png");
+    let p = |p: &Path| p.to_str().unwrap().to_string();
+    let (ok, stdout, all) = attn(&[
+        "weights",
+        "--q",
+        &p(&paths[0]),
+        "--k",
+        &p(&paths[1]),
+        "--v",
+        &p(&paths[2]),
+        "--head",
+        "3",
+        "--tokens",
+        &p(&tokens),
+        "--out",
+        &p(&png),
+    ]);
+    assert!(ok, "{all}");
+    assert!(
+        stdout.contains("from .npy files") && stdout.contains("40 x 40 weights, not downsampled"),
+        "{stdout}"
+    );
+    decode_png(&png);
+
+    // float16 with a batch axis.
+    let half: Vec<f16> = q.iter().map(|&x| f16::from_f32(x)).collect();
+    let paths16 = ["q16.npy", "k16.npy", "v16.npy"].map(|n| dir.join(n));
+    write_npy(&paths16[0], &[2, seq / 2, heads_q, d], &half);
+    write_npy(&paths16[1], &[2, seq / 2, heads_q, d], &half);
+    write_npy(&paths16[2], &[2, seq / 2, heads_q, d], &half);
+    let png16 = dir.join("npy16.png");
+    let (ok, stdout, all) = attn(&[
+        "weights",
+        "--q",
+        &p(&paths16[0]),
+        "--k",
+        &p(&paths16[1]),
+        "--v",
+        &p(&paths16[2]),
+        "--batch-index",
+        "1",
+        "--out",
+        &p(&png16),
+    ]);
+    assert!(ok && stdout.contains("20 x 20 weights"), "{all}");
+    decode_png(&png16);
+
+    // A shape that is not [seq, heads, dim] is an error naming the file.
+    write_npy(&paths[1], &[seq * heads_kv * d], &kv(2));
+    let (ok, _, all) = attn(&[
+        "weights",
+        "--q",
+        &p(&paths[0]),
+        "--k",
+        &p(&paths[1]),
+        "--v",
+        &p(&paths[2]),
+    ]);
+    assert!(
+        !ok && all.contains("k.npy") && all.contains("expected [seq, heads, head_dim]"),
+        "{all}"
+    );
+}
+
+#[test]
+fn the_quick_sweep_finishes_in_time() {
+    let (_, _, seconds) = quick();
+    assert!(
+        Duration::from_secs_f64(*seconds) < Duration::from_secs(120),
+        "{seconds} s"
+    );
+}
