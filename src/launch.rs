@@ -2,6 +2,8 @@
 //! same grids.
 
 use crate::dtype::DType;
+use crate::error::{AttentionError, Result};
+use crate::plan::{KernelKind, Plan};
 use crate::problem::AttentionShape;
 use crate::sys::{
     FLASH_BLOCK_M, FLASH_BLOCK_N_NARROW, FLASH_BLOCK_N_WIDE, FLASH_F32_KEY_TILE, FLASH_F32_THREADS,
@@ -131,6 +133,35 @@ pub fn flash_launch(shape: &AttentionShape, dtype: DType) -> KernelLaunch {
         ),
         block: (FLASH_THREADS, 1, 1),
         shared_bytes: flash_shared_bytes(padded),
+    }
+}
+
+/// The launches of a plan's kernel, after the checks only the buffers' addresses allow: the tensor-core
+/// flash kernels load 16-byte rows with cp.async, so q, k and v must start 16-byte aligned (the f32 flash
+/// kernel and the naive kernels load scalars).
+///
+/// # Errors
+/// [`AttentionError::KernelUnsupported`] naming the first misaligned buffer.
+pub fn plan_launches(plan: &Plan, q: u64, k: u64, v: u64) -> Result<Vec<KernelLaunch>> {
+    let shape = &plan.problem.shape;
+    match plan.kernel {
+        KernelKind::Naive => Ok(naive_launches(shape, plan.dtype)),
+        KernelKind::Flash => {
+            if plan.dtype != DType::F32 {
+                for (tensor, address) in [("q", q), ("k", k), ("v", v)] {
+                    if address % 16 != 0 {
+                        return Err(AttentionError::KernelUnsupported {
+                            kernel: "flash",
+                            reason: format!(
+                                "the {tensor} buffer is not 16-byte aligned: pass aligned buffers or plan \
+                                 with KernelChoice::Naive"
+                            ),
+                        });
+                    }
+                }
+            }
+            Ok(vec![flash_launch(shape, plan.dtype)])
+        }
     }
 }
 

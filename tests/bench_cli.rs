@@ -330,6 +330,58 @@ fn gpu_kernels_are_skipped_with_the_reason_without_a_gpu() {
 }
 
 #[test]
+fn dry_runs_of_attn_and_the_torch_script_plan_the_same_shapes() {
+    let flags = [
+        "--seqs",
+        "256,1000",
+        "--tokens",
+        "2000",
+        "--hidden",
+        "256",
+        "--head-dims",
+        "64,128",
+        "--causal",
+        "both",
+        "--dtypes",
+        "f16,bf16",
+    ];
+    let mut args = vec!["bench", "--dry-run", "--kernels", "flash"];
+    args.extend(flags);
+    let (ok, stdout, all) = attn(&args);
+    assert!(ok, "{all}");
+    let ours: BenchResults =
+        serde_json::from_str(&stdout).expect("--dry-run prints the schema alone");
+    assert!(ours
+        .records
+        .iter()
+        .all(|r| r.status == Status::Skipped && r.reason.as_deref() == Some("dry run")));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/torch_sdpa.py");
+    let Ok(output) = Command::new("python3")
+        .arg(script)
+        .args(flags)
+        .args(["--backends", "flash", "--dry-run"])
+        .output()
+    else {
+        eprintln!("python3 not available: the torch script's dry run is not compared");
+        return;
+    };
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let theirs: BenchResults = serde_json::from_slice(&output.stdout).unwrap();
+    let shapes = |r: &BenchResults| -> Vec<_> {
+        r.records
+            .iter()
+            .map(|r| (r.shape_key(), r.flops.to_bits()))
+            .collect()
+    };
+    assert_eq!(shapes(&ours), shapes(&theirs));
+    assert_eq!(ours.records.len(), 2 * 2 * 2 * 2);
+}
+
+#[test]
 fn weights_draws_a_pooled_heatmap_of_random_inputs() {
     let dir = scratch("weights");
     let png = dir.join("random.png");

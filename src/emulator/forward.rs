@@ -4,7 +4,7 @@
 use super::{Emulator, Schedule};
 use crate::dtype::Element;
 use crate::error::{AttentionError, Result};
-use crate::launch::{flash_launch, naive_launches};
+use crate::launch::plan_launches;
 use crate::params::{attention_params, BufferAddresses};
 use crate::plan::{ForwardOptions, KernelKind, Plan};
 use crate::problem::AttentionProblem;
@@ -110,28 +110,12 @@ impl Emulator {
             options.return_weights,
             shape.score_elements()?,
         )?;
-        let launches = match plan.kernel {
-            KernelKind::Naive => naive_launches(&shape, T::DTYPE),
-            KernelKind::Flash => {
-                // As on the GPU: cp.async moves 16-byte rows.
-                for (tensor, address) in [
-                    ("q", q.as_ptr() as usize),
-                    ("k", k.as_ptr() as usize),
-                    ("v", v.as_ptr() as usize),
-                ] {
-                    if address % 16 != 0 {
-                        return Err(AttentionError::KernelUnsupported {
-                            kernel: "flash",
-                            reason: format!(
-                                "the {tensor} buffer is not 16-byte aligned: pass aligned buffers or plan with \
-                                 KernelChoice::Naive"
-                            ),
-                        });
-                    }
-                }
-                vec![flash_launch(&shape, T::DTYPE)]
-            }
-        };
+        let launches = plan_launches(
+            &plan,
+            q.as_ptr() as u64,
+            k.as_ptr() as u64,
+            v.as_ptr() as u64,
+        )?;
 
         // Naive: S, then P in place, in the caller's weights buffer or a NaN-filled workspace (a kernel
         // that reads a score it never wrote then shows NaN). Flash writes no scores.

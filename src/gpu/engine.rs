@@ -10,7 +10,7 @@ use super::driver::{open_context, DeviceInfo};
 use super::kernels::LoadedKernels;
 use crate::dtype::Element;
 use crate::error::{AttentionError, DriverContext, Result};
-use crate::launch::{flash_launch, naive_launches};
+use crate::launch::plan_launches;
 use crate::params::{attention_params, BufferAddresses};
 use crate::plan::{ForwardOptions, KernelKind, Plan};
 use crate::problem::AttentionProblem;
@@ -303,23 +303,7 @@ impl Engine {
                 alibi_slopes: alibi_ptr.unwrap_or(0),
             },
         );
-        let launches = match plan.kernel {
-            KernelKind::Naive => naive_launches(shape, plan.dtype),
-            KernelKind::Flash => {
-                for (tensor, address) in [("q", q_ptr), ("k", k_ptr), ("v", v_ptr)] {
-                    if address % 16 != 0 {
-                        return Err(AttentionError::KernelUnsupported {
-                            kernel: "flash",
-                            reason: format!(
-                                "the {tensor} buffer is not 16-byte aligned: pass aligned buffers or plan with \
-                                 KernelChoice::Naive"
-                            ),
-                        });
-                    }
-                }
-                vec![flash_launch(shape, plan.dtype)]
-            }
-        };
+        let launches = plan_launches(plan, q_ptr, k_ptr, v_ptr)?;
         self.kernels.launch(stream, &launches, &params)
     }
 }

@@ -249,17 +249,27 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
     let gpu = matches!(target, Target::Gpu(_));
     let sweep = resolve(args, gpu);
     let cases = sweep.cases()?;
+    // With --dry-run stdout holds the JSON alone.
+    let say = |line: String| {
+        if args.dry_run {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
     let (backend, device) = match &target {
         Target::Gpu(engine) => {
-            println!(
+            say(format!(
                 "backend: GPU {} ({} SMs)",
                 engine.device().name,
                 engine.device().sm_count
-            );
+            ));
             ("gpu", meta::gpu_device(engine.device()))
         }
         Target::Cpu(why) => {
-            println!("backend: CPU, no GPU used ({why}); the sweep runs on the CPU backend");
+            say(format!(
+                "backend: CPU, no GPU used ({why}); the sweep runs on the CPU backend"
+            ));
             ("cpu", meta::cpu_device())
         }
         Target::Emulator(_) => ("cpu", meta::cpu_device()),
