@@ -299,7 +299,10 @@ def run(args):
     device = {"kind": "gpu", "name": props.name, "driver": driver_version(args.device),
               "compute_capability": f"{props.major}.{props.minor}", "memory_bytes": props.total_memory,
               "processors": props.multi_processor_count}
-    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    try:
+        cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    except (RuntimeError, ValueError):
+        cudnn = None
     software = f"torch {torch.__version__} (CUDA {torch.version.cuda}, cuDNN {cudnn})"
     l2 = getattr(props, "L2_cache_size", 0) or (50 << 20)
     l2_flush_bytes = 0 if args.no_flush else 2 * l2
@@ -392,7 +395,7 @@ def run(args):
                 records.append(rec)
                 if rec["timing"]:
                     t = rec["timing"]
-                    print(f"{t['median_ms']:.4f} ms, {t['tflops']:.2f} TFLOP/s", file=sys.stderr)
+                    print(f"{t['median_ms']:.4f} ms, {t['tflops']:.3g} TFLOP/s", file=sys.stderr)
                 else:
                     print(f"{rec['status']}: {rec['reason']}", file=sys.stderr)
         del sets
@@ -404,7 +407,7 @@ def run(args):
     for r in records:
         head = f"{r['dtype']:<5} {r['head_dim']:>4} {'yes' if r['causal'] else 'no':<6} {r['seq']:>6} {r['kernel']:<16}"
         if r["timing"]:
-            print(f"{head} {r['timing']['median_ms']:>10.4f} {r['timing']['tflops']:>8.2f}")
+            print(f"{head} {r['timing']['median_ms']:>10.4f} {r['timing']['tflops']:>8.3g}")
         else:
             print(f"{head} {r['status']}: {r['reason']}")
     if args.out:

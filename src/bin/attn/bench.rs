@@ -137,6 +137,15 @@ fn resolve(args: &BenchArgs, gpu: bool) -> Sweep {
 }
 
 pub fn run(args: &BenchArgs) -> CliResult<ExitCode> {
+    // A compare file that cannot be read costs the comparison, not the sweep: said first, then skipped.
+    let theirs = match args.compare.as_deref().map(BenchResults::load) {
+        Some(Err(error)) => {
+            eprintln!("warning: not comparing: {error}");
+            None
+        }
+        Some(Ok(theirs)) => Some(theirs),
+        None => None,
+    };
     let ours = match &args.results {
         Some(path) => BenchResults::load(path)?,
         None => match measure(args)? {
@@ -144,11 +153,6 @@ pub fn run(args: &BenchArgs) -> CliResult<ExitCode> {
             None => return Ok(ExitCode::SUCCESS),
         },
     };
-    let theirs = args
-        .compare
-        .as_deref()
-        .map(BenchResults::load)
-        .transpose()?;
 
     println!();
     for line in table::describe(&ours) {

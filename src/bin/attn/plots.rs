@@ -35,22 +35,24 @@ pub fn kernel_color(kernel: &str) -> RGBColor {
     }
 }
 
-/// Numbers for tick labels: three significant digits, no trailing noise.
+/// Numbers for tick labels: up to three significant digits, no trailing zeros.
 fn tick(value: f64) -> String {
+    let magnitude = value.abs();
     if value == 0.0 {
-        "0".into()
-    } else if value.abs() >= 100.0 {
-        format!("{value:.0}")
-    } else if value.abs() >= 1.0 {
-        format!("{value:.1}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .into()
-    } else if value.abs() >= 0.001 {
-        let digits = (-value.abs().log10().floor()) as usize;
-        format!("{value:.digits$}")
+        return "0".into();
+    }
+    if magnitude >= 100.0 {
+        return format!("{value:.0}");
+    }
+    if magnitude < 1e-3 {
+        return format!("{value:.0e}");
+    }
+    let digits = (2.0 - magnitude.log10().floor()).max(0.0) as usize;
+    let text = format!("{value:.digits$}");
+    if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.').to_string()
     } else {
-        format!("{value:.0e}")
+        text
     }
 }
 
@@ -399,4 +401,28 @@ pub fn write_memory(records: &[&Record], title: &str, png: &Path) -> Result<(), 
         root.present().map_err(text)
     };
     draw().map_err(|e| format!("{}: {e}", png.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tick;
+
+    #[test]
+    fn ticks_keep_three_significant_digits() {
+        let cases = [
+            (0.0, "0"),
+            (0.015, "0.015"),
+            (0.02, "0.02"),
+            (0.005, "0.005"),
+            (0.0125, "0.0125"),
+            (1.5, "1.5"),
+            (20.0, "20"),
+            (12.5, "12.5"),
+            (250.0, "250"),
+            (0.0002, "2e-4"),
+        ];
+        for (value, text) in cases {
+            assert_eq!(tick(value), text, "{value}");
+        }
+    }
 }
