@@ -1,9 +1,13 @@
 /*
  * flash.cu - fused attention forward (FlashAttention-2 style) on mma.sync tensor cores, sm_80 and newer.
  *
- * One block owns BLOCK_M = 16 * WARPS query rows of one (batch, head); warp w owns rows 16w..16w+15 of
- * that tile (lane l holds rows l/4 and l/4 + 8 of its 16, as the mma accumulator layout dictates). The
- * block walks the key/value tiles of its head (BLOCK_N keys each) and never writes a score to memory:
+ * One block owns BLOCK_M = WARPS * WARP_ROWS query rows of one (batch, head); warp w owns rows
+ * w * WARP_ROWS .. (w + 1) * WARP_ROWS - 1, as WARP_ROWS / 16 m-tiles of 16 rows (lane l holds rows l/4 and
+ * l/4 + 8 of each m-tile, as the mma accumulator layout dictates). WARP_ROWS is 32 for head dims up to 128
+ * (BLOCK_M 128: every K and V fragment read from shared memory feeds two mma, FlashAttention-2's ratio) and
+ * 16 beyond (BLOCK_M 64: the O accumulators of 32 rows would not fit in registers). The block walks the
+ * key/value tiles of its head, BLOCK_N keys each (64 for head dims up to 64, else 32: 32 x 64 S
+ * accumulators on top of the O accumulators spill), and never writes a score to memory:
  *
  *   Q tile -> shared (cp.async, once); for each key tile t:
  *     V_t -> shared (cp.async, in flight while S is computed)
@@ -11,6 +15,7 @@
  *     S = S * scale * log2(e); -inf where masked (ragged tail, causal, window)
  *     m_new = max(m, rowmax S); P = exp2(S - m_new); l = l * exp2(m - m_new) + rowsum P; O *= exp2(m - m_new)
  *     K_{t+1} -> shared (cp.async, in flight while P V is computed)
+ *     P packed to the input dtype in registers (the f32 S accumulators die here)
  *     O += P V_t                          P stays in registers as the A operand; B = V (ldmatrix.x4.trans)
  *   O /= l, written once in the output dtype; lse = (m + log2 l) * ln 2.
  *
@@ -39,15 +44,18 @@
 /* Tile sizes per head dimension: the one place they are chosen. */
 template <int HEAD_DIM> struct FlashTraits {
     static_assert(HEAD_DIM % FLASH_HEAD_DIM_STEP == 0 && HEAD_DIM <= MAX_HEAD_DIM, "unsupported head dim");
+    static constexpr bool kNarrow = HEAD_DIM <= FLASH_NARROW_MAX_HEAD_DIM;
     static constexpr int kHeadDim = HEAD_DIM;
     static constexpr int kWarps = FLASH_WARPS;
     static constexpr int kThreads = kWarps * WARP_SIZE;
-    static constexpr int kBlockM = 16 * kWarps;
-    static constexpr int kBlockN = HEAD_DIM <= FLASH_NARROW_MAX_HEAD_DIM ? FLASH_BLOCK_N_NARROW : FLASH_BLOCK_N_WIDE;
+    static constexpr int kWarpRows = kNarrow ? FLASH_WARP_ROWS_NARROW : FLASH_WARP_ROWS_WIDE;
+    static constexpr int kMTiles = kWarpRows / 16; /* 16-row mma tiles per warp */
+    static constexpr int kBlockM = kWarps * kWarpRows;
+    static constexpr int kBlockN = HEAD_DIM <= FLASH_SMALL_MAX_HEAD_DIM ? FLASH_BLOCK_N_SMALL : FLASH_BLOCK_N;
     static constexpr int kRowStride = HEAD_DIM + FLASH_ROW_PADDING; /* elements; 16 bytes of padding per row */
     static constexpr int kChunksPerRow = HEAD_DIM / 8; /* 16-byte chunks */
     static_assert(kThreads == FLASH_THREADS, "the launcher reads FLASH_THREADS");
-    static_assert(kBlockM == FLASH_BLOCK_M, "the launcher reads FLASH_BLOCK_M");
+    static_assert(kWarpRows % 16 == 0, "warps own whole 16-row mma tiles");
     static_assert(FLASH_ROW_PADDING * 2 == 16, "ldmatrix rows must stay 16-byte aligned and change bank group");
     static_assert(kBlockN % 16 == 0 && kHeadDim % 16 == 0, "mma tiles are 16 deep");
 };
@@ -89,8 +97,10 @@ template <int HEAD_DIM, typename T> __device__ void flash_forward(const Attentio
     constexpr int kBlockM = Traits::kBlockM;
     constexpr int kBlockN = Traits::kBlockN;
     constexpr int kStride = Traits::kRowStride;
-    constexpr int kNTiles = kBlockN / 8;   /* 8-key accumulator tiles of S */
-    constexpr int kDTiles = HEAD_DIM / 8;  /* 8-column accumulator tiles of O */
+    constexpr int kMTiles = Traits::kMTiles; /* 16-row tiles of the warp's query rows */
+    constexpr int kNTiles = kBlockN / 8;     /* 8-key accumulator tiles of S */
+    constexpr int kKChunks = kBlockN / 16;   /* 16-key chunks of P (A operands of P V) */
+    constexpr int kDTiles = HEAD_DIM / 8;    /* 8-column accumulator tiles of O */
 
     /* Heavy (late) query tiles first: with a causal mask they have the most keys. */
     const int m_block = gridDim.x - 1 - blockIdx.x;
@@ -105,7 +115,7 @@ template <int HEAD_DIM, typename T> __device__ void flash_forward(const Attentio
     const int group = lane / 4;
     const int thread_in_group = lane % 4;
 
-    T *q_smem = dynamic_shared<T>();     // [kBlockM][kStride]
+    T *q_smem = dynamic_shared<T>();        // [kBlockM][kStride]
     T *k_smem = q_smem + kBlockM * kStride; // [kBlockN][kStride]
     T *v_smem = k_smem + kBlockN * kStride; // [kBlockN][kStride]
 
@@ -122,10 +132,18 @@ template <int HEAD_DIM, typename T> __device__ void flash_forward(const Attentio
     const int first_tile = key_begin / kBlockN;
     const int n_tiles = key_end > key_begin ? (key_end + kBlockN - 1) / kBlockN : first_tile;
 
-    /* Running state per thread: rows `group` and `group + 8` of the warp's 16. */
-    float acc_o[kDTiles][4] = {};
-    float row_max[2] = {-INFINITY, -INFINITY};
-    float row_sum[2] = {0.0f, 0.0f};
+    /* Running state per thread: rows `group` and `group + 8` of each of the warp's m-tiles. */
+    float acc_o[kMTiles][kDTiles][4] = {};
+    float row_max[kMTiles][2];
+    float row_sum[kMTiles][2];
+    UNROLL
+    for (int mt = 0; mt < kMTiles; ++mt) {
+        UNROLL
+        for (int r = 0; r < 2; ++r) {
+            row_max[mt][r] = -INFINITY;
+            row_sum[mt][r] = 0.0f;
+        }
+    }
 
     if (first_tile < n_tiles) {
         const int n0 = first_tile * kBlockN;
@@ -133,9 +151,9 @@ template <int HEAD_DIM, typename T> __device__ void flash_forward(const Attentio
         load_tile_async<Traits, kBlockN>(k_smem, k + n0 * p.k_seq_stride, p.k_seq_stride, p.seq_k - n0, p.head_dim);
         cp_async_commit_group();
     }
-    const int warp_row0 = m0 + warp * 16;
+    const int warp_row0 = m0 + warp * Traits::kWarpRows;
     /* The keys every row of this warp sees: a tile inside them needs no per-element mask. */
-    const int warp_full_begin = key_range(p, warp_row0 + 15).begin;
+    const int warp_full_begin = key_range(p, warp_row0 + Traits::kWarpRows - 1).begin;
     const int warp_full_end = key_range(p, warp_row0).end;
     const bool adjust = adjusts_scores(p);
     for (int tile = first_tile; tile < n_tiles; ++tile) {
@@ -145,64 +163,96 @@ template <int HEAD_DIM, typename T> __device__ void flash_forward(const Attentio
         cp_async_wait_group<1>(); /* Q and K_t have landed (V_t may still be in flight) */
         __syncthreads();
 
-        /* S = Q K_t^T, f32 accumulators: acc_s[nt] is the 16 x 8 tile of keys n0 + 8 nt. */
-        float acc_s[kNTiles][4] = {};
+        /* S = Q K_t^T, f32 accumulators: acc_s[mt][nt] is the 16 x 8 tile of rows 16 mt and keys n0 + 8 nt.
+         * Each K fragment serves every m-tile of the warp. */
+        float acc_s[kMTiles][kNTiles][4] = {};
+        UNROLL
         for (int ks = 0; ks < HEAD_DIM / 16; ++ks) {
-            uint32_t a[4];
-            ldmatrix_x4(a[0], a[1], a[2], a[3], q_smem + (warp * 16 + lane % 16) * kStride + ks * 16 + (lane / 16) * 8);
+            uint32_t a[kMTiles][4];
+            UNROLL
+            for (int mt = 0; mt < kMTiles; ++mt) {
+                const int row = warp * Traits::kWarpRows + mt * 16 + lane % 16;
+                ldmatrix_x4(a[mt][0], a[mt][1], a[mt][2], a[mt][3], q_smem + row * kStride + ks * 16 + (lane / 16) * 8);
+            }
+            UNROLL
             for (int nt = 0; nt < kNTiles; nt += 2) {
                 uint32_t b[4];
                 const int key = nt * 8 + (lane / 16) * 8 + lane % 8;
                 ldmatrix_x4(b[0], b[1], b[2], b[3], k_smem + key * kStride + ks * 16 + ((lane / 8) % 2) * 8);
                 const uint32_t b0[2] = {b[0], b[1]};
                 const uint32_t b1[2] = {b[2], b[3]};
-                Ops::mma(acc_s[nt], a, b0);
-                Ops::mma(acc_s[nt + 1], a, b1);
+                UNROLL
+                for (int mt = 0; mt < kMTiles; ++mt) {
+                    Ops::mma(acc_s[mt][nt], a[mt], b0);
+                    Ops::mma(acc_s[mt][nt + 1], a[mt], b1);
+                }
             }
         }
 
         /* Scale into log2 units (soft cap and ALiBi in natural units first, when set); mask only tiles that
          * straddle a mask boundary or the end of the keys. */
         const bool tile_needs_mask = n0 < warp_full_begin || n0 + kBlockN > warp_full_end;
-        for (int nt = 0; nt < kNTiles; ++nt) {
-            for (int i = 0; i < 4; ++i) {
-                const int row = warp_row0 + mma_c_row(lane, i);
-                const int col = n0 + nt * 8 + mma_c_col(lane, i);
-                float s = adjust ? adjust_score(p, head, row, col, acc_s[nt][i] * p.scale) * LOG2_E
-                                 : acc_s[nt][i] * p.scale_log2;
-                if (tile_needs_mask) {
-                    const KeyRange visible = key_range(p, row);
-                    if (col < visible.begin || col >= visible.end) {
-                        s = -INFINITY;
+        UNROLL
+        for (int mt = 0; mt < kMTiles; ++mt) {
+            UNROLL
+            for (int nt = 0; nt < kNTiles; ++nt) {
+                UNROLL
+                for (int i = 0; i < 4; ++i) {
+                    const int row = warp_row0 + mt * 16 + mma_c_row(lane, i);
+                    const int col = n0 + nt * 8 + mma_c_col(lane, i);
+                    float s = adjust ? adjust_score(p, head, row, col, acc_s[mt][nt][i] * p.scale) * LOG2_E
+                                     : acc_s[mt][nt][i] * p.scale_log2;
+                    if (tile_needs_mask) {
+                        const KeyRange visible = key_range(p, row);
+                        if (col < visible.begin || col >= visible.end) {
+                            s = -INFINITY;
+                        }
                     }
+                    acc_s[mt][nt][i] = s;
                 }
-                acc_s[nt][i] = s;
             }
         }
 
-        /* Online softmax: m_new = max(m, rowmax S); rescale what was accumulated under the old max. */
-        for (int r = 0; r < 2; ++r) {
-            float tile_max = -INFINITY;
-            for (int nt = 0; nt < kNTiles; ++nt) {
-                tile_max = fmaxf(tile_max, fmaxf(acc_s[nt][2 * r], acc_s[nt][2 * r + 1]));
+        /* Online softmax: m_new = max(m, rowmax S); rescale what was accumulated under the old max. P is
+         * packed to the input dtype as soon as it exists: the accumulators of key tiles 2j and 2j+1 are
+         * exactly the A fragment of keys 16j..16j+15. */
+        uint32_t p_frag[kMTiles][kKChunks][4];
+        UNROLL
+        for (int mt = 0; mt < kMTiles; ++mt) {
+            UNROLL
+            for (int r = 0; r < 2; ++r) {
+                float tile_max = -INFINITY;
+                UNROLL
+                for (int nt = 0; nt < kNTiles; ++nt) {
+                    tile_max = fmaxf(tile_max, fmaxf(acc_s[mt][nt][2 * r], acc_s[mt][nt][2 * r + 1]));
+                }
+                tile_max = fmaxf(tile_max, __shfl_xor_sync(FULL_WARP_MASK, tile_max, 1));
+                tile_max = fmaxf(tile_max, __shfl_xor_sync(FULL_WARP_MASK, tile_max, 2));
+                const float new_max = fmaxf(row_max[mt][r], tile_max);
+                /* While the row has seen only masked keys its max is -inf: subtract 0 instead. */
+                const float safe_max = new_max == -INFINITY ? 0.0f : new_max;
+                const float correction = ex2_approx_ftz(row_max[mt][r] - safe_max);
+                row_max[mt][r] = new_max;
+                float tile_sum = 0.0f;
+                UNROLL
+                for (int nt = 0; nt < kNTiles; ++nt) {
+                    acc_s[mt][nt][2 * r] = ex2_approx_ftz(acc_s[mt][nt][2 * r] - safe_max);
+                    acc_s[mt][nt][2 * r + 1] = ex2_approx_ftz(acc_s[mt][nt][2 * r + 1] - safe_max);
+                    tile_sum += acc_s[mt][nt][2 * r] + acc_s[mt][nt][2 * r + 1];
+                }
+                row_sum[mt][r] = row_sum[mt][r] * correction + tile_sum;
+                UNROLL
+                for (int dt = 0; dt < kDTiles; ++dt) {
+                    acc_o[mt][dt][2 * r] *= correction;
+                    acc_o[mt][dt][2 * r + 1] *= correction;
+                }
             }
-            tile_max = fmaxf(tile_max, __shfl_xor_sync(FULL_WARP_MASK, tile_max, 1));
-            tile_max = fmaxf(tile_max, __shfl_xor_sync(FULL_WARP_MASK, tile_max, 2));
-            const float new_max = fmaxf(row_max[r], tile_max);
-            /* While the row has seen only masked keys its max is -inf: subtract 0 instead. */
-            const float safe_max = new_max == -INFINITY ? 0.0f : new_max;
-            const float correction = ex2_approx_ftz(row_max[r] - safe_max);
-            row_max[r] = new_max;
-            float tile_sum = 0.0f;
-            for (int nt = 0; nt < kNTiles; ++nt) {
-                acc_s[nt][2 * r] = ex2_approx_ftz(acc_s[nt][2 * r] - safe_max);
-                acc_s[nt][2 * r + 1] = ex2_approx_ftz(acc_s[nt][2 * r + 1] - safe_max);
-                tile_sum += acc_s[nt][2 * r] + acc_s[nt][2 * r + 1];
-            }
-            row_sum[r] = row_sum[r] * correction + tile_sum;
-            for (int dt = 0; dt < kDTiles; ++dt) {
-                acc_o[dt][2 * r] *= correction;
-                acc_o[dt][2 * r + 1] *= correction;
+            UNROLL
+            for (int j = 0; j < kKChunks; ++j) {
+                p_frag[mt][j][0] = Ops::pack(acc_s[mt][2 * j][0], acc_s[mt][2 * j][1]);
+                p_frag[mt][j][1] = Ops::pack(acc_s[mt][2 * j][2], acc_s[mt][2 * j][3]);
+                p_frag[mt][j][2] = Ops::pack(acc_s[mt][2 * j + 1][0], acc_s[mt][2 * j + 1][1]);
+                p_frag[mt][j][3] = Ops::pack(acc_s[mt][2 * j + 1][2], acc_s[mt][2 * j + 1][3]);
             }
         }
 
@@ -215,22 +265,21 @@ template <int HEAD_DIM, typename T> __device__ void flash_forward(const Attentio
             cp_async_commit_group();
         }
 
-        /* O += P V_t. The accumulators of key tiles 2j and 2j+1 are exactly the A fragment of keys 16j..16j+15. */
-        for (int j = 0; j < kBlockN / 16; ++j) {
-            const uint32_t a[4] = {
-                Ops::pack(acc_s[2 * j][0], acc_s[2 * j][1]),
-                Ops::pack(acc_s[2 * j][2], acc_s[2 * j][3]),
-                Ops::pack(acc_s[2 * j + 1][0], acc_s[2 * j + 1][1]),
-                Ops::pack(acc_s[2 * j + 1][2], acc_s[2 * j + 1][3]),
-            };
+        /* O += P V_t; each V fragment serves every m-tile of the warp. */
+        UNROLL
+        for (int j = 0; j < kKChunks; ++j) {
+            UNROLL
             for (int dt = 0; dt < kDTiles; dt += 2) {
                 uint32_t b[4];
                 const int key = j * 16 + ((lane / 8) % 2) * 8 + lane % 8;
                 ldmatrix_x4_trans(b[0], b[1], b[2], b[3], v_smem + key * kStride + (dt + lane / 16) * 8);
                 const uint32_t b0[2] = {b[0], b[1]};
                 const uint32_t b1[2] = {b[2], b[3]};
-                Ops::mma(acc_o[dt], a, b0);
-                Ops::mma(acc_o[dt + 1], a, b1);
+                UNROLL
+                for (int mt = 0; mt < kMTiles; ++mt) {
+                    Ops::mma(acc_o[mt][dt], p_frag[mt][j], b0);
+                    Ops::mma(acc_o[mt][dt + 1], p_frag[mt][j], b1);
+                }
             }
         }
         __syncthreads(); /* every warp is done reading V_t before V_{t+1} overwrites it */
@@ -238,26 +287,31 @@ template <int HEAD_DIM, typename T> __device__ void flash_forward(const Attentio
 
     /* O = O / l, written once; lse in natural log. */
     T *out = static_cast<T *>(p.out) + batch * p.out_batch_stride + head * p.out_head_stride; // [sq, d]
-    for (int r = 0; r < 2; ++r) {
-        float sum = row_sum[r];
-        sum += __shfl_xor_sync(FULL_WARP_MASK, sum, 1);
-        sum += __shfl_xor_sync(FULL_WARP_MASK, sum, 2);
-        const float inv_sum = sum > 0.0f ? 1.0f / sum : 0.0f;
-        const int row = warp_row0 + group + 8 * r;
-        if (row < p.seq_q) {
-            T *out_row = out + row * p.out_seq_stride;
-            for (int dt = 0; dt < kDTiles; ++dt) {
-                const int col = dt * 8 + 2 * thread_in_group;
-                if (col < p.head_dim) {
-                    out_row[col] = from_float<T>(acc_o[dt][2 * r] * inv_sum);
+    UNROLL
+    for (int mt = 0; mt < kMTiles; ++mt) {
+        UNROLL
+        for (int r = 0; r < 2; ++r) {
+            float sum = row_sum[mt][r];
+            sum += __shfl_xor_sync(FULL_WARP_MASK, sum, 1);
+            sum += __shfl_xor_sync(FULL_WARP_MASK, sum, 2);
+            const float inv_sum = sum > 0.0f ? 1.0f / sum : 0.0f;
+            const int row = warp_row0 + mt * 16 + group + 8 * r;
+            if (row < p.seq_q) {
+                T *out_row = out + row * p.out_seq_stride;
+                UNROLL
+                for (int dt = 0; dt < kDTiles; ++dt) {
+                    const int col = dt * 8 + 2 * thread_in_group;
+                    if (col < p.head_dim) {
+                        out_row[col] = from_float<T>(acc_o[mt][dt][2 * r] * inv_sum);
+                    }
+                    if (col + 1 < p.head_dim) {
+                        out_row[col + 1] = from_float<T>(acc_o[mt][dt][2 * r + 1] * inv_sum);
+                    }
                 }
-                if (col + 1 < p.head_dim) {
-                    out_row[col + 1] = from_float<T>(acc_o[dt][2 * r + 1] * inv_sum);
+                if (p.lse != NULL && thread_in_group == 0) {
+                    const int64_t lse_index = ((int64_t)batch * p.heads_q + head) * p.seq_q + row;
+                    p.lse[lse_index] = sum > 0.0f ? (row_max[mt][r] + log2f(sum)) * LN_2 : -INFINITY;
                 }
-            }
-            if (p.lse != NULL && thread_in_group == 0) {
-                const int64_t lse_index = ((int64_t)batch * p.heads_q + head) * p.seq_q + row;
-                p.lse[lse_index] = sum > 0.0f ? (row_max[r] + log2f(sum)) * LN_2 : -INFINITY;
             }
         }
     }

@@ -6,9 +6,9 @@ use crate::error::{AttentionError, Result};
 use crate::plan::{KernelKind, Plan};
 use crate::problem::AttentionShape;
 use crate::sys::{
-    FLASH_BLOCK_M, FLASH_BLOCK_N_NARROW, FLASH_BLOCK_N_WIDE, FLASH_F32_KEY_TILE, FLASH_F32_THREADS,
-    FLASH_F32_WARPS, FLASH_HEAD_DIM_STEP, FLASH_NARROW_MAX_HEAD_DIM, FLASH_ROW_PADDING,
-    FLASH_THREADS, MAX_HEAD_DIM, NAIVE_ROWS_PER_PASS, NAIVE_SHARED_BYTES, NAIVE_SOFTMAX_THREADS,
+    FLASH_BLOCK_N, FLASH_BLOCK_N_SMALL, FLASH_F32_KEY_TILE, FLASH_F32_THREADS, FLASH_F32_WARPS,
+    FLASH_HEAD_DIM_STEP, FLASH_NARROW_MAX_HEAD_DIM, FLASH_ROW_PADDING, FLASH_SMALL_MAX_HEAD_DIM,
+    FLASH_THREADS, FLASH_WARPS, FLASH_WARP_ROWS_NARROW, FLASH_WARP_ROWS_WIDE, MAX_HEAD_DIM, NAIVE_ROWS_PER_PASS, NAIVE_SHARED_BYTES, NAIVE_SOFTMAX_THREADS,
     NAIVE_SOFTMAX_WARPS, NAIVE_TILE,
 };
 
@@ -83,14 +83,29 @@ pub fn flash_padded_head_dim(head_dim: usize) -> usize {
     head_dim.div_ceil(FLASH_HEAD_DIM_STEP as usize).max(1) * FLASH_HEAD_DIM_STEP as usize
 }
 
+/// Query rows per block of the flash instantiation for `padded_head_dim` (the traits in kernels/flash.cu).
+pub fn flash_block_m(padded_head_dim: usize) -> u32 {
+    let warp_rows = if padded_head_dim <= FLASH_NARROW_MAX_HEAD_DIM as usize {
+        FLASH_WARP_ROWS_NARROW
+    } else {
+        FLASH_WARP_ROWS_WIDE
+    };
+    FLASH_WARPS * warp_rows
+}
+
+/// Keys per tile of the flash instantiation for `padded_head_dim`.
+pub fn flash_block_n(padded_head_dim: usize) -> u32 {
+    if padded_head_dim <= FLASH_SMALL_MAX_HEAD_DIM as usize {
+        FLASH_BLOCK_N_SMALL
+    } else {
+        FLASH_BLOCK_N
+    }
+}
+
 /// Dynamic shared memory of the flash instantiation for `padded_head_dim`.
 pub fn flash_shared_bytes(padded_head_dim: usize) -> u32 {
-    let block_n = if padded_head_dim <= FLASH_NARROW_MAX_HEAD_DIM as usize {
-        FLASH_BLOCK_N_NARROW
-    } else {
-        FLASH_BLOCK_N_WIDE
-    };
-    (FLASH_BLOCK_M + 2 * block_n) * (padded_head_dim as u32 + FLASH_ROW_PADDING) * 2
+    let rows = flash_block_m(padded_head_dim) + 2 * flash_block_n(padded_head_dim);
+    rows * (padded_head_dim as u32 + FLASH_ROW_PADDING) * 2
 }
 
 /// Exported name of a flash instantiation.
@@ -107,8 +122,8 @@ pub fn flash_f32_shared_bytes(head_dim: usize) -> u32 {
 /// Name of the f32 (SIMT) flash kernel, which serves every head dim.
 pub const FLASH_F32_KERNEL: &str = "flash_fwd_f32";
 
-/// The flash forward pass: one launch; blocks of query rows of one (batch, head) (FLASH_BLOCK_M rows on
-/// tensor cores for f16/bf16, FLASH_F32_WARPS rows for f32). The problem must have passed the flash
+/// The flash forward pass: one launch; blocks of query rows of one (batch, head) (`flash_block_m` rows
+/// on tensor cores for f16/bf16, FLASH_F32_WARPS rows for f32). The problem must have passed the flash
 /// checks of the planner (strides, batch and heads within the grid, shared memory).
 pub fn flash_launch(shape: &AttentionShape, dtype: DType) -> KernelLaunch {
     if dtype == DType::F32 {
@@ -127,7 +142,7 @@ pub fn flash_launch(shape: &AttentionShape, dtype: DType) -> KernelLaunch {
     KernelLaunch {
         name: flash_kernel_name(padded, dtype),
         grid: (
-            blocks(shape.seq_q as u64, u64::from(FLASH_BLOCK_M), MAX_GRID_X),
+            blocks(shape.seq_q as u64, u64::from(flash_block_m(padded)), MAX_GRID_X),
             shape.heads_q as u32,
             shape.batch as u32,
         ),

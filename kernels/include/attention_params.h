@@ -34,17 +34,22 @@
 #define NAIVE_SOFTMAX_WARPS 4
 #define NAIVE_SOFTMAX_THREADS (NAIVE_SOFTMAX_WARPS * 32)
 
-/* Flash kernels: FLASH_WARPS warps of 16 query rows each per block (FLASH_BLOCK_M rows). The key tile has
- * FLASH_BLOCK_N_NARROW rows for head dims up to FLASH_NARROW_MAX_HEAD_DIM and FLASH_BLOCK_N_WIDE beyond.
+/* Flash kernels: FLASH_WARPS warps per block. Head dims up to FLASH_NARROW_MAX_HEAD_DIM give each warp
+ * FLASH_WARP_ROWS_NARROW query rows, wider ones FLASH_WARP_ROWS_WIDE (the O accumulators of 32 rows x 160+
+ * columns do not fit in a thread's 255 registers); a block owns block_m = FLASH_WARPS * warp_rows query
+ * rows. Key tiles have FLASH_BLOCK_N_SMALL rows for head dims up to FLASH_SMALL_MAX_HEAD_DIM and
+ * FLASH_BLOCK_N beyond (S accumulators of 32 rows x 64 keys on top of 32 x 96+ O accumulators spill).
  * Shared memory holds one Q, one K and one V tile of 2-byte elements, rows padded by FLASH_ROW_PADDING
- * elements: (FLASH_BLOCK_M + 2 * block_n) * (head_dim + FLASH_ROW_PADDING) * 2 bytes. Head dims are
- * instantiated in steps of FLASH_HEAD_DIM_STEP up to MAX_HEAD_DIM; smaller ones are zero-padded. */
+ * elements: (block_m + 2 * block_n) * (head_dim + FLASH_ROW_PADDING) * 2 bytes. Head dims are instantiated
+ * in steps of FLASH_HEAD_DIM_STEP up to MAX_HEAD_DIM; smaller ones are zero-padded. */
 #define FLASH_WARPS 4
 #define FLASH_THREADS (FLASH_WARPS * 32)
-#define FLASH_BLOCK_M (FLASH_WARPS * 16)
-#define FLASH_BLOCK_N_NARROW 64
-#define FLASH_BLOCK_N_WIDE 32
 #define FLASH_NARROW_MAX_HEAD_DIM 128
+#define FLASH_WARP_ROWS_NARROW 32
+#define FLASH_WARP_ROWS_WIDE 16
+#define FLASH_SMALL_MAX_HEAD_DIM 64
+#define FLASH_BLOCK_N_SMALL 64
+#define FLASH_BLOCK_N 32
 #define FLASH_ROW_PADDING 8
 #define FLASH_HEAD_DIM_STEP 32
 /* Strides (in elements) and base addresses must be multiples of this: cp.async moves 16 bytes. */
