@@ -80,14 +80,31 @@ template <> struct MmaOps<__nv_bfloat16> {
 template <typename Traits, int ROWS, typename T>
 __device__ __forceinline__ void load_tile_async(T *smem, const T *gmem, int64_t seq_stride, int rows_valid,
                                                 int head_dim) {
-    for (int chunk = threadIdx.x; chunk < ROWS * Traits::kChunksPerRow; chunk += Traits::kThreads) {
-        const int row = chunk / Traits::kChunksPerRow;
-        const int col = (chunk % Traits::kChunksPerRow) * 8;
-        const int valid_cols = min(8, max(0, head_dim - col));
-        const bool inside = row < rows_valid && valid_cols > 0;
-        /* A zero-byte copy still needs a valid address: the tile's base. */
-        const T *src = inside ? gmem + row * seq_stride + col : gmem;
-        cp_async_16(smem + row * Traits::kRowStride + col, src, inside ? valid_cols * 2 : 0);
+    constexpr int kChunks = ROWS * Traits::kChunksPerRow; /* 16-byte chunks in the tile */
+    if constexpr (Traits::kThreads % Traits::kChunksPerRow == 0 && kChunks % Traits::kThreads == 0) {
+        /* Head dims whose rows split evenly over the threads: a thread always copies the same column chunk,
+         * of rows row0, row0 + kRowStep, ...; the column test is made once. */
+        constexpr int kRowStep = Traits::kThreads / Traits::kChunksPerRow;
+        const int row0 = threadIdx.x / Traits::kChunksPerRow;
+        const int col = (threadIdx.x % Traits::kChunksPerRow) * 8;
+        const int col_bytes = min(8, max(0, head_dim - col)) * 2;
+        UNROLL
+        for (int i = 0; i < kChunks / Traits::kThreads; ++i) {
+            const int row = row0 + i * kRowStep;
+            const bool inside = row < rows_valid && col_bytes > 0;
+            /* A zero-byte copy still needs a valid address: the tile's base. */
+            const T *src = inside ? gmem + row * seq_stride + col : gmem;
+            cp_async_16(smem + row * Traits::kRowStride + col, src, inside ? col_bytes : 0);
+        }
+    } else {
+        for (int chunk = threadIdx.x; chunk < kChunks; chunk += Traits::kThreads) {
+            const int row = chunk / Traits::kChunksPerRow;
+            const int col = (chunk % Traits::kChunksPerRow) * 8;
+            const int valid_cols = min(8, max(0, head_dim - col));
+            const bool inside = row < rows_valid && valid_cols > 0;
+            const T *src = inside ? gmem + row * seq_stride + col : gmem;
+            cp_async_16(smem + row * Traits::kRowStride + col, src, inside ? valid_cols * 2 : 0);
+        }
     }
 }
 

@@ -2,8 +2,15 @@
 # Builds the release test binaries and `attn` here (the GPU machine has no Rust) and copies them, with
 # the GPU suite script, into .gpu/ (ignored by git). Then, with the device tool, from the repo root:
 #   run(command="bash .gpu/gpu-suite.sh", carry=[".gpu"])
+# --baseline REF also builds `attn` at git revision REF (in a temporary worktree) into .gpu/baseline/, and
+# the suite then times its flash kernel on the same sweep: an earlier kernel version measured in the same
+# session, on the same card, as docs/kernel-notes.md asks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+baseline=""
+if [ "${1:-}" = "--baseline" ]; then
+  baseline="${2:?--baseline needs a git revision}"
+fi
 eval "$(scripts/install-cuda-toolchain.sh)"
 
 rm -rf .gpu
@@ -23,6 +30,16 @@ for line in sys.stdin:
             shutil.copy(exe, ".gpu/tests/" + target["name"])
 '
 cp scripts/gpu-suite.sh benches/torch_sdpa.py .gpu/
+if [ -n "$baseline" ]; then
+  worktree="$(mktemp -d)/baseline"
+  git worktree add --detach "$worktree" "$baseline"
+  (cd "$worktree" && CARGO_TARGET_DIR="$PWD/../target" cargo build --release --bin attn)
+  mkdir -p .gpu/baseline
+  cp "$worktree/../target/release/attn" .gpu/baseline/
+  git rev-parse --short "$baseline" > .gpu/baseline/COMMIT
+  git worktree remove --force "$worktree"
+  rm -rf "$(dirname "$worktree")"
+fi
 git rev-parse --short HEAD > .gpu/COMMIT 2>/dev/null || echo unknown > .gpu/COMMIT
 git diff --quiet 2>/dev/null || echo "+dirty" >> .gpu/COMMIT
 echo "packed into .gpu/: $(ls .gpu/tests | tr '\n' ' ')"

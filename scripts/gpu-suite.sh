@@ -3,8 +3,9 @@
 #   bash .gpu/gpu-suite.sh [OUT_DIR]      (or GPU_OUT=...; default ./gpu-out, or $OUT when set)
 # 1. facts: GPU, driver, whether the Rust binaries run here;
 # 2. every test binary with the device present;
-# 3. compute-sanitizer memcheck, racecheck, synccheck on a small naive run;
+# 3. compute-sanitizer memcheck, racecheck, synccheck on small naive and flash runs (ragged, causal, GQA);
 # 4. PyTorch SDPA per backend (benches/torch_sdpa.py), then attn bench on the same sweep, compared;
+#    with a packed baseline (gpu-pack.sh --baseline REF), its flash kernel on the same sweep too;
 # and a short summary table, printed last. Budget: under 8 minutes on one H100.
 # The layout probe test writes the real fragment layouts to $GPU_OUT (commit them as a golden file).
 set -uo pipefail
@@ -42,10 +43,13 @@ for test in "$here"/tests/*; do
   step "test-$(basename "$test")" 240 "$test" --test-threads 1
 done
 
-sanitize_args=(check --kernel naive --dtype bf16 --batch 1 --seq-q 67 --seq-k 45 --heads 4 --heads-kv 2 --head-dim 40 --causal)
+small_case=(--dtype bf16 --batch 1 --seq-q 167 --seq-k 145 --heads 4 --heads-kv 2 --head-dim 40 --causal)
 if command -v compute-sanitizer > /dev/null; then
-  for tool in memcheck racecheck synccheck; do
-    step "sanitizer-$tool" 120 compute-sanitizer --tool "$tool" --error-exitcode 9 "$ATTN_BIN" "${sanitize_args[@]}"
+  for kernel in naive flash; do
+    for tool in memcheck racecheck synccheck; do
+      step "sanitizer-$kernel-$tool" 120 compute-sanitizer --tool "$tool" --error-exitcode 9 \
+        "$ATTN_BIN" check --kernel "$kernel" "${small_case[@]}"
+    done
   done
 else
   echo "| sanitizer | compute-sanitizer not found | 0 |" >> "$summary"
@@ -57,6 +61,11 @@ if python3 -c "import torch" 2>/dev/null; then
 else
   echo "| torch-sdpa | PyTorch not importable | 0 |" >> "$summary"
   step bench 240 "$ATTN_BIN" bench --out "$out/bench"
+fi
+
+if [ -x "$here/baseline/attn" ]; then
+  echo "baseline: $(cat "$here/baseline/COMMIT")" >> "$out/facts.log"
+  step bench-baseline 150 "$here/baseline/attn" bench --kernels flash --out "$out/bench-baseline"
 fi
 
 echo
