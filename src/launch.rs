@@ -8,8 +8,9 @@ use crate::problem::AttentionShape;
 use crate::sys::{
     FLASH_BLOCK_N, FLASH_BLOCK_N_SMALL, FLASH_F32_KEY_TILE, FLASH_F32_THREADS, FLASH_F32_WARPS,
     FLASH_HEAD_DIM_STEP, FLASH_NARROW_MAX_HEAD_DIM, FLASH_ROW_PADDING, FLASH_SMALL_MAX_HEAD_DIM,
-    FLASH_THREADS, FLASH_WARPS, FLASH_WARP_ROWS_NARROW, FLASH_WARP_ROWS_WIDE, MAX_HEAD_DIM, NAIVE_ROWS_PER_PASS, NAIVE_SHARED_BYTES, NAIVE_SOFTMAX_THREADS,
-    NAIVE_SOFTMAX_WARPS, NAIVE_TILE,
+    FLASH_THREADS, FLASH_WARPS, FLASH_WARP_ROWS_NARROW, FLASH_WARP_ROWS_WIDE, MAX_HEAD_DIM,
+    NAIVE_ROWS_PER_PASS, NAIVE_SHARED_BYTES, NAIVE_SOFTMAX_THREADS, NAIVE_SOFTMAX_WARPS,
+    NAIVE_TILE,
 };
 
 /// Grid limits of y and z; x is limited to 2^31 - 1. The kernels loop over what a grid cannot cover.
@@ -142,7 +143,11 @@ pub fn flash_launch(shape: &AttentionShape, dtype: DType) -> KernelLaunch {
     KernelLaunch {
         name: flash_kernel_name(padded, dtype),
         grid: (
-            blocks(shape.seq_q as u64, u64::from(flash_block_m(padded)), MAX_GRID_X),
+            blocks(
+                shape.seq_q as u64,
+                u64::from(flash_block_m(padded)),
+                MAX_GRID_X,
+            ),
             shape.heads_q as u32,
             shape.batch as u32,
         ),
