@@ -1,11 +1,13 @@
 //! The CPU reference against an independent formulation and hand-computed cases, the CPU backend
 //! against the reference (FlashAttention's tolerance rule), and the errors every entry point reports.
 
+mod common;
+
 use cuda_attention::cpu::{self, ErrorStats, ReferenceOutput};
 use cuda_attention::{AttentionError, AttentionProblem, AttentionShape, Element, Layout, Strides};
 use half::{bf16, f16};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 /// Memory order of the four tensors in a case.
 #[derive(Debug, Clone, Copy)]
@@ -113,13 +115,6 @@ impl Case {
     }
 }
 
-/// `len` values uniform in `[-range, range)`, rounded to `T`.
-fn random<T: Element>(rng: &mut StdRng, len: usize, range: f32) -> Vec<T> {
-    (0..len)
-        .map(|_| T::from_f32(rng.random_range(-range..range)))
-        .collect()
-}
-
 /// Random q, k, v of the lengths the problem's strides need (padding included).
 fn inputs<T: Element>(
     problem: &AttentionProblem,
@@ -127,9 +122,9 @@ fn inputs<T: Element>(
     range: f32,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let q = random(&mut rng, problem.required_len("q").unwrap(), range);
-    let k = random(&mut rng, problem.required_len("k").unwrap(), range);
-    let v = random(&mut rng, problem.required_len("v").unwrap(), range);
+    let q = common::random(&mut rng, problem.required_len("q").unwrap(), range);
+    let k = common::random(&mut rng, problem.required_len("k").unwrap(), range);
+    let v = common::random(&mut rng, problem.required_len("v").unwrap(), range);
     (q, k, v)
 }
 
@@ -359,10 +354,10 @@ fn identical_keys_give_the_mean_of_the_visible_values() {
         let shape = AttentionShape::new(1, sq, 1, d).with_seq_k(sk);
         let problem = AttentionProblem::new(shape).with_causal(causal);
         let mut rng = StdRng::seed_from_u64(7);
-        let q: Vec<f32> = random(&mut rng, sq * d, 1.0);
-        let key: Vec<f32> = random(&mut rng, d, 1.0);
+        let q: Vec<f32> = common::random(&mut rng, sq * d, 1.0);
+        let key: Vec<f32> = common::random(&mut rng, d, 1.0);
         let k: Vec<f32> = key.iter().copied().cycle().take(sk * d).collect();
-        let v: Vec<f32> = random(&mut rng, sk * d, 1.0);
+        let v: Vec<f32> = common::random(&mut rng, sk * d, 1.0);
         let reference = cpu::reference(&problem, &q, &k, &v).unwrap();
         let got = cpu::attention(&problem, &q, &k, &v, true, false).unwrap();
         for i in 0..sq {

@@ -1,6 +1,8 @@
 //! The flash kernel, run through the CPU emulator, against the f64 reference by the tolerance rule, and
 //! against the naive kernel. Same kernel source as the GPU build.
 
+mod common;
+
 use cuda_attention::cpu::{compare, reference};
 use cuda_attention::emulator::{Emulator, Schedule};
 use cuda_attention::{
@@ -9,7 +11,7 @@ use cuda_attention::{
 };
 use half::{bf16, f16};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 /// Inputs in 16-byte-aligned storage (flash loads 16-byte rows with cp.async).
 struct Aligned<T> {
@@ -22,9 +24,7 @@ impl<T: Element> Aligned<T> {
     fn random(len: usize, magnitude: f32, rng: &mut StdRng) -> Self {
         let size = std::mem::size_of::<T>();
         let mut storage = vec![0u128; (len * size).div_ceil(16).max(1)];
-        let values: Vec<T> = (0..len)
-            .map(|_| T::from_f32(rng.random_range(-magnitude..magnitude)))
-            .collect();
+        let values: Vec<T> = common::random(rng, len, magnitude);
         // SAFETY: storage holds at least len * size bytes and T is a plain number type.
         unsafe {
             std::ptr::copy_nonoverlapping(

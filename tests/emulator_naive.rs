@@ -4,6 +4,8 @@
 //! outputs must be bit-identical (a kernel whose result depends on the interleaving has a race), and the
 //! output must meet FlashAttention's tolerance rule, the logsumexp and weights the f32 softmax bounds.
 
+mod common;
+
 use cuda_attention::cpu::{self, ErrorStats};
 use cuda_attention::emulator::{Emulator, Schedule};
 use cuda_attention::{
@@ -11,7 +13,7 @@ use cuda_attention::{
 };
 use half::{bf16, f16};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 /// One row of the table.
 #[derive(Debug, Clone, Copy)]
@@ -84,12 +86,6 @@ impl Case {
     }
 }
 
-fn random<T: Element>(rng: &mut StdRng, len: usize) -> Vec<T> {
-    (0..len)
-        .map(|_| T::from_f32(rng.random_range(-1.0f32..1.0)))
-        .collect()
-}
-
 /// Runs every case for dtype `T`; returns the number of cases, panics with the case on the first failure.
 fn check_dtype<T: Element>(seed: u64) -> usize {
     let table = cases();
@@ -97,9 +93,9 @@ fn check_dtype<T: Element>(seed: u64) -> usize {
     for (index, case) in table.iter().enumerate() {
         let problem = case.problem();
         let mut rng = StdRng::seed_from_u64(seed + index as u64);
-        let q = random::<T>(&mut rng, problem.required_len("q").unwrap());
-        let k = random::<T>(&mut rng, problem.required_len("k").unwrap());
-        let v = random::<T>(&mut rng, problem.required_len("v").unwrap());
+        let q = common::random::<T>(&mut rng, problem.required_len("q").unwrap(), 1.0);
+        let k = common::random::<T>(&mut rng, problem.required_len("k").unwrap(), 1.0);
+        let v = common::random::<T>(&mut rng, problem.required_len("v").unwrap(), 1.0);
         let expected = cpu::reference(&problem, &q, &k, &v).unwrap();
         let tolerance = cpu::tolerance(&problem, &q, &k, &v, &expected).unwrap();
         let softmax = cpu::softmax_tolerance(&problem, &q, &k).unwrap();
@@ -196,9 +192,9 @@ fn strided_output_leaves_the_gaps_alone() {
         .with_strides(q_strides, kv, kv, q_strides)
         .with_causal(true);
     let mut rng = StdRng::seed_from_u64(9);
-    let q = random::<f16>(&mut rng, problem.required_len("q").unwrap());
-    let k = random::<f16>(&mut rng, problem.required_len("k").unwrap());
-    let v = random::<f16>(&mut rng, problem.required_len("v").unwrap());
+    let q = common::random::<f16>(&mut rng, problem.required_len("q").unwrap(), 1.0);
+    let k = common::random::<f16>(&mut rng, problem.required_len("k").unwrap(), 1.0);
+    let v = common::random::<f16>(&mut rng, problem.required_len("v").unwrap(), 1.0);
     let sentinel = f16::from_f32(12345.0);
     let mut out = vec![sentinel; problem.required_len("out").unwrap()];
     cuda_attention::emulator::attention_into(

@@ -1,6 +1,8 @@
 //! The CUDA kernels (naive and flash) on a real device against the f64 CPU reference and each other.
 //! Without a device every test prints "skipped: no CUDA device" and returns.
 
+mod common;
+
 use cuda_attention::cpu::{compare, reference};
 use cuda_attention::gpu::{device_count, driver_present};
 use cuda_attention::{
@@ -9,7 +11,7 @@ use cuda_attention::{
 };
 use half::{bf16, f16};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 fn engine() -> Option<Engine> {
     if !driver_present() || device_count().unwrap_or(0) == 0 {
@@ -17,12 +19,6 @@ fn engine() -> Option<Engine> {
         return None;
     }
     Some(Engine::new(0).expect("a device is present, so the engine must open"))
-}
-
-fn random<T: Element>(len: usize, magnitude: f32, rng: &mut StdRng) -> Vec<T> {
-    (0..len)
-        .map(|_| T::from_f32(rng.random_range(-magnitude..magnitude)))
-        .collect()
 }
 
 /// Test shapes: ragged sizes, seq_q != seq_k, fully masked rows, GQA/MQA, layouts.
@@ -90,9 +86,9 @@ fn check_all<T: Element>(engine: &Engine, magnitude: f32) {
     let stream = engine.context().new_stream().unwrap();
     for (name, problem) in cases() {
         let mut rng = StdRng::seed_from_u64(7);
-        let q = random::<T>(problem.required_len("q").unwrap(), magnitude, &mut rng);
-        let k = random::<T>(problem.required_len("k").unwrap(), magnitude, &mut rng);
-        let v = random::<T>(problem.required_len("v").unwrap(), 1.0, &mut rng);
+        let q = common::random::<T>(&mut rng, problem.required_len("q").unwrap(), magnitude);
+        let k = common::random::<T>(&mut rng, problem.required_len("k").unwrap(), magnitude);
+        let v = common::random::<T>(&mut rng, problem.required_len("v").unwrap(), 1.0);
         let options = ForwardOptions::default()
             .with_kernel(KernelChoice::Naive)
             .with_lse(true)
@@ -189,7 +185,7 @@ fn convenient_forward_matches_forward_into_bit_for_bit() {
     let Some(engine) = engine() else { return };
     let problem = AttentionProblem::new(AttentionShape::new(2, 77, 4, 64)).with_causal(true);
     let mut rng = StdRng::seed_from_u64(3);
-    let q = random::<f16>(problem.required_len("q").unwrap(), 1.0, &mut rng);
+    let q = common::random::<f16>(&mut rng, problem.required_len("q").unwrap(), 1.0);
     let stream = engine.default_stream();
     let d_q = stream.clone_htod(&q).unwrap();
     let first = engine
@@ -217,7 +213,7 @@ fn engine_is_shared_across_threads_with_one_stream_each() {
     let Some(engine) = engine() else { return };
     let problem = AttentionProblem::new(AttentionShape::new(1, 64, 2, 32));
     let mut rng = StdRng::seed_from_u64(5);
-    let q = random::<bf16>(problem.required_len("q").unwrap(), 1.0, &mut rng);
+    let q = common::random::<bf16>(&mut rng, problem.required_len("q").unwrap(), 1.0);
     let expected = reference::reference(&problem, &q, &q, &q).unwrap();
     let allowed = compare::tolerance(&problem, &q, &q, &q, &expected).unwrap();
     std::thread::scope(|scope| {
@@ -320,9 +316,9 @@ fn check_flash<T: Element>(
     magnitude: f32,
 ) {
     let mut rng = StdRng::seed_from_u64(13);
-    let q = random::<T>(problem.required_len("q").unwrap(), magnitude, &mut rng);
-    let k = random::<T>(problem.required_len("k").unwrap(), magnitude, &mut rng);
-    let v = random::<T>(problem.required_len("v").unwrap(), 1.0, &mut rng);
+    let q = common::random::<T>(&mut rng, problem.required_len("q").unwrap(), magnitude);
+    let k = common::random::<T>(&mut rng, problem.required_len("k").unwrap(), magnitude);
+    let v = common::random::<T>(&mut rng, problem.required_len("v").unwrap(), 1.0);
     let label = format!("{name} {}", T::DTYPE);
     let (out, lse, kernel) = run_on_device(engine, problem, KernelChoice::Flash, &q, &k, &v);
     assert_eq!(kernel, KernelKind::Flash, "{label}");
