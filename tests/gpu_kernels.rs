@@ -83,54 +83,15 @@ fn cases() -> Vec<(&'static str, AttentionProblem)> {
 }
 
 fn check_all<T: Element>(engine: &Engine, magnitude: f32) {
-    let stream = engine.context().new_stream().unwrap();
     for (name, problem) in cases() {
         let mut rng = StdRng::seed_from_u64(7);
         let q = common::random::<T>(&mut rng, problem.required_len("q").unwrap(), magnitude);
         let k = common::random::<T>(&mut rng, problem.required_len("k").unwrap(), magnitude);
         let v = common::random::<T>(&mut rng, problem.required_len("v").unwrap(), 1.0);
-        let options = ForwardOptions::default()
-            .with_kernel(KernelChoice::Naive)
-            .with_lse(true)
-            .with_weights(true);
-        let plan = engine.plan::<T>(&problem, options).unwrap();
-        let (d_q, d_k, d_v) = (
-            stream.clone_htod(&q).unwrap(),
-            stream.clone_htod(&k).unwrap(),
-            stream.clone_htod(&v).unwrap(),
-        );
         let shape = problem.shape;
-        let mut out = stream
-            .clone_htod(&vec![
-                T::from_f32(f32::NAN);
-                problem.required_len("out").unwrap()
-            ])
-            .unwrap();
-        let mut lse = stream
-            .clone_htod(&vec![f32::NAN; shape.lse_elements().unwrap()])
-            .unwrap();
-        let mut weights = stream
-            .clone_htod(&vec![f32::NAN; shape.score_elements().unwrap().max(1)])
-            .unwrap();
-        engine
-            .forward_into(
-                &stream,
-                &plan,
-                DeviceTensors {
-                    q: &d_q,
-                    k: &d_k,
-                    v: &d_v,
-                    out: &mut out,
-                    lse: Some(&mut lse),
-                    weights: Some(&mut weights),
-                    workspace: None,
-                    alibi_slopes: None,
-                },
-            )
-            .unwrap();
-        let out = stream.clone_dtoh(&out).unwrap();
-        let lse = stream.clone_dtoh(&lse).unwrap();
-        let weights = stream.clone_dtoh(&weights).unwrap();
+        let run = run_on_device(engine, &problem, KernelChoice::Naive, &q, &k, &v, true);
+        let (out, lse) = (run.out, run.lse);
+        let weights = run.weights.expect("the weights were requested");
 
         let expected = reference::reference(&problem, &q, &k, &v).unwrap();
         let allowed = compare::tolerance(&problem, &q, &k, &v, &expected).unwrap();
@@ -250,7 +211,17 @@ fn engine_is_shared_across_threads_with_one_stream_each() {
     });
 }
 
-/// Runs `problem` with `kernel` on the device (outputs poisoned with NaN first); returns out and lse.
+/// What one device run returned.
+struct DeviceRun<T> {
+    out: Vec<T>,
+    lse: Vec<f32>,
+    /// The attention weights, when requested (naive only).
+    weights: Option<Vec<f32>>,
+    kernel: KernelKind,
+}
+
+/// Runs `problem` with `kernel` on the device through `forward_into` on a stream of its own (outputs
+/// poisoned with NaN first); returns out, lse and, when asked, the attention weights.
 fn run_on_device<T: Element>(
     engine: &Engine,
     problem: &AttentionProblem,
@@ -258,9 +229,13 @@ fn run_on_device<T: Element>(
     q: &[T],
     k: &[T],
     v: &[T],
-) -> (Vec<T>, Vec<f32>, KernelKind) {
+    with_weights: bool,
+) -> DeviceRun<T> {
     let stream = engine.context().new_stream().unwrap();
-    let options = ForwardOptions::default().with_kernel(kernel).with_lse(true);
+    let options = ForwardOptions::default()
+        .with_kernel(kernel)
+        .with_lse(true)
+        .with_weights(with_weights);
     let plan = engine.plan::<T>(problem, options).unwrap();
     let (d_q, d_k, d_v) = (
         stream.clone_htod(q).unwrap(),
@@ -276,6 +251,10 @@ fn run_on_device<T: Element>(
     let mut lse = stream
         .clone_htod(&vec![f32::NAN; problem.shape.lse_elements().unwrap()])
         .unwrap();
+    let mut weights = with_weights.then(|| {
+        let len = problem.shape.score_elements().unwrap().max(1);
+        stream.clone_htod(&vec![f32::NAN; len]).unwrap()
+    });
     let mut workspace = stream
         .alloc_zeros::<u8>(plan.workspace_bytes.max(16))
         .unwrap();
@@ -293,7 +272,9 @@ fn run_on_device<T: Element>(
                 v: &d_v,
                 out: &mut out,
                 lse: Some(&mut lse),
-                weights: None,
+                weights: weights
+                    .as_mut()
+                    .map(|w| w as &mut dyn cudarc::driver::DevicePtrMut<f32>),
                 workspace: Some(&mut workspace),
                 alibi_slopes: slopes
                     .as_ref()
@@ -301,11 +282,12 @@ fn run_on_device<T: Element>(
             },
         )
         .unwrap();
-    (
-        stream.clone_dtoh(&out).unwrap(),
-        stream.clone_dtoh(&lse).unwrap(),
-        plan.kernel,
-    )
+    DeviceRun {
+        out: stream.clone_dtoh(&out).unwrap(),
+        lse: stream.clone_dtoh(&lse).unwrap(),
+        weights: weights.map(|w| stream.clone_dtoh(&w).unwrap()),
+        kernel: plan.kernel,
+    }
 }
 
 /// Flash on the device: reference by the tolerance rule, agreement with naive, bit-identical reruns.
@@ -320,7 +302,9 @@ fn check_flash<T: Element>(
     let k = common::random::<T>(&mut rng, problem.required_len("k").unwrap(), magnitude);
     let v = common::random::<T>(&mut rng, problem.required_len("v").unwrap(), 1.0);
     let label = format!("{name} {}", T::DTYPE);
-    let (out, lse, kernel) = run_on_device(engine, problem, KernelChoice::Flash, &q, &k, &v);
+    let DeviceRun {
+        out, lse, kernel, ..
+    } = run_on_device(engine, problem, KernelChoice::Flash, &q, &k, &v, false);
     assert_eq!(kernel, KernelKind::Flash, "{label}");
     let expected = reference::reference(problem, &q, &k, &v).unwrap();
     let allowed = compare::tolerance(problem, &q, &k, &v, &expected).unwrap();
@@ -332,14 +316,14 @@ fn check_flash<T: Element>(
     let lse_allowed = compare::softmax_tolerance(problem, &q, &k).unwrap().lse;
     let lse_error = compare::compare_lse(problem, &lse, &expected.lse);
     assert!(lse_error.max_abs <= lse_allowed, "{label}: lse {lse_error}");
-    let (naive, _, _) = run_on_device(engine, problem, KernelChoice::Naive, &q, &k, &v);
+    let naive = run_on_device(engine, problem, KernelChoice::Naive, &q, &k, &v, false).out;
     let naive_error = compare::compare_output(problem, &naive, &expected.out);
     assert!(
         naive_error.max_abs <= allowed,
         "{label}: naive {naive_error}"
     );
     for _ in 0..3 {
-        let (again, _, _) = run_on_device(engine, problem, KernelChoice::Flash, &q, &k, &v);
+        let again = run_on_device(engine, problem, KernelChoice::Flash, &q, &k, &v, false).out;
         let same = out
             .iter()
             .zip(&again)
