@@ -1,10 +1,11 @@
-//! The compiled machine code: every flash instantiation uses tensor cores (HMMA) on every SASS
-//! architecture of the build. Reads the embedded fatbin with cuobjdump (installed by
-//! scripts/install-cuda-toolchain.sh; nvdisasm must be beside it or on PATH).
+//! The compiled machine code: every flash instantiation uses tensor cores (HMMA), ldmatrix, cp.async and
+//! no local memory on every SASS architecture of the build. Reads the embedded fatbin with cuobjdump
+//! (installed by scripts/install-cuda-toolchain.sh; nvdisasm must be beside it or on PATH).
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::OnceLock;
 
 use cuda_attention::gpu::build_info::{FATBIN, SASS_ARCHS};
 use cuda_attention::launch::{flash_head_dims, flash_kernel_name};
@@ -27,7 +28,14 @@ fn cuobjdump() -> PathBuf {
 }
 
 /// (arch, function) -> the function's SASS text.
-fn disassemble() -> HashMap<(String, String), String> {
+/// The SASS of every kernel of the build, keyed by (architecture, function); disassembled once per test
+/// process (the tests run on parallel threads and used to share, and delete, one temporary file).
+fn disassemble() -> &'static HashMap<(String, String), String> {
+    static FUNCTIONS: OnceLock<HashMap<(String, String), String>> = OnceLock::new();
+    FUNCTIONS.get_or_init(disassemble_fatbin)
+}
+
+fn disassemble_fatbin() -> HashMap<(String, String), String> {
     assert!(
         !FATBIN.is_empty(),
         "this build has no kernels: build with nvcc (scripts/test.sh)"
@@ -99,6 +107,13 @@ fn every_flash_instantiation_uses_tensor_cores_on_every_architecture() {
                 assert!(
                     sass.contains("LDGSTS"),
                     "{name} on {arch}: no cp.async (LDGSTS)"
+                );
+                let local = sass
+                    .split_whitespace()
+                    .find(|op| op.starts_with("LDL") || op.starts_with("STL"));
+                assert!(
+                    local.is_none(),
+                    "{name} on {arch}: local memory access {local:?} (register arrays not in registers)"
                 );
             }
         }
