@@ -236,6 +236,7 @@ template <int HEAD_DIM, typename T> __device__ void flash_forward(const Attentio
         uint32_t p_frag[kMTiles][kKChunks][4];
         UNROLL
         for (int mt = 0; mt < kMTiles; ++mt) {
+            float correction[2];
             UNROLL
             for (int r = 0; r < 2; ++r) {
                 float tile_max = -INFINITY;
@@ -248,7 +249,7 @@ template <int HEAD_DIM, typename T> __device__ void flash_forward(const Attentio
                 const float new_max = fmaxf(row_max[mt][r], tile_max);
                 /* While the row has seen only masked keys its max is -inf: subtract 0 instead. */
                 const float safe_max = new_max == -INFINITY ? 0.0f : new_max;
-                const float correction = ex2_approx_ftz(row_max[mt][r] - safe_max);
+                correction[r] = new_max == row_max[mt][r] ? 1.0f : ex2_approx_ftz(row_max[mt][r] - safe_max);
                 row_max[mt][r] = new_max;
                 float tile_sum = 0.0f;
                 UNROLL
@@ -257,11 +258,17 @@ template <int HEAD_DIM, typename T> __device__ void flash_forward(const Attentio
                     acc_s[mt][nt][2 * r + 1] = ex2_approx_ftz(acc_s[mt][nt][2 * r + 1] - safe_max);
                     tile_sum += acc_s[mt][nt][2 * r] + acc_s[mt][nt][2 * r + 1];
                 }
-                row_sum[mt][r] = row_sum[mt][r] * correction + tile_sum;
+                row_sum[mt][r] = row_sum[mt][r] * correction[r] + tile_sum;
+            }
+            /* Once the running maxima settle, most tiles change no max of the warp's rows: the O rescale
+             * (kDTiles * 4 multiplications by exactly 1) is skipped, warp-uniformly. */
+            if (__any_sync(FULL_WARP_MASK, correction[0] != 1.0f || correction[1] != 1.0f)) {
                 UNROLL
                 for (int dt = 0; dt < kDTiles; ++dt) {
-                    acc_o[mt][dt][2 * r] *= correction;
-                    acc_o[mt][dt][2 * r + 1] *= correction;
+                    UNROLL
+                    for (int i = 0; i < 4; ++i) {
+                        acc_o[mt][dt][i] *= correction[i / 2];
+                    }
                 }
             }
             UNROLL
