@@ -25,8 +25,9 @@
  * Masking: rows past seq_q are computed on zero-filled Q and never written; keys past seq_k are zero-
  * filled by cp.async and their scores set to -inf; causal (bottom-right: key j visible to query i iff
  * j <= i + seq_k - seq_q) and the sliding window (key_range in device_helpers.cuh). Key tiles wholly
- * outside every row's range are not visited at all; only tiles that straddle a boundary for some row of
- * the warp pay for the per-element test. Soft cap and ALiBi (runtime flags) change the scaled score
+ * outside every row's range are not visited at all; a warp skips the products and the softmax of a tile
+ * none of its own rows sees (it still loads and synchronises); only tiles that straddle a boundary for
+ * some row of the warp pay for the per-element test. Soft cap and ALiBi (runtime flags) change the scaled score
  * before the mask. A row that sees no key ends with l = 0 and is
  * written as 0 with lse = -inf (the running max is replaced by 0 while it is -inf, so -inf - -inf never
  * happens).
@@ -172,6 +173,11 @@ template <int HEAD_DIM, typename T> __device__ void flash_forward(const Attentio
     /* The keys every row of this warp sees: a tile inside them needs no per-element mask. */
     const int warp_full_begin = key_range(p, warp_row0 + Traits::kWarpRows - 1).begin;
     const int warp_full_end = key_range(p, warp_row0).end;
+    /* The keys any valid row of this warp sees: the warp skips the tiles outside them (its rows would only
+     * get P = 0 there; causal diagonal and window edges), still loading and synchronising with the block. */
+    const int warp_row_last = min(warp_row0 + Traits::kWarpRows, p.seq_q) - 1;
+    const int warp_any_begin = key_range(p, warp_row0).begin;
+    const int warp_any_end = warp_row_last >= warp_row0 ? key_range(p, warp_row_last).end : warp_any_begin;
     const bool adjust = adjusts_scores(p);
     for (int tile = first_tile; tile < n_tiles; ++tile) {
         const int n0 = tile * kBlockN;
@@ -180,103 +186,108 @@ template <int HEAD_DIM, typename T> __device__ void flash_forward(const Attentio
         cp_async_wait_group<1>(); /* Q and K_t have landed (V_t may still be in flight) */
         __syncthreads();
 
-        /* S = Q K_t^T, f32 accumulators: acc_s[mt][nt] is the 16 x 8 tile of rows 16 mt and keys n0 + 8 nt.
-         * Each K fragment serves every m-tile of the warp. */
-        float acc_s[kMTiles][kNTiles][4] = {};
-        UNROLL
-        for (int ks = 0; ks < HEAD_DIM / 16; ++ks) {
-            uint32_t a[kMTiles][4];
+        const bool warp_active =
+            warp_any_begin < warp_any_end && n0 < warp_any_end && n0 + kBlockN > warp_any_begin;
+        uint32_t p_frag[kMTiles][kKChunks][4]; /* P of this tile, the A operands of P V */
+        if (warp_active) {
+            /* S = Q K_t^T, f32 accumulators: acc_s[mt][nt] is the 16 x 8 tile of rows 16 mt and keys n0 + 8 nt.
+             * Each K fragment serves every m-tile of the warp. */
+            float acc_s[kMTiles][kNTiles][4] = {};
             UNROLL
-            for (int mt = 0; mt < kMTiles; ++mt) {
-                const int row = warp * Traits::kWarpRows + mt * 16 + lane % 16;
-                ldmatrix_x4(a[mt][0], a[mt][1], a[mt][2], a[mt][3], q_smem + row * kStride + ks * 16 + (lane / 16) * 8);
-            }
-            UNROLL
-            for (int nt = 0; nt < kNTiles; nt += 2) {
-                uint32_t b[4];
-                const int key = nt * 8 + (lane / 16) * 8 + lane % 8;
-                ldmatrix_x4(b[0], b[1], b[2], b[3], k_smem + key * kStride + ks * 16 + ((lane / 8) % 2) * 8);
-                const uint32_t b0[2] = {b[0], b[1]};
-                const uint32_t b1[2] = {b[2], b[3]};
+            for (int ks = 0; ks < HEAD_DIM / 16; ++ks) {
+                uint32_t a[kMTiles][4];
                 UNROLL
                 for (int mt = 0; mt < kMTiles; ++mt) {
-                    Ops::mma(acc_s[mt][nt], a[mt], b0);
-                    Ops::mma(acc_s[mt][nt + 1], a[mt], b1);
+                    const int row = warp * Traits::kWarpRows + mt * 16 + lane % 16;
+                    const T *q_row = q_smem + row * kStride + ks * 16 + (lane / 16) * 8;
+                    ldmatrix_x4(a[mt][0], a[mt][1], a[mt][2], a[mt][3], q_row);
                 }
-            }
-        }
-
-        /* Scale into log2 units (soft cap and ALiBi in natural units first, when set); mask only tiles that
-         * straddle a mask boundary or the end of the keys. */
-        const bool tile_needs_mask = n0 < warp_full_begin || n0 + kBlockN > warp_full_end;
-        UNROLL
-        for (int mt = 0; mt < kMTiles; ++mt) {
-            UNROLL
-            for (int nt = 0; nt < kNTiles; ++nt) {
                 UNROLL
-                for (int i = 0; i < 4; ++i) {
-                    const int row = warp_row0 + mt * 16 + mma_c_row(lane, i);
-                    const int col = n0 + nt * 8 + mma_c_col(lane, i);
-                    float s = adjust ? adjust_score(p, head, row, col, acc_s[mt][nt][i] * p.scale) * LOG2_E
-                                     : acc_s[mt][nt][i] * p.scale_log2;
-                    if (tile_needs_mask) {
-                        const KeyRange visible = key_range(p, row);
-                        if (col < visible.begin || col >= visible.end) {
-                            s = -INFINITY;
-                        }
+                for (int nt = 0; nt < kNTiles; nt += 2) {
+                    uint32_t b[4];
+                    const int key = nt * 8 + (lane / 16) * 8 + lane % 8;
+                    ldmatrix_x4(b[0], b[1], b[2], b[3], k_smem + key * kStride + ks * 16 + ((lane / 8) % 2) * 8);
+                    const uint32_t b0[2] = {b[0], b[1]};
+                    const uint32_t b1[2] = {b[2], b[3]};
+                    UNROLL
+                    for (int mt = 0; mt < kMTiles; ++mt) {
+                        Ops::mma(acc_s[mt][nt], a[mt], b0);
+                        Ops::mma(acc_s[mt][nt + 1], a[mt], b1);
                     }
-                    acc_s[mt][nt][i] = s;
                 }
             }
-        }
 
-        /* Online softmax: m_new = max(m, rowmax S); rescale what was accumulated under the old max. P is
-         * packed to the input dtype as soon as it exists: the accumulators of key tiles 2j and 2j+1 are
-         * exactly the A fragment of keys 16j..16j+15. */
-        uint32_t p_frag[kMTiles][kKChunks][4];
-        UNROLL
-        for (int mt = 0; mt < kMTiles; ++mt) {
-            float correction[2];
+            /* Scale into log2 units (soft cap and ALiBi in natural units first, when set); mask only tiles that
+             * straddle a mask boundary or the end of the keys. */
+            const bool tile_needs_mask = n0 < warp_full_begin || n0 + kBlockN > warp_full_end;
             UNROLL
-            for (int r = 0; r < 2; ++r) {
-                float tile_max = -INFINITY;
+            for (int mt = 0; mt < kMTiles; ++mt) {
                 UNROLL
                 for (int nt = 0; nt < kNTiles; ++nt) {
-                    tile_max = fmaxf(tile_max, fmaxf(acc_s[mt][nt][2 * r], acc_s[mt][nt][2 * r + 1]));
-                }
-                tile_max = fmaxf(tile_max, __shfl_xor_sync(FULL_WARP_MASK, tile_max, 1));
-                tile_max = fmaxf(tile_max, __shfl_xor_sync(FULL_WARP_MASK, tile_max, 2));
-                const float new_max = fmaxf(row_max[mt][r], tile_max);
-                /* While the row has seen only masked keys its max is -inf: subtract 0 instead. */
-                const float safe_max = new_max == -INFINITY ? 0.0f : new_max;
-                correction[r] = new_max == row_max[mt][r] ? 1.0f : ex2_approx_ftz(row_max[mt][r] - safe_max);
-                row_max[mt][r] = new_max;
-                float tile_sum = 0.0f;
-                UNROLL
-                for (int nt = 0; nt < kNTiles; ++nt) {
-                    acc_s[mt][nt][2 * r] = ex2_approx_ftz(acc_s[mt][nt][2 * r] - safe_max);
-                    acc_s[mt][nt][2 * r + 1] = ex2_approx_ftz(acc_s[mt][nt][2 * r + 1] - safe_max);
-                    tile_sum += acc_s[mt][nt][2 * r] + acc_s[mt][nt][2 * r + 1];
-                }
-                row_sum[mt][r] = row_sum[mt][r] * correction[r] + tile_sum;
-            }
-            /* Once the running maxima settle, most tiles change no max of the warp's rows: the O rescale
-             * (kDTiles * 4 multiplications by exactly 1) is skipped, warp-uniformly. */
-            if (__any_sync(FULL_WARP_MASK, correction[0] != 1.0f || correction[1] != 1.0f)) {
-                UNROLL
-                for (int dt = 0; dt < kDTiles; ++dt) {
                     UNROLL
                     for (int i = 0; i < 4; ++i) {
-                        acc_o[mt][dt][i] *= correction[i / 2];
+                        const int row = warp_row0 + mt * 16 + mma_c_row(lane, i);
+                        const int col = n0 + nt * 8 + mma_c_col(lane, i);
+                        float s = adjust ? adjust_score(p, head, row, col, acc_s[mt][nt][i] * p.scale) * LOG2_E
+                                         : acc_s[mt][nt][i] * p.scale_log2;
+                        if (tile_needs_mask) {
+                            const KeyRange visible = key_range(p, row);
+                            if (col < visible.begin || col >= visible.end) {
+                                s = -INFINITY;
+                            }
+                        }
+                        acc_s[mt][nt][i] = s;
                     }
                 }
             }
+
+            /* Online softmax: m_new = max(m, rowmax S); rescale what was accumulated under the old max. P is
+             * packed to the input dtype as soon as it exists: the accumulators of key tiles 2j and 2j+1 are
+             * exactly the A fragment of keys 16j..16j+15. */
             UNROLL
-            for (int j = 0; j < kKChunks; ++j) {
-                p_frag[mt][j][0] = Ops::pack(acc_s[mt][2 * j][0], acc_s[mt][2 * j][1]);
-                p_frag[mt][j][1] = Ops::pack(acc_s[mt][2 * j][2], acc_s[mt][2 * j][3]);
-                p_frag[mt][j][2] = Ops::pack(acc_s[mt][2 * j + 1][0], acc_s[mt][2 * j + 1][1]);
-                p_frag[mt][j][3] = Ops::pack(acc_s[mt][2 * j + 1][2], acc_s[mt][2 * j + 1][3]);
+            for (int mt = 0; mt < kMTiles; ++mt) {
+                float correction[2];
+                UNROLL
+                for (int r = 0; r < 2; ++r) {
+                    float tile_max = -INFINITY;
+                    UNROLL
+                    for (int nt = 0; nt < kNTiles; ++nt) {
+                        tile_max = fmaxf(tile_max, fmaxf(acc_s[mt][nt][2 * r], acc_s[mt][nt][2 * r + 1]));
+                    }
+                    tile_max = fmaxf(tile_max, __shfl_xor_sync(FULL_WARP_MASK, tile_max, 1));
+                    tile_max = fmaxf(tile_max, __shfl_xor_sync(FULL_WARP_MASK, tile_max, 2));
+                    const float new_max = fmaxf(row_max[mt][r], tile_max);
+                    /* While the row has seen only masked keys its max is -inf: subtract 0 instead. */
+                    const float safe_max = new_max == -INFINITY ? 0.0f : new_max;
+                    correction[r] = new_max == row_max[mt][r] ? 1.0f : ex2_approx_ftz(row_max[mt][r] - safe_max);
+                    row_max[mt][r] = new_max;
+                    float tile_sum = 0.0f;
+                    UNROLL
+                    for (int nt = 0; nt < kNTiles; ++nt) {
+                        acc_s[mt][nt][2 * r] = ex2_approx_ftz(acc_s[mt][nt][2 * r] - safe_max);
+                        acc_s[mt][nt][2 * r + 1] = ex2_approx_ftz(acc_s[mt][nt][2 * r + 1] - safe_max);
+                        tile_sum += acc_s[mt][nt][2 * r] + acc_s[mt][nt][2 * r + 1];
+                    }
+                    row_sum[mt][r] = row_sum[mt][r] * correction[r] + tile_sum;
+                }
+                /* Once the running maxima settle, most tiles change no max of the warp's rows: the O rescale
+                 * (kDTiles * 4 multiplications by exactly 1) is skipped, warp-uniformly. */
+                if (__any_sync(FULL_WARP_MASK, correction[0] != 1.0f || correction[1] != 1.0f)) {
+                    UNROLL
+                    for (int dt = 0; dt < kDTiles; ++dt) {
+                        UNROLL
+                        for (int i = 0; i < 4; ++i) {
+                            acc_o[mt][dt][i] *= correction[i / 2];
+                        }
+                    }
+                }
+                UNROLL
+                for (int j = 0; j < kKChunks; ++j) {
+                    p_frag[mt][j][0] = Ops::pack(acc_s[mt][2 * j][0], acc_s[mt][2 * j][1]);
+                    p_frag[mt][j][1] = Ops::pack(acc_s[mt][2 * j][2], acc_s[mt][2 * j][3]);
+                    p_frag[mt][j][2] = Ops::pack(acc_s[mt][2 * j + 1][0], acc_s[mt][2 * j + 1][1]);
+                    p_frag[mt][j][3] = Ops::pack(acc_s[mt][2 * j + 1][2], acc_s[mt][2 * j + 1][3]);
+                }
             }
         }
 
@@ -289,20 +300,22 @@ template <int HEAD_DIM, typename T> __device__ void flash_forward(const Attentio
             cp_async_commit_group();
         }
 
-        /* O += P V_t; each V fragment serves every m-tile of the warp. */
-        UNROLL
-        for (int j = 0; j < kKChunks; ++j) {
+        if (warp_active) {
+            /* O += P V_t; each V fragment serves every m-tile of the warp. */
             UNROLL
-            for (int dt = 0; dt < kDTiles; dt += 2) {
-                uint32_t b[4];
-                const int key = j * 16 + ((lane / 8) % 2) * 8 + lane % 8;
-                ldmatrix_x4_trans(b[0], b[1], b[2], b[3], v_smem + key * kStride + (dt + lane / 16) * 8);
-                const uint32_t b0[2] = {b[0], b[1]};
-                const uint32_t b1[2] = {b[2], b[3]};
+            for (int j = 0; j < kKChunks; ++j) {
                 UNROLL
-                for (int mt = 0; mt < kMTiles; ++mt) {
-                    Ops::mma(acc_o[mt][dt], p_frag[mt][j], b0);
-                    Ops::mma(acc_o[mt][dt + 1], p_frag[mt][j], b1);
+                for (int dt = 0; dt < kDTiles; dt += 2) {
+                    uint32_t b[4];
+                    const int key = j * 16 + ((lane / 8) % 2) * 8 + lane % 8;
+                    ldmatrix_x4_trans(b[0], b[1], b[2], b[3], v_smem + key * kStride + (dt + lane / 16) * 8);
+                    const uint32_t b0[2] = {b[0], b[1]};
+                    const uint32_t b1[2] = {b[2], b[3]};
+                    UNROLL
+                    for (int mt = 0; mt < kMTiles; ++mt) {
+                        Ops::mma(acc_o[mt][dt], p_frag[mt][j], b0);
+                        Ops::mma(acc_o[mt][dt + 1], p_frag[mt][j], b1);
+                    }
                 }
             }
         }
