@@ -13,31 +13,33 @@
  *     V_t -> shared (cp.async, in flight while S is computed)
  *     S = Q K_t^T                         mma.sync m16n8k16, A = Q (ldmatrix.x4), B = K (ldmatrix.x4)
  *     S = S * scale * log2(e); -inf where masked (ragged tail, causal, window)
- *     m_new = max(m, rowmax S); P = exp2(S - m_new); l = l * exp2(m - m_new) + rowsum P; O *= exp2(m - m_new)
+ *     m_new = max(m, rowmax S); P = exp2(S - m_new); l = l * exp2(m - m_new) + rowsum P;
+ *     O *= exp2(m - m_new), skipped when no max of the warp's m-tile moved (the factor would be 1)
  *     K_{t+1} -> shared (cp.async, in flight while P V is computed)
  *     P packed to the input dtype in registers (the f32 S accumulators die here)
  *     O += P V_t                          P stays in registers as the A operand; B = V (ldmatrix.x4.trans)
  *   O /= l, written once in the output dtype; lse = (m + log2 l) * ln 2.
  *
- * Shared memory: Q [BLOCK_M][D + 8], K [BLOCK_N][D + 8], V [BLOCK_N][D + 8] in the input dtype. The 8-element
- * (16-byte) row padding puts the 8 rows of every ldmatrix in 8 different bank groups (no conflicts).
+ * Shared memory: Q [BLOCK_M][D + 8], K [BLOCK_N][D + 8], V [BLOCK_N][D + 8] in the input dtype. The
+ * 8-element (16-byte) row padding puts the 8 rows of every ldmatrix in 8 different bank groups (no
+ * conflicts).
  *
- * Masking: rows past seq_q are computed on zero-filled Q and never written; keys past seq_k are zero-
- * filled by cp.async and their scores set to -inf; causal (bottom-right: key j visible to query i iff
- * j <= i + seq_k - seq_q) and the sliding window (key_range in device_helpers.cuh). Key tiles wholly
- * outside every row's range are not visited at all; a warp skips the products and the softmax of a tile
- * none of its own rows sees (it still loads and synchronises); only tiles that straddle a boundary for
- * some row of the warp pay for the per-element test. Soft cap and ALiBi (runtime flags) change the scaled score
- * before the mask. A row that sees no key ends with l = 0 and is
- * written as 0 with lse = -inf (the running max is replaced by 0 while it is -inf, so -inf - -inf never
- * happens).
+ * Masking: rows past seq_q are computed on zero-filled Q and never written; keys past seq_k are zero-filled
+ * by cp.async and their scores set to -inf; causal (bottom-right: key j visible to query i iff j <= i +
+ * seq_k - seq_q) and the sliding window (key_range in device_helpers.cuh). Key tiles wholly outside every
+ * row's range are not visited at all; a warp skips the products and the softmax of a tile none of its own
+ * rows sees (it still loads and synchronises); only tiles that straddle a boundary for some row of the warp
+ * pay for the per-element test. Soft cap and ALiBi (runtime flags) change the scaled score before the mask.
+ * A row that sees no key ends with l = 0 and is written as 0 with lse = -inf (the running max is replaced
+ * by 0 while it is -inf, so -inf - -inf never happens).
  *
  * Layouts: attention_params.h (strides in elements). Requirements checked on the host: f16 or bf16,
  * head_dim <= the instantiation's HEAD_DIM (smaller dims are zero-padded on load, without copies),
  * every stride a multiple of 8 elements and every base address 16-byte aligned (cp.async moves 16 bytes),
  * batch and heads_q at most 65535 (grid y and z).
  *
- * Exports: flash_fwd_d<HEAD_DIM>_<dtype> for HEAD_DIM in 32, 64, 96, 128, 160, 192, 224, 256 and dtype f16, bf16.
+ * Exports: flash_fwd_d<HEAD_DIM>_<dtype> for HEAD_DIM in 32, 64, 96, 128, 160, 192, 224, 256 and dtype f16,
+ * bf16.
  */
 #include "include/device_helpers.cuh"
 #include "include/ptx.cuh"
