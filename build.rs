@@ -33,8 +33,9 @@ fn main() {
     for var in ENV_VARS {
         println!("cargo:rerun-if-env-changed={var}");
     }
-    // The CPU emulator: the same kernels compiled as C++ (no CUDA toolkit needed).
-    emulator::build();
+    // The CPU emulator: the same kernels compiled as C++ (no CUDA toolkit needed), on a thread of its own
+    // so that g++ runs beside nvcc (the two are the whole build script's time).
+    let emulator = std::thread::spawn(emulator::build);
 
     let out_dir = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
     let fatbin = out_dir.join("kernels.fatbin");
@@ -77,6 +78,9 @@ fn main() {
         ),
     )
     .expect("cannot write kernels_info.rs");
+    if let Err(panic) = emulator.join() {
+        std::panic::resume_unwind(panic);
+    }
 }
 
 /// Every kernels/*.cu, sorted, so the unity source is the same on every machine.
