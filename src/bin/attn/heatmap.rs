@@ -4,10 +4,11 @@
 
 use std::path::Path;
 
+use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::fonts;
+use crate::{fonts, plots};
 
 /// Most labelled ticks per axis.
 const MAX_TICKS: usize = 40;
@@ -132,8 +133,7 @@ pub fn write(
         .filter(|v| v.is_finite())
         .fold(0.0f32, f32::max)
         .max(f32::MIN_POSITIVE);
-    let canvas = BitMapBackend::new(path, (1150, 1000)).into_drawing_area();
-    let draw = || -> Result<(), String> {
+    let draw = |canvas: DrawingArea<BitMapBackend<'_>, Shift>| -> Result<(), String> {
         canvas.fill(&WHITE).map_err(text)?;
         let root = canvas.titled(title, ("sans-serif", 17)).map_err(text)?;
         let (map_area, bar_area) = root.split_horizontally(1030);
@@ -212,7 +212,7 @@ pub fn write(
         .map_err(text)?;
         root.present().map_err(text)
     };
-    draw().map_err(|e| format!("{}: {e}", path.display()))
+    plots::write_png(path, (1150, 1000), draw).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]

@@ -164,6 +164,25 @@ fn text<E: std::fmt::Display>(e: E) -> String {
     format!("drawing a plot: {e}")
 }
 
+/// Lets `draw` paint an RGB canvas of `size` pixels, then writes it to `path` as PNG: plotters draws into
+/// memory and the png crate encodes (plotters' own encoder would pull in the whole `image` crate).
+pub fn write_png(
+    path: &Path,
+    size: (u32, u32),
+    draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, Shift>) -> Result<(), String>,
+) -> Result<(), String> {
+    let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
+    draw(BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area())?;
+    let failed = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+    let file = std::fs::File::create(path).map_err(|e| failed(&e))?;
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), size.0, size.1);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().map_err(|e| failed(&e))?;
+    writer.write_image_data(&pixels).map_err(|e| failed(&e))?;
+    writer.finish().map_err(|e| failed(&e))
+}
+
 /// One chart: lines of (seq, value) points, log x, log or linear y.
 #[allow(clippy::too_many_arguments)]
 fn draw_chart<DB: DrawingBackend>(
@@ -333,12 +352,8 @@ pub fn write_timings(
 ) -> Result<(), String> {
     fonts::register();
     let size = (1400, 60 + 430 * timing_rows(records) as u32);
-    draw_timings(
-        BitMapBackend::new(png, size).into_drawing_area(),
-        records,
-        title,
-    )
-    .map_err(|e| format!("{}: {e}", png.display()))?;
+    write_png(png, size, |root| draw_timings(root, records, title))
+        .map_err(|e| format!("{}: {e}", png.display()))?;
     draw_timings(
         SVGBackend::new(svg, size).into_drawing_area(),
         records,
@@ -367,8 +382,7 @@ pub fn write_memory(records: &[&Record], title: &str, png: &Path) -> Result<(), 
         })
         .collect();
     let size = (1000, 60 + 420 * peaks.len().max(1) as u32);
-    let root = BitMapBackend::new(png, size).into_drawing_area();
-    let draw = || -> Result<(), String> {
+    let draw = |root: DrawingArea<BitMapBackend<'_>, Shift>| -> Result<(), String> {
         root.fill(&WHITE).map_err(text)?;
         let root = root.titled(title, ("sans-serif", 20)).map_err(text)?;
         if peaks.is_empty() {
@@ -400,7 +414,7 @@ pub fn write_memory(records: &[&Record], title: &str, png: &Path) -> Result<(), 
         }
         root.present().map_err(text)
     };
-    draw().map_err(|e| format!("{}: {e}", png.display()))
+    write_png(png, size, draw).map_err(|e| format!("{}: {e}", png.display()))
 }
 
 #[cfg(test)]
