@@ -17,7 +17,7 @@ use cudarc::driver::sys::{cudaError_enum, CUdevice_attribute, CUevent_flags};
 use cudarc::driver::{CudaSlice, CudaStream, DriverError};
 
 use crate::inputs::{Aligned, Inputs};
-use crate::results::{Memory, Record, Status, Timing};
+use crate::results::{Check, Memory, Record, Status, Timing};
 use crate::slice_check::{check_rows, sample_rows};
 use crate::sweep::{Case, Kernel, Sweep};
 use crate::table::human_bytes;
@@ -60,6 +60,18 @@ fn failed(case: &Case, kernel: &str, error: AttentionError) -> Record {
         } => case.record(kernel, Status::OutOfMemory, Some(error.to_string())),
         other => case.record(kernel, Status::Error, Some(other.to_string())),
     }
+}
+
+/// Stores the slice check in the record; false, with the record marked as a failed check, when the kernel
+/// got the checked rows wrong (such a kernel is never timed).
+fn keep_check(record: &mut Record, check: Check) -> bool {
+    let passed = check.passed;
+    record.check = Some(check);
+    if !passed {
+        record.status = Status::FailedCheck;
+        record.reason = Some("wrong output on the checked rows: not timed".into());
+    }
+    passed
 }
 
 /// Bytes of q, k, v and out of `problem` in element type `T`.
@@ -164,11 +176,7 @@ impl<'a, T: Element> HostRunner<'a, T> {
             out,
             &rows,
         )?;
-        let passed = check.passed;
-        record.check = Some(check);
-        if !passed {
-            record.status = Status::FailedCheck;
-            record.reason = Some("wrong output on the checked rows: not timed".into());
+        if !keep_check(&mut record, check) {
             return Ok(record);
         }
 
@@ -384,11 +392,7 @@ impl<'a, T: Element> GpuRunner<'a, T> {
             &out,
             &rows,
         )?;
-        let passed = check.passed;
-        record.check = Some(check);
-        if !passed {
-            record.status = Status::FailedCheck;
-            record.reason = Some("wrong output on the checked rows: not timed".into());
+        if !keep_check(&mut record, check) {
             return Ok(record);
         }
 
