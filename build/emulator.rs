@@ -1,8 +1,7 @@
-//! Build-script module: the CPU emulator.
-//!
-//! Compiles the emulator's runtime (`emulator/*.cpp`, except the checker's `checker_main.cpp`) and every
-//! kernel (`kernels/*.cu`, as C++ through `kernels/include/emulator/cuda_emulation.h`) into one static
-//! library linked into the crate. It needs a C++17 compiler (`$CXX`, else `c++`), never the CUDA toolkit,
+//! Build-script module: the CPU half. Compiles the emulator's runtime (`emulator/*.cpp`, except the
+//! checker's `checker_main.cpp`) and every kernel (`kernels/*.cu`, as C++ through
+//! `emulator/cuda/cuda_emulation.h`) into one static library linked into the crate; the kernels'
+//! `ATTENTION_KERNEL` records in it are the kernel registry (`kernels/include/kernel_registry.h`). It needs a C++17 compiler (`$CXX`, else `c++`), never the CUDA toolkit,
 //! and always optimises (`-O2`) so that `cargo test` without `--release` still emulates at a useful speed.
 //!
 //! The library is linked whole (`+whole-archive`): each kernel file registers its kernels from a static
@@ -30,6 +29,8 @@ pub fn build() {
         .flag("-x")
         .flag("c++")
         .include("kernels/include")
+        .include("emulator/cuda")
+        .include("emulator")
         .include("kernels")
         .opt_level(2)
         .warnings(true)

@@ -5,7 +5,7 @@
 #include <exception>
 #include <string>
 
-#include "emulator/float_bits.h"
+#include "float_bits.h" /* emulator/cuda/ */
 #include "emulator_api.h"
 #include "fragment_layout.h"
 #include "launch.h"
@@ -26,7 +26,7 @@ void write_message(const std::string &text, char *message, size_t capacity) {
 extern "C" int32_t cuda_emu_launch(const char *kernel, uint32_t grid_x, uint32_t grid_y, uint32_t grid_z,
                                    uint32_t block_x, uint32_t block_y, uint32_t block_z, uint32_t shared_bytes,
                                    const AttentionParams *params, uint32_t schedule, uint64_t seed,
-                                   uint32_t host_threads, char *message, size_t message_capacity) {
+                                   uint32_t host_threads, char *message, uint64_t message_capacity) {
     try {
         if (kernel == nullptr || params == nullptr || schedule > CUDA_EMU_SCHEDULE_RANDOM) {
             write_message("invalid arguments to cuda_emu_launch", message, message_capacity);

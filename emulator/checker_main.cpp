@@ -37,7 +37,7 @@
 #include <type_traits>
 #include <vector>
 
-#include "emulator/float_bits.h"
+#include "float_bits.h" /* emulator/cuda/ */
 #include "launch.h"
 #include "sanitizer.h"
 

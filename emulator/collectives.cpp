@@ -19,7 +19,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "emulator/float_bits.h"
+#include "float_bits.h" /* emulator/cuda/ */
 #include "fragment_layout.h"
 #include "internal.h"
 #include "sanitizer.h"

@@ -23,7 +23,7 @@
 #include <string>
 #include <vector>
 
-#include "emulator/runtime.h" /* kernels/include/emulator/runtime.h */
+#include "runtime.h" /* emulator/cuda/runtime.h */
 
 namespace cuda_emu {
 

@@ -7,12 +7,13 @@
 #include <cstdint>
 #include <string>
 
+#include "emulator_api.h"
 #include "internal.h"
 
 namespace cuda_emu {
 
-/* Largest dynamic shared memory of one block: 227 KiB, the sm_90 opt-in limit (sm_80: 163 KiB). */
-constexpr uint32_t kMaxSharedBytes = 227 * 1024;
+/* Largest dynamic shared memory of one block (emulator_api.h, shared with Rust). */
+constexpr uint32_t kMaxSharedBytes = CUDA_EMU_MAX_SHARED_BYTES;
 
 struct LaunchRequest {
     const char *kernel;

@@ -44,23 +44,40 @@
 #include "include/device_helpers.cuh"
 #include "include/ptx.cuh"
 
-/* Tile sizes per head dimension: the one place they are chosen. */
+/* Tile sizes per head dimension: the one place they are chosen. Four warps per block. Head dims up to 128
+ * give each warp 32 query rows, wider ones 16 (the O accumulators of 32 rows x 160+ columns do not fit in a
+ * thread's 255 registers). Key tiles have 64 rows up to head dim 64 and 32 beyond (S accumulators of 32 rows
+ * x 64 keys on top of 32 x 96+ O accumulators spill). Shared memory holds one Q, one K and one V tile of
+ * 2-byte elements, rows padded by 8 elements. Head dims are instantiated in steps of kHeadDimStep; smaller
+ * ones are zero-padded on load. */
 template <int HEAD_DIM> struct FlashTraits {
-    static_assert(HEAD_DIM % FLASH_HEAD_DIM_STEP == 0 && HEAD_DIM <= MAX_HEAD_DIM, "unsupported head dim");
-    static constexpr bool kNarrow = HEAD_DIM <= FLASH_NARROW_MAX_HEAD_DIM;
+    static constexpr int kHeadDimStep = 32;
+    static_assert(HEAD_DIM % kHeadDimStep == 0 && HEAD_DIM <= MAX_HEAD_DIM, "unsupported head dim");
+    static constexpr bool kNarrow = HEAD_DIM <= 128;
     static constexpr int kHeadDim = HEAD_DIM;
-    static constexpr int kWarps = FLASH_WARPS;
+    static constexpr int kWarps = 4;
     static constexpr int kThreads = kWarps * WARP_SIZE;
-    static constexpr int kWarpRows = kNarrow ? FLASH_WARP_ROWS_NARROW : FLASH_WARP_ROWS_WIDE;
+    static constexpr int kWarpRows = kNarrow ? 32 : 16;
     static constexpr int kMTiles = kWarpRows / 16; /* 16-row mma tiles per warp */
     static constexpr int kBlockM = kWarps * kWarpRows;
-    static constexpr int kBlockN = HEAD_DIM <= FLASH_SMALL_MAX_HEAD_DIM ? FLASH_BLOCK_N_SMALL : FLASH_BLOCK_N;
-    static constexpr int kRowStride = HEAD_DIM + FLASH_ROW_PADDING; /* elements; 16 bytes of padding per row */
-    static constexpr int kChunksPerRow = HEAD_DIM / 8; /* 16-byte chunks */
-    static_assert(kThreads == FLASH_THREADS, "the launcher reads FLASH_THREADS");
+    static constexpr int kBlockN = HEAD_DIM <= 64 ? 64 : 32;
+    static constexpr int kRowPadding = 8;
+    static constexpr int kRowStride = HEAD_DIM + kRowPadding; /* elements; 16 bytes of padding per row */
+    static constexpr int kChunksPerRow = HEAD_DIM / 8;        /* 16-byte chunks */
+    static constexpr int kSharedBytes = (kBlockM + 2 * kBlockN) * kRowStride * 2;
+    /* cp.async moves 16 bytes: q, k, v strides in multiples of 8 elements, base addresses 16-byte aligned. */
+    static constexpr int kStrideMultiple = 8;
+    static constexpr int kBaseAlignment = 16;
     static_assert(kWarpRows % 16 == 0, "warps own whole 16-row mma tiles");
-    static_assert(FLASH_ROW_PADDING * 2 == 16, "ldmatrix rows must stay 16-byte aligned and change bank group");
+    static_assert(kRowPadding * 2 == 16, "ldmatrix rows must stay 16-byte aligned and change bank group");
     static_assert(kBlockN % 16 == 0 && kHeadDim % 16 == 0, "mma tiles are 16 deep");
+
+    /* The registry record of the instantiation for element type T (kernel_registry.h). */
+    template <typename T> static constexpr KernelInfo info() {
+        static_assert(sizeof(T) == 2, "the tensor-core kernel takes 2-byte elements");
+        return make_kernel_info(KERNEL_FAMILY_FLASH, kernel_dtype<T>(), HEAD_DIM - kHeadDimStep + 1, HEAD_DIM,
+                                kThreads, 1, kBlockM, kBlockN, kSharedBytes, 0, kStrideMultiple, kBaseAlignment);
+    }
 };
 
 /* Register packing and tensor-core product per input dtype. */
@@ -357,7 +374,10 @@ template <int HEAD_DIM, typename T> __device__ void flash_forward(const Attentio
 }
 
 #define FLASH_EXPORT(head_dim, dtype_name, T)                                                           \
-    KERNEL_ENTRY(flash_fwd_d##head_dim##_##dtype_name, FLASH_THREADS) { flash_forward<head_dim, T>(p); }
+    ATTENTION_KERNEL(flash_fwd_d##head_dim##_##dtype_name, FlashTraits<head_dim>::kThreads,                \
+                     FlashTraits<head_dim>::info<T>()) {                                                  \
+        flash_forward<head_dim, T>(p);                                                                   \
+    }
 
 #define FLASH_EXPORTS(head_dim)                                                                          \
     FLASH_EXPORT(head_dim, f16, __half)                                                                 \

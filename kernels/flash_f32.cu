@@ -20,9 +20,17 @@
  */
 #include "include/device_helpers.cuh"
 
+/* Tiles, the one place they are chosen: FLASH_F32_WARPS query rows per block (one per warp), key tiles of
+ * FLASH_F32_KEY_TILE; shared memory (FLASH_F32_WARPS * d + FLASH_F32_KEY_TILE * (2 * d + 1)) * 4 bytes. */
+#define FLASH_F32_WARPS 8
+#define FLASH_F32_THREADS (FLASH_F32_WARPS * WARP_SIZE)
+#define FLASH_F32_KEY_TILE 32
 #define FLASH_F32_COLUMNS_PER_LANE (MAX_HEAD_DIM / WARP_SIZE)
 
-KERNEL_ENTRY(flash_fwd_f32, FLASH_F32_THREADS) {
+ATTENTION_KERNEL(flash_fwd_f32, FLASH_F32_THREADS,
+                 make_kernel_info(KERNEL_FAMILY_FLASH, KERNEL_DTYPE_F32, 1, MAX_HEAD_DIM, FLASH_F32_THREADS, 1,
+                                  FLASH_F32_WARPS, FLASH_F32_KEY_TILE, FLASH_F32_KEY_TILE * 4,
+                                  (FLASH_F32_WARPS + 2 * FLASH_F32_KEY_TILE) * 4, 1, 4)) {
     const int warp = threadIdx.x / WARP_SIZE;
     const int lane = threadIdx.x % WARP_SIZE;
     const int head = blockIdx.y;

@@ -27,6 +27,17 @@
  */
 #include "include/device_helpers.cuh"
 
+/* Tiles, the one place they are chosen: a block of NAIVE_TILE x NAIVE_ROWS_PER_PASS threads computes a
+ * NAIVE_TILE x NAIVE_TILE tile (each thread NAIVE_TILE / NAIVE_ROWS_PER_PASS rows of one column), staged
+ * through two NAIVE_TILE x (NAIVE_TILE + 1) f32 tiles of dynamic shared memory (padded against bank
+ * conflicts). Softmax: one warp per row, NAIVE_SOFTMAX_WARPS rows per block. */
+#define NAIVE_TILE 32
+#define NAIVE_ROWS_PER_PASS 8
+#define NAIVE_THREADS (NAIVE_TILE * NAIVE_ROWS_PER_PASS)
+#define NAIVE_SHARED_BYTES (2 * NAIVE_TILE * (NAIVE_TILE + 1) * 4)
+#define NAIVE_SOFTMAX_WARPS 4
+#define NAIVE_SOFTMAX_THREADS (NAIVE_SOFTMAX_WARPS * WARP_SIZE)
+
 #define NAIVE_TILE_STRIDE (NAIVE_TILE + 1)
 #define NAIVE_ROWS_PER_THREAD (NAIVE_TILE / NAIVE_ROWS_PER_PASS)
 
@@ -149,7 +160,9 @@ template <typename T> __device__ void naive_pv(const AttentionParams &p) {
 }
 
 /* P = softmax(S) in place, row by row; one warp per row. */
-KERNEL_ENTRY(naive_softmax, NAIVE_SOFTMAX_THREADS) {
+ATTENTION_KERNEL(naive_softmax, NAIVE_SOFTMAX_THREADS,
+                 make_kernel_info(KERNEL_FAMILY_NAIVE_SOFTMAX, KERNEL_DTYPE_NONE, 1, MAX_HEAD_DIM, NAIVE_SOFTMAX_THREADS,
+                                  1, NAIVE_SOFTMAX_WARPS, 0, 0, 0, 1, 1)) {
     const int lane = threadIdx.x % WARP_SIZE;
     const int warp = threadIdx.x / WARP_SIZE;
     const int64_t rows = (int64_t)p.batch * p.heads_q * p.seq_q;
@@ -183,9 +196,18 @@ KERNEL_ENTRY(naive_softmax, NAIVE_SOFTMAX_THREADS) {
     }
 }
 
-#define NAIVE_EXPORTS(dtype_name, T)                                                                   \
-    KERNEL_ENTRY(naive_scores_##dtype_name, NAIVE_THREADS) { naive_scores<T>(p); }                      \
-    KERNEL_ENTRY(naive_pv_##dtype_name, NAIVE_THREADS) { naive_pv<T>(p); }
+/* Registry record of a tiled naive kernel: any head dim, any strides, element-aligned buffers. */
+#define NAIVE_TILED_INFO(family, T)                                                                        \
+    make_kernel_info(family, kernel_dtype<T>(), 1, MAX_HEAD_DIM, NAIVE_TILE, NAIVE_ROWS_PER_PASS, NAIVE_TILE, \
+                     NAIVE_TILE, NAIVE_SHARED_BYTES, 0, 1, sizeof(T))
+
+#define NAIVE_EXPORTS(dtype_name, T)                                                                       \
+    ATTENTION_KERNEL(naive_scores_##dtype_name, NAIVE_THREADS, NAIVE_TILED_INFO(KERNEL_FAMILY_NAIVE_SCORES, T)) { \
+        naive_scores<T>(p);                                                                                 \
+    }                                                                                                       \
+    ATTENTION_KERNEL(naive_pv_##dtype_name, NAIVE_THREADS, NAIVE_TILED_INFO(KERNEL_FAMILY_NAIVE_PV, T)) {   \
+        naive_pv<T>(p);                                                                                     \
+    }
 
 NAIVE_EXPORTS(f32, float)
 NAIVE_EXPORTS(f16, __half)

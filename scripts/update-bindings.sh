@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerates src/sys/bindings.rs from kernels/include/attention_params.h with exactly the options of
+# Regenerates src/sys/bindings.rs from the FFI headers (attention_params.h, kernel_registry.h,
+# emulator_api.h) with exactly the options of
 # tests/bindings.rs, in a scratch crate, so it works while the library does not yet compile against
 # the old bindings (after adding a field to the header).
 set -euo pipefail

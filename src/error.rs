@@ -108,17 +108,19 @@ pub enum AttentionError {
         count: usize,
     },
 
-    /// Not enough free device memory for the buffers this call needs.
+    /// Not enough free memory (device, or host for the CPU paths) for the buffers this call needs.
     #[error(
-        "not enough device memory for {what}: needs {needed} bytes, {free} free. Use the flash kernel, \
+        "not enough {memory} memory for {what}: needs {needed} bytes, {free} free. Use the flash kernel, \
          a shorter sequence or a smaller batch"
     )]
     OutOfMemory {
+        /// Which memory: device or host.
+        memory: Memory,
         /// What the memory was for.
         what: &'static str,
         /// Bytes needed.
         needed: usize,
-        /// Bytes free on the device.
+        /// Bytes free (device), or available to this process (host).
         free: usize,
     },
 
@@ -148,6 +150,24 @@ pub enum AttentionError {
         #[source]
         source: DriverError,
     },
+}
+
+/// Which memory an [`AttentionError::OutOfMemory`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Memory {
+    /// GPU memory.
+    Device,
+    /// Host memory (CPU backend, reference, emulator, CLI buffers).
+    Host,
+}
+
+impl std::fmt::Display for Memory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Memory::Device => "device",
+            Memory::Host => "host",
+        })
+    }
 }
 
 /// Attaches a context string to a driver error.

@@ -1,19 +1,64 @@
 //! Exact transformer attention, `softmax(scale * Q K^T + mask) V`, on NVIDIA GPUs with hand-written CUDA
-//! kernels, plus an f64 CPU reference and a multi-threaded CPU backend.
+//! kernels, plus an f64 CPU reference, a multi-threaded CPU backend and a CPU emulator that runs the very
+//! same kernel source.
+//!
+//! Every backend has one call contract: `plan` (validate, pick the kernel, say why), `forward` (allocate the
+//! outputs within the memory budget and run) and `forward_into` (run into the caller's buffers, checked by
+//! one binding step). This example runs on any machine: the CPU backend, and the flash kernel on the
+//! emulator, each checked against the f64 reference.
+//!
+//! ```
+//! use cuda_attention::cpu::{self, CpuBackend};
+//! use cuda_attention::emulator::Emulator;
+//! use cuda_attention::{
+//!     AttentionProblem, AttentionShape, ForwardOptions, HostTensors, KernelChoice, KernelKind, Tensor,
+//! };
+//! # fn main() -> cuda_attention::Result<()> {
+//! // Two sequences of 70 queries over 90 keys, 4 query heads sharing 2 key/value heads, causal.
+//! let shape = AttentionShape::new(2, 70, 4, 64).with_seq_k(90).with_heads_kv(2);
+//! let problem = AttentionProblem::new(shape).with_causal(true);
+//! let input = |tensor, seed: usize| -> Vec<half::bf16> {
+//!     let n = problem.required_len(tensor).unwrap();
+//!     (0..n).map(|i| half::bf16::from_f32((((i * 37 + seed) % 101) as f32 - 50.0) / 50.0)).collect()
+//! };
+//! let (q, k, v) = (input(Tensor::Q, 1), input(Tensor::K, 2), input(Tensor::V, 3));
+//! let expected = cpu::reference(&problem, &q, &k, &v)?;
+//! let tolerance = cpu::tolerance(&problem, &q, &k, &v, &expected)?;
+//!
+//! // The CPU backend, outputs allocated for us.
+//! let options = ForwardOptions::default().with_lse(true);
+//! let out = CpuBackend::new().forward(&problem, options, &q, &k, &v)?;
+//! assert!(cpu::compare_output(&problem, &out.out, &expected.out).max_abs <= tolerance);
+//!
+//! // The tensor-core flash kernel on the emulator, into our own buffer.
+//! let emulator = Emulator::new();
+//! let plan = emulator.plan::<half::bf16>(&problem, options.with_kernel(KernelChoice::Flash))?;
+//! assert_eq!(plan.kernel(), KernelKind::Flash);
+//! let mut out = vec![half::bf16::ZERO; problem.required_len(Tensor::Out)?];
+//! let mut lse = vec![0.0f32; shape.lse_elements()?];
+//! emulator.forward_into(&plan, HostTensors::new(&q, &k, &v, &mut out).with_lse(&mut lse))?;
+//! assert!(cpu::compare_output(&problem, &out, &expected.out).max_abs <= tolerance);
+//! # Ok(()) }
+//! ```
 
+pub mod binding;
 pub mod cpu;
 pub mod dtype;
 pub mod emulator;
 pub mod error;
 pub mod gpu;
+pub mod host_memory;
 pub mod launch;
-pub mod params;
 pub mod plan;
 pub mod problem;
+pub mod registry;
 pub mod sys;
 
+pub use binding::{AttentionOutput, HostOutput, HostTensors, Tensors};
 pub use dtype::{DType, Element};
-pub use error::{AttentionError, Result};
+pub use error::{AttentionError, Memory, Result};
 pub use gpu::{DeviceInfo, DeviceOutput, DeviceTensors, Engine};
-pub use plan::{ForwardOptions, KernelChoice, KernelKind, Plan};
-pub use problem::{AttentionProblem, AttentionShape, Layout, Strides, Window, MAX_HEAD_DIM};
+pub use plan::{DeviceCaps, ForwardOptions, KernelChoice, KernelKind, Plan, Target};
+pub use problem::{
+    AttentionProblem, AttentionShape, Layout, Strides, Tensor, Window, MAX_HEAD_DIM,
+};

@@ -3,9 +3,9 @@
 
 use crate::dtype::DType;
 use crate::error::{AttentionError, Result};
-use crate::launch::{flash_launch, flash_padded_head_dim, MAX_GRID_YZ};
-use crate::problem::AttentionProblem;
-use crate::sys::FLASH_ALIGN_ELEMENTS;
+use crate::launch::{flash_launch, kernel_for, naive_launches, KernelLaunch, MAX_GRID_YZ};
+use crate::problem::{AttentionProblem, Tensor};
+use crate::registry::KernelFamily;
 
 /// What the caller asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -40,6 +40,8 @@ pub enum KernelKind {
     Naive,
     /// Tiled, fused, online softmax.
     Flash,
+    /// The CPU backend's own fused loop (no kernel source).
+    Cpu,
 }
 
 impl KernelKind {
@@ -48,6 +50,7 @@ impl KernelKind {
         match self {
             KernelKind::Naive => "naive",
             KernelKind::Flash => "flash",
+            KernelKind::Cpu => "cpu",
         }
     }
 }
@@ -96,26 +99,47 @@ pub struct DeviceCaps {
     pub shared_memory_per_block_optin: usize,
 }
 
-/// A validated decision: the kernel, the reason, the workspace. Made by [`Plan::new`] (or
-/// `Engine::plan`) and consumed by a forward call.
+/// Where a plan runs: a CUDA device (real, or the emulator, which runs the same kernels) or the CPU
+/// backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The crate's kernels on a device with these capabilities.
+    Device(DeviceCaps),
+    /// The CPU backend.
+    Cpu,
+}
+
+/// A validated decision: the kernel, the reason, the workspace and the launches, computed once. Made by
+/// `Engine::plan`, `Emulator::plan` or `CpuBackend::plan` (or [`Plan::new`] / [`Plan::cpu`]) and consumed
+/// by a forward call of the same backend. Sealed: the fields are private, so the problem a plan checks
+/// buffers against is the problem it was made for.
+///
+/// ```compile_fail
+/// # use cuda_attention::{AttentionProblem, AttentionShape, DType, ForwardOptions, Plan};
+/// let problem = AttentionProblem::new(AttentionShape::new(1, 4, 1, 8));
+/// let mut plan = Plan::cpu(&problem, DType::F32, ForwardOptions::default()).unwrap();
+/// plan.problem.shape.seq_q = 1 << 20; // error: the field is private
+/// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
-    /// The problem this plan was made for.
-    pub problem: AttentionProblem,
-    /// Element type of q, k, v and out.
-    pub dtype: DType,
-    /// The options it honours.
-    pub options: ForwardOptions,
-    /// The kernel that will run.
-    pub kernel: KernelKind,
-    /// Why that kernel was chosen, in words.
-    pub reason: String,
-    /// Device workspace in bytes a `forward_into` call must provide (0: none).
-    pub workspace_bytes: usize,
+    problem: AttentionProblem,
+    dtype: DType,
+    options: ForwardOptions,
+    target: Target,
+    kernel: KernelKind,
+    reason: String,
+    workspace_bytes: usize,
+    launches: Vec<KernelLaunch>,
+    input_alignment: usize,
 }
 
 impl Plan {
-    /// Validates the problem and picks a kernel.
+    /// Validates the problem and picks a kernel for a device with `caps`.
+    ///
+    /// Auto never plans a kernel that will then refuse the caller's buffers for a reason it could know:
+    /// strides are checked here, and when flash needs aligned base addresses (16 bytes for f16/bf16), the
+    /// reason says so and [`Plan::input_alignment`] states it; buffers that break it are refused at binding
+    /// with [`AttentionError::KernelUnsupported`] (plan with [`KernelChoice::Naive`] for such buffers).
     ///
     /// # Errors
     /// The problem's validation error, or [`AttentionError::KernelUnsupported`] when the requested
@@ -127,7 +151,12 @@ impl Plan {
         caps: DeviceCaps,
     ) -> Result<Plan> {
         problem.validate()?;
-        let flash_unavailable = flash_unavailable_reason(problem, dtype, options, caps);
+        let shape = &problem.shape;
+        let flash = flash_launch(shape, dtype);
+        let flash_unavailable = match &flash {
+            Ok(launch) => flash_unavailable_reason(problem, dtype, options, caps, launch),
+            Err(error) => Some(error.to_string()),
+        };
         let (kernel, reason) = match (options.kernel, flash_unavailable) {
             (KernelChoice::Naive, _) => (KernelKind::Naive, "naive requested".to_string()),
             (KernelChoice::Flash, Some(reason)) => {
@@ -142,37 +171,142 @@ impl Plan {
             }
             (KernelChoice::Auto, None) => (
                 KernelKind::Flash,
-                if dtype == DType::F32 {
-                    "auto: flash supports this problem (f32 on CUDA cores, no tensor cores)"
-                        .to_string()
-                } else {
-                    format!(
-                        "auto: flash supports this problem (tensor-core instantiation for head_dim {})",
-                        flash_padded_head_dim(problem.shape.head_dim)
-                    )
-                },
+                "auto: flash supports this problem".to_string(),
             ),
         };
-        let workspace_bytes = match kernel {
-            // The scores live in the caller's weights buffer when weights are returned.
-            KernelKind::Naive if !options.return_weights => problem
-                .shape
-                .score_elements()?
-                .checked_mul(4)
-                .ok_or_else(|| AttentionError::SizeOverflow {
-                    what: "naive score workspace",
-                    detail: "score elements * 4 bytes".into(),
-                })?,
-            _ => 0,
+        let (launches, workspace_bytes, input_alignment) = match kernel {
+            KernelKind::Naive => {
+                // The scores live in the caller's weights buffer when weights are returned.
+                let workspace = if options.return_weights {
+                    0
+                } else {
+                    shape.score_elements()?.checked_mul(4).ok_or_else(|| {
+                        AttentionError::SizeOverflow {
+                            what: "naive score workspace",
+                            detail: "score elements * 4 bytes".into(),
+                        }
+                    })?
+                };
+                (naive_launches(shape, dtype)?, workspace, dtype.size_bytes())
+            }
+            _ => {
+                let launch = flash?;
+                let spec = kernel_for(KernelFamily::Flash, dtype, shape.head_dim)?;
+                (vec![launch], 0, spec.base_alignment.max(dtype.size_bytes()))
+            }
+        };
+        let reason = match kernel {
+            KernelKind::Flash => {
+                let spec = kernel_for(KernelFamily::Flash, dtype, shape.head_dim)?;
+                let units = if dtype == DType::F32 {
+                    "CUDA cores, f32 inputs kept exact".to_string()
+                } else if *spec.head_dims.end() == shape.head_dim {
+                    "tensor cores".to_string()
+                } else {
+                    format!(
+                        "tensor cores, head_dim {} zero-padded to {} on load",
+                        shape.head_dim,
+                        spec.head_dims.end()
+                    )
+                };
+                let alignment = if input_alignment > dtype.size_bytes() {
+                    format!("; q, k and v must start {input_alignment}-byte aligned")
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{reason}: {} ({units}; {} query rows x {} keys per tile{alignment})",
+                    spec.name, spec.tile_rows, spec.tile_cols
+                )
+            }
+            _ => reason,
         };
         Ok(Plan {
             problem: problem.clone(),
             dtype,
             options,
+            target: Target::Device(caps),
             kernel,
             reason,
             workspace_bytes,
+            launches,
+            input_alignment,
         })
+    }
+
+    /// Validates the problem for the CPU backend, which runs every problem with its own fused loop and
+    /// returns the weights on request.
+    ///
+    /// # Errors
+    /// The problem's validation error, or [`AttentionError::KernelUnsupported`] for an explicit
+    /// [`KernelChoice::Naive`] or [`KernelChoice::Flash`] (those name device kernels: run them on the
+    /// emulator or a GPU).
+    pub fn cpu(problem: &AttentionProblem, dtype: DType, options: ForwardOptions) -> Result<Plan> {
+        problem.validate()?;
+        if options.kernel != KernelChoice::Auto {
+            return Err(AttentionError::KernelUnsupported {
+                kernel: if options.kernel == KernelChoice::Naive { "naive" } else { "flash" },
+                reason: "the CPU backend runs its own fused loop: use KernelChoice::Auto, or the emulator to \
+                         run the naive or flash kernel source on the CPU"
+                    .into(),
+            });
+        }
+        Ok(Plan {
+            problem: problem.clone(),
+            dtype,
+            options,
+            target: Target::Cpu,
+            kernel: KernelKind::Cpu,
+            reason: "the CPU backend (f32 accumulation, all cores)".into(),
+            workspace_bytes: 0,
+            launches: Vec::new(),
+            input_alignment: dtype.size_bytes(),
+        })
+    }
+
+    /// The problem this plan was made for.
+    pub fn problem(&self) -> &AttentionProblem {
+        &self.problem
+    }
+
+    /// Element type of q, k, v and out.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The options it honours.
+    pub fn options(&self) -> ForwardOptions {
+        self.options
+    }
+
+    /// Where it runs.
+    pub fn target(&self) -> Target {
+        self.target
+    }
+
+    /// The kernel that will run.
+    pub fn kernel(&self) -> KernelKind {
+        self.kernel
+    }
+
+    /// Why that kernel was chosen, in words.
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// Workspace in bytes a `forward_into` call must provide (0: none).
+    pub fn workspace_bytes(&self) -> usize {
+        self.workspace_bytes
+    }
+
+    /// The kernel launches, in order (none for the CPU backend).
+    pub fn launches(&self) -> &[KernelLaunch] {
+        &self.launches
+    }
+
+    /// Bytes the base addresses of q, k and v must be multiples of.
+    pub fn input_alignment(&self) -> usize {
+        self.input_alignment
     }
 }
 
@@ -182,6 +316,7 @@ fn flash_unavailable_reason(
     dtype: DType,
     options: ForwardOptions,
     caps: DeviceCaps,
+    launch: &KernelLaunch,
 ) -> Option<String> {
     if options.return_weights {
         return Some(
@@ -195,30 +330,26 @@ fn flash_unavailable_reason(
             caps.compute_capability.0, caps.compute_capability.1
         ));
     }
-    // The tensor-core kernels load 16-byte rows; the f32 kernel loads scalars.
-    let align = if dtype == DType::F32 {
-        1
-    } else {
-        FLASH_ALIGN_ELEMENTS as usize
-    };
-    for (tensor, strides) in [
-        ("q", &problem.q_strides),
-        ("k", &problem.k_strides),
-        ("v", &problem.v_strides),
-    ] {
+    let spec = kernel_for(KernelFamily::Flash, dtype, problem.shape.head_dim).ok()?;
+    let align = spec.stride_multiple;
+    for tensor in [Tensor::Q, Tensor::K, Tensor::V] {
+        let strides = problem.strides_of(tensor);
         if strides.batch % align != 0 || strides.seq % align != 0 || strides.head % align != 0 {
             return Some(format!(
-                "the {tensor} strides {strides:?} are not multiples of {align} elements (flash loads 16-byte \
-                 rows; with head_dim {} pad the rows or use a head dim that is a multiple of {align})",
+                "the {} strides {strides:?} are not multiples of {align} elements ({} loads {}-byte rows; with \
+                 head_dim {} pad the rows or use a head dim that is a multiple of {align})",
+                tensor.name(),
+                spec.name,
+                spec.base_alignment,
                 problem.shape.head_dim
             ));
         }
     }
-    let shared = flash_launch(&problem.shape, dtype).shared_bytes as usize;
+    let shared = launch.shared_bytes as usize;
     if shared > caps.shared_memory_per_block_optin {
         return Some(format!(
-            "the flash tile for head_dim {} needs {shared} bytes of shared memory and the device allows {}",
-            problem.shape.head_dim, caps.shared_memory_per_block_optin
+            "{} needs {shared} bytes of shared memory for head_dim {} and the device allows {}",
+            spec.name, problem.shape.head_dim, caps.shared_memory_per_block_optin
         ));
     }
     let grid_limit = MAX_GRID_YZ as usize;

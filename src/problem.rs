@@ -137,6 +137,34 @@ impl Layout {
     }
 }
 
+/// The four strided tensors of a problem.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tensor {
+    /// Queries `[batch, seq_q, heads_q, head_dim]`.
+    Q,
+    /// Keys `[batch, seq_k, heads_kv, head_dim]`.
+    K,
+    /// Values `[batch, seq_k, heads_kv, head_dim]`.
+    V,
+    /// Output `[batch, seq_q, heads_q, head_dim]`.
+    Out,
+}
+
+impl Tensor {
+    /// All four, in argument order.
+    pub const ALL: [Tensor; 4] = [Tensor::Q, Tensor::K, Tensor::V, Tensor::Out];
+
+    /// Lower-case name, as in error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tensor::Q => "q",
+            Tensor::K => "k",
+            Tensor::V => "v",
+            Tensor::Out => "out",
+        }
+    }
+}
+
 /// One attention problem: shape, layouts, scale and mask. Build it, then every backend validates it the
 /// same way with [`AttentionProblem::validate`].
 ///
@@ -383,10 +411,10 @@ impl AttentionProblem {
         }
         // Row indices of scores/lse are 64-bit in the kernels; the totals must still fit.
         checked_product("batch * heads_q * seq_q", &[s.batch, s.heads_q, s.seq_q])?;
-        for tensor in ["q", "k", "v", "out"] {
+        for tensor in Tensor::ALL {
             self.required_len(tensor)?;
         }
-        check_no_overlap("out", &self.out_strides, &self.extents("out"))?;
+        check_no_overlap("out", &self.out_strides, &self.extents(Tensor::Out))?;
         Ok(())
     }
 
@@ -395,11 +423,16 @@ impl AttentionProblem {
     /// # Errors
     /// [`AttentionError::BufferTooSmall`] naming the first short buffer.
     pub fn check_lengths(&self, q: usize, k: usize, v: usize, out: usize) -> Result<()> {
-        for (tensor, len) in [("q", q), ("k", k), ("v", v), ("out", out)] {
+        for (tensor, len) in [
+            (Tensor::Q, q),
+            (Tensor::K, k),
+            (Tensor::V, v),
+            (Tensor::Out, out),
+        ] {
             let needed = self.required_len(tensor)?;
             if len < needed {
                 return Err(AttentionError::BufferTooSmall {
-                    tensor,
+                    tensor: tensor.name(),
                     needed,
                     len,
                 });
@@ -408,34 +441,34 @@ impl AttentionProblem {
         Ok(())
     }
 
-    /// Strides of a tensor by name ("q", "k", "v", "out").
-    fn strides_of(&self, tensor: &str) -> &Strides {
+    /// Strides of a tensor.
+    pub fn strides_of(&self, tensor: Tensor) -> &Strides {
         match tensor {
-            "q" => &self.q_strides,
-            "k" => &self.k_strides,
-            "v" => &self.v_strides,
-            _ => &self.out_strides,
+            Tensor::Q => &self.q_strides,
+            Tensor::K => &self.k_strides,
+            Tensor::V => &self.v_strides,
+            Tensor::Out => &self.out_strides,
         }
     }
 
-    /// Extents (batch, seq, heads, head_dim) of a tensor by name.
-    fn extents(&self, tensor: &str) -> [usize; 4] {
+    /// Extents (batch, seq, heads, head_dim) of a tensor.
+    pub fn extents(&self, tensor: Tensor) -> [usize; 4] {
         let s = &self.shape;
         match tensor {
-            "k" | "v" => [s.batch, s.seq_k, s.heads_kv, s.head_dim],
-            _ => [s.batch, s.seq_q, s.heads_q, s.head_dim],
+            Tensor::K | Tensor::V => [s.batch, s.seq_k, s.heads_kv, s.head_dim],
+            Tensor::Q | Tensor::Out => [s.batch, s.seq_q, s.heads_q, s.head_dim],
         }
     }
 
     /// Elements a buffer must hold: the largest offset plus one (0 for an empty tensor).
-    pub fn required_len(&self, tensor: &'static str) -> Result<usize> {
+    pub fn required_len(&self, tensor: Tensor) -> Result<usize> {
         let st = self.strides_of(tensor);
         let [b, s, h, d] = self.extents(tensor);
         if b == 0 || s == 0 || h == 0 || d == 0 {
             return Ok(0);
         }
         let overflow = || AttentionError::SizeOverflow {
-            what: tensor,
+            what: tensor.name(),
             detail: format!(
                 "strides {st:?} with extents [{b}, {s}, {h}, {d}] exceed the address space"
             ),

@@ -15,6 +15,7 @@ mod sweep;
 #[path = "../src/bin/attn/table.rs"]
 mod table;
 
+use cuda_attention::Tensor;
 use std::path::Path;
 use std::process::Command;
 
@@ -205,7 +206,7 @@ fn timing_statistics() {
 fn the_sampled_row_check_passes_a_right_output_and_fails_a_wrong_one() {
     for causal in [false, true] {
         let problem = AttentionProblem::new(AttentionShape::new(2, 75, 4, 64)).with_causal(causal);
-        let n = problem.required_len("q").unwrap();
+        let n = problem.required_len(Tensor::Q).unwrap();
         let values = |seed: usize| -> Vec<bf16> {
             (0..n)
                 .map(|i| {
@@ -214,9 +215,15 @@ fn the_sampled_row_check_passes_a_right_output_and_fails_a_wrong_one() {
                 .collect()
         };
         let (q, k, v) = (values(1), values(2), values(3));
-        let out = backend::attention(&problem, &q, &k, &v, false, false)
-            .unwrap()
-            .out;
+        let out = backend::attention(
+            &problem,
+            cuda_attention::ForwardOptions::default(),
+            &q,
+            &k,
+            &v,
+        )
+        .unwrap()
+        .out;
         let rows = slice_check::sample_rows(&problem.shape, 16, 7);
         assert_eq!(rows.len(), 16);
         assert!(

@@ -4,10 +4,36 @@
 mod common;
 
 use cuda_attention::cpu::{self, ErrorStats, ReferenceOutput};
-use cuda_attention::{AttentionError, AttentionProblem, AttentionShape, Element, Layout, Strides};
+use cuda_attention::Tensor;
+use cuda_attention::{
+    AttentionError, AttentionProblem, AttentionShape, Element, ForwardOptions, HostTensors, Layout,
+    Strides,
+};
 use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+
+/// The CPU backend into caller buffers, planned for the outputs passed (the lse and weights options follow
+/// the buffers).
+fn cpu_into<T: Element>(
+    problem: &AttentionProblem,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    out: &mut [T],
+    lse: Option<&mut [f32]>,
+    weights: Option<&mut [f32]>,
+) -> cuda_attention::Result<()> {
+    let options = ForwardOptions::default()
+        .with_lse(lse.is_some())
+        .with_weights(weights.is_some());
+    let backend = cpu::CpuBackend::new();
+    let plan = backend.plan::<T>(problem, options)?;
+    let mut tensors = HostTensors::new(q, k, v, out);
+    tensors.lse = lse;
+    tensors.weights = weights;
+    backend.forward_into(&plan, tensors)
+}
 
 /// Memory order of the four tensors in a case.
 #[derive(Debug, Clone, Copy)]
@@ -122,9 +148,9 @@ fn inputs<T: Element>(
     range: f32,
 ) -> (Vec<T>, Vec<T>, Vec<T>) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let q = common::random(&mut rng, problem.required_len("q").unwrap(), range);
-    let k = common::random(&mut rng, problem.required_len("k").unwrap(), range);
-    let v = common::random(&mut rng, problem.required_len("v").unwrap(), range);
+    let q = common::random(&mut rng, problem.required_len(Tensor::Q).unwrap(), range);
+    let k = common::random(&mut rng, problem.required_len(Tensor::K).unwrap(), range);
+    let v = common::random(&mut rng, problem.required_len(Tensor::V).unwrap(), range);
     (q, k, v)
 }
 
@@ -334,7 +360,14 @@ fn reference_of_the_kernel_facts_mask_example() {
         }
     }
     // The backend gives the same pattern: exact zeros where masked.
-    let got = cpu::attention(&problem, &q, &k, &v, true, true).unwrap();
+    let got = cpu::attention(
+        &problem,
+        ForwardOptions::default().with_lse(true).with_weights(true),
+        &q,
+        &k,
+        &v,
+    )
+    .unwrap();
     let weights = got.weights.unwrap();
     assert_eq!(weights[4], 0.0);
     assert!(
@@ -359,7 +392,14 @@ fn identical_keys_give_the_mean_of_the_visible_values() {
         let k: Vec<f32> = key.iter().copied().cycle().take(sk * d).collect();
         let v: Vec<f32> = common::random(&mut rng, sk * d, 1.0);
         let reference = cpu::reference(&problem, &q, &k, &v).unwrap();
-        let got = cpu::attention(&problem, &q, &k, &v, true, false).unwrap();
+        let got = cpu::attention(
+            &problem,
+            ForwardOptions::default().with_lse(true),
+            &q,
+            &k,
+            &v,
+        )
+        .unwrap();
         for i in 0..sq {
             let visible = if causal { i + sk - sq + 1 } else { sk };
             let dot: f64 = (0..d)
@@ -412,7 +452,14 @@ fn large_logits_stay_finite_and_match() {
                 max_diff(&reference.lse, &expected.lse) <= 1e-12 * (1.0 + max_abs(&expected.lse))
             );
 
-            let got = cpu::attention(&problem, &q, &k, &v, true, false).unwrap();
+            let got = cpu::attention(
+                &problem,
+                ForwardOptions::default().with_lse(true),
+                &q,
+                &k,
+                &v,
+            )
+            .unwrap();
             let stats = cpu::compare_output(&problem, &got.out, &reference.out);
             let tolerance = cpu::tolerance(&problem, &q, &k, &v, &reference).unwrap();
             assert_eq!(stats.non_finite, 0);
@@ -443,7 +490,7 @@ fn an_f16_overflow_has_no_tolerance_but_the_backend_stays_finite() {
         matches!(result, Err(AttentionError::InvalidArgument(_))),
         "{result:?}"
     );
-    let got = cpu::attention(&problem, &q, &k, &v, false, false).unwrap();
+    let got = cpu::attention(&problem, ForwardOptions::default(), &q, &k, &v).unwrap();
     let stats = cpu::compare_output(&problem, &got.out, &reference.out);
     let bound = max_abs(&reference.out) * f64::from(f16::EPSILON.to_f32());
     assert!(
@@ -460,7 +507,14 @@ fn a_nan_input_shows_up_as_nan_not_as_a_masked_row() {
     let (mut q, k, v) = inputs::<f32>(&problem, 17, 1.0);
     q[problem.q_strides.offset(0, 3, 1, 2)] = f32::NAN;
     let reference = cpu::reference(&problem, &q, &k, &v).unwrap();
-    let got = cpu::attention(&problem, &q, &k, &v, true, false).unwrap();
+    let got = cpu::attention(
+        &problem,
+        ForwardOptions::default().with_lse(true),
+        &q,
+        &k,
+        &v,
+    )
+    .unwrap();
     let lse = got.lse.unwrap();
     let row = 6 + 3;
     assert!(
@@ -512,10 +566,10 @@ fn check_problem<T: Element>(
 
     // Sentinels everywhere: the padding of out must survive, every lse/weight must be written.
     let sentinel = T::from_f32(7.0);
-    let mut out = vec![sentinel; problem.required_len("out").unwrap()];
+    let mut out = vec![sentinel; problem.required_len(Tensor::Out).unwrap()];
     let mut lse = vec![f32::NAN; problem.shape.lse_elements().unwrap()];
     let mut weights = vec![f32::NAN; problem.shape.score_elements().unwrap()];
-    cpu::attention_into(
+    cpu_into(
         &problem,
         &q,
         &k,
@@ -592,7 +646,14 @@ fn check_problem<T: Element>(
         assert_eq!(value.to_f32(), 7.0, "{case}: padding at {n} overwritten");
     }
     // The allocating entry point agrees bit for bit.
-    let again = cpu::attention(&problem, &q, &k, &v, true, true).unwrap();
+    let again = cpu::attention(
+        &problem,
+        ForwardOptions::default().with_lse(true).with_weights(true),
+        &q,
+        &k,
+        &v,
+    )
+    .unwrap();
     assert!(written
         .iter()
         .zip(out.iter().zip(&again.out))
@@ -653,11 +714,10 @@ fn the_tolerance_rejects_a_wrong_mask_and_a_wrong_kv_head() {
     let tolerance = cpu::tolerance(&problem, &q, &k, &v, &reference).unwrap();
     let unmasked = cpu::attention(
         &problem.clone().with_causal(false),
+        ForwardOptions::default(),
         &q,
         &k,
         &v,
-        false,
-        false,
     )
     .unwrap();
     let stats = cpu::compare_output(&problem, &unmasked.out, &reference.out);
@@ -678,7 +738,14 @@ fn the_tolerance_rejects_a_wrong_mask_and_a_wrong_kv_head() {
         }
         y
     };
-    let swapped = cpu::attention(&problem, &q, &swap(&k), &swap(&v), false, false).unwrap();
+    let swapped = cpu::attention(
+        &problem,
+        ForwardOptions::default(),
+        &q,
+        &swap(&k),
+        &swap(&v),
+    )
+    .unwrap();
     let stats = cpu::compare_output(&problem, &swapped.out, &reference.out);
     assert!(
         stats.max_abs > 100.0 * tolerance,
@@ -691,9 +758,23 @@ fn cpu_backend_is_deterministic_across_runs() {
     let case = case(1, 113, 203, 2, 1, 59, true, Order::Bshd);
     let problem = case.problem();
     let (q, k, v) = inputs::<bf16>(&problem, 13, 1.0);
-    let first = cpu::attention(&problem, &q, &k, &v, true, true).unwrap();
+    let first = cpu::attention(
+        &problem,
+        ForwardOptions::default().with_lse(true).with_weights(true),
+        &q,
+        &k,
+        &v,
+    )
+    .unwrap();
     for _ in 0..2 {
-        let again = cpu::attention(&problem, &q, &k, &v, true, true).unwrap();
+        let again = cpu::attention(
+            &problem,
+            ForwardOptions::default().with_lse(true).with_weights(true),
+            &q,
+            &k,
+            &v,
+        )
+        .unwrap();
         assert!(first
             .out
             .iter()
@@ -777,18 +858,25 @@ fn every_entry_point(
     problem: &AttentionProblem,
 ) -> Vec<(&'static str, cuda_attention::Result<()>)> {
     let len = |t| problem.required_len(t).unwrap_or(0).clamp(1, 1 << 16);
-    let q = vec![0.5f32; len("q")];
-    let k = vec![0.5f32; len("k")];
-    let v = vec![0.5f32; len("v")];
-    let mut out = vec![0.0f32; len("out")];
+    let q = vec![0.5f32; len(Tensor::Q)];
+    let k = vec![0.5f32; len(Tensor::K)];
+    let v = vec![0.5f32; len(Tensor::V)];
+    let mut out = vec![0.0f32; len(Tensor::Out)];
     vec![
         (
             "attention",
-            cpu::attention(problem, &q, &k, &v, true, true).map(drop),
+            cpu::attention(
+                problem,
+                ForwardOptions::default().with_lse(true).with_weights(true),
+                &q,
+                &k,
+                &v,
+            )
+            .map(drop),
         ),
         (
             "attention_into",
-            cpu::attention_into(problem, &q, &k, &v, &mut out, None, None),
+            cpu_into(problem, &q, &k, &v, &mut out, None, None),
         ),
         ("reference", cpu::reference(problem, &q, &k, &v).map(drop)),
         (
@@ -898,7 +986,7 @@ fn invalid_problems_give_their_specific_error_everywhere() {
 fn short_buffers_give_buffer_too_small_naming_the_buffer() {
     let problem = AttentionProblem::new(base_shape()).with_causal(true);
     let (q, k, v) = inputs::<f16>(&problem, 3, 1.0);
-    let out_len = problem.required_len("out").unwrap();
+    let out_len = problem.required_len(Tensor::Out).unwrap();
     let lse_len = problem.shape.lse_elements().unwrap();
     let weights_len = problem.shape.score_elements().unwrap();
     let mut out = vec![f16::ZERO; out_len];
@@ -918,27 +1006,27 @@ fn short_buffers_give_buffer_too_small_naming_the_buffer() {
         other => panic!("short {tensor}: got {other:?}"),
     };
     expect(
-        cpu::attention_into(&problem, &q1, &k, &v, &mut out, None, None),
+        cpu_into(&problem, &q1, &k, &v, &mut out, None, None),
         "q",
         q.len(),
     );
     expect(
-        cpu::attention_into(&problem, &q, &k1, &v, &mut out, None, None),
+        cpu_into(&problem, &q, &k1, &v, &mut out, None, None),
         "k",
         k.len(),
     );
     expect(
-        cpu::attention_into(&problem, &q, &k, &v1, &mut out, None, None),
+        cpu_into(&problem, &q, &k, &v1, &mut out, None, None),
         "v",
         v.len(),
     );
     expect(
-        cpu::attention_into(&problem, &q, &k, &v, &mut out[..out_len - 1], None, None),
+        cpu_into(&problem, &q, &k, &v, &mut out[..out_len - 1], None, None),
         "out",
         out_len,
     );
     expect(
-        cpu::attention_into(
+        cpu_into(
             &problem,
             &q,
             &k,
@@ -951,7 +1039,7 @@ fn short_buffers_give_buffer_too_small_naming_the_buffer() {
         lse_len,
     );
     expect(
-        cpu::attention_into(
+        cpu_into(
             &problem,
             &q,
             &k,
@@ -964,7 +1052,7 @@ fn short_buffers_give_buffer_too_small_naming_the_buffer() {
         weights_len,
     );
     expect(
-        cpu::attention(&problem, &q, &k1, &v, false, false).map(drop),
+        cpu::attention(&problem, ForwardOptions::default(), &q, &k1, &v).map(drop),
         "k",
         k.len(),
     );
@@ -979,7 +1067,7 @@ fn short_buffers_give_buffer_too_small_naming_the_buffer() {
         q.len(),
     );
     // Exactly the needed lengths work.
-    cpu::attention_into(
+    cpu_into(
         &problem,
         &q,
         &k,
@@ -1442,7 +1530,14 @@ fn window_patterns_by_hand() {
         let k: Vec<f32> = (0..sk * d).map(|n| n as f32 * 0.37 - 1.0).collect();
         let v: Vec<f32> = (0..sk).flat_map(|j| [j as f32, 10.0 * j as f32]).collect();
         let reference = cpu::reference(&problem, &q, &k, &v).unwrap();
-        let got = cpu::attention(&problem, &q, &k, &v, true, true).unwrap();
+        let got = cpu::attention(
+            &problem,
+            ForwardOptions::default().with_lse(true).with_weights(true),
+            &q,
+            &k,
+            &v,
+        )
+        .unwrap();
         let (lse, weights) = (got.lse.unwrap(), got.weights.unwrap());
         for (i, keys) in expected.iter().enumerate() {
             let count = keys.len();
@@ -1510,7 +1605,14 @@ fn alibi_by_hand() {
         let k: Vec<f32> = (0..sk).map(|j| j as f32 - 2.0).collect();
         let v: Vec<f32> = (0..sk).map(|j| j as f32).collect();
         let reference = cpu::reference(&problem, &q, &k, &v).unwrap();
-        let got = cpu::attention(&problem, &q, &k, &v, true, true).unwrap();
+        let got = cpu::attention(
+            &problem,
+            ForwardOptions::default().with_lse(true).with_weights(true),
+            &q,
+            &k,
+            &v,
+        )
+        .unwrap();
         let (lse, weights) = (got.lse.unwrap(), got.weights.unwrap());
         for (h, &m) in slopes.iter().enumerate() {
             for i in 0..sq {
@@ -1587,7 +1689,14 @@ fn softcap_by_hand_with_large_logits() {
         "naive {}",
         naive[0]
     );
-    let got = cpu::attention(&problem, &q, &k, &v, true, true).unwrap();
+    let got = cpu::attention(
+        &problem,
+        ForwardOptions::default().with_lse(true).with_weights(true),
+        &q,
+        &k,
+        &v,
+    )
+    .unwrap();
     assert!((f64::from(got.out[0]) - out).abs() < 1e-5);
     assert!((f64::from(got.lse.unwrap()[0]) - sum.ln()).abs() < 1e-5);
     for (got, want) in got.weights.unwrap().iter().zip(&weights) {
@@ -1634,7 +1743,14 @@ fn softcap_bounds_large_logits() {
                 "{label}: the cap must matter"
             );
 
-            let got = cpu::attention(&problem, &q, &k, &v, true, true).unwrap();
+            let got = cpu::attention(
+                &problem,
+                ForwardOptions::default().with_lse(true).with_weights(true),
+                &q,
+                &k,
+                &v,
+            )
+            .unwrap();
             let stats = cpu::compare_output(&problem, &got.out, &reference.out);
             let tolerance = cpu::tolerance(&problem, &q, &k, &v, &reference).unwrap();
             assert!(
@@ -1676,13 +1792,13 @@ fn the_tolerance_rejects_a_missing_window_softcap_or_alibi() {
         let (q, k, v) = inputs::<f32>(&problem, 19, 1.0);
         let reference = cpu::reference(&problem, &q, &k, &v).unwrap();
         let tolerance = cpu::tolerance(&problem, &q, &k, &v, &reference).unwrap();
-        let right = cpu::attention(&problem, &q, &k, &v, false, false).unwrap();
+        let right = cpu::attention(&problem, ForwardOptions::default(), &q, &k, &v).unwrap();
         let stats = cpu::compare_output(&problem, &right.out, &reference.out);
         assert!(
             stats.max_abs <= tolerance,
             "{name}: {stats} > {tolerance:e}"
         );
-        let wrong = cpu::attention(&base, &q, &k, &v, false, false).unwrap();
+        let wrong = cpu::attention(&base, ForwardOptions::default(), &q, &k, &v).unwrap();
         let stats = cpu::compare_output(&problem, &wrong.out, &reference.out);
         assert!(
             stats.max_abs > 100.0 * tolerance,
@@ -1776,7 +1892,7 @@ fn invalid_softcap_alibi_and_window_give_their_specific_error_everywhere() {
                 other => panic!("{name} through {entry}: got {other:?}"),
             }
         }
-        let q = vec![0.5f32; problem.required_len("q").unwrap()];
+        let q = vec![0.5f32; problem.required_len(Tensor::Q).unwrap()];
         match cpu::tolerance(
             &problem,
             &q,

@@ -8,10 +8,11 @@
 mod checker;
 
 use checker::{checker, Job, Run, Sanitizer};
+use cuda_attention::binding::problem_params;
 use cuda_attention::emulator::Schedule;
 use cuda_attention::launch::{flash_launch, naive_launches, KernelLaunch};
-use cuda_attention::params::{attention_params, BufferAddresses};
 use cuda_attention::sys::AttentionParams;
+use cuda_attention::Tensor;
 use cuda_attention::{AttentionProblem, AttentionShape, DType};
 
 /// How a planted kernel is launched: one block, f32 buffers q (input) and out.
@@ -144,7 +145,8 @@ fn run_planted(kernel: &str, fixed: bool, sanitizer: Sanitizer, schedule: Schedu
         .output("out", case.outputs, 4)
         .schedule(schedule)
         .launch(&KernelLaunch {
-            name,
+            // Planted kernels are picked by name at run time; a test process may leak a few names.
+            name: Box::leak(name.into_boxed_str()),
             grid: (1, 1, 1),
             block: (case.threads, 1, 1),
             shared_bytes: case.shared_bytes,
@@ -375,7 +377,7 @@ fn flash_kernel_runs_clean_under_both_sanitizers() {
             let job = job_for(
                 &problem,
                 dtype,
-                &[flash_launch(&shape, dtype)],
+                &[flash_launch(&shape, dtype).unwrap()],
                 Schedule::Random { seed: index as u64 },
             );
             let run = checker(sanitizer).run(&job);
@@ -398,14 +400,14 @@ fn job_for(
     schedule: Schedule,
 ) -> Job {
     let shape = problem.shape;
-    let params = attention_params(problem, BufferAddresses::default());
+    let params = problem_params(problem);
     let mut job = Job::new(&params, dtype)
-        .input("q", problem.required_len("q").unwrap(), dtype)
-        .input("k", problem.required_len("k").unwrap(), dtype)
-        .input("v", problem.required_len("v").unwrap(), dtype)
+        .input("q", problem.required_len(Tensor::Q).unwrap(), dtype)
+        .input("k", problem.required_len(Tensor::K).unwrap(), dtype)
+        .input("v", problem.required_len(Tensor::V).unwrap(), dtype)
         .output(
             "out",
-            problem.required_len("out").unwrap(),
+            problem.required_len(Tensor::Out).unwrap(),
             dtype.size_bytes(),
         )
         .output("lse", shape.lse_elements().unwrap(), 4)
@@ -422,7 +424,7 @@ fn naive_job(problem: &AttentionProblem, dtype: DType, schedule: Schedule) -> Jo
     job_for(
         problem,
         dtype,
-        &naive_launches(&problem.shape, dtype),
+        &naive_launches(&problem.shape, dtype).unwrap(),
         schedule,
     )
 }

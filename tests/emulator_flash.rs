@@ -5,6 +5,7 @@ mod common;
 
 use cuda_attention::cpu::{compare, reference};
 use cuda_attention::emulator::{Emulator, Schedule};
+use cuda_attention::Tensor;
 use cuda_attention::{
     AttentionProblem, AttentionShape, Element, ForwardOptions, KernelChoice, KernelKind, Layout,
     Strides,
@@ -78,13 +79,26 @@ fn check_with<T: Element>(
     rerun: bool,
 ) {
     let mut rng = StdRng::seed_from_u64(11);
-    let q = Aligned::<T>::random(problem.required_len("q").unwrap(), magnitude, &mut rng);
-    let k = Aligned::<T>::random(problem.required_len("k").unwrap(), magnitude, &mut rng);
-    let v = Aligned::<T>::random(problem.required_len("v").unwrap(), 1.0, &mut rng);
+    let q = Aligned::<T>::random(
+        problem.required_len(Tensor::Q).unwrap(),
+        magnitude,
+        &mut rng,
+    );
+    let k = Aligned::<T>::random(
+        problem.required_len(Tensor::K).unwrap(),
+        magnitude,
+        &mut rng,
+    );
+    let v = Aligned::<T>::random(problem.required_len(Tensor::V).unwrap(), 1.0, &mut rng);
     let (q, k, v) = (q.as_slice(), k.as_slice(), v.as_slice());
     let options = ForwardOptions::default().with_lse(true);
     let plan = emulator.plan::<T>(problem, options).unwrap();
-    assert_eq!(plan.kernel, KernelKind::Flash, "{name}: {}", plan.reason);
+    assert_eq!(
+        plan.kernel(),
+        KernelKind::Flash,
+        "{name}: {}",
+        plan.reason()
+    );
 
     let label = format!("{name} {} {}", T::DTYPE, emulator.description());
     let flash = emulator
@@ -187,8 +201,8 @@ fn fully_masked_rows_are_zero_never_nan() {
     for (seq_q, seq_k) in [(100, 37), (70, 1), (5, 0)] {
         let problem = AttentionProblem::new(shape(2, seq_q, seq_k, 2, 2, 32)).with_causal(true);
         check::<f16>(&format!("{seq_q}x{seq_k}"), &problem, &emulator, 1.0);
-        let q = vec![f16::ONE; problem.required_len("q").unwrap()];
-        let kv = vec![f16::ONE; problem.required_len("k").unwrap().max(8)];
+        let q = vec![f16::ONE; problem.required_len(Tensor::Q).unwrap()];
+        let kv = vec![f16::ONE; problem.required_len(Tensor::K).unwrap().max(8)];
         let result = emulator
             .forward(
                 &problem,

@@ -216,7 +216,7 @@ fn probe_c(row: u32, col: u32) -> f64 {
 
 fn probe_launch() -> KernelLaunch {
     KernelLaunch {
-        name: "layout_probe".into(),
+        name: "layout_probe",
         grid: (1, 1, 1),
         block: (32, 1, 1),
         shared_bytes: PROBE_SHARED_BYTES,

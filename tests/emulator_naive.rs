@@ -8,8 +8,12 @@ mod common;
 
 use cuda_attention::cpu::{self, ErrorStats};
 use cuda_attention::emulator::{Emulator, Schedule};
+use cuda_attention::host_memory::HostWorkspace;
+use cuda_attention::HostTensors;
+use cuda_attention::Tensor;
 use cuda_attention::{
-    AttentionError, AttentionProblem, AttentionShape, DType, Element, ForwardOptions, Layout,
+    AttentionError, AttentionProblem, AttentionShape, DType, Element, ForwardOptions, KernelChoice,
+    Layout,
 };
 use half::{bf16, f16};
 use rand::rngs::StdRng;
@@ -93,9 +97,9 @@ fn check_dtype<T: Element>(seed: u64) -> usize {
     for (index, case) in table.iter().enumerate() {
         let problem = case.problem();
         let mut rng = StdRng::seed_from_u64(seed + index as u64);
-        let q = common::random::<T>(&mut rng, problem.required_len("q").unwrap(), 1.0);
-        let k = common::random::<T>(&mut rng, problem.required_len("k").unwrap(), 1.0);
-        let v = common::random::<T>(&mut rng, problem.required_len("v").unwrap(), 1.0);
+        let q = common::random::<T>(&mut rng, problem.required_len(Tensor::Q).unwrap(), 1.0);
+        let k = common::random::<T>(&mut rng, problem.required_len(Tensor::K).unwrap(), 1.0);
+        let v = common::random::<T>(&mut rng, problem.required_len(Tensor::V).unwrap(), 1.0);
         let expected = cpu::reference(&problem, &q, &k, &v).unwrap();
         let tolerance = cpu::tolerance(&problem, &q, &k, &v, &expected).unwrap();
         let softmax = cpu::softmax_tolerance(&problem, &q, &k).unwrap();
@@ -192,23 +196,19 @@ fn strided_output_leaves_the_gaps_alone() {
         .with_strides(q_strides, kv, kv, q_strides)
         .with_causal(true);
     let mut rng = StdRng::seed_from_u64(9);
-    let q = common::random::<f16>(&mut rng, problem.required_len("q").unwrap(), 1.0);
-    let k = common::random::<f16>(&mut rng, problem.required_len("k").unwrap(), 1.0);
-    let v = common::random::<f16>(&mut rng, problem.required_len("v").unwrap(), 1.0);
+    let q = common::random::<f16>(&mut rng, problem.required_len(Tensor::Q).unwrap(), 1.0);
+    let k = common::random::<f16>(&mut rng, problem.required_len(Tensor::K).unwrap(), 1.0);
+    let v = common::random::<f16>(&mut rng, problem.required_len(Tensor::V).unwrap(), 1.0);
     let sentinel = f16::from_f32(12345.0);
-    let mut out = vec![sentinel; problem.required_len("out").unwrap()];
-    cuda_attention::emulator::attention_into(
-        &problem,
-        ForwardOptions::default(),
-        &q,
-        &k,
-        &v,
-        &mut out,
-        None,
-        None,
-        Schedule::Random { seed: 3 },
-    )
-    .unwrap();
+    let mut out = vec![sentinel; problem.required_len(Tensor::Out).unwrap()];
+    let emulator = Emulator::new().with_schedule(Schedule::Random { seed: 3 });
+    let plan = emulator
+        .plan::<f16>(&problem, ForwardOptions::default())
+        .unwrap();
+    let mut workspace = HostWorkspace::new(plan.workspace_bytes()).unwrap();
+    let tensors = HostTensors::new(&q[..], &k[..], &v[..], &mut out[..])
+        .with_workspace(workspace.as_bytes_mut());
+    emulator.forward_into(&plan, tensors).unwrap();
     let expected = cpu::reference(&problem, &q, &k, &v).unwrap();
     let stats = cpu::compare_output(&problem, &out, &expected.out);
     assert!(
@@ -228,20 +228,13 @@ fn strided_output_leaves_the_gaps_alone() {
 #[test]
 fn invalid_calls_are_rejected_before_launching() {
     let problem = AttentionProblem::new(AttentionShape::new(1, 4, 2, 8));
-    let n = problem.required_len("q").unwrap();
+    let n = problem.required_len(Tensor::Q).unwrap();
     let x = vec![0.5f32; n];
     let mut out = vec![0.0f32; n];
     let emulator = Emulator::new();
-    let short = emulator.forward_into(
-        &problem,
-        ForwardOptions::default(),
-        &x[1..],
-        &x,
-        &x,
-        &mut out,
-        None,
-        None,
-    );
+    let plan = |options| emulator.plan::<f32>(&problem, options).unwrap();
+    let flash = plan(ForwardOptions::default().with_kernel(KernelChoice::Flash));
+    let short = emulator.forward_into(&flash, HostTensors::new(&x[1..], &x, &x, &mut out));
     assert!(
         matches!(
             short,
@@ -250,15 +243,14 @@ fn invalid_calls_are_rejected_before_launching() {
         "{short:?}"
     );
     let mut lse = vec![0.0f32; 3];
+    let with_lse = plan(
+        ForwardOptions::default()
+            .with_kernel(KernelChoice::Flash)
+            .with_lse(true),
+    );
     let small_lse = emulator.forward_into(
-        &problem,
-        ForwardOptions::default(),
-        &x,
-        &x,
-        &x,
-        &mut out,
-        Some(&mut lse),
-        None,
+        &with_lse,
+        HostTensors::new(&x, &x, &x, &mut out).with_lse(&mut lse),
     );
     assert!(matches!(
         small_lse,
@@ -268,19 +260,17 @@ fn invalid_calls_are_rejected_before_launching() {
             len: 3
         })
     ));
-    let missing = emulator.forward_into(
-        &problem,
-        ForwardOptions::default().with_weights(true),
-        &x,
-        &x,
-        &x,
-        &mut out,
-        None,
-        None,
-    );
+    let weights = plan(ForwardOptions::default().with_weights(true));
+    let missing = emulator.forward_into(&weights, HostTensors::new(&x, &x, &x, &mut out));
     assert!(
-        matches!(missing, Err(AttentionError::InvalidArgument(_))),
+        matches!(missing, Err(AttentionError::InvalidArgument(ref m)) if m.contains("weights")),
         "{missing:?}"
+    );
+    let naive = plan(ForwardOptions::default().with_kernel(KernelChoice::Naive));
+    let no_workspace = emulator.forward_into(&naive, HostTensors::new(&x, &x, &x, &mut out));
+    assert!(
+        matches!(no_workspace, Err(AttentionError::InvalidArgument(ref m)) if m.contains("workspace")),
+        "{no_workspace:?}"
     );
     let bad = AttentionProblem::new(AttentionShape::new(1, 4, 3, 8).with_heads_kv(2));
     let unsupported = emulator.forward(&bad, ForwardOptions::default(), &x, &x, &x);

@@ -71,19 +71,29 @@ fn a_missing_device_is_an_error_naming_the_ordinal() {
 fn auto_picks_flash_for_half_precision_on_sm80() {
     for dtype in [DType::F16, DType::Bf16, DType::F32] {
         let plan = Plan::new(&problem(), dtype, ForwardOptions::default(), AMPERE).unwrap();
-        assert_eq!(plan.kernel, KernelKind::Flash, "{}", plan.reason);
-        assert_eq!(plan.workspace_bytes, 0, "flash needs no score workspace");
+        assert_eq!(plan.kernel(), KernelKind::Flash, "{}", plan.reason());
+        assert_eq!(plan.workspace_bytes(), 0, "flash needs no score workspace");
     }
     // f32 runs on CUDA cores with any head dim and any strides.
     let odd = AttentionProblem::new(AttentionShape::new(1, 100, 3, 59));
     let plan = Plan::new(&odd, DType::F32, ForwardOptions::default(), AMPERE).unwrap();
-    assert_eq!(plan.kernel, KernelKind::Flash);
-    assert!(plan.reason.contains("CUDA cores"), "{}", plan.reason);
+    assert_eq!(plan.kernel(), KernelKind::Flash);
+    assert!(plan.reason().contains("CUDA cores"), "{}", plan.reason());
     // head_dim 40 runs the 64 instantiation, zero-padded on load.
     let padded = AttentionProblem::new(AttentionShape::new(1, 100, 2, 40));
     let plan = Plan::new(&padded, DType::F16, ForwardOptions::default(), AMPERE).unwrap();
-    assert_eq!(plan.kernel, KernelKind::Flash);
-    assert!(plan.reason.contains("head_dim 64"), "{}", plan.reason);
+    assert_eq!(plan.kernel(), KernelKind::Flash);
+    assert!(
+        plan.reason().contains("flash_fwd_d64_f16") && plan.reason().contains("zero-padded to 64"),
+        "{}",
+        plan.reason()
+    );
+    assert!(
+        plan.reason().contains("16-byte aligned"),
+        "{}",
+        plan.reason()
+    );
+    assert_eq!(plan.input_alignment(), 16);
 }
 
 #[test]
@@ -130,11 +140,11 @@ fn auto_falls_back_to_naive_and_says_why() {
     ];
     for (problem, dtype, options, caps, why) in cases {
         let plan = Plan::new(&problem, dtype, options, caps).unwrap();
-        assert_eq!(plan.kernel, KernelKind::Naive, "{dtype} {problem:?}");
+        assert_eq!(plan.kernel(), KernelKind::Naive, "{dtype} {problem:?}");
         assert!(
-            plan.reason.contains(why),
+            plan.reason().contains(why),
             "expected '{why}' in: {}",
-            plan.reason
+            plan.reason()
         );
         // Asking for flash explicitly is a typed error naming the same reason.
         let options = options.with_kernel(KernelChoice::Flash);
@@ -151,13 +161,14 @@ fn auto_falls_back_to_naive_and_says_why() {
     let weights = defaults.with_weights(true);
     let plan = Plan::new(&problem(), DType::F16, weights, AMPERE).unwrap();
     assert_eq!(
-        plan.workspace_bytes, 0,
+        plan.workspace_bytes(),
+        0,
         "the weights buffer holds the scores"
     );
     let naive = defaults.with_kernel(KernelChoice::Naive);
     let plan = Plan::new(&problem(), DType::F32, naive, AMPERE).unwrap();
     assert_eq!(
-        plan.workspace_bytes,
+        plan.workspace_bytes(),
         2 * 4 * 64 * 64 * 4,
         "naive scores: b * h * sq * sk f32"
     );

@@ -5,6 +5,7 @@ mod common;
 
 use cuda_attention::cpu::{compare, reference};
 use cuda_attention::gpu::{device_count, driver_present};
+use cuda_attention::Tensor;
 use cuda_attention::{
     AttentionProblem, AttentionShape, DeviceTensors, Element, Engine, ForwardOptions, KernelChoice,
     KernelKind, Layout, Strides,
@@ -85,9 +86,17 @@ fn cases() -> Vec<(&'static str, AttentionProblem)> {
 fn check_all<T: Element>(engine: &Engine, magnitude: f32) {
     for (name, problem) in cases() {
         let mut rng = StdRng::seed_from_u64(7);
-        let q = common::random::<T>(&mut rng, problem.required_len("q").unwrap(), magnitude);
-        let k = common::random::<T>(&mut rng, problem.required_len("k").unwrap(), magnitude);
-        let v = common::random::<T>(&mut rng, problem.required_len("v").unwrap(), 1.0);
+        let q = common::random::<T>(
+            &mut rng,
+            problem.required_len(Tensor::Q).unwrap(),
+            magnitude,
+        );
+        let k = common::random::<T>(
+            &mut rng,
+            problem.required_len(Tensor::K).unwrap(),
+            magnitude,
+        );
+        let v = common::random::<T>(&mut rng, problem.required_len(Tensor::V).unwrap(), 1.0);
         let shape = problem.shape;
         let run = run_on_device(engine, &problem, KernelChoice::Naive, &q, &k, &v, true);
         let (out, lse) = (run.out, run.lse);
@@ -146,7 +155,7 @@ fn convenient_forward_matches_forward_into_bit_for_bit() {
     let Some(engine) = engine() else { return };
     let problem = AttentionProblem::new(AttentionShape::new(2, 77, 4, 64)).with_causal(true);
     let mut rng = StdRng::seed_from_u64(3);
-    let q = common::random::<f16>(&mut rng, problem.required_len("q").unwrap(), 1.0);
+    let q = common::random::<f16>(&mut rng, problem.required_len(Tensor::Q).unwrap(), 1.0);
     let stream = engine.default_stream();
     let d_q = stream.clone_htod(&q).unwrap();
     let first = engine
@@ -174,7 +183,7 @@ fn engine_is_shared_across_threads_with_one_stream_each() {
     let Some(engine) = engine() else { return };
     let problem = AttentionProblem::new(AttentionShape::new(1, 64, 2, 32));
     let mut rng = StdRng::seed_from_u64(5);
-    let q = common::random::<bf16>(&mut rng, problem.required_len("q").unwrap(), 1.0);
+    let q = common::random::<bf16>(&mut rng, problem.required_len(Tensor::Q).unwrap(), 1.0);
     let expected = reference::reference(&problem, &q, &q, &q).unwrap();
     let allowed = compare::tolerance(&problem, &q, &q, &q, &expected).unwrap();
     std::thread::scope(|scope| {
@@ -186,7 +195,7 @@ fn engine_is_shared_across_threads_with_one_stream_each() {
                     .unwrap();
                 let d_q = stream.clone_htod(&q).unwrap();
                 let mut out = stream.clone_htod(&vec![bf16::NAN; q.len()]).unwrap();
-                let mut workspace = stream.alloc_zeros::<u8>(plan.workspace_bytes).unwrap();
+                let mut workspace = stream.alloc_zeros::<u8>(plan.workspace_bytes()).unwrap();
                 engine
                     .forward_into(
                         &stream,
@@ -245,7 +254,7 @@ fn run_on_device<T: Element>(
     let mut out = stream
         .clone_htod(&vec![
             T::from_f32(f32::NAN);
-            problem.required_len("out").unwrap()
+            problem.required_len(Tensor::Out).unwrap()
         ])
         .unwrap();
     let mut lse = stream
@@ -256,7 +265,7 @@ fn run_on_device<T: Element>(
         stream.clone_htod(&vec![f32::NAN; len]).unwrap()
     });
     let mut workspace = stream
-        .alloc_zeros::<u8>(plan.workspace_bytes.max(16))
+        .alloc_zeros::<u8>(plan.workspace_bytes().max(16))
         .unwrap();
     let slopes = problem
         .alibi_slopes
@@ -286,7 +295,7 @@ fn run_on_device<T: Element>(
         out: stream.clone_dtoh(&out).unwrap(),
         lse: stream.clone_dtoh(&lse).unwrap(),
         weights: weights.map(|w| stream.clone_dtoh(&w).unwrap()),
-        kernel: plan.kernel,
+        kernel: plan.kernel(),
     }
 }
 
@@ -298,9 +307,17 @@ fn check_flash<T: Element>(
     magnitude: f32,
 ) {
     let mut rng = StdRng::seed_from_u64(13);
-    let q = common::random::<T>(&mut rng, problem.required_len("q").unwrap(), magnitude);
-    let k = common::random::<T>(&mut rng, problem.required_len("k").unwrap(), magnitude);
-    let v = common::random::<T>(&mut rng, problem.required_len("v").unwrap(), 1.0);
+    let q = common::random::<T>(
+        &mut rng,
+        problem.required_len(Tensor::Q).unwrap(),
+        magnitude,
+    );
+    let k = common::random::<T>(
+        &mut rng,
+        problem.required_len(Tensor::K).unwrap(),
+        magnitude,
+    );
+    let v = common::random::<T>(&mut rng, problem.required_len(Tensor::V).unwrap(), 1.0);
     let label = format!("{name} {}", T::DTYPE);
     let DeviceRun {
         out, lse, kernel, ..

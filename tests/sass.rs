@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use cuda_attention::gpu::build_info::{FATBIN, SASS_ARCHS};
-use cuda_attention::launch::{flash_head_dims, flash_kernel_name};
+use cuda_attention::registry::{kernels, KernelFamily};
 use cuda_attention::DType;
 
 fn cuobjdump() -> PathBuf {
@@ -86,36 +86,37 @@ fn every_flash_instantiation_uses_tensor_cores_on_every_architecture() {
     let functions = disassemble();
     for arch in SASS_ARCHS.split(',') {
         let arch = format!("sm_{arch}");
-        for dtype in [DType::F16, DType::Bf16] {
-            for head_dim in flash_head_dims() {
-                let name = flash_kernel_name(head_dim, dtype);
-                let sass = functions
-                    .get(&(arch.clone(), name.clone()))
-                    .unwrap_or_else(|| panic!("{name} has no SASS for {arch}"));
-                let expected = match dtype {
-                    DType::Bf16 => "HMMA.16816.F32.BF16",
-                    _ => "HMMA.16816.F32",
-                };
-                assert!(
-                    sass.contains(expected),
-                    "{name} on {arch}: no {expected} instruction"
-                );
-                assert!(
-                    sass.contains("LDSM"),
-                    "{name} on {arch}: no ldmatrix (LDSM)"
-                );
-                assert!(
-                    sass.contains("LDGSTS"),
-                    "{name} on {arch}: no cp.async (LDGSTS)"
-                );
-                let local = sass
-                    .split_whitespace()
-                    .find(|op| op.starts_with("LDL") || op.starts_with("STL"));
-                assert!(
+        let tensor_core_kernels = kernels()
+            .iter()
+            .filter(|k| k.family == KernelFamily::Flash && k.dtype != Some(DType::F32));
+        for kernel in tensor_core_kernels {
+            let (name, dtype) = (kernel.name, kernel.dtype);
+            let sass = functions
+                .get(&(arch.clone(), name.to_string()))
+                .unwrap_or_else(|| panic!("{name} has no SASS for {arch}"));
+            let expected = match dtype {
+                Some(DType::Bf16) => "HMMA.16816.F32.BF16",
+                _ => "HMMA.16816.F32",
+            };
+            assert!(
+                sass.contains(expected),
+                "{name} on {arch}: no {expected} instruction"
+            );
+            assert!(
+                sass.contains("LDSM"),
+                "{name} on {arch}: no ldmatrix (LDSM)"
+            );
+            assert!(
+                sass.contains("LDGSTS"),
+                "{name} on {arch}: no cp.async (LDGSTS)"
+            );
+            let local = sass
+                .split_whitespace()
+                .find(|op| op.starts_with("LDL") || op.starts_with("STL"));
+            assert!(
                     local.is_none(),
                     "{name} on {arch}: local memory access {local:?} (register arrays not in registers)"
                 );
-            }
         }
     }
 }

@@ -7,7 +7,9 @@
  *
  * Kernels are declared with KERNEL_ENTRY(name, max_threads), which takes one AttentionParams `p` by
  * value. Compiled by nvcc it is an extern "C" __global__ function; compiled as plain C++ (the CPU
- * emulator, see kernels/include/emulator/) the emulation header gives it a host definition instead.
+ * emulator, see emulator/cuda/) the emulation header gives it a host definition instead. The product's
+ * kernels use ATTENTION_KERNEL(name, max_threads, info), which adds the kernel's KernelInfo (built from
+ * its traits) to the registry the host build keeps (kernel_registry.h); nvcc drops the record.
  */
 #ifndef CUDA_ATTENTION_DEVICE_HELPERS_CUH
 #define CUDA_ATTENTION_DEVICE_HELPERS_CUH
@@ -15,15 +17,28 @@
 #include <math.h>
 
 #include "attention_params.h"
+#include "kernel_registry.h"
 
 #if defined(__CUDACC__)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #define KERNEL_ENTRY(name, max_threads) \
     extern "C" __global__ void __launch_bounds__(max_threads, 1) name(AttentionParams p)
+#define ATTENTION_KERNEL(name, max_threads, ...) KERNEL_ENTRY(name, max_threads)
 #else
-#include "emulator/cuda_emulation.h"
+#include "cuda_emulation.h" /* emulator/cuda/ */
 #endif
+
+/* The registry record of a kernel (kernel_registry.h; the name is filled in by ATTENTION_KERNEL). */
+__host__ __device__ constexpr KernelInfo make_kernel_info(int32_t family, int32_t dtype, int32_t min_head_dim,
+                                                          int32_t max_head_dim, uint32_t block_x, uint32_t block_y,
+                                                          uint32_t tile_rows, uint32_t tile_cols, uint32_t shared_bytes,
+                                                          uint32_t shared_bytes_per_head_dim, uint32_t stride_multiple,
+                                                          uint32_t base_alignment) {
+    return KernelInfo{nullptr,   family,      dtype,        min_head_dim,    max_head_dim,
+                      block_x,   block_y,     tile_rows,    tile_cols,       shared_bytes,
+                      shared_bytes_per_head_dim, stride_multiple, base_alignment};
+}
 
 /* Fully unroll the next loop (its trip count is a compile-time constant): register arrays indexed by its
  * counter then stay in registers instead of local memory. The emulator's C++ build ignores it. */
@@ -48,6 +63,12 @@ template <> __device__ __forceinline__ __half from_float<__half>(float x) { retu
 template <> __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) {
     return __float2bfloat16_rn(x);
 }
+
+/* KERNEL_DTYPE_* of an element type (kernel_registry.h). */
+template <typename T> __host__ __device__ constexpr int32_t kernel_dtype();
+template <> __host__ __device__ constexpr int32_t kernel_dtype<float>() { return KERNEL_DTYPE_F32; }
+template <> __host__ __device__ constexpr int32_t kernel_dtype<__half>() { return KERNEL_DTYPE_F16; }
+template <> __host__ __device__ constexpr int32_t kernel_dtype<__nv_bfloat16>() { return KERNEL_DTYPE_BF16; }
 
 /* Butterfly reductions: every lane ends with the result over the whole warp. */
 __device__ __forceinline__ float warp_max(float x) {

@@ -21,8 +21,11 @@
 
 use std::sync::Mutex;
 
+use crate::binding::{bind, check_plan, HostOutput, HostTensors};
 use crate::dtype::Element;
 use crate::error::{AttentionError, Result};
+use crate::host_memory::{check_budget, forward_host};
+use crate::plan::{ForwardOptions, Plan};
 use crate::problem::{checked_product, AttentionProblem};
 
 /// Largest number of query rows in one task.
@@ -36,64 +39,94 @@ const LANES: usize = 8;
 /// Query rows computed together.
 const ROWS: usize = 4;
 
-/// What [`attention`] returns.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CpuOutput<T> {
-    /// Output laid out per `problem.out_strides`, `problem.required_len("out")` elements (gaps between
-    /// strided rows are 0).
-    pub out: Vec<T>,
-    /// Logsumexp `[batch, heads_q, seq_q]` (natural log, `-inf` for a row that sees no key), if asked.
-    pub lse: Option<Vec<f32>>,
-    /// Attention weights `[batch, heads_q, seq_q, seq_k]` (0 where masked), if asked.
-    pub weights: Option<Vec<f32>>,
+/// The CPU backend: the same call contract as the GPU engine and the emulator (a [`Plan`], a
+/// [`HostTensors`] bundle, a [`HostOutput`]), computed by the fused loop above. Cheap to create, no state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    /// The CPU backend.
+    pub fn new() -> Self {
+        CpuBackend
+    }
+
+    /// Validates `problem` for element type `T` ([`Plan::cpu`]).
+    ///
+    /// # Errors
+    /// As [`Plan::cpu`].
+    pub fn plan<T: Element>(
+        &self,
+        problem: &AttentionProblem,
+        options: ForwardOptions,
+    ) -> Result<Plan> {
+        Plan::cpu(problem, T::DTYPE, options)
+    }
+
+    /// Plans, allocates the outputs (within the host memory budget, before any of them) and runs.
+    ///
+    /// # Errors
+    /// Those of [`CpuBackend::plan`], short inputs, outputs too large for this machine
+    /// ([`AttentionError::OutOfMemory`]), and those of [`CpuBackend::forward_into`].
+    pub fn forward<T: Element>(
+        &self,
+        problem: &AttentionProblem,
+        options: ForwardOptions,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+    ) -> Result<HostOutput<T>> {
+        let plan = self.plan::<T>(problem, options)?;
+        forward_host(&plan, q, k, v, |plan, tensors| {
+            self.forward_into(plan, tensors)
+        })
+    }
+
+    /// Runs `plan` into caller-owned buffers: `out` through the out strides (elements outside the strided
+    /// tensor are left alone), the logsumexp and the weights when the plan asks for them (only their first
+    /// `lse_elements` / `score_elements` values are written). The buffers go through the crate's one
+    /// binding step ([`crate::binding::bind`]).
+    ///
+    /// # Errors
+    /// [`AttentionError::InvalidArgument`] for a plan not made by [`CpuBackend::plan`] for `T`; the
+    /// binding step's errors; [`AttentionError::OutOfMemory`] when the per-thread scratch does not fit.
+    pub fn forward_into<T: Element>(&self, plan: &Plan, tensors: HostTensors<'_, T>) -> Result<()> {
+        check_plan(plan, T::DTYPE, true, "CpuBackend::plan")?;
+        bind(plan, &tensors.regions_with_slopes_of(plan.problem()))?;
+        let shape = plan.problem().shape;
+        let lse = tensors
+            .lse
+            .map(|buffer| &mut buffer[..shape.lse_elements().unwrap_or(0)]);
+        let weights = tensors
+            .weights
+            .map(|buffer| &mut buffer[..shape.score_elements().unwrap_or(0)]);
+        run(
+            plan.problem(),
+            tensors.q,
+            tensors.k,
+            tensors.v,
+            tensors.out,
+            lse,
+            weights,
+        )
+    }
 }
 
-/// Runs attention on the CPU into newly allocated buffers.
+/// Shorthand for [`CpuBackend::forward`].
 ///
 /// # Errors
-/// As [`attention_into`].
+/// As [`CpuBackend::forward`].
 pub fn attention<T: Element>(
     problem: &AttentionProblem,
+    options: ForwardOptions,
     q: &[T],
     k: &[T],
     v: &[T],
-    want_lse: bool,
-    want_weights: bool,
-) -> Result<CpuOutput<T>> {
-    problem.validate()?;
-    let shape = problem.shape;
-    let mut out = vec![T::default(); problem.required_len("out")?];
-    let mut lse = if want_lse {
-        Some(vec![0.0f32; shape.lse_elements()?])
-    } else {
-        None
-    };
-    let mut weights = if want_weights {
-        Some(vec![0.0f32; shape.score_elements()?])
-    } else {
-        None
-    };
-    attention_into(
-        problem,
-        q,
-        k,
-        v,
-        &mut out,
-        lse.as_deref_mut(),
-        weights.as_deref_mut(),
-    )?;
-    Ok(CpuOutput { out, lse, weights })
+) -> Result<HostOutput<T>> {
+    CpuBackend.forward(problem, options, q, k, v)
 }
 
-/// Runs attention on the CPU into caller-owned buffers: `out` through `problem.out_strides` (elements
-/// outside the strided tensor are left alone), and, when given, the contiguous f32 logsumexp
-/// `[batch, heads_q, seq_q]` and weights `[batch, heads_q, seq_q, seq_k]` (only their first
-/// `lse_elements` / `score_elements` values are written).
-///
-/// # Errors
-/// Whatever [`AttentionProblem::validate`] reports; [`AttentionError::BufferTooSmall`] naming the first
-/// of q, k, v, out, lse and weights that is too short.
-pub fn attention_into<T: Element>(
+/// The computation, on buffers the binding step has checked (lse and weights cut to their exact sizes).
+fn run<T: Element>(
     problem: &AttentionProblem,
     q: &[T],
     k: &[T],
@@ -102,25 +135,42 @@ pub fn attention_into<T: Element>(
     lse: Option<&mut [f32]>,
     weights: Option<&mut [f32]>,
 ) -> Result<()> {
-    problem.validate()?;
-    problem.check_lengths(q.len(), k.len(), v.len(), out.len())?;
     let shape = problem.shape;
-    let lse = match lse {
-        Some(buffer) => Some(fit(buffer, "lse", shape.lse_elements()?)?),
-        None => None,
-    };
-    let weights = match weights {
-        Some(buffer) => Some(fit(buffer, "weights", shape.score_elements()?)?),
-        None => None,
-    };
-    // Scratch sizes must not overflow either.
-    checked_product(
-        "CPU scratch seq_k * head_dim",
-        &[shape.seq_k + LANES, shape.head_dim + LANES],
-    )?;
-
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let rows_per_task = rows_per_task(problem, threads);
+    // Scratch per thread (K panels, V rows, scores, accumulators and output rows of one task), and the
+    // output rows every task keeps until the scatter: checked against the host memory budget first.
+    let dims = shape.head_dim.div_ceil(LANES) * LANES;
+    let keys = shape.seq_k.div_ceil(LANES) * LANES;
+    let per_thread = checked_product(
+        "CPU scratch keys * head_dim",
+        &[keys + LANES, 2 * dims + ROWS],
+    )?
+    .checked_add(checked_product(
+        "CPU scratch rows",
+        &[ROWS, dims + keys + 2 * shape.head_dim],
+    )?)
+    .and_then(|n| n.checked_mul(threads))
+    .ok_or_else(|| AttentionError::SizeOverflow {
+        what: "CPU backend scratch",
+        detail: format!(
+            "{threads} threads x seq_k {} x head_dim {}",
+            shape.seq_k, shape.head_dim
+        ),
+    })?;
+    let kept_rows = checked_product(
+        "CPU backend output rows",
+        &[shape.batch, shape.heads_q, shape.seq_q, shape.head_dim],
+    )?;
+    let scratch_bytes = per_thread
+        .checked_add(kept_rows)
+        .and_then(|n| n.checked_mul(4))
+        .ok_or_else(|| AttentionError::SizeOverflow {
+            what: "CPU backend scratch",
+            detail: "scratch and output rows in bytes".into(),
+        })?;
+    check_budget("CPU backend scratch", scratch_bytes)?;
+
     let tasks = tasks_with_slices(problem, rows_per_task, lse, weights);
     let work = checked_product(
         "multiply-adds batch * heads_q * seq_q * seq_k * head_dim",
@@ -164,18 +214,6 @@ pub fn attention_into<T: Element>(
         }
     }
     Ok(())
-}
-
-/// The first `needed` values of a caller's buffer, or [`AttentionError::BufferTooSmall`].
-fn fit<'a>(buffer: &'a mut [f32], tensor: &'static str, needed: usize) -> Result<&'a mut [f32]> {
-    let len = buffer.len();
-    buffer
-        .get_mut(..needed)
-        .ok_or(AttentionError::BufferTooSmall {
-            tensor,
-            needed,
-            len,
-        })
 }
 
 /// One unit of work: query rows `row0..row0 + rows` of every query head served by key/value head

@@ -5,6 +5,7 @@
 //! - Logsumexp and weights (f32 results that are never rounded to the input precision): a forward
 //!   error bound for f32 accumulation, [`softmax_tolerance`].
 
+use crate::problem::Tensor;
 use std::fmt;
 
 use crate::cpu::reference::{naive_in_precision, ReferenceOutput};
@@ -100,7 +101,7 @@ pub fn compare_output<T: Element>(
         "compare_output: expected must be contiguous [batch, seq_q, heads_q, head_dim]"
     );
     let needed = problem
-        .required_len("out")
+        .required_len(Tensor::Out)
         .expect("compare_output: the out strides overflow");
     assert!(
         out.len() >= needed,
@@ -279,8 +280,8 @@ pub fn softmax_tolerance<T: Element>(
 ) -> Result<SoftmaxTolerance> {
     problem.validate()?;
     let s = problem.shape;
-    let out_len = problem.required_len("out")?;
-    problem.check_lengths(q.len(), k.len(), problem.required_len("v")?, out_len)?;
+    let out_len = problem.required_len(Tensor::Out)?;
+    problem.check_lengths(q.len(), k.len(), problem.required_len(Tensor::V)?, out_len)?;
     let norm = |row: &mut dyn Iterator<Item = f64>| row.map(|x| x * x).sum::<f64>().sqrt();
     let ratio = problem.heads_ratio();
     let mut bound = 0.0f64;

@@ -6,20 +6,21 @@
 //!   the output, the logsumexp and the attention weights; [`naive_in_precision`] computes the same
 //!   naive formula the way PyTorch does in the input precision (the baseline of FlashAttention's
 //!   tolerance rule).
-//! - [`attention`] / [`attention_into`] are the CPU backend: f32 accumulation, work split over threads
-//!   by (batch, head, row block), any strides.
+//! - [`CpuBackend`] (and the shorthand [`attention`]) is the CPU backend: f32 accumulation, work split
+//!   over threads by (batch, head, row block), any strides; the same plan / tensor bundle / output
+//!   contract as the GPU engine and the emulator.
 //! - [`compare_output`], [`compare_contiguous`], [`tolerance`] and [`softmax_tolerance`] measure and
 //!   bound the error of any backend against the reference.
 //!
 //! ```
 //! use cuda_attention::cpu;
-//! use cuda_attention::{AttentionProblem, AttentionShape};
+//! use cuda_attention::{AttentionProblem, AttentionShape, ForwardOptions, Tensor};
 //!
 //! let problem = AttentionProblem::new(AttentionShape::new(1, 3, 2, 4)).with_causal(true);
-//! let n = problem.required_len("q").unwrap();
+//! let n = problem.required_len(Tensor::Q).unwrap();
 //! let q: Vec<f32> = (0..n).map(|i| (i % 5) as f32 * 0.25).collect();
 //! let expected = cpu::reference(&problem, &q, &q, &q).unwrap();
-//! let got = cpu::attention(&problem, &q, &q, &q, true, false).unwrap();
+//! let got = cpu::attention(&problem, ForwardOptions::default().with_lse(true), &q, &q, &q).unwrap();
 //! let stats = cpu::compare_output(&problem, &got.out, &expected.out);
 //! assert!(stats.max_abs <= cpu::tolerance(&problem, &q, &q, &q, &expected).unwrap());
 //! ```
@@ -38,7 +39,7 @@ pub mod backend;
 pub mod compare;
 pub mod reference;
 
-pub use backend::{attention, attention_into, CpuOutput};
+pub use backend::{attention, CpuBackend};
 pub use compare::{
     compare_contiguous, compare_lse, compare_output, compare_shaped, compare_weights,
     softmax_tolerance, tolerance, ErrorStats, SoftmaxTolerance,

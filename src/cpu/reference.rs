@@ -4,6 +4,7 @@
 use crate::dtype::Element;
 use crate::error::{AttentionError, Result};
 use crate::problem::AttentionProblem;
+use crate::problem::Tensor;
 
 /// Exact-as-f64 results of one attention problem, all contiguous.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,7 +22,7 @@ pub struct ReferenceOutput {
 /// stands in for it).
 fn validate_inputs<T>(problem: &AttentionProblem, q: &[T], k: &[T], v: &[T]) -> Result<()> {
     problem.validate()?;
-    let out_len = problem.required_len("out")?;
+    let out_len = problem.required_len(Tensor::Out)?;
     problem.check_lengths(q.len(), k.len(), v.len(), out_len)
 }
 

@@ -12,10 +12,10 @@
 //!
 //! ```
 //! use cuda_attention::emulator::{Emulator, Schedule};
-//! use cuda_attention::{AttentionProblem, AttentionShape, ForwardOptions};
+//! use cuda_attention::{AttentionProblem, AttentionShape, ForwardOptions, Tensor};
 //!
 //! let problem = AttentionProblem::new(AttentionShape::new(1, 17, 2, 8)).with_causal(true);
-//! let n = problem.required_len("q").unwrap();
+//! let n = problem.required_len(Tensor::Q).unwrap();
 //! let q: Vec<f32> = (0..n).map(|i| ((i * 7) % 11) as f32 * 0.1 - 0.5).collect();
 //! let emulator = Emulator::new().with_schedule(Schedule::Random { seed: 7 });
 //! let out = emulator.forward(&problem, ForwardOptions::default().with_lse(true), &q, &q, &q).unwrap();
@@ -23,17 +23,14 @@
 //! assert!(out.lse.unwrap().iter().all(|x| x.is_finite()));
 //! ```
 
-mod ffi;
 mod forward;
 
 use std::ffi::{CStr, CString};
 
-pub use forward::{attention_into, EmulatorOutput};
-
 use crate::error::{AttentionError, Result};
 use crate::launch::KernelLaunch;
 use crate::plan::DeviceCaps;
-use crate::sys::AttentionParams;
+use crate::sys::{self as ffi, AttentionParams};
 
 /// The order in which the emulator runs ready CUDA threads and blocks. A correct kernel gives
 /// bit-identical results under every schedule; run tests under at least two.
@@ -54,9 +51,9 @@ pub enum Schedule {
 impl Schedule {
     fn code(self) -> (u32, u64) {
         match self {
-            Schedule::RoundRobin => (ffi::SCHEDULE_ROUND_ROBIN, 0),
-            Schedule::Reversed => (ffi::SCHEDULE_REVERSED, 0),
-            Schedule::Random { seed } => (ffi::SCHEDULE_RANDOM, seed),
+            Schedule::RoundRobin => (ffi::CUDA_EMU_SCHEDULE_ROUND_ROBIN, 0),
+            Schedule::Reversed => (ffi::CUDA_EMU_SCHEDULE_REVERSED, 0),
+            Schedule::Random { seed } => (ffi::CUDA_EMU_SCHEDULE_RANDOM, seed),
         }
     }
 }
@@ -135,8 +132,8 @@ impl Emulator {
     }
 
     /// Largest dynamic shared memory of one emulated block: 227 KiB, the sm_90 opt-in limit (the
-    /// emulator does not model smaller devices).
-    pub const MAX_SHARED_BYTES: usize = 227 * 1024;
+    /// emulator does not model smaller devices; defined once, in emulator_api.h).
+    pub const MAX_SHARED_BYTES: usize = ffi::CUDA_EMU_MAX_SHARED_BYTES as usize;
 
     /// What kernel selection knows about the emulated device.
     pub fn caps(&self) -> DeviceCaps {
@@ -160,7 +157,7 @@ impl Emulator {
     /// [`AttentionError::InvalidArgument`] for an unknown kernel name or a grid, block or shared memory
     /// size outside CUDA's limits (or the kernel's `__launch_bounds__`).
     pub unsafe fn launch(&self, launch: &KernelLaunch, params: &AttentionParams) -> Result<()> {
-        let name = CString::new(launch.name.as_str()).map_err(|_| {
+        let name = CString::new(launch.name).map_err(|_| {
             AttentionError::InvalidArgument(format!("kernel name {:?} contains NUL", launch.name))
         })?;
         let (schedule, seed) = self.schedule.code();
@@ -183,7 +180,7 @@ impl Emulator {
                 seed,
                 host_threads,
                 message.as_mut_ptr().cast(),
-                message.len(),
+                message.len() as u64,
             )
         };
         let message = || {
@@ -193,13 +190,13 @@ impl Emulator {
                 .unwrap_or(message.len());
             String::from_utf8_lossy(&message[..end]).into_owned()
         };
-        match status {
-            ffi::STATUS_OK => Ok(()),
-            ffi::STATUS_KERNEL_ERROR => Err(AttentionError::Emulation {
-                kernel: launch.name.clone(),
+        match status as u32 {
+            ffi::CUDA_EMU_OK => Ok(()),
+            ffi::CUDA_EMU_KERNEL_ERROR => Err(AttentionError::Emulation {
+                kernel: launch.name.to_string(),
                 message: message(),
             }),
-            ffi::STATUS_UNKNOWN_KERNEL | ffi::STATUS_INVALID_LAUNCH => {
+            ffi::CUDA_EMU_UNKNOWN_KERNEL | ffi::CUDA_EMU_INVALID_LAUNCH => {
                 Err(AttentionError::InvalidArgument(format!(
                     "cannot emulate {}: {}",
                     launch.name,
@@ -260,11 +257,11 @@ impl Fragment {
 /// in `fragment`, or `None` for a lane or element out of range.
 pub fn fragment_element(fragment: Fragment, lane: u32, element: u32) -> Option<(u32, u32)> {
     let code = match fragment {
-        Fragment::MmaA => ffi::FRAGMENT_MMA_A,
-        Fragment::MmaB => ffi::FRAGMENT_MMA_B,
-        Fragment::MmaC => ffi::FRAGMENT_MMA_C,
-        Fragment::Ldmatrix => ffi::FRAGMENT_LDMATRIX,
-        Fragment::LdmatrixTrans => ffi::FRAGMENT_LDMATRIX_TRANS,
+        Fragment::MmaA => ffi::CUDA_EMU_FRAGMENT_MMA_A,
+        Fragment::MmaB => ffi::CUDA_EMU_FRAGMENT_MMA_B,
+        Fragment::MmaC => ffi::CUDA_EMU_FRAGMENT_MMA_C,
+        Fragment::Ldmatrix => ffi::CUDA_EMU_FRAGMENT_LDMATRIX,
+        Fragment::LdmatrixTrans => ffi::CUDA_EMU_FRAGMENT_LDMATRIX_TRANS,
     };
     let (mut row, mut col) = (0u32, 0u32);
     // SAFETY: both out-pointers are valid for one u32 write.
@@ -275,7 +272,7 @@ pub fn fragment_element(fragment: Fragment, lane: u32, element: u32) -> Option<(
 /// The emulator's conversions between f32 and the 16-bit formats (round to nearest even, as CUDA's
 /// `__float2half_rn` and `__float2bfloat16_rn`), exposed so tests can hold them to other implementations.
 pub mod conversions {
-    use super::ffi;
+    use crate::sys as ffi;
 
     /// f32 -> IEEE binary16 bits.
     pub fn f32_to_f16_bits(value: f32) -> u16 {
@@ -305,61 +302,6 @@ pub mod conversions {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The constants of ffi.rs must be the header's.
-    #[test]
-    fn c_api_constants_match_the_header() {
-        let header = include_str!("../../emulator/emulator_api.h");
-        let define = |name: &str| -> i64 {
-            header
-                .lines()
-                .find_map(|line| {
-                    let mut words = line.split_whitespace();
-                    (words.next() == Some("#define") && words.next() == Some(name))
-                        .then(|| words.next().and_then(|v| v.parse().ok()))
-                        .flatten()
-                })
-                .unwrap_or_else(|| panic!("{name} is not defined in emulator_api.h"))
-        };
-        for (name, value) in [
-            (
-                "CUDA_EMU_SCHEDULE_ROUND_ROBIN",
-                i64::from(ffi::SCHEDULE_ROUND_ROBIN),
-            ),
-            (
-                "CUDA_EMU_SCHEDULE_REVERSED",
-                i64::from(ffi::SCHEDULE_REVERSED),
-            ),
-            ("CUDA_EMU_SCHEDULE_RANDOM", i64::from(ffi::SCHEDULE_RANDOM)),
-            ("CUDA_EMU_OK", i64::from(ffi::STATUS_OK)),
-            ("CUDA_EMU_KERNEL_ERROR", i64::from(ffi::STATUS_KERNEL_ERROR)),
-            (
-                "CUDA_EMU_UNKNOWN_KERNEL",
-                i64::from(ffi::STATUS_UNKNOWN_KERNEL),
-            ),
-            (
-                "CUDA_EMU_INVALID_LAUNCH",
-                i64::from(ffi::STATUS_INVALID_LAUNCH),
-            ),
-            ("CUDA_EMU_FRAGMENT_MMA_A", i64::from(ffi::FRAGMENT_MMA_A)),
-            ("CUDA_EMU_FRAGMENT_MMA_B", i64::from(ffi::FRAGMENT_MMA_B)),
-            ("CUDA_EMU_FRAGMENT_MMA_C", i64::from(ffi::FRAGMENT_MMA_C)),
-            (
-                "CUDA_EMU_FRAGMENT_LDMATRIX",
-                i64::from(ffi::FRAGMENT_LDMATRIX),
-            ),
-            (
-                "CUDA_EMU_FRAGMENT_LDMATRIX_TRANS",
-                i64::from(ffi::FRAGMENT_LDMATRIX_TRANS),
-            ),
-        ] {
-            assert_eq!(
-                define(name),
-                value,
-                "{name} differs between emulator_api.h and src/emulator/ffi.rs"
-            );
-        }
-    }
 
     #[test]
     fn schedules_parse_and_print() {
@@ -407,7 +349,7 @@ mod tests {
             ..AttentionParams::default()
         };
         let launch = KernelLaunch {
-            name: "naive_softmax".into(),
+            name: "naive_softmax",
             grid: (1, 1, 1),
             block: (100, 1, 1),
             shared_bytes: 0,
@@ -432,8 +374,8 @@ mod tests {
     fn unknown_kernels_and_bad_blocks_are_argument_errors() {
         let params = AttentionParams::default();
         let emulator = Emulator::new();
-        let launch = |name: &str, block: (u32, u32, u32)| KernelLaunch {
-            name: name.into(),
+        let launch = |name: &'static str, block: (u32, u32, u32)| KernelLaunch {
+            name,
             grid: (1, 1, 1),
             block,
             shared_bytes: 0,

@@ -8,44 +8,25 @@ use cudarc::nvrtc::Ptx;
 use super::build_info::{FATBIN, KERNELS_BUILT};
 use super::driver::{open_context, DeviceInfo};
 use super::kernels::LoadedKernels;
+use crate::binding::{bind, check_inputs, check_plan, AttentionOutput, Region, Regions, Tensors};
 use crate::dtype::Element;
-use crate::error::{AttentionError, DriverContext, Result};
-use crate::launch::plan_launches;
-use crate::params::{attention_params, BufferAddresses};
-use crate::plan::{ForwardOptions, KernelKind, Plan};
-use crate::problem::AttentionProblem;
+use crate::error::{AttentionError, DriverContext, Memory, Result};
+use crate::plan::{ForwardOptions, Plan};
+use crate::problem::{AttentionProblem, Tensor};
 
 /// Outputs of [`Engine::forward`], in device memory.
-#[derive(Debug)]
-pub struct DeviceOutput<T> {
-    /// Attention output, laid out by the problem's `out_strides`.
-    pub out: CudaSlice<T>,
-    /// f32 logsumexp `[batch, heads_q, seq_q]`, when asked for.
-    pub lse: Option<CudaSlice<f32>>,
-    /// f32 attention weights `[batch, heads_q, seq_q, seq_k]`, when asked for.
-    pub weights: Option<CudaSlice<f32>>,
-}
+pub type DeviceOutput<T> = AttentionOutput<CudaSlice<T>, CudaSlice<f32>>;
 
-/// Caller-owned device buffers for [`Engine::forward_into`]: any `CudaSlice` or view.
-pub struct DeviceTensors<'a, T> {
-    /// q, laid out by the problem's `q_strides`.
-    pub q: &'a dyn DevicePtr<T>,
-    /// k.
-    pub k: &'a dyn DevicePtr<T>,
-    /// v.
-    pub v: &'a dyn DevicePtr<T>,
-    /// out, written through the problem's `out_strides`.
-    pub out: &'a mut dyn DevicePtrMut<T>,
-    /// f32 `[batch, heads_q, seq_q]`; required when the plan asks for the logsumexp.
-    pub lse: Option<&'a mut dyn DevicePtrMut<f32>>,
-    /// f32 `[batch, heads_q, seq_q, seq_k]`; required when the plan asks for the weights.
-    pub weights: Option<&'a mut dyn DevicePtrMut<f32>>,
-    /// At least `plan.workspace_bytes` bytes, 16-byte aligned; required when that is not 0.
-    pub workspace: Option<&'a mut dyn DevicePtrMut<u8>>,
-    /// f32 ALiBi slopes `[heads_q]` in device memory, holding the problem's `alibi_slopes`; required
-    /// exactly when the problem has them (upload them once, e.g. at model load).
-    pub alibi_slopes: Option<&'a dyn DevicePtr<f32>>,
-}
+/// Caller-owned device buffers for [`Engine::forward_into`] (any `CudaSlice` or view): the crate's one
+/// tensor bundle ([`Tensors`]) over device buffers. The ALiBi slopes must be in device memory when the
+/// problem has them (upload them once, e.g. at model load).
+pub type DeviceTensors<'a, T> = Tensors<
+    &'a dyn DevicePtr<T>,
+    &'a mut dyn DevicePtrMut<T>,
+    &'a mut dyn DevicePtrMut<f32>,
+    &'a mut dyn DevicePtrMut<u8>,
+    &'a dyn DevicePtr<f32>,
+>;
 
 /// One CUDA device with the crate's kernels loaded. `Send + Sync`: share one engine across threads, each
 /// launching on its own stream with [`Engine::forward_into`].
@@ -126,8 +107,8 @@ impl Engine {
     ) -> Result<DeviceOutput<T>> {
         let plan = self.plan::<T>(problem, options)?;
         let shape = &problem.shape;
-        let out_len = problem.required_len("out")?;
-        problem.check_lengths(q.len(), k.len(), v.len(), out_len)?;
+        check_inputs(problem, q.len(), k.len(), v.len())?;
+        let out_len = problem.required_len(Tensor::Out)?;
         let lse_len = if options.return_lse {
             shape.lse_elements()?
         } else {
@@ -139,18 +120,18 @@ impl Engine {
             0
         };
         let needed = [
-            out_len * size_of::<T>(),
-            lse_len * 4,
-            weights_len * 4,
-            plan.workspace_bytes,
+            out_len.checked_mul(size_of::<T>()),
+            lse_len.checked_mul(4),
+            weights_len.checked_mul(4),
+            Some(plan.workspace_bytes()),
         ]
-        .iter()
-        .try_fold(0usize, |acc, &n| acc.checked_add(n))
+        .into_iter()
+        .try_fold(0usize, |acc, n| acc.checked_add(n?))
         .ok_or_else(|| AttentionError::SizeOverflow {
             what: "device memory for outputs and workspace",
             detail: format!(
                 "{out_len} outputs, {weights_len} weights, {} workspace bytes",
-                plan.workspace_bytes
+                plan.workspace_bytes()
             ),
         })?;
         let (free, _total) = self
@@ -159,6 +140,7 @@ impl Engine {
             .context("reading free device memory")?;
         if needed > free {
             return Err(AttentionError::OutOfMemory {
+                memory: Memory::Device,
                 what: "attention outputs and workspace",
                 needed,
                 free,
@@ -167,7 +149,7 @@ impl Engine {
 
         let stream = &self.stream;
         // SAFETY (all four allocations): every element is written by the kernels before it is read
-        // (out, lse and weights by the naive kernels; the workspace by naive_scores).
+        // (out, lse and weights by the kernels; the workspace by naive_scores).
         let mut out = unsafe { stream.alloc::<T>(out_len) }.context("allocating the output")?;
         let mut lse = options
             .return_lse
@@ -179,8 +161,8 @@ impl Engine {
             .then(|| unsafe { stream.alloc::<f32>(weights_len) })
             .transpose()
             .context("allocating the attention weights")?;
-        let mut workspace = (plan.workspace_bytes > 0)
-            .then(|| unsafe { stream.alloc::<u8>(plan.workspace_bytes) })
+        let mut workspace = (plan.workspace_bytes() > 0)
+            .then(|| unsafe { stream.alloc::<u8>(plan.workspace_bytes()) })
             .transpose()
             .context("allocating the naive score workspace")?;
         let alibi_slopes = problem
@@ -189,51 +171,37 @@ impl Engine {
             .map(|slopes| stream.clone_htod(slopes.as_ref()))
             .transpose()
             .context("uploading the ALiBi slopes")?;
-        self.forward_into(
-            stream,
-            &plan,
-            DeviceTensors {
-                q,
-                k,
-                v,
-                out: &mut out,
-                lse: lse.as_mut().map(|b| b as &mut dyn DevicePtrMut<f32>),
-                weights: weights.as_mut().map(|b| b as &mut dyn DevicePtrMut<f32>),
-                workspace: workspace.as_mut().map(|b| b as &mut dyn DevicePtrMut<u8>),
-                alibi_slopes: alibi_slopes.as_ref().map(|b| b as &dyn DevicePtr<f32>),
-            },
-        )?;
+        let mut tensors: DeviceTensors<'_, T> = Tensors::new(q, k, v, &mut out);
+        tensors.lse = lse.as_mut().map(|b| b as &mut dyn DevicePtrMut<f32>);
+        tensors.weights = weights.as_mut().map(|b| b as &mut dyn DevicePtrMut<f32>);
+        tensors.workspace = workspace.as_mut().map(|b| b as &mut dyn DevicePtrMut<u8>);
+        tensors.alibi_slopes = alibi_slopes.as_ref().map(|b| b as &dyn DevicePtr<f32>);
+        self.forward_into(stream, &plan, tensors)?;
         Ok(DeviceOutput { out, lse, weights })
     }
 
-    /// Runs `plan` on caller-owned buffers on `stream`: no allocation, no host synchronisation.
+    /// Runs `plan` on caller-owned buffers on `stream`: no allocation, no host synchronisation, no host
+    /// read of device memory (capturable in a CUDA graph). The buffers go through the crate's one binding
+    /// step ([`crate::binding::bind`]).
     ///
     /// # Errors
-    /// [`AttentionError::InvalidArgument`] when the plan's dtype differs from `T`, the stream belongs to
-    /// another device, or a buffer the plan needs is missing or misaligned;
-    /// [`AttentionError::BufferTooSmall`] for a short buffer; a driver error from the launch.
+    /// [`AttentionError::InvalidArgument`] when the plan was made for another element type or the CPU
+    /// backend, or the stream belongs to another device; the binding step's errors; a driver error from
+    /// the launch.
     pub fn forward_into<T: Element>(
         &self,
         stream: &CudaStream,
         plan: &Plan,
         tensors: DeviceTensors<'_, T>,
     ) -> Result<()> {
-        if plan.dtype != T::DTYPE {
-            return Err(AttentionError::InvalidArgument(format!(
-                "the plan was made for {} but the buffers hold {}: plan with the buffers' element type",
-                plan.dtype,
-                T::DTYPE
-            )));
-        }
+        check_plan(plan, T::DTYPE, false, "Engine::plan")?;
         if stream.context().cu_ctx() != self.ctx.cu_ctx() {
             return Err(AttentionError::InvalidArgument(
                 "the stream belongs to another CUDA context: create it from engine.context()"
                     .into(),
             ));
         }
-        let problem = &plan.problem;
-        let shape = &problem.shape;
-        let DeviceTensors {
+        let Tensors {
             q,
             k,
             v,
@@ -243,88 +211,41 @@ impl Engine {
             workspace,
             alibi_slopes,
         } = tensors;
-        match (&problem.alibi_slopes, &alibi_slopes) {
-            (Some(_), None) | (None, Some(_)) => {
-                return Err(AttentionError::InvalidArgument(
-                    "pass alibi_slopes in DeviceTensors exactly when the problem has ALiBi slopes"
-                        .into(),
-                ))
-            }
-            (Some(_), Some(slopes)) if slopes.len() < shape.heads_q => {
-                return Err(AttentionError::BufferTooSmall {
-                    tensor: "alibi_slopes",
-                    needed: shape.heads_q,
-                    len: slopes.len(),
-                })
-            }
-            _ => {}
-        }
-        problem.check_lengths(q.len(), k.len(), v.len(), out.len())?;
-        let lse = required_buffer("lse", lse, plan.options.return_lse, shape.lse_elements()?)?;
-        let weights = required_buffer(
-            "weights",
-            weights,
-            plan.options.return_weights,
-            shape.score_elements()?,
-        )?;
-        let workspace = required_buffer(
-            "workspace",
-            workspace,
-            plan.workspace_bytes > 0,
-            plan.workspace_bytes,
-        )?;
-
+        // The guards record the buffers' use on `stream` (cudarc's event tracking) until the launch is
+        // enqueued.
         let (q_ptr, _q_guard) = q.device_ptr(stream);
         let (k_ptr, _k_guard) = k.device_ptr(stream);
         let (v_ptr, _v_guard) = v.device_ptr(stream);
+        let out_len = out.len();
         let (out_ptr, _out_guard) = out.device_ptr_mut(stream);
+        let lse_len = lse.as_ref().map(|b| b.len());
         let (lse_ptr, _lse_guard) = lse.map(|b| b.device_ptr_mut(stream)).unzip();
+        let weights_len = weights.as_ref().map(|b| b.len());
         let (weights_ptr, _weights_guard) = weights.map(|b| b.device_ptr_mut(stream)).unzip();
+        let workspace_len = workspace.as_ref().map(|b| b.len());
         let (workspace_ptr, _workspace_guard) = workspace.map(|b| b.device_ptr_mut(stream)).unzip();
+        let alibi_len = alibi_slopes.as_ref().map(|b| b.len());
         let (alibi_ptr, _alibi_guard) = alibi_slopes.map(|b| b.device_ptr(stream)).unzip();
-        let scores = match plan.kernel {
-            KernelKind::Naive => weights_ptr.or(workspace_ptr).unwrap_or(0),
-            KernelKind::Flash => 0,
+        let region = |address: u64, len: usize, elem_bytes: usize| Region {
+            address,
+            len,
+            elem_bytes,
         };
-        if scores % 16 != 0 {
-            return Err(AttentionError::InvalidArgument(
-                "the naive workspace or weights buffer is not 16-byte aligned: pass a buffer from alloc".into(),
-            ));
-        }
-        let params = attention_params(
-            problem,
-            BufferAddresses {
-                q: q_ptr,
-                k: k_ptr,
-                v: v_ptr,
-                out: out_ptr,
-                lse: lse_ptr.unwrap_or(0),
-                scores,
-                alibi_slopes: alibi_ptr.unwrap_or(0),
-            },
-        );
-        let launches = plan_launches(plan, q_ptr, k_ptr, v_ptr)?;
-        self.kernels.launch(stream, &launches, &params)
-    }
-}
-
-/// Checks an optional buffer against the plan: present and long enough when needed.
-fn required_buffer<'a, U>(
-    tensor: &'static str,
-    buffer: Option<&'a mut dyn DevicePtrMut<U>>,
-    needed_by_plan: bool,
-    needed: usize,
-) -> Result<Option<&'a mut dyn DevicePtrMut<U>>> {
-    match buffer {
-        None if needed_by_plan => Err(AttentionError::InvalidArgument(format!(
-            "the plan needs a {tensor} buffer of {needed} elements but none was passed"
-        ))),
-        Some(b) if b.len() < needed => Err(AttentionError::BufferTooSmall {
-            tensor,
-            needed,
-            len: b.len(),
-        }),
-        other => Ok(other),
+        let element = size_of::<T>();
+        let regions = Regions {
+            q: region(q_ptr, q.len(), element),
+            k: region(k_ptr, k.len(), element),
+            v: region(v_ptr, v.len(), element),
+            out: region(out_ptr, out_len, element),
+            lse: lse_ptr.zip(lse_len).map(|(a, n)| region(a, n, 4)),
+            weights: weights_ptr.zip(weights_len).map(|(a, n)| region(a, n, 4)),
+            workspace: workspace_ptr
+                .zip(workspace_len)
+                .map(|(a, n)| region(a, n, 1)),
+            alibi_slopes: alibi_ptr.zip(alibi_len).map(|(a, n)| region(a, n, 4)),
+        };
+        let params = bind(plan, &regions)?;
+        self.kernels.launch(stream, plan.launches(), &params)
     }
 }
 

@@ -8,10 +8,9 @@ use cudarc::driver::{CudaFunction, CudaModule, CudaStream, LaunchConfig, PushKer
 
 use super::driver::DeviceInfo;
 
-use crate::dtype::DType;
 use crate::error::{AttentionError, DriverContext, Result};
-use crate::launch::{flash_head_dims, flash_launch, naive_launches, KernelLaunch};
-use crate::problem::{AttentionShape, MAX_HEAD_DIM};
+use crate::launch::KernelLaunch;
+use crate::registry;
 use crate::sys::AttentionParams;
 
 /// Dynamic shared memory a block may use without opting in.
@@ -20,46 +19,30 @@ const DEFAULT_SHARED_LIMIT: usize = 48 * 1024;
 /// Every kernel of the module the engine launches, looked up once at load.
 #[derive(Debug)]
 pub(crate) struct LoadedKernels {
-    functions: HashMap<String, CudaFunction>,
+    functions: HashMap<&'static str, CudaFunction>,
 }
 
 impl LoadedKernels {
-    /// Looks up every kernel the engine launches and raises the dynamic shared memory limit of those
-    /// that need more than the default 48 KiB (where the device allows it; the planner refuses the
-    /// others).
+    /// Looks up every kernel of the registry and raises the dynamic shared memory limit of those that
+    /// need more than the default 48 KiB (where the device allows it; the planner refuses the others).
     pub(crate) fn load(module: &Arc<CudaModule>, device: &DeviceInfo) -> Result<Self> {
-        let mut launches: Vec<KernelLaunch> = Vec::new();
-        for dtype in DType::ALL {
-            launches.extend(naive_launches(&AttentionShape::new(1, 1, 1, 1), dtype));
-        }
-        for dtype in [DType::F16, DType::Bf16] {
-            for head_dim in flash_head_dims() {
-                launches.push(flash_launch(&AttentionShape::new(1, 1, 1, head_dim), dtype));
-            }
-        }
-        // The f32 kernel serves every head dim: raise its limit for the largest.
-        launches.push(flash_launch(
-            &AttentionShape::new(1, 1, 1, MAX_HEAD_DIM),
-            DType::F32,
-        ));
         let mut functions = HashMap::new();
-        for launch in launches {
-            if functions.contains_key(&launch.name) {
-                continue;
-            }
+        for kernel in registry::kernels() {
             let function = module
-                .load_function(&launch.name)
+                .load_function(kernel.name)
                 .context("loading a kernel from the module")?;
-            let shared = launch.shared_bytes as usize;
-            if shared > DEFAULT_SHARED_LIMIT && shared <= device.shared_memory_per_block_optin {
+            // Kernels whose shared memory grows with the head dim: raise the limit for the largest.
+            let shared = kernel.shared_bytes_for(*kernel.head_dims.end()) as usize;
+            if shared > DEFAULT_SHARED_LIMIT {
+                let allowed = shared.min(device.shared_memory_per_block_optin);
                 function
                     .set_attribute(
                         CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                        launch.shared_bytes as i32,
+                        allowed as i32,
                     )
                     .context("raising a kernel's shared memory limit")?;
             }
-            functions.insert(launch.name, function);
+            functions.insert(kernel.name, function);
         }
         Ok(LoadedKernels { functions })
     }
@@ -72,7 +55,7 @@ impl LoadedKernels {
         params: &AttentionParams,
     ) -> Result<()> {
         for launch in launches {
-            let function = self.functions.get(&launch.name).ok_or_else(|| {
+            let function = self.functions.get(launch.name).ok_or_else(|| {
                 AttentionError::KernelUnsupported {
                     kernel: "requested",
                     reason: format!("{} is not in this build's module", launch.name),
@@ -83,8 +66,8 @@ impl LoadedKernels {
                 block_dim: launch.block,
                 shared_mem_bytes: launch.shared_bytes,
             };
-            // SAFETY: params points at buffers the engine checked against the validated problem's shape
-            // and strides, and the kernel takes exactly one AttentionParams by value.
+            // SAFETY: params points at buffers the binding step checked against the validated problem's
+            // shape and strides, and the kernel takes exactly one AttentionParams by value.
             unsafe { stream.launch_builder(function).arg(params).launch(cfg) }
                 .context("launching a kernel")?;
         }

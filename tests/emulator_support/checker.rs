@@ -147,11 +147,12 @@ fn build(sanitizer: Sanitizer) -> Result<Checker, String> {
     }
     let includes = [
         root.join("kernels/include"),
+        root.join("emulator/cuda"),
         root.join("kernels"),
         out_dir.clone(),
     ];
 
-    let runtime: Vec<PathBuf> = ["runtime.cpp", "collectives.cpp"]
+    let runtime: Vec<PathBuf> = ["runtime.cpp", "collectives.cpp", "kernel_registry.cpp"]
         .iter()
         .map(|f| root.join("emulator").join(f))
         .collect();

@@ -1,5 +1,6 @@
 //! `attn check`: one kernel on random inputs against the f64 CPU reference, by the tolerance rule.
 
+use cuda_attention::Tensor;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -135,16 +136,22 @@ fn check<T: Element>(
             (
                 format!(
                     "emulator-{} ({}; {})",
-                    plan.kernel,
+                    plan.kernel(),
                     emulator.description(),
-                    plan.reason
+                    plan.reason()
                 ),
                 result.out,
                 result.lse.unwrap_or_default(),
             )
         }
         Target::Cpu(_) => {
-            let result = backend::attention(problem, &inputs.q, &inputs.k, &inputs.v, true, false)?;
+            let result = backend::attention(
+                problem,
+                ForwardOptions::default().with_lse(true),
+                &inputs.q,
+                &inputs.k,
+                &inputs.v,
+            )?;
             (
                 "cpu backend".to_string(),
                 result.out,
@@ -204,9 +211,9 @@ fn run_gpu<T: Element>(
     )?;
     let label = format!(
         "{} on {} ({})",
-        plan.kernel,
+        plan.kernel(),
         engine.device().name,
-        plan.reason
+        plan.reason()
     );
     let stream = engine.default_stream();
     let driver = |context| move |source| AttentionError::Driver { context, source };
@@ -219,7 +226,7 @@ fn run_gpu<T: Element>(
     let v = stream
         .clone_htod(&inputs.v[..])
         .map_err(driver("uploading v"))?;
-    let poison = vec![T::from_f32(f32::NAN); problem.required_len("out")?];
+    let poison = vec![T::from_f32(f32::NAN); problem.required_len(Tensor::Out)?];
     let mut out = stream
         .clone_htod(&poison)
         .map_err(driver("uploading the poisoned output"))?;
@@ -227,7 +234,7 @@ fn run_gpu<T: Element>(
         .clone_htod(&vec![f32::NAN; problem.shape.lse_elements()?])
         .map_err(driver("uploading lse"))?;
     let mut workspace = stream
-        .alloc_zeros::<u8>(plan.workspace_bytes.max(16))
+        .alloc_zeros::<u8>(plan.workspace_bytes().max(16))
         .map_err(driver("allocating"))?;
     engine.forward_into(
         stream,

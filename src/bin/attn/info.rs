@@ -79,7 +79,8 @@ pub fn run(args: &InfoArgs) -> Result<ExitCode, AttentionError> {
     match Plan::new(&problem, DType::Bf16, ForwardOptions::default(), caps) {
         Ok(plan) => println!(
             "auto (bf16, head_dim 128, seq 4096): {} ({})",
-            plan.kernel, plan.reason
+            plan.kernel(),
+            plan.reason()
         ),
         Err(e) => println!("auto (bf16, head_dim 128, seq 4096): {e}"),
     }

@@ -1,6 +1,7 @@
 //! Random q, k, v for benchmarks and checks, in 16-byte-aligned host storage (the flash kernel loads
 //! 16-byte rows, on the GPU and in the emulator alike).
 
+use cuda_attention::Tensor;
 use std::ops::{Deref, DerefMut};
 
 use cuda_attention::{AttentionProblem, Element, Result};
@@ -77,9 +78,9 @@ impl<T: Element> Inputs<T> {
     /// Deterministic inputs for `seed`, uniform in [-1, 1).
     pub fn random(problem: &AttentionProblem, seed: u64) -> Result<Self> {
         Ok(Inputs {
-            q: uniform(problem.required_len("q")?, seed.wrapping_mul(3)),
-            k: uniform(problem.required_len("k")?, seed.wrapping_mul(3) + 1),
-            v: uniform(problem.required_len("v")?, seed.wrapping_mul(3) + 2),
+            q: uniform(problem.required_len(Tensor::Q)?, seed.wrapping_mul(3)),
+            k: uniform(problem.required_len(Tensor::K)?, seed.wrapping_mul(3) + 1),
+            v: uniform(problem.required_len(Tensor::V)?, seed.wrapping_mul(3) + 2),
         })
     }
 

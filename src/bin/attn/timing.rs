@@ -4,11 +4,14 @@
 //! Every shape of one dtype is a slice of the same storage: batch * seq * hidden is (at most) the same
 //! for every shape, so the input sets are generated and uploaded once per dtype.
 
+use cuda_attention::Tensor;
 use std::sync::Arc;
 use std::time::Instant;
 
-use cuda_attention::cpu::backend;
+use cuda_attention::cpu::CpuBackend;
 use cuda_attention::emulator::Emulator;
+use cuda_attention::host_memory::HostWorkspace;
+use cuda_attention::HostTensors;
 use cuda_attention::{
     AttentionError, AttentionProblem, DeviceTensors, Element, Engine, ForwardOptions, KernelChoice,
     Plan,
@@ -77,7 +80,7 @@ fn keep_check(record: &mut Record, check: Check) -> bool {
 /// Bytes of q, k, v and out of `problem` in element type `T`.
 fn tensor_bytes<T>(problem: &AttentionProblem) -> Result<usize, AttentionError> {
     let mut elements = 0;
-    for tensor in ["q", "k", "v", "out"] {
+    for tensor in Tensor::ALL {
         elements += problem.required_len(tensor)?;
     }
     Ok(elements * size_of::<T>())
@@ -97,10 +100,10 @@ impl<T: Element> HostSets<T> {
         let (mut input_len, mut out_len) = (0, 0);
         for case in cases {
             let problem = case.problem();
-            for tensor in ["q", "k", "v"] {
+            for tensor in [Tensor::Q, Tensor::K, Tensor::V] {
                 input_len = input_len.max(problem.required_len(tensor)?);
             }
-            out_len = out_len.max(problem.required_len("out")?);
+            out_len = out_len.max(problem.required_len(Tensor::Out)?);
         }
         let first = Inputs::<T>::random_len(input_len, 2024);
         let mut sets = Vec::with_capacity(sweep.input_sets.max(1));
@@ -143,18 +146,23 @@ impl<'a, T: Element> HostRunner<'a, T> {
             Kernel::EmulatorNaive => KernelChoice::Naive,
             _ => KernelChoice::Flash,
         };
-        let options = ForwardOptions::default().with_kernel(choice);
-        let workspace = match kernel {
-            Kernel::Cpu => 0,
-            _ => emulator.plan::<T>(&problem, options)?.workspace_bytes,
+        let plan = match kernel {
+            Kernel::Cpu => CpuBackend.plan::<T>(&problem, ForwardOptions::default())?,
+            _ => emulator.plan::<T>(&problem, ForwardOptions::default().with_kernel(choice))?,
         };
+        let workspace = plan.workspace_bytes();
+        let mut scratch = HostWorkspace::new(workspace)?;
         let lens = Lens::of(&problem)?;
         let out = &mut self.out[..lens.out];
-        let run = |set: &Inputs<T>, out: &mut [T]| -> Result<(), AttentionError> {
+        let mut run = |set: &Inputs<T>, out: &mut [T]| -> Result<(), AttentionError> {
             let (q, k, v) = (&set.q[..lens.q], &set.k[..lens.k], &set.v[..lens.v]);
+            let mut tensors = HostTensors::new(q, k, v, out);
+            if workspace > 0 {
+                tensors.workspace = Some(scratch.as_bytes_mut());
+            }
             match kernel {
-                Kernel::Cpu => backend::attention_into(&problem, q, k, v, out, None, None),
-                _ => emulator.forward_into(&problem, options, q, k, v, out, None, None),
+                Kernel::Cpu => CpuBackend.forward_into(&plan, tensors),
+                _ => emulator.forward_into(&plan, tensors),
             }
         };
         let mut record = case.record(kernel.name(), Status::Ok, None);
@@ -214,10 +222,10 @@ struct Lens {
 impl Lens {
     fn of(problem: &AttentionProblem) -> Result<Lens, AttentionError> {
         Ok(Lens {
-            q: problem.required_len("q")?,
-            k: problem.required_len("k")?,
-            v: problem.required_len("v")?,
-            out: problem.required_len("out")?,
+            q: problem.required_len(Tensor::Q)?,
+            k: problem.required_len(Tensor::K)?,
+            v: problem.required_len(Tensor::V)?,
+            out: problem.required_len(Tensor::Out)?,
         })
     }
 }
@@ -343,7 +351,7 @@ impl<'a, T: Element> GpuRunner<'a, T> {
         let lens = Lens::of(&problem)?;
         let mut record = case.record(kernel.name(), Status::Ok, None);
         record.memory = Some(Memory {
-            peak_bytes: (tensor_bytes::<T>(&problem)? + plan.workspace_bytes) as u64,
+            peak_bytes: (tensor_bytes::<T>(&problem)? + plan.workspace_bytes()) as u64,
             space: "device".into(),
         });
 
@@ -356,18 +364,18 @@ impl<'a, T: Element> GpuRunner<'a, T> {
             .context()
             .mem_get_info()
             .map_err(driver("reading free device memory"))?;
-        if plan.workspace_bytes + MEMORY_MARGIN > free {
+        if plan.workspace_bytes() + MEMORY_MARGIN > free {
             record.status = Status::OutOfMemory;
             record.reason = Some(format!(
                 "out of memory: the workspace needs {}, {} free",
-                human_bytes(plan.workspace_bytes as u64),
+                human_bytes(plan.workspace_bytes() as u64),
                 human_bytes(free as u64)
             ));
             return Ok(record);
         }
         let mut workspace = self
             .stream
-            .alloc_zeros::<u8>(plan.workspace_bytes.max(16))
+            .alloc_zeros::<u8>(plan.workspace_bytes().max(16))
             .map_err(driver("allocating the naive score workspace"))?;
 
         // Check on input set 0, into a NaN-poisoned output.

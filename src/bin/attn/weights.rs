@@ -241,7 +241,8 @@ fn naive_weights<T: Element>(
         (Backend::Gpu, Target::Cpu(why)) => Err(format!("--backend gpu, but no GPU: {why}").into()),
         (Backend::Gpu, Target::Emulator(_)) => Err("--backend gpu, but no GPU".into()),
         (Backend::Cpu | Backend::Auto, _) => {
-            let out = backend::attention(problem, q, k, v, false, true)?;
+            let out =
+                backend::attention(problem, options.with_kernel(KernelChoice::Auto), q, k, v)?;
             Ok((
                 "CPU backend (no GPU used)".into(),
                 out.weights.unwrap_or_default(),

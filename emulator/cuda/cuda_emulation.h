@@ -10,7 +10,8 @@
  *   - __half / __nv_bfloat16 and their conversions (fp16.h), CUDA's vector types (vector_types.h);
  *   - the math intrinsics and integer min/max that device code may use, and atomics;
  *   - KERNEL_ENTRY(name, max_threads): a host function registered under `name` so that the emulator
- *     (and through it Rust) can launch the kernel by its exported name.
+ *     (and through it Rust) can launch the kernel by its exported name; ATTENTION_KERNEL also records the
+ *     kernel's launch facts in the registry Rust reads (kernel_registry.h).
  *
  * The semantics are CUDA's, checked where a CPU can check them: see emulator/runtime.cpp for what a
  * barrier or a warp collective verifies. Static __shared__ arrays map to one thread_local array per host
@@ -30,7 +31,7 @@
 
 #include <type_traits>
 
-#include "../attention_params.h"
+#include "attention_params.h"
 #include "fp16.h"
 #include "runtime.h"
 #include "vector_types.h"
@@ -62,6 +63,11 @@
     static void name(AttentionParams p);                                                                           \
     static const ::cuda_emu::KernelRegistration cuda_emu_registration_##name(#name, (max_threads), &name);         \
     static void name(AttentionParams p)
+
+/* ATTENTION_KERNEL(name, max_threads, info...): KERNEL_ENTRY plus the kernel's registry record. */
+#define ATTENTION_KERNEL(name, max_threads, ...)                                                                   \
+    static const ::cuda_emu::KernelInfoRegistration cuda_emu_info_##name(#name, (max_threads), __VA_ARGS__);       \
+    KERNEL_ENTRY(name, max_threads)
 
 /* ---- Barriers ------------------------------------------------------------------------------------ */
 

@@ -16,7 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "../attention_params.h"
+#include "attention_params.h"
+#include "kernel_registry.h"
 #include "vector_types.h"
 
 namespace cuda_emu {
@@ -46,6 +47,10 @@ inline const ThreadContext &this_thread() { return *current; }
 typedef void (*KernelFunction)(AttentionParams);
 struct KernelRegistration {
     KernelRegistration(const char *name, int max_threads, KernelFunction function);
+};
+/* ATTENTION_KERNEL's record of launch facts (kernel_registry.h), kept in name order for Rust. */
+struct KernelInfoRegistration {
+    KernelInfoRegistration(const char *name, int max_threads, KernelInfo info);
 };
 
 /* Stops the block with an error at `site` (message without the kernel/thread prefix). */

@@ -1,0 +1,431 @@
+//! The call contract every backend shares: one tensor bundle ([`Tensors`]), one output type
+//! ([`AttentionOutput`]), and one binding step that checks the caller's buffers against a [`Plan`] and
+//! fills the kernels' parameter struct.
+//!
+//! The GPU engine passes device buffers, the emulator and the CPU backend host slices; each reduces its
+//! bundle to [`Region`]s (address, length, element size) and calls [`bind`], which checks, once and in
+//! this order: that every buffer the plan needs is there (and none it cannot honour), the length of
+//! q/k/v/out/lse/weights/workspace/ALiBi slopes, the alignment rules (element alignment everywhere, the
+//! plan's input alignment for q, k and v, 16 bytes for the workspace), and that no output overlaps
+//! another buffer.
+
+use std::ffi::c_void;
+
+use crate::dtype::DType;
+use crate::error::{AttentionError, Result};
+use crate::plan::{KernelKind, Plan, Target};
+use crate::problem::{AttentionProblem, Strides, Tensor};
+use crate::sys::AttentionParams;
+
+/// log2(e): the kernels use exp2, so the host folds it into the scale once.
+pub const LOG2_E: f32 = std::f32::consts::LOG2_E;
+
+/// Byte alignment the naive kernels' score workspace must have.
+pub const WORKSPACE_ALIGNMENT: usize = 16;
+
+/// The buffers of one forward call, the same bundle for every backend: q, k, v and out laid out by the
+/// problem's strides; the f32 logsumexp `[batch, heads_q, seq_q]` exactly when the plan asks for it; the
+/// f32 weights `[batch, heads_q, seq_q, seq_k]` exactly when the plan asks for them; at least
+/// `plan.workspace_bytes()` of workspace when that is not 0; the f32 ALiBi slopes `[heads_q]` when the
+/// problem has them (host backends read the problem's own slopes when none are passed).
+#[derive(Debug)]
+pub struct Tensors<I, O, F, W, S> {
+    /// q.
+    pub q: I,
+    /// k.
+    pub k: I,
+    /// v.
+    pub v: I,
+    /// out.
+    pub out: O,
+    /// f32 logsumexp.
+    pub lse: Option<F>,
+    /// f32 attention weights (naive and CPU only).
+    pub weights: Option<F>,
+    /// Scratch for the naive kernels' scores.
+    pub workspace: Option<W>,
+    /// f32 ALiBi slopes.
+    pub alibi_slopes: Option<S>,
+}
+
+impl<I, O, F, W, S> Tensors<I, O, F, W, S> {
+    /// q, k, v and out; nothing else.
+    pub fn new(q: I, k: I, v: I, out: O) -> Self {
+        Tensors {
+            q,
+            k,
+            v,
+            out,
+            lse: None,
+            weights: None,
+            workspace: None,
+            alibi_slopes: None,
+        }
+    }
+
+    /// Adds the logsumexp buffer.
+    pub fn with_lse(mut self, lse: F) -> Self {
+        self.lse = Some(lse);
+        self
+    }
+
+    /// Adds the weights buffer.
+    pub fn with_weights(mut self, weights: F) -> Self {
+        self.weights = Some(weights);
+        self
+    }
+
+    /// Adds the workspace.
+    pub fn with_workspace(mut self, workspace: W) -> Self {
+        self.workspace = Some(workspace);
+        self
+    }
+
+    /// Adds the ALiBi slopes.
+    pub fn with_alibi_slopes(mut self, slopes: S) -> Self {
+        self.alibi_slopes = Some(slopes);
+        self
+    }
+}
+
+/// The bundle of the host backends (emulator, CPU): slices.
+pub type HostTensors<'a, T> = Tensors<&'a [T], &'a mut [T], &'a mut [f32], &'a mut [u8], &'a [f32]>;
+
+/// What every backend's `forward` returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttentionOutput<O, F> {
+    /// Output laid out per the problem's `out_strides` (elements between strided rows are 0).
+    pub out: O,
+    /// Logsumexp `[batch, heads_q, seq_q]` (natural log, `-inf` for a row that sees no key), if asked.
+    pub lse: Option<F>,
+    /// Attention weights `[batch, heads_q, seq_q, seq_k]` (0 where masked), if asked.
+    pub weights: Option<F>,
+}
+
+/// The output of the host backends.
+pub type HostOutput<T> = AttentionOutput<Vec<T>, Vec<f32>>;
+
+/// A buffer as the binding step sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Region {
+    /// Base address (device or host).
+    pub address: u64,
+    /// Length in elements.
+    pub len: usize,
+    /// Bytes per element.
+    pub elem_bytes: usize,
+}
+
+impl Region {
+    /// The region of a host slice.
+    pub fn of_slice<T>(slice: &[T]) -> Region {
+        Region {
+            address: slice.as_ptr() as u64,
+            len: slice.len(),
+            elem_bytes: size_of::<T>(),
+        }
+    }
+
+    /// The first `elements` of this region as a byte range (`len` is a real buffer's length, so the
+    /// product fits the address space).
+    fn span(&self, elements: usize) -> (u64, u64) {
+        let bytes = (elements.min(self.len) * self.elem_bytes) as u64;
+        (self.address, self.address.saturating_add(bytes))
+    }
+}
+
+/// The bundle reduced to regions, as [`bind`] takes it.
+pub type Regions = Tensors<Region, Region, Region, Region, Region>;
+
+impl<T> HostTensors<'_, T> {
+    /// The regions of these slices.
+    pub fn regions(&self) -> Regions {
+        Tensors {
+            q: Region::of_slice(self.q),
+            k: Region::of_slice(self.k),
+            v: Region::of_slice(self.v),
+            out: Region::of_slice(self.out),
+            lse: self.lse.as_deref().map(Region::of_slice),
+            weights: self.weights.as_deref().map(Region::of_slice),
+            workspace: self.workspace.as_deref().map(Region::of_slice),
+            alibi_slopes: self.alibi_slopes.map(Region::of_slice),
+        }
+    }
+
+    /// [`HostTensors::regions`], reading the problem's own ALiBi slopes when none were passed (the host
+    /// backends can).
+    pub fn regions_with_slopes_of(&self, problem: &AttentionProblem) -> Regions {
+        let mut regions = self.regions();
+        if regions.alibi_slopes.is_none() {
+            regions.alibi_slopes = problem.alibi_slopes.as_deref().map(Region::of_slice);
+        }
+        regions
+    }
+}
+
+/// Checks the lengths of q, k and v alone (the convenience `forward` calls do so before allocating their
+/// outputs; [`bind`] checks every buffer).
+///
+/// # Errors
+/// [`AttentionError::BufferTooSmall`] naming the first short input.
+pub fn check_inputs(problem: &AttentionProblem, q: usize, k: usize, v: usize) -> Result<()> {
+    for (tensor, len) in [(Tensor::Q, q), (Tensor::K, k), (Tensor::V, v)] {
+        let needed = problem.required_len(tensor)?;
+        if len < needed {
+            return Err(AttentionError::BufferTooSmall {
+                tensor: tensor.name(),
+                needed,
+                len,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks that `plan` was made for buffers of `dtype` and for this kind of backend (the CPU backend, or
+/// one that runs the kernels); `how` names the planning call to use instead.
+///
+/// # Errors
+/// [`AttentionError::InvalidArgument`] saying which.
+pub fn check_plan(plan: &Plan, dtype: DType, cpu_backend: bool, how: &str) -> Result<()> {
+    if plan.dtype() != dtype {
+        return Err(AttentionError::InvalidArgument(format!(
+            "the plan was made for {} but the buffers hold {dtype}: plan with the buffers' element type",
+            plan.dtype()
+        )));
+    }
+    if (plan.target() == Target::Cpu) != cpu_backend {
+        return Err(AttentionError::InvalidArgument(format!(
+            "the plan was made for {}: plan with {how}",
+            match plan.target() {
+                Target::Cpu => "the CPU backend".to_string(),
+                Target::Device(caps) => format!(
+                    "a device of compute capability {}.{}",
+                    caps.compute_capability.0, caps.compute_capability.1
+                ),
+            }
+        )));
+    }
+    Ok(())
+}
+
+/// Checks `regions` against `plan` (see the module documentation) and returns the kernels' parameters.
+///
+/// # Errors
+/// [`AttentionError::InvalidArgument`] for a missing or superfluous buffer, a misaligned output or
+/// workspace, or overlapping buffers; [`AttentionError::BufferTooSmall`] naming the first short buffer;
+/// [`AttentionError::KernelUnsupported`] when q, k or v breaks the plan's input alignment.
+pub fn bind(plan: &Plan, regions: &Regions) -> Result<AttentionParams> {
+    let problem = plan.problem();
+    let shape = &problem.shape;
+    let options = plan.options();
+    let needs = Needs {
+        lse: options
+            .return_lse
+            .then(|| shape.lse_elements())
+            .transpose()?,
+        weights: options
+            .return_weights
+            .then(|| shape.score_elements())
+            .transpose()?,
+        workspace: (plan.workspace_bytes() > 0).then_some(plan.workspace_bytes()),
+        alibi_slopes: problem.alibi_slopes.as_ref().map(|s| s.len()),
+    };
+
+    // 1. Presence.
+    check_presence(
+        "lse",
+        regions.lse.is_some(),
+        needs.lse,
+        "ForwardOptions::with_lse(true)",
+    )?;
+    check_presence(
+        "weights",
+        regions.weights.is_some(),
+        needs.weights,
+        "ForwardOptions::with_weights(true)",
+    )?;
+    check_presence(
+        "alibi_slopes",
+        regions.alibi_slopes.is_some(),
+        needs.alibi_slopes,
+        "AttentionProblem::with_alibi_slopes",
+    )?;
+    if needs.workspace.is_some() && regions.workspace.is_none() {
+        return Err(AttentionError::InvalidArgument(format!(
+            "the plan ({} kernel) needs a workspace of {} bytes but none was passed",
+            plan.kernel(),
+            plan.workspace_bytes()
+        )));
+    }
+
+    // 2. Lengths.
+    let mut spans: Vec<(&'static str, Region, usize, bool)> = Vec::with_capacity(8);
+    for (tensor, region, writable) in [
+        (Tensor::Q, regions.q, false),
+        (Tensor::K, regions.k, false),
+        (Tensor::V, regions.v, false),
+        (Tensor::Out, regions.out, true),
+    ] {
+        let needed = problem.required_len(tensor)?;
+        check_len(tensor.name(), region, needed)?;
+        spans.push((tensor.name(), region, needed, writable));
+    }
+    for (tensor, region, needed, writable) in [
+        ("lse", regions.lse, needs.lse, true),
+        ("weights", regions.weights, needs.weights, true),
+        ("workspace", regions.workspace, needs.workspace, true),
+        (
+            "alibi_slopes",
+            regions.alibi_slopes,
+            needs.alibi_slopes,
+            false,
+        ),
+    ] {
+        if let (Some(region), Some(needed)) = (region, needed) {
+            check_len(tensor, region, needed)?;
+            spans.push((tensor, region, needed, writable));
+        }
+    }
+
+    // 3. Alignment.
+    for &(tensor, region, _, _) in &spans {
+        if region.elem_bytes > 1 && region.address % region.elem_bytes as u64 != 0 {
+            return Err(AttentionError::InvalidArgument(format!(
+                "the {tensor} buffer at {:#x} is not aligned to its {}-byte elements",
+                region.address, region.elem_bytes
+            )));
+        }
+    }
+    for (tensor, region) in [("q", regions.q), ("k", regions.k), ("v", regions.v)] {
+        if region.address % plan.input_alignment() as u64 != 0 {
+            return Err(AttentionError::KernelUnsupported {
+                kernel: plan.kernel().name(),
+                reason: format!(
+                    "the {tensor} buffer is not {}-byte aligned (the plan says so in its reason): pass aligned \
+                     buffers or plan with KernelChoice::Naive",
+                    plan.input_alignment()
+                ),
+            });
+        }
+    }
+    if let (Some(workspace), Some(_)) = (regions.workspace, needs.workspace) {
+        if workspace.address % WORKSPACE_ALIGNMENT as u64 != 0 {
+            return Err(AttentionError::InvalidArgument(format!(
+                "the workspace is not {WORKSPACE_ALIGNMENT}-byte aligned: pass a buffer from an allocation"
+            )));
+        }
+    }
+
+    // 4. No output overlaps another buffer (inputs may overlap each other: stride-0 broadcasts).
+    for (i, &(name_a, a, needed_a, writable_a)) in spans.iter().enumerate() {
+        for &(name_b, b, needed_b, writable_b) in &spans[i + 1..] {
+            let (start_a, end_a) = a.span(needed_a);
+            let (start_b, end_b) = b.span(needed_b);
+            if (writable_a || writable_b) && start_a < end_b && start_b < end_a {
+                return Err(AttentionError::InvalidArgument(format!(
+                    "the {name_a} and {name_b} buffers overlap: an output must not share memory with any other \
+                     buffer of the call"
+                )));
+            }
+        }
+    }
+
+    let scores = match plan.kernel() {
+        KernelKind::Naive => regions
+            .weights
+            .filter(|_| needs.weights.is_some())
+            .or(regions.workspace)
+            .map_or(0, |r| r.address),
+        KernelKind::Flash | KernelKind::Cpu => 0,
+    };
+    let optional =
+        |region: Option<Region>, used: bool| region.filter(|_| used).map_or(0, |r| r.address);
+    Ok(AttentionParams {
+        q: regions.q.address as *const c_void,
+        k: regions.k.address as *const c_void,
+        v: regions.v.address as *const c_void,
+        out: regions.out.address as *mut c_void,
+        lse: optional(regions.lse, needs.lse.is_some()) as *mut f32,
+        scores: scores as *mut f32,
+        alibi_slopes: optional(regions.alibi_slopes, needs.alibi_slopes.is_some()) as *const f32,
+        ..problem_params(problem)
+    })
+}
+
+/// Element counts of the optional buffers the plan needs (`None`: not needed).
+struct Needs {
+    lse: Option<usize>,
+    weights: Option<usize>,
+    workspace: Option<usize>,
+    alibi_slopes: Option<usize>,
+}
+
+fn check_presence(
+    tensor: &'static str,
+    passed: bool,
+    needed: Option<usize>,
+    how: &str,
+) -> Result<()> {
+    match (passed, needed) {
+        (false, Some(n)) => Err(AttentionError::InvalidArgument(format!(
+            "the plan needs a {tensor} buffer of {n} elements but none was passed"
+        ))),
+        (true, None) => Err(AttentionError::InvalidArgument(format!(
+            "a {tensor} buffer was passed but the plan does not use one: plan with {how}, or pass none"
+        ))),
+        _ => Ok(()),
+    }
+}
+
+fn check_len(tensor: &'static str, region: Region, needed: usize) -> Result<()> {
+    if region.len < needed {
+        return Err(AttentionError::BufferTooSmall {
+            tensor,
+            needed,
+            len: region.len,
+        });
+    }
+    Ok(())
+}
+
+/// The parameter struct of a validated problem with every buffer address NULL: sizes, strides, scale
+/// (and `scale * log2(e)`, folded once here for the exp2-based kernels) and masks. [`bind`] fills in the
+/// addresses.
+pub fn problem_params(problem: &AttentionProblem) -> AttentionParams {
+    let s = &problem.shape;
+    let stride = |st: &Strides| (st.batch as i64, st.seq as i64, st.head as i64);
+    let (q_batch_stride, q_seq_stride, q_head_stride) = stride(&problem.q_strides);
+    let (k_batch_stride, k_seq_stride, k_head_stride) = stride(&problem.k_strides);
+    let (v_batch_stride, v_seq_stride, v_head_stride) = stride(&problem.v_strides);
+    let (out_batch_stride, out_seq_stride, out_head_stride) = stride(&problem.out_strides);
+    let scale = problem.scale();
+    AttentionParams {
+        q_batch_stride,
+        q_seq_stride,
+        q_head_stride,
+        k_batch_stride,
+        k_seq_stride,
+        k_head_stride,
+        v_batch_stride,
+        v_seq_stride,
+        v_head_stride,
+        out_batch_stride,
+        out_seq_stride,
+        out_head_stride,
+        batch: s.batch as i32,
+        seq_q: s.seq_q as i32,
+        seq_k: s.seq_k as i32,
+        heads_q: s.heads_q as i32,
+        heads_kv: s.heads_kv as i32,
+        head_dim: s.head_dim as i32,
+        heads_ratio: problem.heads_ratio() as i32,
+        causal: i32::from(problem.causal),
+        window_left: problem.window.left.map_or(-1, |b| b as i32),
+        window_right: problem.window.right.map_or(-1, |b| b as i32),
+        scale,
+        scale_log2: scale * LOG2_E,
+        softcap: problem.softcap.unwrap_or(0.0),
+        ..AttentionParams::default()
+    }
+}
