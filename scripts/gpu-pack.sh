@@ -2,6 +2,7 @@
 # Builds the release test binaries and `attn` here (the GPU machine has no Rust) and copies them, with
 # the GPU suite script, into .gpu/ (ignored by git). Then, with the device tool, from the repo root:
 #   run(command="bash .gpu/gpu-suite.sh", carry=[".gpu"])
+# and the results come back as two files from $OUT: gpu-results.tar.gz (everything) and summary.md.
 # --baseline REF also builds `attn` at git revision REF (in a temporary worktree) into .gpu/baseline/, and
 # the suite then times its flash kernel on the same sweep: an earlier kernel version measured in the same
 # session, on the same card, as docs/kernel-notes.md asks.
@@ -17,7 +18,8 @@ rm -rf .gpu
 mkdir -p .gpu/tests
 cargo build --release --bin attn
 cp target/release/attn .gpu/
-# Every integration test binary except the bindings drift test (it needs the source tree and libclang).
+# Every integration test binary except the bindings drift test (it needs the source tree and libclang)
+# and the suite's own test (tests/gpu_suite.rs: it runs the suite script from the source tree, on stubs).
 cargo test --release --no-run --message-format=json 2>/dev/null |
   python3 -c '
 import json, shutil, sys
@@ -26,7 +28,7 @@ for line in sys.stdin:
     exe = msg.get("executable")
     target = msg.get("target", {})
     if exe and msg.get("profile", {}).get("test") and "test" in target.get("kind", []):
-        if target["name"] != "bindings":
+        if target["name"] not in ("bindings", "gpu_suite"):
             shutil.copy(exe, ".gpu/tests/" + target["name"])
 '
 cp scripts/gpu-suite.sh benches/torch_sdpa.py .gpu/

@@ -7,29 +7,103 @@
 # 4. PyTorch SDPA per backend (benches/torch_sdpa.py), then attn bench on the same sweep, compared;
 #    with a packed baseline (gpu-pack.sh --baseline REF), its flash kernel on the same sweep too;
 # and a short summary table, printed last. Budget: under 8 minutes on one H100.
-# The layout probe test writes the real fragment layouts to $GPU_OUT (commit them as a golden file).
+#
+# The device tool returns only a few files from OUT_DIR (8 of at most 16 MiB, 2 folders deep), so the
+# many results are written to a scratch folder, gpu-results/, and OUT_DIR gets just two files:
+#   gpu-results.tar.gz   everything: summary.md, facts.log, one log per step, layout_probe.txt (the
+#                        layout probe test writes it to $GPU_OUT, which is gpu-results/; commit it as
+#                        tests/golden/layout_probe.txt), torch.json, bench/ and bench-baseline/
+#                        (results.json and plots)
+#   summary.md           the summary table, also inside the archive
+# The archive is re-packed before and after every step, and on TERM/INT/HUP, so a run stopped part way
+# (a step timing out, the device tool killing the suite at its limit) still leaves the results so far,
+# with a row saying which step was running. Over GPU_SUITE_MAX_BYTES (16 MiB) the summary warns.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${1:-${GPU_OUT:-${OUT:-./gpu-out}}}"
 mkdir -p "$out"
 out="$(cd "$out" && pwd)"
+archive="$out/gpu-results.tar.gz"
+max_bytes="${GPU_SUITE_MAX_BYTES:-$((16 * 1024 * 1024))}"
+work="$(mktemp -d "${TMPDIR:-/tmp}/gpu-suite.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+res="$work/gpu-results"
+mkdir -p "$res"
 export ATTN_BIN="$here/attn"
-export GPU_OUT="$out"
-summary="$out/summary.md"
-echo "| step | result | seconds |" > "$summary"
-echo "|---|---|---|" >> "$summary"
+export GPU_OUT="$res"
+table="$work/summary.md" # the rows so far; pack copies it (and any extra rows) to $res/summary.md
+echo "| step | result | seconds |" > "$table"
+echo "|---|---|---|" >> "$table"
 
-step() { # step NAME TIMEOUT COMMAND...: runs with a timeout, logs to $out/NAME.log, adds a summary row
+pack() { # pack [ROW]: summary (plus ROW, e.g. for a step still running) and results into the archive
+  { cat "$table"; if [ -n "${1:-}" ]; then echo "$1"; fi; } > "$res/summary.md"
+  tar czf "$archive.part" -C "$work" gpu-results && mv -f "$archive.part" "$archive"
+  cp "$res/summary.md" "$out/summary.md"
+}
+
+current="" step_pid="" step_start=0
+step() { # step NAME TIMEOUT COMMAND...: runs with a timeout, logs to NAME.log, adds a summary row
   local name="$1" limit="$2"; shift 2
-  local start=$(date +%s)
-  timeout "$limit" "$@" > "$out/$name.log" 2>&1
+  current="$name" step_start=$(date +%s)
+  pack "| $name | started, no result (the suite was stopped here) | - |"
+  # In the background and waited for, so that a signal to the suite is handled at once (on_signal).
+  timeout "$limit" "$@" > "$res/$name.log" 2>&1 &
+  step_pid=$!
+  wait "$step_pid"
   local rc=$?
+  step_pid=""
   local verdict="ok"
   [ $rc -ne 0 ] && verdict="FAILED (rc $rc)"
   [ $rc -eq 124 ] && verdict="TIMEOUT after ${limit}s"
-  echo "| $name | $verdict | $(( $(date +%s) - start )) |" >> "$summary"
+  echo "| $name | $verdict | $(( $(date +%s) - step_start )) |" >> "$table"
+  current=""
+  pack
   return 0
 }
+
+human() { # human BYTES: "512 bytes", "3 KiB", "15.2 MiB"
+  if [ "$1" -ge 1048576 ]; then echo "$(( $1 / 1048576 )).$(( $1 % 1048576 * 10 / 1048576 )) MiB"
+  elif [ "$1" -ge 1024 ]; then echo "$(( ($1 + 1023) / 1024 )) KiB"
+  else echo "$1 bytes"; fi
+}
+
+finish() { # the archive's own row (size, a warning when too big), the last pack, the printed report
+  trap '' TERM INT HUP # a few seconds more: let the last pack complete
+  local start=$(date +%s) size files biggest
+  pack
+  size=$(stat -c %s "$archive")
+  files=$(find "$res" -type f | wc -l)
+  local row="| archive | gpu-results.tar.gz: $(human "$size"), $files files"
+  if [ "$size" -gt "$max_bytes" ]; then
+    biggest=$(cd "$work" && find gpu-results -type f -printf '%s %p\n' | sort -rn | head -3 |
+      while read -r bytes path; do printf '%s %s, ' "$path" "$(human "$bytes")"; done)
+    row="$row; WARNING: over the $(human "$max_bytes") the device tool returns (biggest: ${biggest%, })"
+  fi
+  echo "$row | $(( $(date +%s) - start )) |" >> "$table"
+  pack
+  echo
+  cat "$res/facts.log"
+  echo
+  [ -f "$res/bench.log" ] && tail -n 60 "$res/bench.log" && echo
+  echo "results: $archive (tar xzf gpu-results.tar.gz: gpu-results/), $out/summary.md"
+  echo
+  cat "$res/summary.md"
+}
+
+on_signal() { # on_signal NAME NUMBER: stop the running step, record it, pack what there is, exit
+  trap '' TERM INT HUP
+  if [ -n "$step_pid" ]; then
+    kill -TERM "$step_pid" 2> /dev/null
+    wait "$step_pid"
+  fi
+  [ -n "$current" ] && echo "| $current | KILLED (the suite got SIG$1) | $(( $(date +%s) - step_start )) |" >> "$table"
+  echo "| suite | stopped by SIG$1 | - |" >> "$table"
+  finish
+  exit $(( 128 + $2 ))
+}
+trap 'on_signal TERM 15' TERM
+trap 'on_signal INT 2' INT
+trap 'on_signal HUP 1' HUP
 
 {
   echo "commit: $(cat "$here/COMMIT" 2>/dev/null | tr '\n' ' ')"
@@ -37,9 +111,11 @@ step() { # step NAME TIMEOUT COMMAND...: runs with a timeout, logs to $out/NAME.
   nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv 2>&1
   nvcc --version 2>&1 | tail -1
   "$ATTN_BIN" info 2>&1
-} > "$out/facts.log"
+} > "$res/facts.log"
+pack
 
 for test in "$here"/tests/*; do
+  [ -x "$test" ] || continue # (none packed: the pattern itself)
   step "test-$(basename "$test")" 240 "$test" --test-threads 1
 done
 
@@ -52,25 +128,20 @@ if command -v compute-sanitizer > /dev/null; then
     done
   done
 else
-  echo "| sanitizer | compute-sanitizer not found | 0 |" >> "$summary"
+  echo "| sanitizer | compute-sanitizer not found | 0 |" >> "$table"
 fi
 
 if python3 -c "import torch" 2>/dev/null; then
-  step torch-sdpa 150 python3 "$here/torch_sdpa.py" --out "$out/torch.json"
-  step bench 240 "$ATTN_BIN" bench --out "$out/bench" --compare "$out/torch.json"
+  step torch-sdpa 150 python3 "$here/torch_sdpa.py" --out "$res/torch.json"
+  step bench 240 "$ATTN_BIN" bench --out "$res/bench" --compare "$res/torch.json"
 else
-  echo "| torch-sdpa | PyTorch not importable | 0 |" >> "$summary"
-  step bench 240 "$ATTN_BIN" bench --out "$out/bench"
+  echo "| torch-sdpa | PyTorch not importable | 0 |" >> "$table"
+  step bench 240 "$ATTN_BIN" bench --out "$res/bench"
 fi
 
 if [ -x "$here/baseline/attn" ]; then
-  echo "baseline: $(cat "$here/baseline/COMMIT")" >> "$out/facts.log"
-  step bench-baseline 150 "$here/baseline/attn" bench --kernels flash --out "$out/bench-baseline"
+  echo "baseline: $(cat "$here/baseline/COMMIT")" >> "$res/facts.log"
+  step bench-baseline 150 "$here/baseline/attn" bench --kernels flash --out "$res/bench-baseline"
 fi
 
-echo
-cat "$out/facts.log"
-echo
-tail -n 60 "$out/bench.log"
-echo
-cat "$summary"
+finish
