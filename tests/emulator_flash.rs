@@ -14,39 +14,6 @@ use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
-/// Inputs in 16-byte-aligned storage (flash loads 16-byte rows with cp.async).
-struct Aligned<T> {
-    storage: Vec<u128>,
-    len: usize,
-    _marker: std::marker::PhantomData<T>,
-}
-
-impl<T: Element> Aligned<T> {
-    fn random(len: usize, magnitude: f32, rng: &mut StdRng) -> Self {
-        let size = std::mem::size_of::<T>();
-        let mut storage = vec![0u128; (len * size).div_ceil(16).max(1)];
-        let values: Vec<T> = common::random(rng, len, magnitude);
-        // SAFETY: storage holds at least len * size bytes and T is a plain number type.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                values.as_ptr() as *const u8,
-                storage.as_mut_ptr() as *mut u8,
-                len * size,
-            )
-        };
-        Aligned {
-            storage,
-            len,
-            _marker: std::marker::PhantomData,
-        }
-    }
-
-    fn as_slice(&self) -> &[T] {
-        // SAFETY: the storage was filled with len values of T and is suitably aligned for T.
-        unsafe { std::slice::from_raw_parts(self.storage.as_ptr() as *const T, self.len) }
-    }
-}
-
 fn shape(
     batch: usize,
     seq_q: usize,
@@ -79,17 +46,17 @@ fn check_with<T: Element>(
     rerun: bool,
 ) {
     let mut rng = StdRng::seed_from_u64(11);
-    let q = Aligned::<T>::random(
+    let q = common::Aligned::<T>::random(
         problem.required_len(Tensor::Q).unwrap(),
         magnitude,
         &mut rng,
     );
-    let k = Aligned::<T>::random(
+    let k = common::Aligned::<T>::random(
         problem.required_len(Tensor::K).unwrap(),
         magnitude,
         &mut rng,
     );
-    let v = Aligned::<T>::random(problem.required_len(Tensor::V).unwrap(), 1.0, &mut rng);
+    let v = common::Aligned::<T>::random(problem.required_len(Tensor::V).unwrap(), 1.0, &mut rng);
     let (q, k, v) = (q.as_slice(), k.as_slice(), v.as_slice());
     let options = ForwardOptions::default().with_lse(true);
     let plan = emulator.plan::<T>(problem, options).unwrap();

@@ -82,12 +82,21 @@ impl Accumulator {
     }
 }
 
+/// The statistics of a comparison whose lengths do not match: every expected element counts as an
+/// infinite (non-finite) error, so no bound accepts it.
+fn mismatch(elements: usize) -> ErrorStats {
+    ErrorStats {
+        max_abs: f64::INFINITY,
+        mean_abs: f64::INFINITY,
+        worst_index: None,
+        non_finite: elements.max(1),
+    }
+}
+
 /// Compares an output laid out per `problem.out_strides` with a contiguous
-/// `[batch, seq_q, heads_q, head_dim]` expectation (such as [`ReferenceOutput::out`]).
-///
-/// # Panics
-/// If `expected` does not hold exactly `batch * seq_q * heads_q * head_dim` values, or `out` is shorter
-/// than the out strides reach.
+/// `[batch, seq_q, heads_q, head_dim]` expectation (such as [`ReferenceOutput::out`]). When `expected`
+/// does not hold exactly `batch * seq_q * heads_q * head_dim` values, or `out` is shorter than the out
+/// strides reach, the result is a mismatch (infinite error, every element non-finite), not a panic.
 pub fn compare_output<T: Element>(
     problem: &AttentionProblem,
     out: &[T],
@@ -95,19 +104,15 @@ pub fn compare_output<T: Element>(
 ) -> ErrorStats {
     let s = problem.shape;
     let (sq, hq, d) = (s.seq_q, s.heads_q, s.head_dim);
-    assert_eq!(
-        expected.len(),
-        s.batch * sq * hq * d,
-        "compare_output: expected must be contiguous [batch, seq_q, heads_q, head_dim]"
-    );
-    let needed = problem
-        .required_len(Tensor::Out)
-        .expect("compare_output: the out strides overflow");
-    assert!(
-        out.len() >= needed,
-        "compare_output: out holds {} elements, its strides reach {needed}",
-        out.len()
-    );
+    let elements = s
+        .batch
+        .checked_mul(sq)
+        .and_then(|n| n.checked_mul(hq))
+        .and_then(|n| n.checked_mul(d));
+    let reach = problem.required_len(Tensor::Out).ok();
+    if elements != Some(expected.len()) || reach.is_none_or(|needed| out.len() < needed) {
+        return mismatch(expected.len());
+    }
     let mut acc = Accumulator::default();
     let mut expected = expected.iter();
     for b in 0..s.batch {
@@ -125,22 +130,13 @@ pub fn compare_output<T: Element>(
 
 /// Compares contiguous values with a row-major expectation of logical shape `dims` (used for the
 /// index in [`ErrorStats::worst_index`]). Only the first `expected.len()` values of `actual` are read.
-///
-/// # Panics
-/// If `dims` does not multiply to `expected.len()`, or `actual` is shorter than `expected`.
+/// When `dims` does not multiply to `expected.len()`, or `actual` is shorter than `expected`, the result
+/// is a mismatch (infinite error, every element non-finite), not a panic.
 pub fn compare_shaped(actual: &[f32], expected: &[f64], dims: [usize; 4]) -> ErrorStats {
-    assert_eq!(
-        dims.iter().product::<usize>(),
-        expected.len(),
-        "compare_shaped: dims {dims:?} do not match {} expected values",
-        expected.len()
-    );
-    assert!(
-        actual.len() >= expected.len(),
-        "compare_shaped: {} values given, {} expected",
-        actual.len(),
-        expected.len()
-    );
+    let elements = dims.iter().try_fold(1usize, |n, &x| n.checked_mul(x));
+    if elements != Some(expected.len()) || actual.len() < expected.len() {
+        return mismatch(expected.len());
+    }
     let mut acc = Accumulator::default();
     for (n, (&a, &e)) in actual.iter().zip(expected).enumerate() {
         let mut rest = n;
@@ -155,28 +151,20 @@ pub fn compare_shaped(actual: &[f32], expected: &[f64], dims: [usize; 4]) -> Err
 }
 
 /// Compares contiguous values (a logsumexp, weights) with their expectation; the worst index is
-/// reported as `[0, 0, 0, i]`. `-inf` against `-inf` counts as exact.
-///
-/// # Panics
-/// If `actual` is shorter than `expected`.
+/// reported as `[0, 0, 0, i]`. `-inf` against `-inf` counts as exact. A short `actual` is a mismatch.
 pub fn compare_contiguous(actual: &[f32], expected: &[f64]) -> ErrorStats {
     compare_shaped(actual, expected, [1, 1, 1, expected.len()])
 }
 
-/// Compares a `[batch, heads_q, seq_q]` logsumexp with the reference's ([`ReferenceOutput::lse`]).
-///
-/// # Panics
-/// As [`compare_shaped`].
+/// Compares a `[batch, heads_q, seq_q]` logsumexp with the reference's ([`ReferenceOutput::lse`]);
+/// lengths that do not match are a mismatch, as in [`compare_shaped`].
 pub fn compare_lse(problem: &AttentionProblem, actual: &[f32], expected: &[f64]) -> ErrorStats {
     let s = problem.shape;
     compare_shaped(actual, expected, [s.batch, s.heads_q, s.seq_q, 1])
 }
 
 /// Compares `[batch, heads_q, seq_q, seq_k]` weights with the reference's
-/// ([`ReferenceOutput::weights`]).
-///
-/// # Panics
-/// As [`compare_shaped`].
+/// ([`ReferenceOutput::weights`]); lengths that do not match are a mismatch, as in [`compare_shaped`].
 pub fn compare_weights(problem: &AttentionProblem, actual: &[f32], expected: &[f64]) -> ErrorStats {
     let s = problem.shape;
     compare_shaped(actual, expected, [s.batch, s.heads_q, s.seq_q, s.seq_k])
@@ -345,4 +333,31 @@ fn alibi_bias_bound(problem: &AttentionProblem) -> f64 {
         }
     }
     slope * distance as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::problem::AttentionShape;
+
+    #[test]
+    fn mismatched_lengths_are_infinite_errors_not_panics() {
+        let problem = AttentionProblem::new(AttentionShape::new(1, 2, 1, 2));
+        let stats = compare_output(&problem, &[0.0f32; 4], &[0.0; 3]);
+        assert_eq!((stats.max_abs, stats.non_finite), (f64::INFINITY, 3));
+        let stats = compare_output(&problem, &[0.0f32; 3], &[0.0; 4]);
+        assert_eq!(stats.max_abs, f64::INFINITY);
+        assert_eq!(
+            compare_shaped(&[0.0; 4], &[0.0; 4], [1, 1, 1, 5]).non_finite,
+            4
+        );
+        assert_eq!(
+            compare_contiguous(&[0.0; 2], &[0.0; 3]).max_abs,
+            f64::INFINITY
+        );
+        assert_eq!(
+            compare_output(&problem, &[0.5f32; 4], &[0.5; 4]),
+            ErrorStats::default()
+        );
+    }
 }

@@ -148,9 +148,15 @@ impl Engine {
         }
 
         let stream = &self.stream;
-        // SAFETY (all four allocations): every element is written by the kernels before it is read
-        // (out, lse and weights by the kernels; the workspace by naive_scores).
-        let mut out = unsafe { stream.alloc::<T>(out_len) }.context("allocating the output")?;
+        // The output is zeroed: strided layouts leave gaps the kernels never write, which the caller may
+        // still read back (the host backends return them as 0 too).
+        let mut out = stream
+            .alloc_zeros::<T>(out_len)
+            .context("allocating the output")?;
+        // SAFETY (lse, weights, workspace): every element is written by the kernels before anything reads
+        // it: each lse row by the flash or naive softmax kernel, each weight by naive_scores then
+        // naive_softmax (masked ones as 0), the workspace by naive_scores before naive_softmax and
+        // naive_pv read it.
         let mut lse = options
             .return_lse
             .then(|| unsafe { stream.alloc::<f32>(lse_len) })
