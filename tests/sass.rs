@@ -136,3 +136,85 @@ fn the_naive_kernels_use_no_tensor_cores() {
         );
     }
 }
+
+/// The value of a flat JSON object's field, as text (the script prints one flat object per line).
+fn field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let key = format!("\"{name}\": ");
+    let start = line.find(&key)? + key.len();
+    let rest = &line[start..];
+    let end = rest.find([',', '}']).unwrap_or(rest.len());
+    Some(rest[..end].trim().trim_matches('"'))
+}
+
+/// scripts/sass-loop-stats finds the steady-state key-tile loop of every tensor-core flash kernel on
+/// every architecture, with tensor-core work in it and no local memory traffic; its figures are the
+/// ones docs/kernel-notes.md records.
+#[test]
+fn the_steady_state_loop_of_every_flash_kernel_has_hmma_and_no_local_memory() {
+    let dir = std::env::temp_dir().join(format!("sass-loop-stats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fatbin = dir.join("kernels.fatbin");
+    std::fs::write(&fatbin, FATBIN).unwrap();
+    let registry: Vec<String> = kernels()
+        .iter()
+        .map(|k| {
+            format!(
+                "{{\"name\": \"{}\", \"tile_rows\": {}, \"threads\": {}}}",
+                k.name,
+                k.tile_rows,
+                k.threads()
+            )
+        })
+        .collect();
+    let registry_path = dir.join("registry.json");
+    std::fs::write(&registry_path, format!("[{}]", registry.join(", "))).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/sass-loop-stats");
+    let output = Command::new("python3")
+        .arg(script)
+        .arg("--fatbin")
+        .arg(&fatbin)
+        .arg("--registry")
+        .arg(&registry_path)
+        .env("NVCC", cuobjdump().with_file_name("nvcc"))
+        .output()
+        .expect("python3 runs scripts/sass-loop-stats");
+    std::fs::remove_dir_all(&dir).ok();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "sass-loop-stats failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let tensor_core_kernels: Vec<_> = kernels()
+        .iter()
+        .filter(|k| k.family == KernelFamily::Flash && k.dtype != Some(DType::F32))
+        .collect();
+    let archs: Vec<&str> = SASS_ARCHS.split(',').collect();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        tensor_core_kernels.len() * archs.len(),
+        "{stdout}"
+    );
+    for line in lines {
+        let kernel = field(line, "kernel").unwrap();
+        let hmma: f64 = field(line, "hmma").unwrap().parse().unwrap();
+        let local: f64 = field(line, "local").map_or(-1.0, |v| v.parse().unwrap());
+        let keys: f64 = field(line, "keys_per_iteration")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        let spec = tensor_core_kernels
+            .iter()
+            .find(|k| k.name == kernel)
+            .unwrap();
+        assert!(hmma > 0.0, "{line}");
+        assert_eq!(local, 0.0, "local memory in the loop: {line}");
+        assert_eq!(
+            keys % f64::from(spec.tile_cols),
+            0.0,
+            "the loop covers whole key tiles of {}: {line}",
+            spec.tile_cols
+        );
+        assert!(keys > 0.0, "{line}");
+    }
+}
