@@ -14,6 +14,7 @@
  *   mma_m16n8k16_f16 / _bf16   D (16x8 f32) = A (16x16) * B (16x8) + C, sm_80+
  *   ldmatrix_x1/x2/x4[_trans]  one, two or four 8x8 b16 matrices from shared memory into fragments
  *   cp_async_16                16-byte global -> shared copy with zero-fill, landing at a wait
+ *   cp_async_16_full           the same copy of all 16 bytes (no source-size operand)
  *   cp_async_commit_group, cp_async_wait_group<N>, cp_async_wait_all
  *   ex2_approx_ftz             2^x (approximate, subnormals flushed)
  *   pack_half2 / pack_bfloat162  two floats rounded into one register
@@ -274,6 +275,15 @@ __device__ __forceinline__ void cp_async_wait_all() {
 #elif !defined(__CUDACC__)
     ::cuda_emu::cp_async_commit();
     ::cuda_emu::cp_async_wait(0, &::cuda_emu::land_cp_async);
+#endif
+}
+
+/* cp_async_16 of all 16 bytes: no source-size operand, so no zero-fill arithmetic around the LDGSTS. */
+__device__ __forceinline__ void cp_async_16_full(void *smem_dst, const void *gmem_src PTX_SITE_PARAMS) {
+#if defined(__CUDA_ARCH__)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(PTX_SHARED_ADDRESS(smem_dst)), "l"(gmem_src));
+#elif !defined(__CUDACC__)
+    cp_async_16(smem_dst, gmem_src, 16, cuda_emu_file, cuda_emu_line);
 #endif
 }
 

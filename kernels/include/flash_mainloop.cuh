@@ -1,0 +1,194 @@
+/*
+ * flash_mainloop.cuh - the one flash main loop: a block's query rows against the key tiles [begin, end),
+ * parameterised by the K/V row addressing and the epilogue. Every flash-family kernel calls it; none copies
+ * it.
+ *
+ * Pipeline of one key tile t (two barriers per tile, FlashAttention-2's interleave):
+ *   wait for K_t; barrier (K_t visible; every warp done with V_{t-1})
+ *   V_t -> shared (cp.async, in flight while S is computed)
+ *   S = Q K_t^T; scale and mask; online softmax -> P          (warps that see none of the tile skip this)
+ *   wait for V_t; barrier (V_t visible; every warp done with K_t)
+ *   K_{t+1} -> shared (cp.async, in flight while P V is computed)
+ *   O += P V_t
+ * then the epilogue. Tile variants are chosen at compile time, once per block or per warp and tile, never
+ * per element: scores are kPlain (scale folded into the exp2) unless the problem has a soft cap, ALiBi or a
+ * scale <= 0 (kAdjusted, every tile through the general path); a tile gets the per-element mask only when it
+ * straddles a mask boundary (causal diagonal, window edges, end of the keys) for some row of the warp; a
+ * load checks rows against seq_k only in the last tile.
+ *
+ * Shared memory: Q [kBlockM][D + 8], K [kBlockN][D + 8], V [kBlockN][D + 8] (flash_traits.cuh).
+ */
+#ifndef CUDA_ATTENTION_FLASH_MAINLOOP_CUH
+#define CUDA_ATTENTION_FLASH_MAINLOOP_CUH
+
+#include "flash_steps.cuh"
+
+/* Key tiles [begin, end) of kBlockN keys. */
+struct TileRange {
+    int begin;
+    int end;
+};
+
+/* Rows of a dense [seq, d] matrix with row stride `stride` (elements). A row source for TileCopy: rows(n)
+ * is row n, and the rows of one tile are `stride` elements apart (a paged cache whose pages hold whole
+ * tiles can be such a source too). */
+template <typename T> struct DenseRows {
+    const T *base;
+    int64_t stride;
+    __device__ __forceinline__ const T *operator()(int n) const { return base + n * stride; }
+};
+
+/* The K and V rows of one (batch, key/value head): the one place keys and values are addressed (a paged
+ * cache changes this and nothing else). */
+template <typename T> struct KvRows {
+    DenseRows<T> k;
+    DenseRows<T> v;
+};
+
+template <typename T>
+__device__ __forceinline__ KvRows<T> kv_rows(const AttentionParams &p, int batch, int kv_head) {
+    KvRows<T> rows;
+    rows.k.base = static_cast<const T *>(p.k) + batch * p.k_batch_stride + kv_head * p.k_head_stride;
+    rows.k.stride = p.k_seq_stride;
+    rows.v.base = static_cast<const T *>(p.v) + batch * p.v_batch_stride + kv_head * p.v_head_stride;
+    rows.v.stride = p.v_seq_stride;
+    return rows;
+}
+
+/* The key tiles any row of [m0, m0 + rows) can see (key ranges grow with the row): tiles wholly outside are
+ * never visited. */
+template <typename Traits> __device__ __forceinline__ TileRange block_tiles(const AttentionParams &p, int m0) {
+    const int row_last = min(m0 + Traits::kBlockM, p.seq_q) - 1;
+    const int key_begin = key_range(p, m0).begin;
+    const int key_end = key_range(p, row_last).end;
+    TileRange tiles;
+    tiles.begin = key_begin / Traits::kBlockN;
+    tiles.end = key_end > key_begin ? (key_end + Traits::kBlockN - 1) / Traits::kBlockN : tiles.begin;
+    return tiles;
+}
+
+/* Which keys the warp's rows see, for the per-tile decisions (fixed for the block). */
+struct WarpKeys {
+    int full_begin; /* [full_begin, full_end): keys every row of the warp sees (no per-element mask) */
+    int full_end;
+    int any_begin; /* [any_begin, any_end): keys some valid row of the warp sees (else the warp skips) */
+    int any_end;
+};
+
+template <typename Traits>
+__device__ __forceinline__ WarpKeys warp_keys(const AttentionParams &p, int row0) {
+    WarpKeys keys;
+    keys.full_begin = key_range(p, row0 + Traits::kWarpRows - 1).begin;
+    keys.full_end = key_range(p, row0).end;
+    const int row_last = min(row0 + Traits::kWarpRows, p.seq_q) - 1;
+    keys.any_begin = key_range(p, row0).begin;
+    keys.any_end = row_last >= row0 ? key_range(p, row_last).end : keys.any_begin;
+    return keys;
+}
+
+/* S, scale and mask, softmax of one tile for one warp, with the mask chosen per tile. */
+template <typename Traits, typename T, ScoreMode kMode>
+__device__ __forceinline__ void score_tile(const AttentionParams &p, SoftmaxState<Traits> &state, PTile<Traits> &p_frag,
+                                           const T *q_smem, const T *k_smem, const WarpLayout<Traits> &w,
+                                           const WarpKeys &keys, int head, int row0, int n0, float scale) {
+    ScoreTile<Traits> acc_s;
+    qk_product<Traits>(acc_s, q_smem, k_smem, w);
+    const bool needs_mask = n0 < keys.full_begin || n0 + Traits::kBlockN > keys.full_end;
+    if (needs_mask) {
+        scale_and_mask<Traits, kMode, true>(acc_s, p, head, row0, n0, w.lane);
+    } else {
+        scale_and_mask<Traits, kMode, false>(acc_s, p, head, row0, n0, w.lane);
+    }
+    online_softmax<Traits, T>(acc_s, state, p_frag, scale);
+}
+
+/* Rows [n0, n0 + ROWS) of `rows` into `smem` (`offset`: copy.source_offset(rows.stride)): the row check
+ * only in a tile that reaches past rows_valid, the full-width copy when head_dim is the instantiation's. */
+template <typename Traits, int ROWS, typename T, typename Rows>
+__device__ __forceinline__ void load_rows(const TileCopy<Traits, ROWS> &copy, T *smem, const Rows &rows,
+                                          int64_t offset, int n0, int rows_valid, bool full) {
+    const T *tile = rows(n0);
+    if (rows_valid < ROWS) {
+        copy.template load<true, false>(smem, tile, rows.stride, offset, rows_valid);
+    } else if (full) {
+        copy.template load<false, true>(smem, tile, rows.stride, offset, rows_valid);
+    } else {
+        copy.template load<false, false>(smem, tile, rows.stride, offset, rows_valid);
+    }
+}
+
+/* The key loop over `tiles` for score mode kMode. */
+template <typename Traits, typename T, ScoreMode kMode, typename Kv>
+__device__ __forceinline__ void key_loop(const AttentionParams &p, SoftmaxState<Traits> &state, T *q_smem, T *k_smem,
+                                         T *v_smem, const Kv &kv, TileRange tiles, const WarpLayout<Traits> &w,
+                                         const WarpKeys &keys, int head, int row0, float scale) {
+    const bool warp_has_keys = keys.any_begin < keys.any_end;
+    const TileCopy<Traits, Traits::kBlockN> copy((int)threadIdx.x, p.head_dim);
+    const int64_t k_offset = copy.source_offset(kv.k.stride);
+    const int64_t v_offset = copy.source_offset(kv.v.stride);
+    const bool full = p.head_dim == Traits::kHeadDim;
+    for (int tile = tiles.begin; tile < tiles.end; ++tile) {
+        const int n0 = tile * Traits::kBlockN;
+        cp_async_wait_group<0>(); /* K_t (and, first, Q) has landed */
+        __syncthreads();          /* ... for every thread; every warp is done with V_{t-1} */
+        load_rows(copy, v_smem, kv.v, v_offset, n0, p.seq_k - n0, full);
+        cp_async_commit_group();
+
+        const bool warp_active = warp_has_keys && n0 < keys.any_end && n0 + Traits::kBlockN > keys.any_begin;
+        PTile<Traits> p_frag;
+        if (warp_active) {
+            score_tile<Traits, T, kMode>(p, state, p_frag, q_smem, k_smem, w, keys, head, row0, n0, scale);
+        }
+
+        cp_async_wait_group<0>(); /* V_t has landed */
+        __syncthreads();          /* ... for every thread; every warp is done reading K_t */
+        if (tile + 1 < tiles.end) {
+            const int next = n0 + Traits::kBlockN;
+            load_rows(copy, k_smem, kv.k, k_offset, next, p.seq_k - next, full);
+            cp_async_commit_group();
+        }
+        if (warp_active) {
+            pv_product<Traits>(state, p_frag, v_smem, w);
+        }
+    }
+}
+
+/* The block's kBlockM query rows starting at m0 of (batch, head) against the key tiles `tiles`, then the
+ * epilogue. Rows past seq_q are computed on zero-filled Q and never written. */
+template <typename Traits, typename T, typename Kv, typename Epilogue>
+__device__ __forceinline__ void flash_main_loop(const AttentionParams &p, int batch, int head, int m0, const Kv &kv,
+                                                TileRange tiles, const Epilogue &epilogue) {
+    T *q_smem = dynamic_shared<T>();                 // [kBlockM][kRowStride]
+    T *k_smem = q_smem + Traits::kBlockM * Traits::kRowStride; // [kBlockN][kRowStride]
+    T *v_smem = k_smem + Traits::kBlockN * Traits::kRowStride; // [kBlockN][kRowStride]
+    const WarpLayout<Traits> w((int)threadIdx.x);
+    const int row0 = m0 + w.warp * Traits::kWarpRows;
+    const WarpKeys keys = warp_keys<Traits>(p, row0);
+
+    SoftmaxState<Traits> state;
+    state.init();
+    if (tiles.begin < tiles.end) {
+        DenseRows<T> q_rows;
+        q_rows.base = static_cast<const T *>(p.q) + batch * p.q_batch_stride + head * p.q_head_stride;
+        q_rows.stride = p.q_seq_stride;
+        const bool full = p.head_dim == Traits::kHeadDim;
+        const TileCopy<Traits, Traits::kBlockM> q_copy((int)threadIdx.x, p.head_dim);
+        load_rows(q_copy, q_smem, q_rows, q_copy.source_offset(q_rows.stride), m0, p.seq_q - m0, full);
+        const TileCopy<Traits, Traits::kBlockN> k_copy((int)threadIdx.x, p.head_dim);
+        const int n0 = tiles.begin * Traits::kBlockN;
+        load_rows(k_copy, k_smem, kv.k, k_copy.source_offset(kv.k.stride), n0, p.seq_k - n0, full);
+        cp_async_commit_group();
+    }
+    /* kPlain folds the scale into the exp2, which needs max(S * c) = max(S) * c, i.e. c > 0. */
+    if (!adjusts_scores(p) && p.scale_log2 > 0.0f) {
+        key_loop<Traits, T, ScoreMode::kPlain>(p, state, q_smem, k_smem, v_smem, kv, tiles, w, keys, head, row0,
+                                               p.scale_log2);
+        epilogue.template operator()<Traits, T>(p, state, batch, head, row0, w.lane, p.scale_log2);
+    } else {
+        key_loop<Traits, T, ScoreMode::kAdjusted>(p, state, q_smem, k_smem, v_smem, kv, tiles, w, keys, head, row0,
+                                                  1.0f);
+        epilogue.template operator()<Traits, T>(p, state, batch, head, row0, w.lane, 1.0f);
+    }
+}
+
+#endif /* CUDA_ATTENTION_FLASH_MAINLOOP_CUH */
