@@ -3,12 +3,9 @@
 //! determinism across runs.
 
 mod common;
-#[allow(dead_code)]
-#[path = "common/cpu_support/mod.rs"]
-mod cpu_support;
 
-use cpu_support::cases::{case, inputs, Order, CASES};
-use cpu_support::check::check_backend;
+use common::cpu_support::cases::{case, inputs, Order, CASES};
+use common::cpu_support::check::check_backend;
 use cuda_attention::cpu;
 use cuda_attention::ForwardOptions;
 use half::{bf16, f16};

@@ -3,12 +3,9 @@
 //! buffers named with the lengths.
 
 mod common;
-#[allow(dead_code)]
-#[path = "common/cpu_support/mod.rs"]
-mod cpu_support;
 
-use cpu_support::cases::{geometric_slopes, inputs};
-use cpu_support::check::cpu_into;
+use common::cpu_support::cases::{geometric_slopes, inputs};
+use common::cpu_support::check::cpu_into;
 use cuda_attention::cpu::{self, ReferenceOutput};
 use cuda_attention::Tensor;
 use cuda_attention::{AttentionError, AttentionProblem, AttentionShape, ForwardOptions, Strides};

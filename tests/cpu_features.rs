@@ -3,13 +3,10 @@
 //! backend against the reference in f32, f16 and bf16 (rows that see nothing, hidden keys, padding).
 
 mod common;
-#[allow(dead_code)]
-#[path = "common/cpu_support/mod.rs"]
-mod cpu_support;
 
-use cpu_support::cases::{case, geometric_slopes, inputs, Case, Order};
-use cpu_support::check::check_problem;
-use cpu_support::streaming::{max_abs, max_diff, sees_nothing, streaming};
+use common::cpu_support::cases::{case, geometric_slopes, inputs, Case, Order};
+use common::cpu_support::check::check_problem;
+use common::cpu_support::streaming::{max_abs, max_diff, sees_nothing, streaming};
 use cuda_attention::cpu;
 use cuda_attention::{AttentionProblem, Element};
 use half::{bf16, f16};

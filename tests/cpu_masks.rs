@@ -3,12 +3,9 @@
 //! bias alone, and soft caps on large logits (bounded lse, the cap changing the answer).
 
 mod common;
-#[allow(dead_code)]
-#[path = "common/cpu_support/mod.rs"]
-mod cpu_support;
 
-use cpu_support::cases::inputs;
-use cpu_support::streaming::{max_abs, max_diff, streaming};
+use common::cpu_support::cases::inputs;
+use common::cpu_support::streaming::{max_abs, max_diff, streaming};
 use cuda_attention::cpu;
 use cuda_attention::{AttentionProblem, AttentionShape, ForwardOptions};
 

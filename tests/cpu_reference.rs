@@ -3,12 +3,9 @@
 //! logits, and lets a NaN input show as NaN rather than as a masked row.
 
 mod common;
-#[allow(dead_code)]
-#[path = "common/cpu_support/mod.rs"]
-mod cpu_support;
 
-use cpu_support::cases::{inputs, CASES};
-use cpu_support::streaming::{max_abs, max_diff, streaming};
+use common::cpu_support::cases::{inputs, CASES};
+use common::cpu_support::streaming::{max_abs, max_diff, streaming};
 use cuda_attention::cpu;
 use cuda_attention::{AttentionProblem, AttentionShape, ForwardOptions};
 use rand::rngs::StdRng;

@@ -3,12 +3,9 @@
 //! no baseline when the naive f16 formula overflows.
 
 mod common;
-#[allow(dead_code)]
-#[path = "common/cpu_support/mod.rs"]
-mod cpu_support;
 
-use cpu_support::cases::{case, geometric_slopes, inputs, Order};
-use cpu_support::streaming::max_abs;
+use common::cpu_support::cases::{case, geometric_slopes, inputs, Order};
+use common::cpu_support::streaming::max_abs;
 use cuda_attention::cpu::{self, ErrorStats};
 use cuda_attention::{AttentionError, AttentionProblem, AttentionShape, ForwardOptions, Layout};
 use half::f16;
