@@ -213,8 +213,9 @@ enum Effect {
     NanRow,
     /// Every visible score -inf: 0 and lse -inf, as a row that sees no key.
     EmptyRow,
-    /// A -inf score at one key: that key gets weight 0, the row stays finite (matches the reference).
-    KeyDropped,
+    /// The row stays finite and matches the reference: a -inf score drops its key, the soft cap bounds
+    /// an infinite score.
+    Finite,
 }
 
 struct Case {
@@ -426,7 +427,7 @@ fn expect(case: &Case, backend: Backend, dtype: DType, b: usize, i: usize, h: us
             Expect::Zero(columns.iter().map(|&(x, _)| x).collect())
         }
         Some(Effect::EmptyRow) => Expect::Zero(Vec::new()),
-        Some(Effect::KeyDropped) | None => Expect::Reference(columns),
+        Some(Effect::Finite) | None => Expect::Reference(columns),
     }
 }
 
@@ -658,7 +659,7 @@ fn a_nan_in_a_rows_own_inputs_makes_that_row_nan() {
 
 /// Infinities in q or k (q and k positive, so the sign of each score is known): a +inf score makes the
 /// row NaN (inf - inf), a row whose scores are all -inf is 0 with lse -inf, a single -inf score drops
-/// its key.
+/// its key, the soft cap turns an infinite score into the cap.
 #[test]
 fn infinities_in_q_and_k() {
     let causal = AttentionProblem::new(shape(100, 100, 2, 1, 64)).with_causal(true);
@@ -697,14 +698,20 @@ fn infinities_in_q_and_k() {
         .with_effect(Effect::NanRow, true),
         Case::new(
             "-Inf in k row 30: key 30 dropped",
-            causal,
+            causal.clone(),
             vec![plant(
                 Tensor::K,
                 At::Element(0, 30, 0, 3),
                 f32::NEG_INFINITY,
             )],
         )
-        .with_effect(Effect::KeyDropped, true),
+        .with_effect(Effect::Finite, true),
+        Case::new(
+            "+Inf in q row 60, soft cap 5: scores capped",
+            causal.with_softcap(5.0),
+            vec![plant(Tensor::Q, At::Element(0, 60, 0, 3), f32::INFINITY)],
+        )
+        .with_effect(Effect::Finite, true),
     ];
     check_all_dtypes(&cases);
 }
