@@ -18,7 +18,7 @@
  *     K_{t+1} -> shared (cp.async, in flight while P V is computed)
  *     P packed to the input dtype in registers (the f32 S accumulators die here)
  *     O += P V_t                          P stays in registers as the A operand; B = V (ldmatrix.x4.trans)
- *   O /= l, written once in the output dtype; lse = (m + log2 l) * ln 2.
+ *   O /= l, written once in the output dtype; lse = (m + log2 l) * ln 2 (l == 0: O = 0, lse = -inf).
  *
  * Shared memory: Q [BLOCK_M][D + 8], K [BLOCK_N][D + 8], V [BLOCK_N][D + 8] in the input dtype. The
  * 8-element (16-byte) row padding puts the 8 rows of every ldmatrix in 8 different bank groups (no
@@ -32,6 +32,16 @@
  * pay for the per-element test. Soft cap and ALiBi (runtime flags) change the scaled score before the mask.
  * A row that sees no key ends with l = 0 and is written as 0 with lse = -inf (the running max is replaced
  * by 0 while it is -inf, so -inf - -inf never happens).
+ *
+ * Non-finite values (README, "Non-finite values"), all settled in the epilogue, none in the key loop:
+ * a NaN score (NaN in the row's q or a key it sees; the row max, an fmaxf, skips it but exp2 of it is
+ * NaN) or a +inf score (inf - inf) makes l NaN, so the row's output and lse are NaN; l == 0 (no key seen,
+ * or only -inf scores) writes exactly 0 and lse -inf by a select, whatever acc_o holds. K at masked keys
+ * never matters (masked scores are -inf by a select). P V multiplies whole tiles: a NaN or an infinity in
+ * V at a key a row does not see gives NaN in that column of the row (0 * NaN) when the key lies in a key
+ * tile its warp multiplies, i.e. a tile that holds a key some row of the warp sees (warp: 32 rows, 16
+ * above head_dim 128; tile: 64 keys, 32 above head_dim 64); rows of a warp that sees nothing, and keys
+ * past seq_k (zero-filled), are never affected. FlashAttention's kernels multiply whole tiles too.
  *
  * Layouts: attention_params.h (strides in elements). Requirements checked on the host: f16 or bf16,
  * head_dim <= the instantiation's HEAD_DIM (smaller dims are zero-padded on load, without copies),
@@ -350,7 +360,10 @@ template <int HEAD_DIM, typename T> __device__ void flash_forward(const Attentio
             float sum = row_sum[mt][r];
             sum += __shfl_xor_sync(FULL_WARP_MASK, sum, 1);
             sum += __shfl_xor_sync(FULL_WARP_MASK, sum, 2);
-            const float inv_sum = sum > 0.0f ? 1.0f / sum : 0.0f;
+            /* l == 0: the row saw no key (or only -inf scores) and is written as exactly 0, by a select
+             * (acc_o may hold 0 * NaN from V at keys it does not see). A NaN l stays NaN in out and lse. */
+            const bool seen = sum != 0.0f;
+            const float inv_sum = seen ? 1.0f / sum : 0.0f;
             const int row = warp_row0 + mt * 16 + group + 8 * r;
             if (row < p.seq_q) {
                 T *out_row = out + row * p.out_seq_stride;
@@ -358,15 +371,15 @@ template <int HEAD_DIM, typename T> __device__ void flash_forward(const Attentio
                 for (int dt = 0; dt < kDTiles; ++dt) {
                     const int col = dt * 8 + 2 * thread_in_group;
                     if (col < p.head_dim) {
-                        out_row[col] = from_float<T>(acc_o[mt][dt][2 * r] * inv_sum);
+                        out_row[col] = from_float<T>(seen ? acc_o[mt][dt][2 * r] * inv_sum : 0.0f);
                     }
                     if (col + 1 < p.head_dim) {
-                        out_row[col + 1] = from_float<T>(acc_o[mt][dt][2 * r + 1] * inv_sum);
+                        out_row[col + 1] = from_float<T>(seen ? acc_o[mt][dt][2 * r + 1] * inv_sum : 0.0f);
                     }
                 }
                 if (p.lse != NULL && thread_in_group == 0) {
                     const int64_t lse_index = ((int64_t)batch * p.heads_q + head) * p.seq_q + row;
-                    p.lse[lse_index] = sum > 0.0f ? (row_max[mt][r] + log2f(sum)) * LN_2 : -INFINITY;
+                    p.lse[lse_index] = seen ? (row_max[mt][r] + log2f(sum)) * LN_2 : -INFINITY;
                 }
             }
         }
