@@ -27,7 +27,14 @@
  * Layouts: attention_params.h (strides in elements). Requirements checked on the host: f16 or bf16,
  * head_dim <= the instantiation's HEAD_DIM (smaller dims are zero-padded on load, without copies),
  * every stride a multiple of 8 elements and every base address 16-byte aligned (cp.async moves 16 bytes),
- * batch and heads_q at most 65535 (grid y and z). Non-finite values: flash_steps.cuh.
+ * batch and heads_q at most 65535 (grid y and z).
+ *
+ * Non-finite values (README, "Non-finite values"), all settled in the epilogue, none in the key loop: see
+ * include/flash_steps.cuh. P V multiplies whole tiles: a NaN or an infinity in V at a key a row does not
+ * see gives NaN in that column of the row (0 * NaN) when the key lies in a key tile its warp multiplies,
+ * i.e. a tile that holds a key some row of the warp sees (warp: 32 rows, 16 above head_dim 128; tile: 64
+ * keys, 32 above head_dim 64); rows of a warp that sees nothing, and keys past seq_k (zero-filled), are never
+ * affected. FlashAttention's kernels multiply whole tiles too.
  *
  * Exports: flash_fwd_d<HEAD_DIM>_<dtype> for HEAD_DIM in 32, 64, 96, 128, 160, 192, 224, 256 and dtype f16,
  * bf16.

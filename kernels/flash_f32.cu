@@ -10,10 +10,17 @@
  *   S_j   = scale * q . k_j           lane j of the warp computes key j of the tile (a full dot product)
  *   m_new = max(m, max_j S_j); P_j = exp2(S_j - m_new); l = l * exp2(m - m_new) + sum_j P_j
  *   O    = O * exp2(m - m_new) + sum_j P_j v_j    lane l owns output columns l, l + 32, ... (P_j by shuffle)
- *   out = O / l, lse = (m + log2 l) * ln 2, written once.
+ *   out = O / l, lse = (m + log2 l) * ln 2, written once (l == 0: out = 0, lse = -inf, by a select).
  * Scores are in log2 units (scale * log2(e) from the host); soft cap and ALiBi, when set, are applied in
  * natural units first. Masks: key_range (causal, window) per row, tiles outside every row's range skipped;
  * keys past seq_k are never loaded. A row that sees no key keeps l = 0 and is written as 0, lse -inf.
+ *
+ * Non-finite values (README, "Non-finite values"), settled in the epilogue: a NaN or +inf score (NaN in
+ * the row's q or a key it sees) makes l NaN, so out and lse are NaN; l == 0 (no key seen, or only -inf
+ * scores) writes exactly 0 and lse -inf whatever acc holds. K at masked keys never matters (masked
+ * scores are -inf). Every warp multiplies every key of every tile its block visits (the 32-key tiles
+ * holding a key one of the block's 8 rows sees): a NaN or an infinity in V at such a key that the row
+ * does not see gives NaN in that column of the row (0 * NaN).
  *
  * Shared memory (f32): q [WARPS][head_dim], k [KEY_TILE][head_dim + 1] (padding: lane j reads row j),
  * v [KEY_TILE][head_dim]. Layouts: attention_params.h; no alignment requirement (scalar loads).
@@ -107,18 +114,19 @@ ATTENTION_KERNEL(flash_fwd_f32, FLASH_F32_THREADS,
     }
 
     if (row < p.seq_q) {
-        const float inv_sum = row_sum > 0.0f ? 1.0f / row_sum : 0.0f;
+        const bool seen = row_sum != 0.0f; /* NaN counts as seen: NaN out and lse */
+        const float inv_sum = seen ? 1.0f / row_sum : 0.0f;
         float *out = static_cast<float *>(p.out) + batch * p.out_batch_stride + head * p.out_head_stride +
                      row * p.out_seq_stride;
         for (int t = 0; t < FLASH_F32_COLUMNS_PER_LANE; ++t) {
             const int c = lane + t * WARP_SIZE;
             if (c < d) {
-                out[c] = acc[t] * inv_sum;
+                out[c] = seen ? acc[t] * inv_sum : 0.0f;
             }
         }
         if (p.lse != NULL && lane == 0) {
             const int64_t lse_index = ((int64_t)batch * p.heads_q + head) * p.seq_q + row;
-            p.lse[lse_index] = row_sum > 0.0f ? (row_max + log2f(row_sum)) * LN_2 : -INFINITY;
+            p.lse[lse_index] = seen ? (row_max + log2f(row_sum)) * LN_2 : -INFINITY;
         }
     }
 }

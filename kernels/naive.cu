@@ -4,8 +4,11 @@
  * Algorithm, three launches per forward pass (all in f32 arithmetic, inputs f32/f16/bf16):
  *   1. naive_scores_<dtype>: S = scale * Q K^T, masked entries -inf, into p.scores [b, hq, sq, sk] f32.
  *   2. naive_softmax:        P = softmax(S) row by row, in place; lse = m + log(sum) when p.lse is set.
- *                            A row with no visible key becomes all zeros with lse = -inf (never NaN).
- *   3. naive_pv_<dtype>:     O = P V, written to p.out in the caller's dtype and strides.
+ *                            A row whose max is -inf (no visible key, or every visible score -inf)
+ *                            becomes all zeros with lse = -inf; P is exactly 0 at the keys a row does not
+ *                            see, even in a NaN row.
+ *   3. naive_pv_<dtype>:     O = P V, written to p.out in the caller's dtype and strides; a row that
+ *                            sees no key is written as exactly 0.
  * The caller may keep P: it is the attention-weights output.
  *
  * Layouts: see attention_params.h (strides in elements, head_dim contiguous; GQA maps query head h to
@@ -21,6 +24,16 @@
  *
  * Softmax: one warp per row, NAIVE_SOFTMAX_WARPS rows per block, three passes over the row
  * (max, sum of exp, normalise).
+ *
+ * Non-finite values (README, "Non-finite values"): the max keeps NaN, so a NaN score (NaN in the row's
+ * q or in a key it sees) makes the row's P, lse and output NaN instead of passing for a masked row; a
+ * +inf score does the same (inf - inf). K at masked keys never matters (their scores are -inf by a
+ * select). P V multiplies every key of the chunks its 32-row tile visits, from the 32-key chunk holding
+ * the first row's first key to the chunk holding the last row's last key: a NaN or an infinity in V at a
+ * key in those chunks that a row does not see gives NaN in that column of the row (0 * NaN), unless the
+ * row sees no key at all (written as 0). A row that sees keys but whose scores are all -inf (infinite q or
+ * k) has P = 0 and lse -inf, and is written as 0 * V: 0, except NaN in a column where V holds a NaN or an
+ * infinity at a key of those chunks (the flash kernels write exactly 0). Keys past seq_k are never read.
  *
  * Limits: head_dim 1..MAX_HEAD_DIM (any value; the d loop is tiled), seq lengths up to 2^31 - 1,
  * workspace batch * heads_q * seq_q * seq_k * 4 bytes.
@@ -151,7 +164,11 @@ template <typename T> __device__ void naive_pv(const AttentionParams &p) {
                 for (int i = 0; i < NAIVE_ROWS_PER_THREAD; ++i) {
                     const int row = row0 + ty + i * NAIVE_ROWS_PER_PASS;
                     if (row < p.seq_q && d < p.head_dim) {
-                        o_bh[row * p.out_seq_stride + d] = from_float<T>(acc[i]);
+                        // A row that sees no key is written as exactly 0, even where 0 * NaN made acc NaN. An
+                        // empty range is always [0, 0) (a row whose range would start past key 0 has its
+                        // diagonal among the keys and sees it), so the end decides.
+                        const float value = key_range(p, row).end > 0 ? acc[i] : 0.0f;
+                        o_bh[row * p.out_seq_stride + d] = from_float<T>(value);
                     }
                 }
             }
@@ -170,13 +187,15 @@ ATTENTION_KERNEL(naive_softmax, NAIVE_SOFTMAX_THREADS,
     for (int64_t row = (int64_t)blockIdx.x * NAIVE_SOFTMAX_WARPS + warp; row < rows;
          row += (int64_t)gridDim.x * NAIVE_SOFTMAX_WARPS) {
         float *s = p.scores + row * p.seq_k; // [sk]
-        // m = rowmax(S)
+        const KeyRange keys = key_range(p, (int)(row % p.seq_q));
+        // m = rowmax(S), NaN if any score is NaN.
         float m = -INFINITY;
         for (int j = lane; j < p.seq_k; j += WARP_SIZE) {
-            m = fmaxf(m, s[j]);
+            m = max_keeping_nan(m, s[j]);
         }
-        m = warp_max(m);
-        // l = sum exp(S - m); a row that sees nothing keeps l = 0 and never computes -inf - -inf.
+        m = warp_max_keeping_nan(m);
+        // l = sum exp(S - m); a row that sees nothing (or only -inf scores) keeps l = 0 and never computes
+        // -inf - -inf. A NaN m makes l, P and lse NaN.
         const bool empty = (m == -INFINITY);
         float l = 0.0f;
         if (!empty) {
@@ -185,10 +204,12 @@ ATTENTION_KERNEL(naive_softmax, NAIVE_SOFTMAX_THREADS,
             }
         }
         l = warp_sum(l);
-        // P = exp(S - m) / l
+        // P = exp(S - m) / l at the visible keys; exactly 0 at the others (exp(-inf - m) is 0 anyway
+        // unless m is NaN).
         const float inv_l = empty ? 0.0f : 1.0f / l;
         for (int j = lane; j < p.seq_k; j += WARP_SIZE) {
-            s[j] = empty ? 0.0f : expf(s[j] - m) * inv_l;
+            const bool visible = j >= keys.begin && j < keys.end;
+            s[j] = (empty || !visible) ? 0.0f : expf(s[j] - m) * inv_l;
         }
         if (lane == 0 && p.lse != NULL) {
             p.lse[row] = empty ? -INFINITY : m + logf(l);

@@ -78,6 +78,16 @@ __device__ __forceinline__ float warp_max(float x) {
     return x;
 }
 
+/* max(a, b) that propagates NaN (fmaxf returns the other operand and would hide a NaN score). */
+__device__ __forceinline__ float max_keeping_nan(float a, float b) { return (a > b || a != a) ? a : b; }
+
+__device__ __forceinline__ float warp_max_keeping_nan(float x) {
+    for (int offset = WARP_SIZE / 2; offset > 0; offset /= 2) {
+        x = max_keeping_nan(x, __shfl_xor_sync(FULL_WARP_MASK, x, offset));
+    }
+    return x;
+}
+
 __device__ __forceinline__ float warp_sum(float x) {
     for (int offset = WARP_SIZE / 2; offset > 0; offset /= 2) {
         x += __shfl_xor_sync(FULL_WARP_MASK, x, offset);

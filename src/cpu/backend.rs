@@ -15,7 +15,11 @@
 //! 8-wide f32 lanes with no horizontal sums, which the compiler vectorises:
 //! `S[4 rows][8 keys] += q[row][x] * K[x][8 keys]` over x, and `O[4 rows][8 dims] += P[row][j] *
 //! V[j][8 dims]` over j; keys outside a row's range get `P = 0`. Without a window every range starts
-//! at key 0 and this is the plain prefix computation. Each task owns its disjoint slices of the
+//! at key 0 and this is the plain prefix computation. Since `0 * NaN` and `0 * Inf` are NaN, a task whose
+//! V rows hold a non-finite value computes `P V` row by row over each row's own keys instead (the same
+//! products in the same order): the keys a row does not see never reach it (README, "Non-finite
+//! values"). A NaN score makes `m`, hence the row, NaN; a row whose `m` is `-inf` (no visible key, or
+//! every visible score `-inf`) is written as 0 with lse `-inf`. Each task owns its disjoint slices of the
 //! logsumexp and the weights and returns its output rows, which are scattered through the out strides
 //! at the end (no unsafe code). Results do not depend on the number of threads.
 
@@ -404,6 +408,9 @@ impl<T: Element> Context<'_, T> {
                 v_row.fill(0.0);
             }
         }
+        // P is 0 at the keys a row does not see, but 0 * NaN and 0 * Inf are NaN: with a non-finite
+        // value among these V rows, each row multiplies only its own keys (output_rows).
+        let v_finite = v_rows.iter().all(|x| x.is_finite());
 
         let adjust = Adjust::new(problem);
         let mut out = vec![T::default(); ratio * task.rows * d];
@@ -458,6 +465,8 @@ impl<T: Element> Context<'_, T> {
                 let mut row_sum = [0.0f32; ROWS];
                 let mut row_max = [f32::NEG_INFINITY; ROWS];
                 let mut seen = [false; ROWS];
+                // Each row's visible keys as score columns.
+                let mut columns = [(0usize, 0usize); ROWS];
                 for (r, row) in scores.chunks_exact_mut(score_len).enumerate() {
                     let (begin, end) = ranges[r];
                     // Absent rows and rows that see no key have begin == end.
@@ -479,16 +488,16 @@ impl<T: Element> Context<'_, T> {
                     row_sum[r] = sum;
                     row_max[r] = max;
                     seen[r] = true;
+                    columns[r] = (lo, hi);
                 }
 
                 // O = P V.
-                output_tile(
-                    scores,
-                    score_len,
-                    &scratch.v_rows[group_start * dims..group_keys * dims],
-                    dims,
-                    &mut scratch.acc,
-                );
+                let v_group = &scratch.v_rows[group_start * dims..group_keys * dims];
+                if v_finite {
+                    output_tile(scores, score_len, v_group, dims, &mut scratch.acc);
+                } else {
+                    output_rows(scores, score_len, v_group, dims, &columns, &mut scratch.acc);
+                }
 
                 for r in 0..rows {
                     let i = first + r;
@@ -580,6 +589,35 @@ fn output_tile(p: &[f32], stride: usize, v_rows: &[f32], dims: usize, acc: &mut 
         }
         for (r, values) in tile.iter().enumerate() {
             acc[r * dims + x0..][..LANES].copy_from_slice(values);
+        }
+    }
+}
+
+/// As [`output_tile`], but row `r` sums only over its own keys `columns[r]` (the same products, in
+/// the same order, without the zero terms of the keys it does not see), so that a non-finite V at a
+/// key a row does not see stays out of that row. Rows with an empty range are left alone.
+fn output_rows(
+    p: &[f32],
+    stride: usize,
+    v_rows: &[f32],
+    dims: usize,
+    columns: &[(usize, usize); ROWS],
+    acc: &mut [f32],
+) {
+    for (r, &(lo, hi)) in columns.iter().enumerate() {
+        if lo >= hi {
+            continue;
+        }
+        let acc_row = &mut acc[r * dims..(r + 1) * dims];
+        acc_row.fill(0.0);
+        let p_row = &p[r * stride..(r + 1) * stride];
+        for (&w, v_row) in p_row[lo..hi]
+            .iter()
+            .zip(v_rows[lo * dims..].chunks_exact(dims))
+        {
+            for (a, &value) in acc_row.iter_mut().zip(v_row) {
+                *a += w * value;
+            }
         }
     }
 }

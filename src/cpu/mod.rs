@@ -32,8 +32,10 @@
 //! `c = i + seq_k - seq_q`), so each row sees a contiguous range of keys
 //! ([`AttentionProblem::key_range`](crate::AttentionProblem::key_range)); the soft cap, then the ALiBi
 //! bias `-m_h * |c - j|`, apply to the scaled scores; a row that sees no key outputs 0 and logsumexp
-//! `-inf`. The logsumexp is `[batch, heads_q, seq_q]` and the weights
-//! `[batch, heads_q, seq_q, seq_k]`, both contiguous f32.
+//! `-inf` whatever q, k and v hold, and a NaN in a row's query or in a key it sees makes its output
+//! and logsumexp NaN (the rest, infinities and values at masked keys: README, "Non-finite values").
+//! The logsumexp is `[batch, heads_q, seq_q]` and the weights `[batch, heads_q, seq_q, seq_k]`, both
+//! contiguous f32.
 
 pub mod backend;
 pub mod compare;

@@ -32,6 +32,12 @@ fn validate_inputs<T>(problem: &AttentionProblem, q: &[T], k: &[T], v: &[T]) -> 
 /// ([`AttentionProblem::key_range`]) dropped, `m = max s`, `lse = m + ln(sum exp(s - m))`, weights
 /// `exp(s - lse)`, output `sum weights * v`. Reads q, k, v through the problem's strides.
 ///
+/// Non-finite values (README, "Non-finite values"): the keys a row does not see never enter (weight
+/// 0, their K and V unread); a NaN score (NaN in the row's q or a visible key) makes the max NaN, so the
+/// row's output, lse and visible weights are NaN; a `+inf` score does the same (`inf - inf`); a row
+/// whose max is `-inf` (no visible key, or every visible score `-inf`) outputs 0 with lse `-inf`; a
+/// non-finite V at a visible key reaches its output column even where the key's weight is 0.
+///
 /// # Errors
 /// Whatever [`AttentionProblem::validate`] reports, or [`AttentionError::BufferTooSmall`] for a short
 /// q, k or v.
@@ -89,16 +95,15 @@ pub fn reference<T: Element>(
                 let row_lse = max + sum.ln();
                 let row = (b * hq + h) * sq + i;
                 lse[row] = row_lse;
+                // Masked keys keep weight 0 and their V is never read, even in a NaN row; every
+                // visible key's V is, even where its weight underflows to 0 (0 * NaN is NaN).
                 let p_row = &mut weights[row * sk..(row + 1) * sk];
-                for (p, &x) in p_row.iter_mut().zip(&scores) {
+                for (p, &x) in p_row[begin..end].iter_mut().zip(&scores[begin..end]) {
                     *p = (x - max).exp() / sum;
                 }
-                // O = P V.
+                // O = P V over the visible keys.
                 let o_row = &mut out[((b * sq + i) * hq + h) * d..][..d];
-                for (j, &p) in p_row.iter().enumerate() {
-                    if p == 0.0 {
-                        continue;
-                    }
+                for (j, &p) in p_row.iter().enumerate().take(end).skip(begin) {
                     for (x, o) in o_row.iter_mut().enumerate() {
                         *o += p * v[vs.offset(b, j, hk, x)].to_f64();
                     }
