@@ -92,7 +92,14 @@ fn run_reference<T: Element>(problem: &AttentionProblem, inputs: &Inputs<T>) -> 
 /// The CPU backend, with lse and weights (the one call site).
 fn run_cpu<T: Element>(problem: &AttentionProblem, inputs: &Inputs<T>) -> Outcome {
     let (q, k, v) = inputs.slices();
-    let result = cpu::attention(problem, q, k, v, true, true).unwrap();
+    let result = cpu::attention(
+        problem,
+        ForwardOptions::default().with_lse(true).with_weights(true),
+        q,
+        k,
+        v,
+    )
+    .unwrap();
     Outcome {
         out: contiguous_out(problem, &result.out),
         lse: widen(&result.lse.unwrap()),
@@ -111,6 +118,7 @@ fn run_emulator<T: Element>(
     let (choice, weights) = match kernel {
         KernelKind::Naive => (KernelChoice::Naive, true),
         KernelKind::Flash => (KernelChoice::Flash, false),
+        other => panic!("the emulator has no {other} kernel"),
     };
     let options = ForwardOptions::default()
         .with_kernel(choice)
@@ -118,7 +126,7 @@ fn run_emulator<T: Element>(
         .with_weights(weights);
     let emulator = Emulator::new();
     let plan = emulator.plan::<T>(problem, options).unwrap();
-    assert_eq!(plan.kernel, kernel, "{}", plan.reason);
+    assert_eq!(plan.kernel(), kernel, "{}", plan.reason());
     let result = emulator.forward(problem, options, q, k, v).unwrap();
     Outcome {
         out: contiguous_out(problem, &result.out),
@@ -278,9 +286,9 @@ fn make_inputs<T: Element>(case: &Case, seed: u64) -> (Inputs<T>, Inputs<T>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut tensor = |which: Tensor| {
         let (name, strides, seq, heads) = match which {
-            Tensor::Q => ("q", p.q_strides, s.seq_q, s.heads_q),
-            Tensor::K => ("k", p.k_strides, s.seq_k, s.heads_kv),
-            Tensor::V => ("v", p.v_strides, s.seq_k, s.heads_kv),
+            Tensor::Q => (cuda_attention::Tensor::Q, p.q_strides, s.seq_q, s.heads_q),
+            Tensor::K => (cuda_attention::Tensor::K, p.k_strides, s.seq_k, s.heads_kv),
+            Tensor::V => (cuda_attention::Tensor::V, p.v_strides, s.seq_k, s.heads_kv),
         };
         let len = p.required_len(name).unwrap() + case.tail;
         let mut clean = vec![T::from_f32(f32::NAN); len.max(1)];
