@@ -165,3 +165,40 @@ fn vec_filled_with_an_overflowing_length_is_size_overflow() {
         other => panic!("expected OutOfMemory, got {:?}", other.map(|v| v.len())),
     }
 }
+
+/// The f64 reference (`attn check`'s oracle) at seq 100000 with 64 heads: 2 * 10^10 weights per head in
+/// f64, far beyond any host. Inputs broadcast (stride 0) so they are tiny; the reference must refuse before
+/// allocating: host `OutOfMemory` with the bytes of its outputs, lse and weights.
+#[test]
+fn the_f64_reference_at_seq_100000_is_out_of_memory_on_the_host() {
+    let seq = 100_000;
+    let heads = 64;
+    let d = 64;
+    let broadcast = Strides {
+        batch: 0,
+        seq: 0,
+        head: 0,
+    };
+    let out = Strides::bshd(seq, heads, d);
+    let problem = AttentionProblem::new(AttentionShape::new(1, seq, heads, d))
+        .with_strides(broadcast, broadcast, broadcast, out);
+    let x = vec![f16::from_f32(0.5); problem.required_len(Tensor::Q).unwrap()];
+    assert_eq!(x.len(), d);
+    let expected = (seq * heads * d + seq * heads + seq * seq * heads + seq) * 8;
+    let available = available_bytes().expect("Linux /proc/meminfo");
+    assert!(
+        expected > available,
+        "this host could hold {expected} bytes"
+    );
+    let result = quickly("the f64 reference", || {
+        cuda_attention::cpu::reference(&problem, &x, &x, &x)
+    });
+    match result {
+        Err(AttentionError::OutOfMemory {
+            memory: Memory::Host,
+            needed,
+            ..
+        }) => assert_eq!(needed, expected),
+        other => panic!("expected host OutOfMemory, got {other:?}"),
+    }
+}

@@ -3,8 +3,8 @@
 
 use crate::dtype::Element;
 use crate::error::{AttentionError, Result};
-use crate::problem::AttentionProblem;
-use crate::problem::Tensor;
+use crate::host_memory::{check_budget, vec_filled};
+use crate::problem::{checked_product, AttentionProblem, Tensor};
 
 /// Exact-as-f64 results of one attention problem, all contiguous.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,8 +39,9 @@ fn validate_inputs<T>(problem: &AttentionProblem, q: &[T], k: &[T], v: &[T]) -> 
 /// non-finite V at a visible key reaches its output column even where the key's weight is 0.
 ///
 /// # Errors
-/// Whatever [`AttentionProblem::validate`] reports, or [`AttentionError::BufferTooSmall`] for a short
-/// q, k or v.
+/// Whatever [`AttentionProblem::validate`] reports, [`AttentionError::BufferTooSmall`] for a short
+/// q, k or v, [`AttentionError::OutOfMemory`] (host) when the outputs and weights do not fit this
+/// machine.
 pub fn reference<T: Element>(
     problem: &AttentionProblem,
     q: &[T],
@@ -54,10 +55,23 @@ pub fn reference<T: Element>(
     let ratio = problem.heads_ratio();
     let (qs, ks, vs) = (problem.q_strides, problem.k_strides, problem.v_strides);
 
-    let mut out = vec![0.0f64; s.batch * sq * hq * d];
-    let mut lse = vec![f64::NEG_INFINITY; s.lse_elements()?];
-    let mut weights = vec![0.0f64; s.score_elements()?];
-    let mut scores = vec![f64::NEG_INFINITY; sk];
+    // Every buffer sized by the problem goes through the host memory guard: a problem too large for this
+    // machine is an OutOfMemory error with the numbers (the weights alone are seq_q * seq_k f64 per head).
+    let out_len = checked_product("reference output", &[s.batch, sq, hq, d])?;
+    let (lse_len, score_len) = (s.lse_elements()?, s.score_elements()?);
+    let total = [out_len, lse_len, score_len, sk]
+        .into_iter()
+        .try_fold(0usize, usize::checked_add)
+        .and_then(|n| n.checked_mul(size_of::<f64>()))
+        .ok_or_else(|| AttentionError::SizeOverflow {
+            what: "reference outputs",
+            detail: format!("{out_len} outputs, {lse_len} lse, {score_len} weights in f64"),
+        })?;
+    check_budget("f64 reference outputs and weights", total)?;
+    let mut out = vec_filled("reference output", out_len, 0.0f64)?;
+    let mut lse = vec_filled("reference logsumexp", lse_len, f64::NEG_INFINITY)?;
+    let mut weights = vec_filled("reference weights", score_len, 0.0f64)?;
+    let mut scores = vec_filled("reference score row", sk, f64::NEG_INFINITY)?;
 
     for b in 0..s.batch {
         for h in 0..hq {
@@ -155,9 +169,13 @@ pub fn naive_in_precision<T: Element>(
                 s.batch
             ),
         })?;
-    let mut out = vec![0.0f32; out_len];
-    let mut scores = vec![f32::NEG_INFINITY; sk];
-    let mut k_scaled = vec![0.0f32; sk * d];
+    let mut out = vec_filled("naive baseline output", out_len, 0.0f32)?;
+    let mut scores = vec_filled("naive baseline score row", sk, f32::NEG_INFINITY)?;
+    let mut k_scaled = vec_filled(
+        "naive baseline scaled keys",
+        checked_product("naive baseline scaled keys", &[sk, d])?,
+        0.0f32,
+    )?;
     let mut q_row = vec![0.0f32; d];
 
     for b in 0..s.batch {
