@@ -4,18 +4,14 @@
 //!
 //! Uses the binary at `$ATTN_BIN` when set (the GPU suite runs the tests from a packed folder).
 
-#[allow(dead_code)]
-#[path = "../src/bin/attn/results.rs"]
-mod results;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use cuda_attention::cli::bench::results::{BenchResults, Status};
 use half::f16;
 use npyz::WriterBuilder;
-use results::{BenchResults, Status};
 
 /// The torch script's results in its schema (hand-made, see the file's device name), compiled in so that
 /// the test binaries also run from the GPU suite's packed folder.

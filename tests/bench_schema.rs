@@ -1,28 +1,19 @@
 //! The benchmark's results schema, FLOP formula, statistics, sampled-row check and tables, through the
-//! CLI's own modules (included by path: they depend on serde and the library only), and the schema of
+//! library half of the CLI (`cuda_attention::cli`, feature `cli`), and the schema of
 //! benches/torch_sdpa.py (its committed fixture, and its --dry-run output when python3 is here).
 
-#[allow(dead_code)]
-#[path = "../src/bin/attn/results.rs"]
-mod results;
-#[allow(dead_code)]
-#[path = "../src/bin/attn/slice_check.rs"]
-mod slice_check;
-#[allow(dead_code)]
-#[path = "../src/bin/attn/sweep.rs"]
-mod sweep;
-#[allow(dead_code)]
-#[path = "../src/bin/attn/table.rs"]
-mod table;
+use cuda_attention::cli::bench::{slice_check, sweep, table};
 
 use cuda_attention::Tensor;
 use std::path::Path;
 use std::process::Command;
 
+use cuda_attention::cli::bench::results::{
+    BenchResults, Check, Device, Memory, Record, Settings, Status, Timing, SCHEMA,
+};
 use cuda_attention::cpu::backend;
 use cuda_attention::{AttentionProblem, AttentionShape, DType};
 use half::bf16;
-use results::{BenchResults, Check, Device, Memory, Record, Settings, Status, Timing, SCHEMA};
 use sweep::{Masks, Sweep, GPU_DEFAULTS, GPU_QUICK};
 
 /// The torch script's results in its schema (hand-made, see the file's device name), compiled in so that

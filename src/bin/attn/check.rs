@@ -12,8 +12,8 @@ use cuda_attention::{
 };
 use half::{bf16, f16};
 
-use crate::inputs::Inputs;
-use crate::target::Target;
+use cuda_attention::cli::inputs::Inputs;
+use cuda_attention::cli::runner::Target;
 
 /// What runs the check.
 #[derive(Clone, Copy)]

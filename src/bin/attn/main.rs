@@ -1,25 +1,15 @@
 //! `attn`: inspect the device, benchmark the kernels, check them against the CPU reference, and draw
 //! attention weights.
 //!
-//! One file per job: `info`, `check`, `bench` (with `sweep`, `timing`, `slice_check`, `results`,
-//! `table`, `plots`), `weights` (with `npy`, `heatmap`); `inputs`, `target`, `meta` and `fonts` are
-//! shared.
+//! One file or folder per command: `info`, `check`, `bench/` (timing loops, plots, run facts),
+//! `weights/` (.npy input, heatmap); `draw/` holds the font and PNG encoding both pictures use. What the
+//! tests also use (runner vocabulary, inputs, results schema, sweep, sampled-row check, tables) is the
+//! library's [`cuda_attention::cli`].
 
 mod bench;
 mod check;
-mod fonts;
-mod heatmap;
+mod draw;
 mod info;
-mod inputs;
-mod meta;
-mod npy;
-mod plots;
-mod results;
-mod slice_check;
-mod sweep;
-mod table;
-mod target;
-mod timing;
 mod weights;
 
 use std::process::ExitCode;

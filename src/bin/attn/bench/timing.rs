@@ -19,11 +19,11 @@ use cuda_attention::{
 use cudarc::driver::sys::{cudaError_enum, CUdevice_attribute, CUevent_flags};
 use cudarc::driver::{CudaSlice, CudaStream, DriverError};
 
-use crate::inputs::{Aligned, Inputs};
-use crate::results::{Check, Memory, Record, Status, Timing};
-use crate::slice_check::{check_rows, sample_rows};
-use crate::sweep::{Case, Kernel, Sweep};
-use crate::table::human_bytes;
+use cuda_attention::cli::bench::results::{Check, Memory, Record, Status, Timing};
+use cuda_attention::cli::bench::slice_check::{check_rows, sample_rows};
+use cuda_attention::cli::bench::sweep::{Case, Kernel, Sweep};
+use cuda_attention::cli::bench::table::human_bytes;
+use cuda_attention::cli::inputs::{Aligned, Inputs};
 
 /// Free device memory kept in reserve when deciding whether a workspace fits.
 const MEMORY_MARGIN: usize = 256 << 20;

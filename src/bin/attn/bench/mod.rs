@@ -15,14 +15,19 @@ use clap::Args;
 use cuda_attention::DType;
 use half::{bf16, f16};
 
-use crate::meta;
-use crate::plots;
-use crate::results::{BenchResults, Record, Settings, Status, SCHEMA};
-use crate::sweep::{Case, Kernel, Masks, Sweep, CPU_DEFAULTS, CPU_QUICK, GPU_DEFAULTS, GPU_QUICK};
-use crate::table;
-use crate::target::Target;
-use crate::timing::{self, GpuRunner, HostRunner, HostSets};
+mod meta;
+mod plots;
+mod timing;
+
+use cuda_attention::cli::bench::results::{BenchResults, Record, Settings, Status, SCHEMA};
+use cuda_attention::cli::bench::sweep::{
+    Case, Kernel, Masks, Sweep, CPU_DEFAULTS, CPU_QUICK, GPU_DEFAULTS, GPU_QUICK,
+};
+use cuda_attention::cli::bench::{slice_check, table};
+use cuda_attention::cli::runner::Target;
+
 use crate::CliResult;
+use timing::{GpuRunner, HostRunner, HostSets};
 
 /// The CPU backend skips shapes above this many FLOPs per call (about 10 s on 2 cores).
 const CPU_FLOP_LIMIT: f64 = 2e11;
@@ -75,7 +80,7 @@ pub struct BenchArgs {
     #[arg(long)]
     host_seconds: Option<f64>,
     /// Output rows checked against the f64 reference per kernel and shape.
-    #[arg(long, default_value_t = crate::slice_check::ROWS)]
+    #[arg(long, default_value_t = slice_check::ROWS)]
     check_rows: usize,
     /// A small sweep: seconds on a GPU, under a minute on the CPU backend.
     #[arg(long)]

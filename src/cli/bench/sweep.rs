@@ -4,9 +4,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use cuda_attention::{AttentionProblem, AttentionShape, DType};
-
-use crate::results::{Record, Status};
+use super::results::{Record, Status};
+use crate::{AttentionProblem, AttentionShape, DType};
 
 /// The sizes a sweep covers unless told otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,11 +14,15 @@ use cuda_attention::{
 };
 use half::{bf16, f16};
 
-use crate::heatmap::{self, Pool};
-use crate::inputs::{uniform, Aligned};
-use crate::npy::{self, Values};
-use crate::target::Target;
+mod heatmap;
+mod npy;
+
+use cuda_attention::cli::inputs::{uniform, Aligned};
+use cuda_attention::cli::runner::Target;
+
 use crate::CliResult;
+use heatmap::Pool;
+use npy::Values;
 
 /// Where the naive path runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

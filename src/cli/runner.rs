@@ -1,9 +1,9 @@
 //! Where the CLI runs kernels: the GPU engine when there is one, else the CPU backend (and why), or the
 //! emulator when asked.
 
-use cuda_attention::emulator::Schedule;
-use cuda_attention::gpu::driver_present;
-use cuda_attention::{AttentionError, Engine};
+use crate::emulator::Schedule;
+use crate::gpu::driver_present;
+use crate::{AttentionError, Engine};
 
 /// The machine's attention backend for this run.
 pub enum Target {

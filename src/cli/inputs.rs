@@ -1,10 +1,9 @@
 //! Random q, k, v for benchmarks and checks, in 16-byte-aligned host storage (the flash kernel loads
 //! 16-byte rows, on the GPU and in the emulator alike).
 
-use cuda_attention::Tensor;
 use std::ops::{Deref, DerefMut};
 
-use cuda_attention::{AttentionProblem, Element, Result};
+use crate::{AttentionProblem, Element, Result, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
