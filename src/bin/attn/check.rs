@@ -1,36 +1,24 @@
 //! `attn check`: one kernel on random inputs against the f64 CPU reference, by the tolerance rule.
 
-use cuda_attention::Tensor;
 use std::process::ExitCode;
 
 use clap::Args;
-use cuda_attention::cpu::{backend, compare, reference};
-use cuda_attention::emulator::{Emulator, Schedule};
+use cuda_attention::cli::inputs::Inputs;
+use cuda_attention::cli::runner::{Backend, Runner};
+use cuda_attention::cpu::{compare, reference};
+use cuda_attention::emulator::Schedule;
 use cuda_attention::{
-    AttentionError, AttentionProblem, AttentionShape, DType, Element, Engine, ForwardOptions,
-    KernelChoice, Layout, Result,
+    AttentionProblem, AttentionShape, DType, Element, ForwardOptions, Layout, Result,
 };
 use half::{bf16, f16};
 
-use cuda_attention::cli::inputs::Inputs;
-use cuda_attention::cli::runner::Target;
-
-/// What runs the check.
-#[derive(Clone, Copy)]
-enum Runner {
-    /// The GPU when there is one, else the CPU backend.
-    Device,
-    Cpu,
-    Emulator(Schedule),
-}
-
 #[derive(Args)]
 pub struct CheckArgs {
-    /// Kernel: auto, naive or flash (GPU); cpu for the CPU backend; emulator, emulator-naive or
-    /// emulator-flash for the CUDA kernels run by the CPU emulator (no GPU needed; slow, keep shapes
-    /// small).
+    /// Where and which kernel: auto (the GPU when there is one, else the CPU backend); gpu, naive or
+    /// flash (the GPU, an error without one); emulator, emulator-naive or emulator-flash (the CUDA
+    /// kernels run by the CPU emulator: no GPU needed, slow, keep shapes small); cpu (the CPU backend).
     #[arg(long, default_value = "auto")]
-    kernel: String,
+    kernel: Runner,
     /// Emulator schedule: round-robin, reversed, random or random:SEED.
     #[arg(long, default_value = "round-robin")]
     schedule: Schedule,
@@ -85,32 +73,14 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode> {
         .with_layout(args.layout)
         .with_causal(args.causal);
     problem.validate()?;
-    let (runner, kernel) = match args.kernel.as_str() {
-        "cpu" => (Runner::Cpu, KernelChoice::Auto),
-        "emulator" => (Runner::Emulator(args.schedule), KernelChoice::Auto),
-        "emulator-naive" => (Runner::Emulator(args.schedule), KernelChoice::Naive),
-        "emulator-flash" => (Runner::Emulator(args.schedule), KernelChoice::Flash),
-        other => (
-            Runner::Device,
-            other.parse().map_err(|e: String| {
-                AttentionError::InvalidArgument(format!(
-                    "{e}, or cpu, emulator, emulator-naive, emulator-flash"
-                ))
-            })?,
-        ),
-    };
-    let target = match runner {
-        Runner::Device => Target::open(args.device, false)?,
-        Runner::Cpu => Target::Cpu("--kernel cpu".into()),
-        Runner::Emulator(schedule) => Target::Emulator(schedule),
-    };
-    if let Target::Cpu(why) = &target {
-        println!("running the CPU backend ({why})");
-    }
+    let backend = args.kernel.open(args.device, args.schedule)?;
+    let options = ForwardOptions::default()
+        .with_kernel(args.kernel.kernel())
+        .with_lse(true);
     let passed = match args.dtype {
-        DType::F32 => check::<f32>(&target, &problem, kernel, args.seed)?,
-        DType::F16 => check::<f16>(&target, &problem, kernel, args.seed)?,
-        DType::Bf16 => check::<bf16>(&target, &problem, kernel, args.seed)?,
+        DType::F32 => check::<f32>(&backend, &problem, options, args.seed)?,
+        DType::F16 => check::<f16>(&backend, &problem, options, args.seed)?,
+        DType::Bf16 => check::<bf16>(&backend, &problem, options, args.seed)?,
     };
     Ok(if passed {
         ExitCode::SUCCESS
@@ -120,45 +90,18 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode> {
 }
 
 fn check<T: Element>(
-    target: &Target,
+    backend: &Backend,
     problem: &AttentionProblem,
-    kernel: KernelChoice,
+    options: ForwardOptions,
     seed: u64,
 ) -> Result<bool> {
     let inputs = Inputs::<T>::random(problem, seed)?;
-    let (label, out, lse) = match target {
-        Target::Gpu(engine) => run_gpu(engine, problem, kernel, &inputs)?,
-        Target::Emulator(schedule) => {
-            let emulator = Emulator::new().with_schedule(*schedule);
-            let options = ForwardOptions::default().with_kernel(kernel).with_lse(true);
-            let plan = emulator.plan::<T>(problem, options)?;
-            let result = emulator.forward(problem, options, &inputs.q, &inputs.k, &inputs.v)?;
-            (
-                format!(
-                    "emulator-{} ({}; {})",
-                    plan.kernel(),
-                    emulator.description(),
-                    plan.reason()
-                ),
-                result.out,
-                result.lse.unwrap_or_default(),
-            )
-        }
-        Target::Cpu(_) => {
-            let result = backend::attention(
-                problem,
-                ForwardOptions::default().with_lse(true),
-                &inputs.q,
-                &inputs.k,
-                &inputs.v,
-            )?;
-            (
-                "cpu backend".to_string(),
-                result.out,
-                result.lse.unwrap_or_default(),
-            )
-        }
-    };
+    let ran = backend.run(problem, options, &inputs.q, &inputs.k, &inputs.v)?;
+    let (label, out, lse) = (
+        ran.label,
+        ran.output.out,
+        ran.output.lse.unwrap_or_default(),
+    );
     let expected = reference::reference(problem, &inputs.q, &inputs.k, &inputs.v)?;
     let allowed = compare::tolerance(problem, &inputs.q, &inputs.k, &inputs.v, &expected)?;
     let out_error = compare::compare_output(problem, &out, &expected.out);
@@ -195,64 +138,4 @@ fn verdict(ok: bool) -> &'static str {
     } else {
         "FAIL"
     }
-}
-
-/// Runs the kernel on the device with NaN-poisoned outputs; returns (label, out, lse) on the host.
-fn run_gpu<T: Element>(
-    engine: &Engine,
-    problem: &AttentionProblem,
-    kernel: KernelChoice,
-    inputs: &Inputs<T>,
-) -> Result<(String, Vec<T>, Vec<f32>)> {
-    use cuda_attention::DeviceTensors;
-    let plan = engine.plan::<T>(
-        problem,
-        ForwardOptions::default().with_kernel(kernel).with_lse(true),
-    )?;
-    let label = format!(
-        "{} on {} ({})",
-        plan.kernel(),
-        engine.device().name,
-        plan.reason()
-    );
-    let stream = engine.default_stream();
-    let driver = |context| move |source| AttentionError::Driver { context, source };
-    let q = stream
-        .clone_htod(&inputs.q[..])
-        .map_err(driver("uploading q"))?;
-    let k = stream
-        .clone_htod(&inputs.k[..])
-        .map_err(driver("uploading k"))?;
-    let v = stream
-        .clone_htod(&inputs.v[..])
-        .map_err(driver("uploading v"))?;
-    let poison = vec![T::from_f32(f32::NAN); problem.required_len(Tensor::Out)?];
-    let mut out = stream
-        .clone_htod(&poison)
-        .map_err(driver("uploading the poisoned output"))?;
-    let mut lse = stream
-        .clone_htod(&vec![f32::NAN; problem.shape.lse_elements()?])
-        .map_err(driver("uploading lse"))?;
-    let mut workspace = stream
-        .alloc_zeros::<u8>(plan.workspace_bytes().max(16))
-        .map_err(driver("allocating"))?;
-    engine.forward_into(
-        stream,
-        &plan,
-        DeviceTensors {
-            q: &q,
-            k: &k,
-            v: &v,
-            out: &mut out,
-            lse: Some(&mut lse),
-            weights: None,
-            workspace: Some(&mut workspace),
-            alibi_slopes: None,
-        },
-    )?;
-    let out = stream
-        .clone_dtoh(&out)
-        .map_err(driver("downloading the output"))?;
-    let lse = stream.clone_dtoh(&lse).map_err(driver("downloading lse"))?;
-    Ok((label, out, lse))
 }

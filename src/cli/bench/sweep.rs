@@ -1,10 +1,10 @@
 //! What a benchmark sweep covers: kernels, dtypes, head dims, masks and sequence lengths, with
 //! batch * seq and heads * head_dim held constant (FlashAttention's convention: 16k tokens, hidden 2048).
 
-use std::fmt;
 use std::str::FromStr;
 
 use super::results::{Record, Status};
+use crate::cli::runner::Runner;
 use crate::{AttentionProblem, AttentionShape, DType};
 
 /// The sizes a sweep covers unless told otherwise.
@@ -51,66 +51,6 @@ pub const CPU_QUICK: Defaults = Defaults {
     head_dims: &[64, 128],
 };
 
-/// A kernel `attn bench` can time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kernel {
-    /// The GPU naive kernels (scores materialised in device memory).
-    Naive,
-    /// The GPU flash kernel.
-    Flash,
-    /// The multi-threaded CPU backend.
-    Cpu,
-    /// The naive kernels run by the CPU emulator of the CUDA kernels (slow: for tiny shapes).
-    EmulatorNaive,
-    /// The flash kernel run by the CPU emulator.
-    EmulatorFlash,
-}
-
-impl Kernel {
-    pub const ALL: [Kernel; 5] = [
-        Kernel::Naive,
-        Kernel::Flash,
-        Kernel::Cpu,
-        Kernel::EmulatorNaive,
-        Kernel::EmulatorFlash,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Kernel::Naive => "naive",
-            Kernel::Flash => "flash",
-            Kernel::Cpu => "cpu",
-            Kernel::EmulatorNaive => "emulator-naive",
-            Kernel::EmulatorFlash => "emulator-flash",
-        }
-    }
-
-    /// Whether the kernel runs on the GPU (else on the host).
-    pub fn on_gpu(self) -> bool {
-        matches!(self, Kernel::Naive | Kernel::Flash)
-    }
-}
-
-impl fmt::Display for Kernel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Kernel {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Kernel::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown kernel '{s}': use naive, flash, cpu, emulator-naive or emulator-flash"
-                )
-            })
-    }
-}
-
 /// Which masks a sweep covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Masks {
@@ -149,7 +89,8 @@ impl FromStr for Masks {
 /// A resolved sweep: every setting decided.
 #[derive(Debug, Clone)]
 pub struct Sweep {
-    pub kernels: Vec<Kernel>,
+    /// What is timed: each names one kernel on one backend ([`Runner::is_one_kernel`]).
+    pub kernels: Vec<Runner>,
     pub dtypes: Vec<DType>,
     pub head_dims: Vec<usize>,
     pub masks: Masks,

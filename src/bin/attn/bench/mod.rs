@@ -21,10 +21,11 @@ mod timing;
 
 use cuda_attention::cli::bench::results::{BenchResults, Record, Settings, Status, SCHEMA};
 use cuda_attention::cli::bench::sweep::{
-    Case, Kernel, Masks, Sweep, CPU_DEFAULTS, CPU_QUICK, GPU_DEFAULTS, GPU_QUICK,
+    Case, Masks, Sweep, CPU_DEFAULTS, CPU_QUICK, GPU_DEFAULTS, GPU_QUICK,
 };
 use cuda_attention::cli::bench::{slice_check, table};
-use cuda_attention::cli::runner::Target;
+use cuda_attention::cli::runner::{no_gpu, open_gpu, Runner};
+use cuda_attention::{Engine, KernelChoice};
 
 use crate::CliResult;
 use timing::{GpuRunner, HostRunner, HostSets};
@@ -37,10 +38,10 @@ const EMULATOR_FLOP_LIMIT: f64 = 3e8;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Kernels, comma separated: naive, flash (GPU), cpu, emulator-naive, emulator-flash.
-    /// Default: naive,flash on a GPU, cpu without one.
+    /// Kernels, comma separated: naive, flash (GPU), cpu, emulator-naive, emulator-flash (the spellings
+    /// of `attn check --kernel` that name one kernel). Default: naive,flash on a GPU, cpu without one.
     #[arg(long, value_delimiter = ',')]
-    kernels: Option<Vec<Kernel>>,
+    kernels: Option<Vec<Runner>>,
     /// Sequence lengths, comma separated. Default: 512,1024,...,16384 on a GPU; 128,...,2048 on the CPU.
     #[arg(long, value_delimiter = ',')]
     seqs: Option<Vec<usize>>,
@@ -116,9 +117,12 @@ fn resolve(args: &BenchArgs, gpu: bool) -> Sweep {
     };
     let host_seconds = if args.quick { 0.3 } else { 2.0 };
     let kernels = if gpu {
-        vec![Kernel::Naive, Kernel::Flash]
+        vec![
+            Runner::Gpu(KernelChoice::Naive),
+            Runner::Gpu(KernelChoice::Flash),
+        ]
     } else {
-        vec![Kernel::Cpu]
+        vec![Runner::Cpu]
     };
     Sweep {
         kernels: args.kernels.clone().unwrap_or(kernels),
@@ -254,9 +258,24 @@ fn write_outputs(
 /// Runs the sweep (or prints it with --dry-run, returning `None`).
 fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
     let date = meta::now_utc();
-    let target = Target::open(args.device, args.cpu)?;
-    let gpu = matches!(target, Target::Gpu(_));
-    let sweep = resolve(args, gpu);
+    // The GPU, or why the sweep runs without one.
+    let gpu: Result<Engine, String> = if args.cpu {
+        Err("--cpu given".into())
+    } else {
+        match open_gpu(args.device) {
+            Ok(engine) => Ok(engine),
+            Err(error) if no_gpu(&error) => Err(error.to_string()),
+            Err(error) => return Err(error.into()),
+        }
+    };
+    let sweep = resolve(args, gpu.is_ok());
+    if let Some(kernel) = sweep.kernels.iter().find(|k| !k.is_one_kernel()) {
+        return Err(format!(
+            "--kernels {kernel}: a benchmark record times one kernel, use naive, flash, cpu, \
+             emulator-naive or emulator-flash"
+        )
+        .into());
+    }
     let cases = sweep.cases()?;
     // With --dry-run stdout holds the JSON alone.
     let say = |line: String| {
@@ -266,8 +285,8 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
             println!("{line}");
         }
     };
-    let (backend, device) = match &target {
-        Target::Gpu(engine) => {
+    let (backend, device) = match &gpu {
+        Ok(engine) => {
             say(format!(
                 "backend: GPU {} ({} SMs)",
                 engine.device().name,
@@ -275,21 +294,18 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
             ));
             ("gpu", meta::gpu_device(engine.device()))
         }
-        Target::Cpu(why) => {
+        Err(why) => {
             say(format!(
                 "backend: CPU, no GPU used ({why}); the sweep runs on the CPU backend"
             ));
             ("cpu", meta::cpu_device())
         }
-        Target::Emulator(_) => ("cpu", meta::cpu_device()),
     };
-    let l2_flush_bytes = match &target {
-        Target::Gpu(engine) if sweep.kernels.iter().any(|k| k.on_gpu()) => {
-            timing::l2_flush_bytes(engine, &sweep)? as u64
-        }
+    let any_gpu = gpu.is_ok() && sweep.kernels.iter().any(|k| k.on_gpu());
+    let l2_flush_bytes = match &gpu {
+        Ok(engine) if any_gpu => timing::l2_flush_bytes(engine, &sweep)? as u64,
         _ => 0,
     };
-    let any_gpu = gpu && sweep.kernels.iter().any(|k| k.on_gpu());
     let any_host = sweep.kernels.iter().any(|k| !k.on_gpu());
     let timer = match (any_gpu, any_host) {
         (true, true) => "cuda events (GPU kernels), wall clock (host kernels)",
@@ -351,9 +367,9 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
         let of_dtype: Vec<Case> = cases.iter().filter(|c| c.dtype == dtype).copied().collect();
         let records = &mut results.records;
         match dtype {
-            DType::F32 => run_dtype::<f32>(&target, &sweep, &of_dtype, &mut progress, records)?,
-            DType::F16 => run_dtype::<f16>(&target, &sweep, &of_dtype, &mut progress, records)?,
-            DType::Bf16 => run_dtype::<bf16>(&target, &sweep, &of_dtype, &mut progress, records)?,
+            DType::F32 => run_dtype::<f32>(&gpu, &sweep, &of_dtype, &mut progress, records)?,
+            DType::F16 => run_dtype::<f16>(&gpu, &sweep, &of_dtype, &mut progress, records)?,
+            DType::Bf16 => run_dtype::<bf16>(&gpu, &sweep, &of_dtype, &mut progress, records)?,
         }
     }
     eprintln!(
@@ -364,11 +380,11 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
 }
 
 /// Why a host kernel is left out of a shape, if it is.
-fn too_slow(kernel: Kernel, flops: f64) -> Option<String> {
+fn too_slow(kernel: Runner, flops: f64) -> Option<String> {
     let limit = match kernel {
-        Kernel::Cpu => CPU_FLOP_LIMIT,
-        Kernel::EmulatorNaive | Kernel::EmulatorFlash => EMULATOR_FLOP_LIMIT,
-        Kernel::Naive | Kernel::Flash => return None,
+        Runner::Cpu => CPU_FLOP_LIMIT,
+        Runner::Emulator(_) => EMULATOR_FLOP_LIMIT,
+        Runner::Gpu(_) | Runner::Auto => return None,
     };
     (flops > limit).then(|| {
         format!(
@@ -380,15 +396,15 @@ fn too_slow(kernel: Kernel, flops: f64) -> Option<String> {
 }
 
 fn run_dtype<T: cuda_attention::Element>(
-    target: &Target,
+    gpu: &Result<Engine, String>,
     sweep: &Sweep,
     cases: &[Case],
     progress: &mut Progress,
     records: &mut Vec<Record>,
 ) -> CliResult<()> {
     let host = HostSets::<T>::new(sweep, cases)?;
-    let mut gpu = match target {
-        Target::Gpu(engine) if sweep.kernels.iter().any(|k| k.on_gpu()) => {
+    let mut gpu_runner = match gpu {
+        Ok(engine) if sweep.kernels.iter().any(|k| k.on_gpu()) => {
             Some(GpuRunner::new(engine, sweep, &host)?)
         }
         _ => None,
@@ -398,16 +414,13 @@ fn run_dtype<T: cuda_attention::Element>(
         for &kernel in &sweep.kernels {
             progress.start(case, kernel);
             let flops = case.problem().shape.flops(case.causal);
-            let record = match (&mut gpu, target) {
+            let record = match (&mut gpu_runner, gpu) {
                 (Some(runner), _) if kernel.on_gpu() => runner.measure(case, kernel),
-                (None, Target::Cpu(why)) if kernel.on_gpu() => case.record(
+                (_, Err(why)) if kernel.on_gpu() => case.record(
                     kernel.name(),
                     Status::Skipped,
                     Some(format!("no GPU: {why}")),
                 ),
-                (None, _) if kernel.on_gpu() => {
-                    case.record(kernel.name(), Status::Skipped, Some("no GPU".into()))
-                }
                 _ => match too_slow(kernel, flops) {
                     Some(why) => case.record(kernel.name(), Status::Skipped, Some(why)),
                     None => host_runner.measure(case, kernel),
@@ -436,7 +449,7 @@ impl Progress {
         }
     }
 
-    fn start(&mut self, case: &Case, kernel: Kernel) {
+    fn start(&mut self, case: &Case, kernel: Runner) {
         self.done += 1;
         eprint!(
             "[{:>3}/{} {:>6.1}s] {:<14} {} d{} {}seq {:>5} batch {:>4} heads {:>3} ... ",

@@ -8,22 +8,21 @@ use cuda_attention::Tensor;
 use std::sync::Arc;
 use std::time::Instant;
 
-use cuda_attention::cpu::CpuBackend;
-use cuda_attention::emulator::Emulator;
+use cuda_attention::emulator::Schedule;
 use cuda_attention::host_memory::HostWorkspace;
 use cuda_attention::HostTensors;
 use cuda_attention::{
-    AttentionError, AttentionProblem, DeviceTensors, Element, Engine, ForwardOptions, KernelChoice,
-    Plan,
+    AttentionError, AttentionProblem, DeviceTensors, Element, Engine, ForwardOptions, Plan,
 };
 use cudarc::driver::sys::{cudaError_enum, CUdevice_attribute, CUevent_flags};
 use cudarc::driver::{CudaSlice, CudaStream, DriverError};
 
 use cuda_attention::cli::bench::results::{Check, Memory, Record, Status, Timing};
 use cuda_attention::cli::bench::slice_check::{check_rows, sample_rows};
-use cuda_attention::cli::bench::sweep::{Case, Kernel, Sweep};
+use cuda_attention::cli::bench::sweep::{Case, Sweep};
 use cuda_attention::cli::bench::table::human_bytes;
 use cuda_attention::cli::inputs::{Aligned, Inputs};
+use cuda_attention::cli::runner::Runner;
 
 /// Free device memory kept in reserve when deciding whether a workspace fits.
 const MEMORY_MARGIN: usize = 256 << 20;
@@ -132,24 +131,20 @@ impl<'a, T: Element> HostRunner<'a, T> {
     }
 
     /// Checks, then times `kernel` on `case`.
-    pub fn measure(&mut self, case: &Case, kernel: Kernel) -> Record {
+    pub fn measure(&mut self, case: &Case, kernel: Runner) -> Record {
         match self.try_measure(case, kernel) {
             Ok(record) => record,
             Err(error) => failed(case, kernel.name(), error),
         }
     }
 
-    fn try_measure(&mut self, case: &Case, kernel: Kernel) -> Result<Record, AttentionError> {
+    fn try_measure(&mut self, case: &Case, kernel: Runner) -> Result<Record, AttentionError> {
         let problem = case.problem();
-        let emulator = Emulator::new();
-        let choice = match kernel {
-            Kernel::EmulatorNaive => KernelChoice::Naive,
-            _ => KernelChoice::Flash,
-        };
-        let plan = match kernel {
-            Kernel::Cpu => CpuBackend.plan::<T>(&problem, ForwardOptions::default())?,
-            _ => emulator.plan::<T>(&problem, ForwardOptions::default().with_kernel(choice))?,
-        };
+        let backend = kernel.open(0, Schedule::default())?;
+        let plan = backend.plan::<T>(
+            &problem,
+            ForwardOptions::default().with_kernel(kernel.kernel()),
+        )?;
         let workspace = plan.workspace_bytes();
         let mut scratch = HostWorkspace::new(workspace)?;
         let lens = Lens::of(&problem)?;
@@ -160,10 +155,7 @@ impl<'a, T: Element> HostRunner<'a, T> {
             if workspace > 0 {
                 tensors.workspace = Some(scratch.as_bytes_mut());
             }
-            match kernel {
-                Kernel::Cpu => CpuBackend.forward_into(&plan, tensors),
-                _ => emulator.forward_into(&plan, tensors),
-            }
+            backend.forward_into_host(&plan, tensors)
         };
         let mut record = case.record(kernel.name(), Status::Ok, None);
         record.memory = Some(Memory {
@@ -308,7 +300,7 @@ impl<'a, T: Element> GpuRunner<'a, T> {
     }
 
     /// Checks, then times `kernel` (naive or flash) on `case`.
-    pub fn measure(&mut self, case: &Case, kernel: Kernel) -> Record {
+    pub fn measure(&mut self, case: &Case, kernel: Runner) -> Record {
         match self.try_measure(case, kernel) {
             Ok(record) => record,
             Err(error) => failed(case, kernel.name(), error),
@@ -339,15 +331,12 @@ impl<'a, T: Element> GpuRunner<'a, T> {
         )
     }
 
-    fn try_measure(&mut self, case: &Case, kernel: Kernel) -> Result<Record, AttentionError> {
+    fn try_measure(&mut self, case: &Case, kernel: Runner) -> Result<Record, AttentionError> {
         let problem = case.problem();
-        let choice = match kernel {
-            Kernel::Naive => KernelChoice::Naive,
-            _ => KernelChoice::Flash,
-        };
-        let plan = self
-            .engine
-            .plan::<T>(&problem, ForwardOptions::default().with_kernel(choice))?;
+        let plan = self.engine.plan::<T>(
+            &problem,
+            ForwardOptions::default().with_kernel(kernel.kernel()),
+        )?;
         let lens = Lens::of(&problem)?;
         let mut record = case.record(kernel.name(), Status::Ok, None);
         record.memory = Some(Memory {

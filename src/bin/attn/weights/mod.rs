@@ -1,41 +1,25 @@
-//! `attn weights`: one (batch, head)'s attention matrix as a heatmap PNG, computed by the naive path
-//! (the one that materialises the weights): on the GPU when there is one, else the CPU backend, or the
-//! emulated naive kernels with `--backend emulator`. Inputs are random, or real activations from .npy
+//! `attn weights`: one (batch, head)'s attention matrix as a heatmap PNG, computed by a path that
+//! materialises the weights: the naive kernels on the GPU when there is one, else the CPU backend, or
+//! the emulated naive kernels with `--kernel emulator`. Inputs are random, or real activations from .npy
 //! files; token labels from a text file (one per line) go on the axes.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Args, ValueEnum};
-use cuda_attention::cpu::backend;
-use cuda_attention::emulator::Emulator;
-use cuda_attention::{
-    AttentionProblem, AttentionShape, DType, Element, Engine, ForwardOptions, KernelChoice,
-};
+use clap::Args;
+use cuda_attention::cli::runner::{Backend, Runner};
+use cuda_attention::emulator::Schedule;
+use cuda_attention::{AttentionProblem, AttentionShape, DType, Element, ForwardOptions};
 use half::{bf16, f16};
 
 mod heatmap;
 mod npy;
 
-use cuda_attention::cli::inputs::{uniform, Aligned};
-use cuda_attention::cli::runner::Target;
+use cuda_attention::cli::inputs::uniform;
 
 use crate::CliResult;
 use heatmap::Pool;
 use npy::Values;
-
-/// Where the naive path runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Backend {
-    /// The GPU when there is one, else the CPU backend.
-    Auto,
-    /// The GPU naive kernels (an error without a GPU).
-    Gpu,
-    /// The CPU backend.
-    Cpu,
-    /// The naive kernels in the CPU emulator (slow; for small matrices).
-    Emulator,
-}
 
 #[derive(Args)]
 pub struct WeightsArgs {
@@ -81,9 +65,11 @@ pub struct WeightsArgs {
     /// Softmax scale (default 1/sqrt(head_dim)); larger values sharpen the weights.
     #[arg(long)]
     scale: Option<f32>,
-    /// Where the naive path runs.
-    #[arg(long, value_enum, default_value = "auto")]
-    backend: Backend,
+    /// Where and which kernel, as in `attn check` (`--backend` also works): auto (the GPU when there is
+    /// one, else the CPU backend), gpu or naive (the GPU), cpu, emulator or emulator-naive (the naive
+    /// kernels in the CPU emulator: slow, for small matrices). Flash never materialises the weights.
+    #[arg(long, visible_alias = "backend", default_value = "auto")]
+    kernel: Runner,
     /// Largest number of cells per axis; larger matrices are pooled in blocks.
     #[arg(long, default_value_t = 512)]
     max_cells: usize,
@@ -215,66 +201,20 @@ fn random(args: &WeightsArgs) -> CliResult<Selection> {
     })
 }
 
-/// Runs the naive path on one (batch, head) and returns (where it ran, the `[seq_q, seq_k]` weights).
-fn naive_weights<T: Element>(
-    target: &Target,
-    backend: Backend,
+/// Runs `problem` on one (batch, head) with the weights returned, and returns (what ran where, the
+/// `[seq_q, seq_k]` weights).
+fn weights_of<T: Element>(
+    backend: &Backend,
+    options: ForwardOptions,
     problem: &AttentionProblem,
     [q, k, v]: &[Vec<T>; 3],
 ) -> CliResult<(String, Vec<f32>)> {
-    let options = ForwardOptions::default()
-        .with_kernel(KernelChoice::Naive)
-        .with_weights(true);
-    match (backend, target) {
-        (Backend::Emulator, _) => {
-            let (q, k, v) = (
-                Aligned::from_slice(q),
-                Aligned::from_slice(k),
-                Aligned::from_slice(v),
-            );
-            let out = Emulator::new().forward(problem, options, &q, &k, &v)?;
-            Ok((
-                "naive kernels in the CPU emulator".into(),
-                out.weights.unwrap_or_default(),
-            ))
-        }
-        (Backend::Auto | Backend::Gpu, Target::Gpu(engine)) => Ok((
-            format!("naive kernels on {}", engine.device().name),
-            gpu_weights(engine, problem, options, q, k, v)?,
-        )),
-        (Backend::Gpu, Target::Cpu(why)) => Err(format!("--backend gpu, but no GPU: {why}").into()),
-        (Backend::Gpu, Target::Emulator(_)) => Err("--backend gpu, but no GPU".into()),
-        (Backend::Cpu | Backend::Auto, _) => {
-            let out =
-                backend::attention(problem, options.with_kernel(KernelChoice::Auto), q, k, v)?;
-            Ok((
-                "CPU backend (no GPU used)".into(),
-                out.weights.unwrap_or_default(),
-            ))
-        }
-    }
-}
-
-fn gpu_weights<T: Element>(
-    engine: &Engine,
-    problem: &AttentionProblem,
-    options: ForwardOptions,
-    q: &[T],
-    k: &[T],
-    v: &[T],
-) -> CliResult<Vec<f32>> {
-    let stream = engine.default_stream();
-    let upload = |x: &[T]| {
-        stream
-            .clone_htod(x)
-            .map_err(|e| format!("uploading the inputs: {e}"))
-    };
-    let (q, k, v) = (upload(q)?, upload(k)?, upload(v)?);
-    let out = engine.forward(problem, options, &q, &k, &v)?;
-    let weights = out.weights.ok_or("the engine returned no weights")?;
-    Ok(stream
-        .clone_dtoh(&weights)
-        .map_err(|e| format!("downloading the weights: {e}"))?)
+    let ran = backend.run(problem, options, q, k, v)?;
+    let weights = ran
+        .output
+        .weights
+        .ok_or("the backend returned no weights")?;
+    Ok((ran.label, weights))
 }
 
 /// Axis labels from the tokens file: (query labels, key labels).
@@ -314,23 +254,21 @@ pub fn run(args: &WeightsArgs) -> CliResult<ExitCode> {
         problem = problem.with_scale(scale);
     }
     problem.validate()?;
-    let target = match args.backend {
-        Backend::Cpu | Backend::Emulator => {
-            Target::Cpu(format!("--backend {:?}", args.backend).to_lowercase())
-        }
-        Backend::Auto | Backend::Gpu => Target::open(args.device, false)?,
-    };
+    let backend = args.kernel.open(args.device, Schedule::default())?;
+    let options = ForwardOptions::default()
+        .with_kernel(args.kernel.kernel())
+        .with_weights(true);
     let (ran_on, weights, dtype) = match &selection.slices {
         Slices::F32(x) => {
-            let (on, w) = naive_weights(&target, args.backend, &problem, x)?;
+            let (on, w) = weights_of(&backend, options, &problem, x)?;
             (on, w, "f32")
         }
         Slices::F16(x) => {
-            let (on, w) = naive_weights(&target, args.backend, &problem, x)?;
+            let (on, w) = weights_of(&backend, options, &problem, x)?;
             (on, w, "f16")
         }
         Slices::Bf16(x) => {
-            let (on, w) = naive_weights(&target, args.backend, &problem, x)?;
+            let (on, w) = weights_of(&backend, options, &problem, x)?;
             (on, w, "bf16")
         }
     };
