@@ -1,11 +1,14 @@
 //! Random q, k, v for benchmarks and checks, in 16-byte-aligned host storage (the flash kernel loads
-//! 16-byte rows, on the GPU and in the emulator alike).
+//! 16-byte rows, on the GPU and in the emulator alike), allocated through the host memory guard
+//! ([`crate::host_memory`]): a size too large for this machine is an error, never an abort.
 
 use std::ops::{Deref, DerefMut};
 
-use crate::{AttentionProblem, Element, Result, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+use crate::host_memory::vec_filled;
+use crate::{AttentionError, AttentionProblem, Element, Result, Tensor};
 
 /// Alignment of every host buffer here, in bytes.
 const ALIGN: usize = 16;
@@ -19,27 +22,40 @@ pub struct Aligned<T> {
 
 impl<T: Element> Aligned<T> {
     /// `len` copies of `value`.
-    pub fn filled(len: usize, value: T) -> Self {
+    ///
+    /// # Errors
+    /// [`AttentionError::SizeOverflow`] or [`AttentionError::OutOfMemory`] (host) naming `what`.
+    pub fn filled(what: &'static str, len: usize, value: T) -> Result<Self> {
         let spare = ALIGN / size_of::<T>();
-        let storage = vec![value; len + spare];
+        let padded = len
+            .checked_add(spare)
+            .ok_or_else(|| AttentionError::SizeOverflow {
+                what,
+                detail: format!("{len} elements"),
+            })?;
+        let storage = vec_filled(what, padded, value)?;
         let offset = storage.as_ptr().align_offset(ALIGN);
-        assert!(
-            offset <= spare,
-            "a Vec of {} cannot be aligned to {ALIGN} bytes",
-            T::DTYPE
-        );
-        Aligned {
+        if offset > spare {
+            return Err(AttentionError::InvalidArgument(format!(
+                "a buffer of {} cannot be aligned to {ALIGN} bytes",
+                T::DTYPE
+            )));
+        }
+        Ok(Aligned {
             storage,
             offset,
             len,
-        }
+        })
     }
 
     /// Copies `values` into aligned storage.
-    pub fn from_slice(values: &[T]) -> Self {
-        let mut aligned = Aligned::filled(values.len(), T::default());
+    ///
+    /// # Errors
+    /// As [`Aligned::filled`].
+    pub fn from_slice(what: &'static str, values: &[T]) -> Result<Self> {
+        let mut aligned = Aligned::filled(what, values.len(), T::default())?;
         aligned.copy_from_slice(values);
-        aligned
+        Ok(aligned)
     }
 }
 
@@ -57,56 +73,79 @@ impl<T> DerefMut for Aligned<T> {
 }
 
 /// `len` values uniform in [-1, 1), deterministic for `seed`.
-pub fn uniform<T: Element>(len: usize, seed: u64) -> Aligned<T> {
+///
+/// # Errors
+/// As [`Aligned::filled`].
+pub fn uniform<T: Element>(what: &'static str, len: usize, seed: u64) -> Result<Aligned<T>> {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut values = Aligned::filled(len, T::default());
+    let mut values = Aligned::filled(what, len, T::default())?;
     for x in values.iter_mut() {
         *x = T::from_f32(rng.random_range(-1.0..1.0));
     }
-    values
+    Ok(values)
 }
 
 /// q, k and v, sized for a problem's strides.
 pub struct Inputs<T> {
+    /// q.
     pub q: Aligned<T>,
+    /// k.
     pub k: Aligned<T>,
+    /// v.
     pub v: Aligned<T>,
 }
 
 impl<T: Element> Inputs<T> {
     /// Deterministic inputs for `seed`, uniform in [-1, 1).
+    ///
+    /// # Errors
+    /// The problem's size errors, and those of [`Aligned::filled`].
     pub fn random(problem: &AttentionProblem, seed: u64) -> Result<Self> {
         Ok(Inputs {
-            q: uniform(problem.required_len(Tensor::Q)?, seed.wrapping_mul(3)),
-            k: uniform(problem.required_len(Tensor::K)?, seed.wrapping_mul(3) + 1),
-            v: uniform(problem.required_len(Tensor::V)?, seed.wrapping_mul(3) + 2),
+            q: uniform("q", problem.required_len(Tensor::Q)?, seed.wrapping_mul(3))?,
+            k: uniform(
+                "k",
+                problem.required_len(Tensor::K)?,
+                seed.wrapping_mul(3) + 1,
+            )?,
+            v: uniform(
+                "v",
+                problem.required_len(Tensor::V)?,
+                seed.wrapping_mul(3) + 2,
+            )?,
         })
     }
 
     /// `len` values per tensor, uniform in [-1, 1): storage a sweep slices every shape from.
-    pub fn random_len(len: usize, seed: u64) -> Self {
-        Inputs {
-            q: uniform(len, seed.wrapping_mul(3)),
-            k: uniform(len, seed.wrapping_mul(3) + 1),
-            v: uniform(len, seed.wrapping_mul(3) + 2),
-        }
+    ///
+    /// # Errors
+    /// As [`Aligned::filled`].
+    pub fn random_len(len: usize, seed: u64) -> Result<Self> {
+        Ok(Inputs {
+            q: uniform("q", len, seed.wrapping_mul(3))?,
+            k: uniform("k", len, seed.wrapping_mul(3) + 1)?,
+            v: uniform("v", len, seed.wrapping_mul(3) + 2)?,
+        })
     }
 
     /// A copy with every tensor rotated by `shift` elements: other values at other addresses, made at
     /// the speed of a copy.
-    pub fn rotated(&self, shift: usize) -> Self {
-        let rotate = |x: &Aligned<T>| {
-            let mut copy = Aligned::from_slice(x);
+    ///
+    /// # Errors
+    /// As [`Aligned::filled`].
+    pub fn rotated(&self, shift: usize) -> Result<Self> {
+        let rotate = |what, x: &Aligned<T>| -> Result<Aligned<T>> {
+            let mut copy = Aligned::from_slice(what, x)?;
             if !copy.is_empty() {
                 let n = copy.len();
                 copy.rotate_left(shift % n);
             }
-            copy
+            Ok(copy)
         };
-        Inputs {
-            q: rotate(&self.q),
-            k: rotate(&self.k),
-            v: rotate(&self.v),
-        }
+        Ok(Inputs {
+            q: rotate("q", &self.q)?,
+            k: rotate("k", &self.k)?,
+            v: rotate("v", &self.v)?,
+        })
     }
 }

@@ -22,6 +22,7 @@ use std::str::FromStr;
 
 use cudarc::driver::{DevicePtr, DevicePtrMut};
 
+use super::{reject, CliResult};
 use crate::binding::Tensors;
 use crate::cpu::CpuBackend;
 use crate::emulator::{Emulator, Schedule};
@@ -130,6 +131,20 @@ impl Runner {
                     }
                 }),
         }
+    }
+}
+
+impl Runner {
+    /// [`Runner::open`] for a command: a GPU runner on a machine without a usable GPU is refused before
+    /// any work ([`CliError::Rejected`]); other driver errors are failures.
+    ///
+    /// # Errors
+    /// As said.
+    pub fn open_for_command(self, ordinal: usize, schedule: Schedule) -> CliResult<Backend> {
+        self.open(ordinal, schedule).map_err(|error| match error {
+            AttentionError::InvalidArgument(_) => reject(error),
+            other => other.into(),
+        })
     }
 }
 

@@ -5,10 +5,11 @@ use std::process::ExitCode;
 use clap::Args;
 use cuda_attention::cli::inputs::Inputs;
 use cuda_attention::cli::runner::{Backend, Runner};
+use cuda_attention::cli::{buffer_bytes, check_host_memory, reject, CliResult};
 use cuda_attention::cpu::{compare, reference};
 use cuda_attention::emulator::Schedule;
 use cuda_attention::{
-    AttentionProblem, AttentionShape, DType, Element, ForwardOptions, Layout, Result,
+    AttentionProblem, AttentionShape, DType, Element, ForwardOptions, Layout, Plan, Tensor,
 };
 use half::{bf16, f16};
 
@@ -60,7 +61,7 @@ fn parse_layout(s: &str) -> std::result::Result<Layout, String> {
     }
 }
 
-pub fn run(args: &CheckArgs) -> Result<ExitCode> {
+pub fn run(args: &CheckArgs) -> CliResult<ExitCode> {
     let shape = AttentionShape {
         batch: args.batch,
         seq_q: args.seq_q,
@@ -72,8 +73,8 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode> {
     let problem = AttentionProblem::new(shape)
         .with_layout(args.layout)
         .with_causal(args.causal);
-    problem.validate()?;
-    let backend = args.kernel.open(args.device, args.schedule)?;
+    problem.validate().map_err(reject)?;
+    let backend = args.kernel.open_for_command(args.device, args.schedule)?;
     let options = ForwardOptions::default()
         .with_kernel(args.kernel.kernel())
         .with_lse(true);
@@ -94,7 +95,9 @@ fn check<T: Element>(
     problem: &AttentionProblem,
     options: ForwardOptions,
     seed: u64,
-) -> Result<bool> {
+) -> CliResult<bool> {
+    let plan = backend.plan::<T>(problem, options).map_err(reject)?;
+    check_memory::<T>(backend, problem, &plan)?;
     let inputs = Inputs::<T>::random(problem, seed)?;
     let ran = backend.run(problem, options, &inputs.q, &inputs.k, &inputs.v)?;
     let (label, out, lse) = (
@@ -130,6 +133,45 @@ fn check<T: Element>(
         verdict(lse_ok)
     );
     Ok(out_ok && lse_ok)
+}
+
+/// Refuses, before any work, a check whose host buffers exceed the memory available: the inputs, the
+/// run's outputs (and the naive workspace on a host backend), and the f64 reference with its weights and
+/// the naive-in-precision output of the tolerance rule (`cpu::reference`, `cpu::tolerance`).
+fn check_memory<T: Element>(
+    backend: &Backend,
+    problem: &AttentionProblem,
+    plan: &Plan,
+) -> CliResult<()> {
+    let s = problem.shape;
+    let element = size_of::<T>();
+    let len = |tensor| problem.required_len(tensor);
+    let (q, k, v) = (len(Tensor::Q)?, len(Tensor::K)?, len(Tensor::V)?);
+    let inputs = q.checked_add(k).and_then(|n| n.checked_add(v));
+    let out = len(Tensor::Out)?;
+    let lse = s.lse_elements()?;
+    let workspace = match backend {
+        Backend::Gpu(_) => 0,
+        _ => plan.workspace_bytes(),
+    };
+    check_host_memory(
+        "attn check",
+        &[
+            ("inputs", inputs.and_then(|n| n.checked_mul(element))),
+            ("output", buffer_bytes(&[out], element)),
+            ("logsumexp", buffer_bytes(&[lse], 4)),
+            ("naive score workspace", Some(workspace)),
+            (
+                "f64 reference weights",
+                buffer_bytes(&[s.batch, s.heads_q, s.seq_q, s.seq_k], 8),
+            ),
+            ("f64 reference output", buffer_bytes(&[out], 8)),
+            ("f64 reference logsumexp", buffer_bytes(&[lse], 8)),
+            ("tolerance rule's output", buffer_bytes(&[out], 4)),
+        ],
+        "check a smaller shape (the f64 reference keeps every attention weight: batch * heads * seq_q * \
+         seq_k * 8 bytes)",
+    )
 }
 
 fn verdict(ok: bool) -> &'static str {

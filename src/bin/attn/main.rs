@@ -15,13 +15,15 @@ mod weights;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-/// What the commands return: an exit code, or an error message for stderr.
-pub type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
+use cuda_attention::cli::CliResult;
 
 /// Exact attention on NVIDIA GPUs: device info, benchmarks, correctness checks, attention pictures.
+///
+/// Exit codes: 0 done (and every check passed); 1 a check failed or a run failed; 2 refused before any
+/// work (an invalid flag or input file, a problem too large for this machine's memory, an output path
+/// that cannot be written).
 #[derive(Parser)]
-#[command(name = "attn", version, about)]
+#[command(name = "attn", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -45,14 +47,14 @@ fn main() -> ExitCode {
     let result: CliResult<ExitCode> = match cli.command {
         Command::Info(args) => info::run(&args).map_err(Into::into),
         Command::Bench(args) => bench::run(&args),
-        Command::Check(args) => check::run(&args).map_err(Into::into),
+        Command::Check(args) => check::run(&args),
         Command::Weights(args) => weights::run(&args),
     };
     match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error}");
-            ExitCode::FAILURE
+            ExitCode::from(error.exit_code())
         }
     }
 }

@@ -24,10 +24,11 @@ use cuda_attention::cli::bench::sweep::{
     Case, Masks, Sweep, CPU_DEFAULTS, CPU_QUICK, GPU_DEFAULTS, GPU_QUICK,
 };
 use cuda_attention::cli::bench::{slice_check, table};
+use cuda_attention::cli::output::prepare_dir;
 use cuda_attention::cli::runner::{no_gpu, open_gpu, Runner};
+use cuda_attention::cli::{check_host_memory, reject, CliResult};
 use cuda_attention::{Engine, KernelChoice};
 
-use crate::CliResult;
 use timing::{GpuRunner, HostRunner, HostSets};
 
 /// The CPU backend skips shapes above this many FLOPs per call (about 10 s on 2 cores).
@@ -137,15 +138,19 @@ fn resolve(args: &BenchArgs, gpu: bool) -> Sweep {
         hidden: args.hidden.unwrap_or(defaults.hidden),
         heads: args.heads,
         warmup: args.warmup.unwrap_or(if gpu { 3 } else { 0 }),
-        iters: args.iters.unwrap_or(20).max(1),
-        input_sets: args.input_sets.max(1),
+        iters: args.iters.unwrap_or(20),
+        input_sets: args.input_sets,
         flush_l2: !args.no_flush,
         host_seconds: args.host_seconds.unwrap_or(host_seconds),
-        check_rows: args.check_rows.max(1),
+        check_rows: args.check_rows,
     }
 }
 
 pub fn run(args: &BenchArgs) -> CliResult<ExitCode> {
+    // Where the results go is made and probed first: an unwritable --out is refused before the sweep.
+    if let Some(dir) = args.out.as_deref().filter(|_| !args.dry_run) {
+        prepare_dir("--out", dir)?;
+    }
     // A compare file that cannot be read costs the comparison, not the sweep: said first, then skipped.
     let theirs = match args.compare.as_deref().map(BenchResults::load) {
         Some(Err(error)) => {
@@ -156,7 +161,7 @@ pub fn run(args: &BenchArgs) -> CliResult<ExitCode> {
         None => None,
     };
     let ours = match &args.results {
-        Some(path) => BenchResults::load(path)?,
+        Some(path) => BenchResults::load(path).map_err(reject)?,
         None => match measure(args)? {
             Some(results) => results,
             None => return Ok(ExitCode::SUCCESS),
@@ -236,7 +241,6 @@ fn write_outputs(
     theirs: Option<&BenchResults>,
     merged: &[&Record],
 ) -> CliResult<()> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let json = dir.join("results.json");
     ours.save(&json)?;
     let title = title(ours, theirs);
@@ -269,14 +273,13 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
         }
     };
     let sweep = resolve(args, gpu.is_ok());
-    if let Some(kernel) = sweep.kernels.iter().find(|k| !k.is_one_kernel()) {
-        return Err(format!(
-            "--kernels {kernel}: a benchmark record times one kernel, use naive, flash, cpu, \
-             emulator-naive or emulator-flash"
-        )
-        .into());
-    }
-    let cases = sweep.cases()?;
+    // Every flag and every shape, then the memory the input sets take, before anything runs.
+    let cases = sweep.validate().map_err(reject)?;
+    check_host_memory(
+        "attn bench",
+        &[("input sets and outputs", sweep.host_bytes(&cases)?)],
+        "use fewer --input-sets, a smaller --tokens or --hidden, or shorter --seqs",
+    )?;
     // With --dry-run stdout holds the JSON alone.
     let say = |line: String| {
         if args.dry_run {
@@ -303,7 +306,11 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
     };
     let any_gpu = gpu.is_ok() && sweep.kernels.iter().any(|k| k.on_gpu());
     let l2_flush_bytes = match &gpu {
-        Ok(engine) if any_gpu => timing::l2_flush_bytes(engine, &sweep)? as u64,
+        Ok(engine) if any_gpu => {
+            let flush = timing::l2_flush_bytes(engine, &sweep)?;
+            timing::check_device_memory(engine, &sweep, &cases, flush)?;
+            flush as u64
+        }
         _ => 0,
     };
     let any_host = sweep.kernels.iter().any(|k| !k.on_gpu());
@@ -409,7 +416,7 @@ fn run_dtype<T: cuda_attention::Element>(
         }
         _ => None,
     };
-    let mut host_runner = HostRunner::new(sweep, &host);
+    let mut host_runner = HostRunner::new(sweep, &host)?;
     for case in cases {
         for &kernel in &sweep.kernels {
             progress.start(case, kernel);

@@ -8,8 +8,9 @@ use cuda_attention::Tensor;
 use std::sync::Arc;
 use std::time::Instant;
 
+use cuda_attention::cli::{buffer_bytes, CliError, CliResult};
 use cuda_attention::emulator::Schedule;
-use cuda_attention::host_memory::HostWorkspace;
+use cuda_attention::host_memory::{vec_filled, HostWorkspace};
 use cuda_attention::HostTensors;
 use cuda_attention::{
     AttentionError, AttentionProblem, DeviceTensors, Element, Engine, ForwardOptions, Plan,
@@ -96,18 +97,11 @@ impl<T: Element> HostSets<T> {
     /// `sweep.input_sets` sets large enough for every case in `cases`: the first uniform in [-1, 1),
     /// the others rotations of it (other values at other addresses).
     pub fn new(sweep: &Sweep, cases: &[Case]) -> Result<Self, AttentionError> {
-        let (mut input_len, mut out_len) = (0, 0);
-        for case in cases {
-            let problem = case.problem();
-            for tensor in [Tensor::Q, Tensor::K, Tensor::V] {
-                input_len = input_len.max(problem.required_len(tensor)?);
-            }
-            out_len = out_len.max(problem.required_len(Tensor::Out)?);
-        }
-        let first = Inputs::<T>::random_len(input_len, 2024);
-        let mut sets = Vec::with_capacity(sweep.input_sets.max(1));
-        for set in 1..sweep.input_sets.max(1) {
-            sets.push(first.rotated(set * 7919));
+        let (input_len, out_len) = Sweep::buffer_lens(cases)?;
+        let first = Inputs::<T>::random_len(input_len, 2024)?;
+        let mut sets = Vec::with_capacity(sweep.input_sets);
+        for set in 1..sweep.input_sets {
+            sets.push(first.rotated(set * 7919)?);
         }
         sets.insert(0, first);
         Ok(HostSets { sets, out_len })
@@ -122,12 +116,12 @@ pub struct HostRunner<'a, T> {
 }
 
 impl<'a, T: Element> HostRunner<'a, T> {
-    pub fn new(sweep: &'a Sweep, host: &'a HostSets<T>) -> Self {
-        HostRunner {
+    pub fn new(sweep: &'a Sweep, host: &'a HostSets<T>) -> Result<Self, AttentionError> {
+        Ok(HostRunner {
             sweep,
             host,
-            out: Aligned::filled(host.out_len, T::default()),
-        }
+            out: Aligned::filled("attention output", host.out_len, T::default())?,
+        })
     }
 
     /// Checks, then times `kernel` on `case`.
@@ -254,6 +248,38 @@ pub fn l2_flush_bytes(engine: &Engine, sweep: &Sweep) -> Result<usize, Attention
     Ok(2 * l2.max(1 << 20) as usize)
 }
 
+/// Refuses, before the sweep, one whose input sets, output and L2 flush buffer (for the dtype that needs
+/// most) exceed the device's free memory.
+pub fn check_device_memory(
+    engine: &Engine,
+    sweep: &Sweep,
+    cases: &[Case],
+    flush_bytes: usize,
+) -> CliResult<()> {
+    let (free, _) = engine
+        .context()
+        .mem_get_info()
+        .map_err(driver("reading free device memory"))?;
+    for &dtype in &sweep.dtypes {
+        let of_dtype: Vec<Case> = cases.iter().filter(|c| c.dtype == dtype).copied().collect();
+        let (input_len, out_len) = Sweep::buffer_lens(&of_dtype)?;
+        let needed = buffer_bytes(
+            &[sweep.input_sets * 3 + 1, input_len.max(out_len)],
+            dtype.size_bytes(),
+        )
+        .and_then(|bytes| bytes.checked_add(flush_bytes));
+        if needed.is_none_or(|n| n.saturating_add(MEMORY_MARGIN) > free) {
+            return Err(CliError::Rejected(format!(
+                "attn bench: the {dtype} input sets, output and L2 flush buffer need {} of device memory and \
+                 {} is free: use fewer --input-sets, a smaller --tokens or --hidden, or shorter --seqs",
+                needed.map_or("more than the address space".into(), |n| human_bytes(n as u64)),
+                human_bytes(free as u64)
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl<'a, T: Element> GpuRunner<'a, T> {
     /// Uploads the input sets and allocates the output and the flush buffer.
     pub fn new(
@@ -294,7 +320,7 @@ impl<'a, T: Element> GpuRunner<'a, T> {
             stream,
             sets,
             out,
-            poison: vec![T::from_f32(f32::NAN); host.out_len],
+            poison: vec_filled("poisoned output", host.out_len, T::from_f32(f32::NAN))?,
             flush,
         })
     }

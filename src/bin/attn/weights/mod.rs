@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
+use cuda_attention::cli::inputs::{uniform, Aligned};
+use cuda_attention::cli::output::prepare_file;
 use cuda_attention::cli::runner::{Backend, Runner};
+use cuda_attention::cli::{buffer_bytes, check_host_memory, reject, CliResult};
 use cuda_attention::emulator::Schedule;
 use cuda_attention::{AttentionProblem, AttentionShape, DType, Element, ForwardOptions};
 use half::{bf16, f16};
@@ -15,9 +18,6 @@ use half::{bf16, f16};
 mod heatmap;
 mod npy;
 
-use cuda_attention::cli::inputs::uniform;
-
-use crate::CliResult;
 use heatmap::Pool;
 use npy::Values;
 
@@ -86,9 +86,9 @@ pub struct WeightsArgs {
 
 /// q, k, v of the chosen (batch, head), each `[seq, head_dim]` contiguous, in one element type.
 enum Slices {
-    F32([Vec<f32>; 3]),
-    F16([Vec<f16>; 3]),
-    Bf16([Vec<bf16>; 3]),
+    F32([Aligned<f32>; 3]),
+    F16([Aligned<f16>; 3]),
+    Bf16([Aligned<bf16>; 3]),
 }
 
 /// One (batch, head) of the inputs and where it came from.
@@ -101,71 +101,84 @@ struct Selection {
     source: String,
 }
 
-/// Rows `[seq, head_dim]` of head `head` of batch `b` from contiguous `[batch, seq, heads, head_dim]`.
-fn head_rows<T: Copy>(
-    x: &[T],
-    seq: usize,
-    heads: usize,
-    d: usize,
+/// Rows `[seq, head_dim]` of head `head` of batch `b` from contiguous `[batch, seq, heads, head_dim]`
+/// (a tensor [`npy::load`] checked: `x` holds every element of that shape), converted to `T`.
+fn head_rows<S: Copy, T: Element>(
+    what: &'static str,
+    x: &[S],
+    convert: impl Fn(S) -> T,
+    tensor: &npy::Tensor,
     b: usize,
     head: usize,
-) -> Vec<T> {
-    (0..seq)
-        .flat_map(|s| {
-            let start = ((b * seq + s) * heads + head) * d;
-            x[start..start + d].iter().copied()
-        })
-        .collect()
+) -> CliResult<Aligned<T>> {
+    let (seq, heads, d) = (tensor.seq, tensor.heads, tensor.head_dim);
+    let mut rows = Aligned::filled(what, seq * d, T::default())?;
+    for (s, row) in rows.chunks_exact_mut(d.max(1)).enumerate() {
+        let start = ((b * seq + s) * heads + head) * d;
+        for (to, &from) in row.iter_mut().zip(&x[start..start + d]) {
+            *to = convert(from);
+        }
+    }
+    Ok(rows)
+}
+
+/// The rows of one (batch, head) of `tensor` in f32.
+fn f32_rows(
+    what: &'static str,
+    tensor: &npy::Tensor,
+    b: usize,
+    head: usize,
+) -> CliResult<Aligned<f32>> {
+    match &tensor.values {
+        Values::F32(x) => head_rows(what, x, |v| v, tensor, b, head),
+        Values::F16(x) => head_rows(what, x, f16::to_f32, tensor, b, head),
+    }
 }
 
 fn from_files(args: &WeightsArgs, q: &Path, k: &Path, v: &Path) -> CliResult<Selection> {
     let (q, k, v) = (npy::load(q)?, npy::load(k)?, npy::load(v)?);
     if q.batch != k.batch || k.batch != v.batch {
-        return Err(format!("batch differs: q {}, k {}, v {}", q.batch, k.batch, v.batch).into());
+        return Err(reject(format!(
+            "batch differs: q {}, k {}, v {}",
+            q.batch, k.batch, v.batch
+        )));
     }
     if k.seq != v.seq || k.heads != v.heads || q.head_dim != k.head_dim || k.head_dim != v.head_dim
     {
-        return Err("k and v must have the same shape, and q the same head_dim".into());
+        return Err(reject(
+            "k and v must have the same shape, and q the same head_dim",
+        ));
     }
     if k.heads == 0 || q.heads % k.heads != 0 {
-        return Err(format!(
+        return Err(reject(format!(
             "q has {} heads, k and v {}: heads_q must be a multiple of heads_kv",
             q.heads, k.heads
-        )
-        .into());
+        )));
     }
     if args.batch_index >= q.batch || args.head >= q.heads {
-        return Err(format!(
+        return Err(reject(format!(
             "batch {} head {} is outside the inputs' {} batch entries and {} heads",
             args.batch_index, args.head, q.batch, q.heads
-        )
-        .into());
+        )));
     }
     let (b, h) = (args.batch_index, args.head);
     let kv_head = h / (q.heads / k.heads);
-    let d = q.head_dim;
-    let as_f32 = |values: &Values| -> Vec<f32> {
-        match values {
-            Values::F32(x) => x.clone(),
-            Values::F16(x) => x.iter().map(|v| v.to_f32()).collect(),
-        }
-    };
     let slices = match (&q.values, &k.values, &v.values) {
         (Values::F16(qv), Values::F16(kv), Values::F16(vv)) => Slices::F16([
-            head_rows(qv, q.seq, q.heads, d, b, h),
-            head_rows(kv, k.seq, k.heads, d, b, kv_head),
-            head_rows(vv, v.seq, v.heads, d, b, kv_head),
+            head_rows("q rows", qv, |x| x, &q, b, h)?,
+            head_rows("k rows", kv, |x| x, &k, b, kv_head)?,
+            head_rows("v rows", vv, |x| x, &v, b, kv_head)?,
         ]),
         _ => Slices::F32([
-            head_rows(&as_f32(&q.values), q.seq, q.heads, d, b, h),
-            head_rows(&as_f32(&k.values), k.seq, k.heads, d, b, kv_head),
-            head_rows(&as_f32(&v.values), v.seq, v.heads, d, b, kv_head),
+            f32_rows("q rows", &q, b, h)?,
+            f32_rows("k rows", &k, b, kv_head)?,
+            f32_rows("v rows", &v, b, kv_head)?,
         ]),
     };
     Ok(Selection {
         seq_q: q.seq,
         seq_k: k.seq,
-        head_dim: d,
+        head_dim: q.head_dim,
         kv_head,
         slices,
         source: "from .npy files".into(),
@@ -173,23 +186,20 @@ fn from_files(args: &WeightsArgs, q: &Path, k: &Path, v: &Path) -> CliResult<Sel
 }
 
 fn random(args: &WeightsArgs) -> CliResult<Selection> {
-    if args.batch_index >= args.batch || args.head >= args.heads {
-        return Err(format!(
-            "batch {} head {} is outside the {} batch entries and {} heads",
-            args.batch_index, args.head, args.batch, args.heads
-        )
-        .into());
-    }
     // Only the drawn (batch, head) is generated: its seed depends on both.
     let seed = args.seed ^ ((args.batch_index as u64) << 32 | args.head as u64);
     let len = args.seq * args.head_dim;
-    fn three<T: Element>(len: usize, seed: u64) -> [Vec<T>; 3] {
-        [0, 1, 2].map(|i| uniform::<T>(len, seed.wrapping_mul(3) + i).to_vec())
+    fn three<T: Element>(len: usize, seed: u64) -> CliResult<[Aligned<T>; 3]> {
+        Ok([
+            uniform::<T>("q rows", len, seed.wrapping_mul(3))?,
+            uniform::<T>("k rows", len, seed.wrapping_mul(3) + 1)?,
+            uniform::<T>("v rows", len, seed.wrapping_mul(3) + 2)?,
+        ])
     }
     let slices = match args.dtype {
-        DType::F32 => Slices::F32(three(len, seed)),
-        DType::F16 => Slices::F16(three(len, seed)),
-        DType::Bf16 => Slices::Bf16(three(len, seed)),
+        DType::F32 => Slices::F32(three(len, seed)?),
+        DType::F16 => Slices::F16(three(len, seed)?),
+        DType::Bf16 => Slices::Bf16(three(len, seed)?),
     };
     Ok(Selection {
         seq_q: args.seq,
@@ -201,14 +211,51 @@ fn random(args: &WeightsArgs) -> CliResult<Selection> {
     })
 }
 
+/// The problem of one (batch, head): `seq_q` queries over `seq_k` keys, validated.
+fn problem_of(
+    args: &WeightsArgs,
+    seq_q: usize,
+    seq_k: usize,
+    head_dim: usize,
+) -> CliResult<AttentionProblem> {
+    let mut problem =
+        AttentionProblem::new(AttentionShape::new(1, seq_q, 1, head_dim).with_seq_k(seq_k))
+            .with_causal(args.causal);
+    if let Some(scale) = args.scale {
+        problem = problem.with_scale(scale);
+    }
+    problem.validate().map_err(reject)?;
+    Ok(problem)
+}
+
+/// Refuses, before any work, a matrix whose weights (f32, `seq_q * seq_k`) and the run's other host
+/// buffers exceed the memory available.
+fn check_memory(problem: &AttentionProblem, element: usize) -> CliResult<()> {
+    let s = problem.shape;
+    check_host_memory(
+        "attn weights",
+        &[
+            (
+                "q, k and v rows",
+                buffer_bytes(&[2 * s.seq_k + s.seq_q, s.head_dim], element),
+            ),
+            ("weights", buffer_bytes(&[s.seq_q, s.seq_k], 4)),
+            ("output", buffer_bytes(&[s.seq_q, s.head_dim], element)),
+        ],
+        "draw a shorter sequence (the weights take seq_q * seq_k * 4 bytes)",
+    )
+}
+
 /// Runs `problem` on one (batch, head) with the weights returned, and returns (what ran where, the
 /// `[seq_q, seq_k]` weights).
 fn weights_of<T: Element>(
     backend: &Backend,
     options: ForwardOptions,
     problem: &AttentionProblem,
-    [q, k, v]: &[Vec<T>; 3],
+    [q, k, v]: &[Aligned<T>; 3],
 ) -> CliResult<(String, Vec<f32>)> {
+    // A kernel that cannot return the weights (flash) is refused before the run.
+    backend.plan::<T>(problem, options).map_err(reject)?;
     let ran = backend.run(problem, options, q, k, v)?;
     let weights = ran
         .output
@@ -224,7 +271,8 @@ fn labels(path: Option<&Path>, seq_q: usize, seq_k: usize) -> CliResult<Labels> 
     let Some(path) = path else {
         return Ok((None, None));
     };
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).map_err(|e| reject(format!("{}: {e}", path.display())))?;
     let tokens: Vec<String> = text.lines().map(str::to_string).collect();
     if tokens.len() == seq_k {
         // Bottom-right alignment: the queries are the last seq_q tokens.
@@ -233,28 +281,43 @@ fn labels(path: Option<&Path>, seq_q: usize, seq_k: usize) -> CliResult<Labels> 
     } else if tokens.len() == seq_q {
         Ok((Some(tokens), None))
     } else {
-        Err(format!(
+        Err(reject(format!(
             "{} has {} lines: give one token per line, {seq_k} (the keys) or {seq_q} (the queries)",
             path.display(),
             tokens.len()
-        )
-        .into())
+        )))
     }
 }
 
 pub fn run(args: &WeightsArgs) -> CliResult<ExitCode> {
+    // Everything that can be refused is refused before any work: the output path, the runner, the
+    // shape, the memory, the token labels.
+    prepare_file("--out", &args.out)?;
+    let backend = args
+        .kernel
+        .open_for_command(args.device, Schedule::default())?;
     let selection = match (&args.q, &args.k, &args.v) {
-        (Some(q), Some(k), Some(v)) => from_files(args, q, k, v)?,
-        _ => random(args)?,
+        (Some(q), Some(k), Some(v)) => {
+            let selection = from_files(args, q, k, v)?;
+            let (seq_q, seq_k, d) = (selection.seq_q, selection.seq_k, selection.head_dim);
+            check_memory(&problem_of(args, seq_q, seq_k, d)?, 4)?;
+            selection
+        }
+        _ => {
+            if args.batch_index >= args.batch || args.head >= args.heads {
+                return Err(reject(format!(
+                    "batch {} head {} is outside the {} batch entries and {} heads",
+                    args.batch_index, args.head, args.batch, args.heads
+                )));
+            }
+            let problem = problem_of(args, args.seq, args.seq, args.head_dim)?;
+            check_memory(&problem, args.dtype.size_bytes())?;
+            random(args)?
+        }
     };
     let (seq_q, seq_k, d) = (selection.seq_q, selection.seq_k, selection.head_dim);
-    let mut problem = AttentionProblem::new(AttentionShape::new(1, seq_q, 1, d).with_seq_k(seq_k))
-        .with_causal(args.causal);
-    if let Some(scale) = args.scale {
-        problem = problem.with_scale(scale);
-    }
-    problem.validate()?;
-    let backend = args.kernel.open(args.device, Schedule::default())?;
+    let problem = problem_of(args, seq_q, seq_k, d)?;
+    let (row_labels, col_labels) = labels(args.tokens.as_deref(), seq_q, seq_k)?;
     let options = ForwardOptions::default()
         .with_kernel(args.kernel.kernel())
         .with_weights(true);
@@ -272,7 +335,6 @@ pub fn run(args: &WeightsArgs) -> CliResult<ExitCode> {
             (on, w, "bf16")
         }
     };
-    let (row_labels, col_labels) = labels(args.tokens.as_deref(), seq_q, seq_k)?;
     let pooled = heatmap::pool(&weights, seq_q, seq_k, args.max_cells, args.pool);
     let title = format!(
         "attention weights, batch {} head {} (kv head {}), {seq_q} x {seq_k}{}, {dtype}: {}",
