@@ -320,3 +320,76 @@ fn gpu_kernels_by_name_without_a_gpu_are_refused_with_the_emulator_named() {
         5.0,
     );
 }
+
+#[test]
+fn check_takes_the_window_soft_cap_alibi_and_scale() {
+    for kernel in ["cpu", "emulator-flash"] {
+        let (ok, text) = attn(&[
+            "check",
+            "--kernel",
+            kernel,
+            "--batch",
+            "1",
+            "--seq-q",
+            "40",
+            "--seq-k",
+            "70",
+            "--heads",
+            "4",
+            "--heads-kv",
+            "2",
+            "--head-dim",
+            "64",
+            "--causal",
+            "--window-left",
+            "16",
+            "--window-right",
+            "3",
+            "--softcap",
+            "20",
+            "--alibi",
+            "--scale",
+            "0.2",
+        ]);
+        assert!(ok, "{text}");
+        assert!(
+            text.contains("causal window (16, 3) softcap 20 alibi scale 0.2")
+                && text.contains("PASS")
+                && !text.contains("FAIL"),
+            "{text}"
+        );
+    }
+    assert_refused(
+        &["check", "--kernel", "cpu", "--softcap", "-1"],
+        "softcap -1 must be a finite number above 0",
+        5.0,
+    );
+    assert_refused(
+        &["check", "--kernel", "cpu", "--scale", "inf"],
+        "scale inf is not finite",
+        5.0,
+    );
+}
+
+#[test]
+fn info_lists_every_kernel_of_the_registry() {
+    let (ok, text) = attn(&["info"]);
+    assert!(ok, "{text}");
+    let kernels = cuda_attention::registry::kernels();
+    assert!(
+        text.contains(&format!(
+            "kernel registry (from the kernel source): {} kernels",
+            kernels.len()
+        )),
+        "{text}"
+    );
+    for kernel in kernels {
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().next() == Some(kernel.name)),
+            "{} missing:\n{text}",
+            kernel.name
+        );
+    }
+    assert!(text.contains("flash_fwd_f32"), "{text}");
+}

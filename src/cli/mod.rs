@@ -93,6 +93,25 @@ impl From<serde_json::Error> for CliError {
     }
 }
 
+/// The standard ALiBi slope (Press et al.) of query head `head` of `heads`: `2^(-8 (head + 1) / heads)`, a
+/// geometric sequence from `2^(-8 / heads)` down to `2^-8`.
+pub fn alibi_slope(head: usize, heads: usize) -> f32 {
+    (-8.0 * (head + 1) as f64 / heads.max(1) as f64).exp2() as f32
+}
+
+/// The standard ALiBi slopes of query heads `first..first + count` of `heads`, in a buffer from the host
+/// memory guard.
+///
+/// # Errors
+/// [`AttentionError::OutOfMemory`] or [`AttentionError::SizeOverflow`].
+pub fn alibi_slopes(first: usize, count: usize, heads: usize) -> crate::Result<Vec<f32>> {
+    let mut slopes = host_memory::vec_filled("ALiBi slopes", count, 0.0f32)?;
+    for (i, slope) in slopes.iter_mut().enumerate() {
+        *slope = alibi_slope(first + i, heads);
+    }
+    Ok(slopes)
+}
+
 /// Bytes of a buffer of `dims` elements of `elem_bytes` each, `None` when the product overflows.
 pub fn buffer_bytes(dims: &[usize], elem_bytes: usize) -> Option<usize> {
     dims.iter()
@@ -151,5 +170,24 @@ pub fn check_host_memory(
             )))
         }
         Err(other) => Err(CliError::Rejected(format!("{command}: {other}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alibi_slopes_are_the_standard_geometric_sequence() {
+        assert_eq!(
+            alibi_slopes(0, 8, 8).unwrap(),
+            [0.5, 0.25, 0.125, 0.0625, 0.03125, 0.015625, 0.0078125, 0.00390625]
+        );
+        assert_eq!(
+            alibi_slopes(0, 4, 4).unwrap(),
+            [0.25, 0.0625, 0.015625, 0.00390625]
+        );
+        assert_eq!(alibi_slopes(2, 1, 4).unwrap(), [0.015625]);
+        assert!(alibi_slopes(0, 0, 4).unwrap().is_empty());
     }
 }

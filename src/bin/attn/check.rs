@@ -13,6 +13,8 @@ use cuda_attention::{
 };
 use half::{bf16, f16};
 
+use crate::masks::{self, MaskArgs};
+
 #[derive(Args)]
 pub struct CheckArgs {
     /// Where and which kernel: auto (the GPU when there is one, else the CPU backend); gpu, naive or
@@ -40,9 +42,8 @@ pub struct CheckArgs {
     heads_kv: Option<usize>,
     #[arg(long, default_value_t = 128)]
     head_dim: usize,
-    /// Bottom-right-aligned causal mask.
-    #[arg(long)]
-    causal: bool,
+    #[command(flatten)]
+    masks: MaskArgs,
     /// Memory layout of all tensors: bshd or bhsd.
     #[arg(long, default_value = "bshd", value_parser = parse_layout)]
     layout: Layout,
@@ -70,9 +71,11 @@ pub fn run(args: &CheckArgs) -> CliResult<ExitCode> {
         heads_kv: args.heads_kv.unwrap_or(args.heads),
         head_dim: args.head_dim,
     };
-    let problem = AttentionProblem::new(shape)
-        .with_layout(args.layout)
-        .with_causal(args.causal);
+    let problem = args.masks.apply(
+        AttentionProblem::new(shape).with_layout(args.layout),
+        0,
+        shape.heads_q,
+    )?;
     problem.validate().map_err(reject)?;
     let backend = args.kernel.open_for_command(args.device, args.schedule)?;
     let options = ForwardOptions::default()
@@ -120,7 +123,7 @@ fn check<T: Element>(
         s.heads_q,
         s.heads_kv,
         s.head_dim,
-        if problem.causal { " causal" } else { "" }
+        masks::describe(problem)
     );
     let out_ok = out_error.max_abs <= allowed;
     let lse_ok = lse_error.max_abs <= lse_allowed;

@@ -2,7 +2,7 @@
 //! attention weights.
 //!
 //! One file or folder per command: `info`, `check`, `bench/` (timing loops, plots, run facts),
-//! `weights/` (.npy input, heatmap); `draw/` holds the font and PNG encoding both pictures use. What the
+//! `weights/` (.npy input, heatmap); `masks` the score flags check and weights share; `draw/` holds the font and PNG encoding both pictures use. What the
 //! tests also use (runner vocabulary, inputs, results schema, sweep, sampled-row check, tables) is the
 //! library's [`cuda_attention::cli`].
 
@@ -10,6 +10,7 @@ mod bench;
 mod check;
 mod draw;
 mod info;
+mod masks;
 mod weights;
 
 use std::process::ExitCode;
@@ -45,7 +46,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: CliResult<ExitCode> = match cli.command {
-        Command::Info(args) => info::run(&args).map_err(Into::into),
+        Command::Info(args) => info::run(&args),
         Command::Bench(args) => bench::run(&args),
         Command::Check(args) => check::run(&args),
         Command::Weights(args) => weights::run(&args),

@@ -18,6 +18,7 @@ use half::{bf16, f16};
 mod heatmap;
 mod npy;
 
+use crate::masks::{self, MaskArgs};
 use heatmap::Pool;
 use npy::Values;
 
@@ -59,12 +60,8 @@ pub struct WeightsArgs {
     /// Which query head to draw.
     #[arg(long, default_value_t = 0)]
     head: usize,
-    /// Bottom-right-aligned causal mask.
-    #[arg(long)]
-    causal: bool,
-    /// Softmax scale (default 1/sqrt(head_dim)); larger values sharpen the weights.
-    #[arg(long)]
-    scale: Option<f32>,
+    #[command(flatten)]
+    masks: MaskArgs,
     /// Where and which kernel, as in `attn check` (`--backend` also works): auto (the GPU when there is
     /// one, else the CPU backend), gpu or naive (the GPU), cpu, emulator or emulator-naive (the naive
     /// kernels in the CPU emulator: slow, for small matrices). Flash never materialises the weights.
@@ -97,6 +94,8 @@ struct Selection {
     seq_k: usize,
     head_dim: usize,
     kv_head: usize,
+    /// Query heads of the inputs (the drawn one's ALiBi slope depends on them).
+    heads: usize,
     slices: Slices,
     source: String,
 }
@@ -180,6 +179,7 @@ fn from_files(args: &WeightsArgs, q: &Path, k: &Path, v: &Path) -> CliResult<Sel
         seq_k: k.seq,
         head_dim: q.head_dim,
         kv_head,
+        heads: q.heads,
         slices,
         source: "from .npy files".into(),
     })
@@ -206,24 +206,24 @@ fn random(args: &WeightsArgs) -> CliResult<Selection> {
         seq_k: args.seq,
         head_dim: args.head_dim,
         kv_head: args.head,
+        heads: args.heads,
         slices,
         source: format!("random inputs, seed {}", args.seed),
     })
 }
 
-/// The problem of one (batch, head): `seq_q` queries over `seq_k` keys, validated.
+/// The problem of the drawn (batch, head): `seq_q` queries over `seq_k` keys, with the masks, validated.
 fn problem_of(
     args: &WeightsArgs,
     seq_q: usize,
     seq_k: usize,
     head_dim: usize,
+    heads: usize,
 ) -> CliResult<AttentionProblem> {
-    let mut problem =
-        AttentionProblem::new(AttentionShape::new(1, seq_q, 1, head_dim).with_seq_k(seq_k))
-            .with_causal(args.causal);
-    if let Some(scale) = args.scale {
-        problem = problem.with_scale(scale);
-    }
+    let shape = AttentionShape::new(1, seq_q, 1, head_dim).with_seq_k(seq_k);
+    let problem = args
+        .masks
+        .apply(AttentionProblem::new(shape), args.head, heads)?;
     problem.validate().map_err(reject)?;
     Ok(problem)
 }
@@ -300,7 +300,7 @@ pub fn run(args: &WeightsArgs) -> CliResult<ExitCode> {
         (Some(q), Some(k), Some(v)) => {
             let selection = from_files(args, q, k, v)?;
             let (seq_q, seq_k, d) = (selection.seq_q, selection.seq_k, selection.head_dim);
-            check_memory(&problem_of(args, seq_q, seq_k, d)?, 4)?;
+            check_memory(&problem_of(args, seq_q, seq_k, d, selection.heads)?, 4)?;
             selection
         }
         _ => {
@@ -310,13 +310,13 @@ pub fn run(args: &WeightsArgs) -> CliResult<ExitCode> {
                     args.batch_index, args.head, args.batch, args.heads
                 )));
             }
-            let problem = problem_of(args, args.seq, args.seq, args.head_dim)?;
+            let problem = problem_of(args, args.seq, args.seq, args.head_dim, args.heads)?;
             check_memory(&problem, args.dtype.size_bytes())?;
             random(args)?
         }
     };
     let (seq_q, seq_k, d) = (selection.seq_q, selection.seq_k, selection.head_dim);
-    let problem = problem_of(args, seq_q, seq_k, d)?;
+    let problem = problem_of(args, seq_q, seq_k, d, selection.heads)?;
     let (row_labels, col_labels) = labels(args.tokens.as_deref(), seq_q, seq_k)?;
     let options = ForwardOptions::default()
         .with_kernel(args.kernel.kernel())
@@ -341,7 +341,7 @@ pub fn run(args: &WeightsArgs) -> CliResult<ExitCode> {
         args.batch_index,
         args.head,
         selection.kv_head,
-        if args.causal { " causal" } else { "" },
+        masks::describe(&problem),
         pooled.describe()
     );
     heatmap::write(
