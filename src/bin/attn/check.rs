@@ -54,7 +54,7 @@ pub struct CheckArgs {
     device: usize,
 }
 
-fn parse_layout(s: &str) -> std::result::Result<Layout, String> {
+fn parse_layout(s: &str) -> Result<Layout, String> {
     match s {
         "bshd" => Ok(Layout::Bshd),
         "bhsd" => Ok(Layout::Bhsd),

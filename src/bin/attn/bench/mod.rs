@@ -7,18 +7,15 @@
 //! (4 * b * h * seq^2 * d, halved when causal); the exact bytes one call reads and writes. A table on
 //! stdout; with `--out DIR`, DIR/results.json, DIR/timings.png, DIR/timings.svg and DIR/memory.png.
 
+mod meta;
+mod plots;
+mod timing;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Args;
-use cuda_attention::DType;
-use half::{bf16, f16};
-
-mod meta;
-mod plots;
-mod timing;
-
 use cuda_attention::cli::bench::results::{BenchResults, Record, Settings, Status, SCHEMA};
 use cuda_attention::cli::bench::sweep::{
     Case, Masks, Sweep, CPU_DEFAULTS, CPU_QUICK, GPU_DEFAULTS, GPU_QUICK,
@@ -27,7 +24,8 @@ use cuda_attention::cli::bench::{slice_check, table};
 use cuda_attention::cli::output::prepare_dir;
 use cuda_attention::cli::runner::{no_gpu, open_gpu, Runner};
 use cuda_attention::cli::{check_host_memory, reject, CliResult};
-use cuda_attention::{Engine, KernelChoice};
+use cuda_attention::{DType, Engine, KernelChoice};
+use half::{bf16, f16};
 
 use timing::{GpuRunner, HostRunner, HostSets};
 

@@ -4,19 +4,8 @@
 //! Every shape of one dtype is a slice of the same storage: batch * seq * hidden is (at most) the same
 //! for every shape, so the input sets are generated and uploaded once per dtype.
 
-use cuda_attention::Tensor;
 use std::sync::Arc;
 use std::time::Instant;
-
-use cuda_attention::cli::{buffer_bytes, CliError, CliResult};
-use cuda_attention::emulator::Schedule;
-use cuda_attention::host_memory::{vec_filled, HostWorkspace};
-use cuda_attention::HostTensors;
-use cuda_attention::{
-    AttentionError, AttentionProblem, DeviceTensors, Element, Engine, ForwardOptions, Plan,
-};
-use cudarc::driver::sys::{cudaError_enum, CUdevice_attribute, CUevent_flags};
-use cudarc::driver::{CudaSlice, CudaStream, DriverError};
 
 use cuda_attention::cli::bench::results::{Check, Memory, Record, Status, Timing};
 use cuda_attention::cli::bench::slice_check::{check_rows, sample_rows};
@@ -24,6 +13,15 @@ use cuda_attention::cli::bench::sweep::{Case, Sweep};
 use cuda_attention::cli::bench::table::human_bytes;
 use cuda_attention::cli::inputs::{Aligned, Inputs};
 use cuda_attention::cli::runner::Runner;
+use cuda_attention::cli::{buffer_bytes, CliError, CliResult};
+use cuda_attention::emulator::Schedule;
+use cuda_attention::host_memory::{vec_filled, HostWorkspace};
+use cuda_attention::{
+    AttentionError, AttentionProblem, DeviceTensors, Element, Engine, ForwardOptions, HostTensors,
+    Plan, Tensor,
+};
+use cudarc::driver::sys::{cudaError_enum, CUdevice_attribute, CUevent_flags};
+use cudarc::driver::{CudaSlice, CudaStream, DriverError};
 
 /// Free device memory kept in reserve when deciding whether a workspace fits.
 const MEMORY_MARGIN: usize = 256 << 20;

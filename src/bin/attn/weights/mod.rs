@@ -3,6 +3,9 @@
 //! the emulated naive kernels with `--kernel emulator`. Inputs are random, or real activations from .npy
 //! files; token labels from a text file (one per line) go on the axes.
 
+mod heatmap;
+mod npy;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -14,9 +17,6 @@ use cuda_attention::cli::{buffer_bytes, check_host_memory, reject, CliResult};
 use cuda_attention::emulator::Schedule;
 use cuda_attention::{AttentionProblem, AttentionShape, DType, Element, ForwardOptions};
 use half::{bf16, f16};
-
-mod heatmap;
-mod npy;
 
 use crate::masks::{self, MaskArgs};
 use heatmap::Pool;
