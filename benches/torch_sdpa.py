@@ -5,7 +5,7 @@ Times torch.nn.functional.scaled_dot_product_attention under each of the flash, 
 and math backends (torch.nn.attention.sdpa_kernel) on the same shapes, dtypes and masks as
 `attn bench`, the same way (warm-up, CUDA events, median of the timed runs, input sets rotated,
 L2 flushed before each run), with the same FLOP formula (4 * b * h * seq^2 * d, halved when causal),
-and writes the results in the same JSON schema (src/bin/attn/results.rs), so that
+and writes the results in the same JSON schema (src/cli/bench/results.rs), so that
 
     python3 benches/torch_sdpa.py --out torch.json
     attn bench --compare torch.json --out DIR

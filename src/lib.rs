@@ -42,6 +42,8 @@
 //! ```
 
 pub mod binding;
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod cpu;
 pub mod dtype;
 pub mod emulator;

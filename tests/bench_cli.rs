@@ -2,20 +2,18 @@
 //! plots (on a machine without a GPU it runs the CPU backend and says so); `--compare` merges the torch
 //! script's results; `attn weights` writes a heatmap of a pooled matrix from random or .npy inputs.
 //!
+//! An unwritable output and a corrupt .npy header are refused at once (exit code 2), not after the work.
+//!
 //! Uses the binary at `$ATTN_BIN` when set (the GPU suite runs the tests from a packed folder).
-
-#[allow(dead_code)]
-#[path = "../src/bin/attn/results.rs"]
-mod results;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use cuda_attention::cli::bench::results::{BenchResults, Status};
 use half::f16;
 use npyz::WriterBuilder;
-use results::{BenchResults, Status};
 
 /// The torch script's results in its schema (hand-made, see the file's device name), compiled in so that
 /// the test binaries also run from the GPU suite's packed folder.
@@ -23,6 +21,21 @@ const FIXTURE: &str = include_str!("fixtures/torch_sdpa_small.json");
 
 fn attn_bin() -> String {
     std::env::var("ATTN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_attn").to_string())
+}
+
+/// Runs attn; returns (exit code, stdout + stderr, seconds).
+fn attn_timed(args: &[&str]) -> (Option<i32>, String, f64) {
+    let started = Instant::now();
+    let output = Command::new(attn_bin())
+        .args(args)
+        .output()
+        .expect("attn runs");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), all, started.elapsed().as_secs_f64())
 }
 
 /// Runs attn; returns (success, stdout, stdout + stderr).
@@ -573,4 +586,96 @@ fn the_quick_sweep_finishes_in_time() {
         Duration::from_secs_f64(*seconds) < Duration::from_secs(120),
         "{seconds} s"
     );
+}
+
+#[test]
+fn an_unwritable_out_is_refused_within_a_second() {
+    let dir = scratch("unwritable");
+    let file = dir.join("plain-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let under = file.join("results");
+    let under = under.to_str().unwrap();
+    // The default sweep would run for a minute on the CPU (for many on a GPU): it must not start.
+    for args in [
+        vec!["bench", "--out", under],
+        vec!["bench", "--cpu", "--quick", "--out", under],
+        vec!["weights", "--seq", "64", "--out", &format!("{under}/w.png")],
+    ] {
+        let (code, all, seconds) = attn_timed(&args);
+        assert_eq!(code, Some(2), "attn {}:\n{all}", args.join(" "));
+        assert!(
+            all.contains("is a file, not a directory") && all.contains("plain-file"),
+            "{all}"
+        );
+        assert!(
+            !all.contains("sweep:") && !all.contains("panicked"),
+            "{all}"
+        );
+        assert!(seconds < 1.0, "attn {} took {seconds:.2} s", args.join(" "));
+    }
+    // The file was left as it was.
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a directory");
+}
+
+/// A version 1.0 .npy file with header dict `dict` and `data` after it.
+fn raw_npy(path: &Path, dict: &str, data: &[u8]) {
+    let mut header = dict.to_string();
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_corrupt_npy_header_is_an_error_naming_the_file() {
+    let dir = scratch("corrupt-npy");
+    let good = dir.join("good.npy");
+    write_npy(&good, &[4, 2, 8], &[0.5f32; 64]);
+    let cases = [
+        // The shape's product overflows 64 bits.
+        (
+            "overflow.npy",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (4294967296, 4294967296, 16), }",
+            "more elements than this machine can address",
+        ),
+        // A shape the data does not hold (64 GiB claimed, 256 bytes there).
+        (
+            "short.npy",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (65536, 65536, 4), }",
+            "needs more than the 256 bytes of data the file holds",
+        ),
+        (
+            "noshape.npy",
+            "{'descr': '<f4', 'fortran_order': False, }",
+            "no 'shape' tuple",
+        ),
+    ];
+    for (name, dict, words) in cases {
+        let bad = dir.join(name);
+        raw_npy(&bad, dict, &[0u8; 256]);
+        let (code, all, seconds) = attn_timed(&[
+            "weights",
+            "--kernel",
+            "cpu",
+            "--q",
+            bad.to_str().unwrap(),
+            "--k",
+            good.to_str().unwrap(),
+            "--v",
+            good.to_str().unwrap(),
+            "--out",
+            dir.join("w.png").to_str().unwrap(),
+        ]);
+        assert_eq!(code, Some(2), "{name}:\n{all}");
+        assert!(
+            all.contains(name) && all.contains(words) && !all.contains("panicked"),
+            "{name}: '{words}' missing:\n{all}"
+        );
+        assert!(seconds < 5.0, "{name}: {seconds:.1} s");
+    }
 }

@@ -1,29 +1,21 @@
 //! The benchmark's results schema, FLOP formula, statistics, sampled-row check and tables, through the
-//! CLI's own modules (included by path: they depend on serde and the library only), and the schema of
+//! library half of the CLI (`cuda_attention::cli`, feature `cli`), and the schema of
 //! benches/torch_sdpa.py (its committed fixture, and its --dry-run output when python3 is here).
 
-#[allow(dead_code)]
-#[path = "../src/bin/attn/results.rs"]
-mod results;
-#[allow(dead_code)]
-#[path = "../src/bin/attn/slice_check.rs"]
-mod slice_check;
-#[allow(dead_code)]
-#[path = "../src/bin/attn/sweep.rs"]
-mod sweep;
-#[allow(dead_code)]
-#[path = "../src/bin/attn/table.rs"]
-mod table;
+use cuda_attention::cli::bench::{slice_check, table};
+use cuda_attention::cli::runner::Runner;
 
 use cuda_attention::Tensor;
 use std::path::Path;
 use std::process::Command;
 
+use cuda_attention::cli::bench::results::{
+    BenchResults, Check, Device, Memory, Record, Settings, Status, Timing, SCHEMA,
+};
+use cuda_attention::cli::bench::sweep::{Masks, Sweep, GPU_DEFAULTS, GPU_QUICK};
 use cuda_attention::cpu::backend;
-use cuda_attention::{AttentionProblem, AttentionShape, DType};
+use cuda_attention::{AttentionProblem, AttentionShape, DType, KernelChoice};
 use half::bf16;
-use results::{BenchResults, Check, Device, Memory, Record, Settings, Status, Timing, SCHEMA};
-use sweep::{Masks, Sweep, GPU_DEFAULTS, GPU_QUICK};
 
 /// The torch script's results in its schema (hand-made, see the file's device name), compiled in so that
 /// the test binaries also run from the GPU suite's packed folder.
@@ -152,7 +144,10 @@ fn flops_follow_the_standard_formula_halved_when_causal() {
 #[test]
 fn sweeps_hold_tokens_and_hidden_constant() {
     let sweep = Sweep {
-        kernels: vec![sweep::Kernel::Naive, sweep::Kernel::Flash],
+        kernels: vec![
+            Runner::Gpu(KernelChoice::Naive),
+            Runner::Gpu(KernelChoice::Flash),
+        ],
         dtypes: vec![DType::Bf16],
         head_dims: GPU_DEFAULTS.head_dims.to_vec(),
         masks: Masks::Both,
@@ -339,7 +334,7 @@ fn the_torch_script_plans_attn_benchs_gpu_sweeps_in_the_same_schema() {
         assert_eq!(planned.schema, SCHEMA);
         assert_eq!(planned.settings.tokens, defaults.tokens);
         let sweep = Sweep {
-            kernels: vec![sweep::Kernel::Flash],
+            kernels: vec![Runner::Gpu(KernelChoice::Flash)],
             dtypes: vec![DType::Bf16],
             head_dims: defaults.head_dims.to_vec(),
             masks: Masks::No,

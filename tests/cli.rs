@@ -1,6 +1,9 @@
-//! The `attn` binary on this machine: info always exits 0, check and bench fall back to the CPU.
+//! The `attn` binary on this machine: info always exits 0, check and bench fall back to the CPU; absurd
+//! flags and problems too large for the machine are refused at once with exit code 2, never a panic, an
+//! abort or a run that does not end.
 
 use std::process::Command;
+use std::time::Instant;
 
 use cuda_attention::gpu::driver_present;
 
@@ -21,6 +24,38 @@ fn attn(args: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&output.stderr)
     );
     (output.status.success(), text)
+}
+
+/// Runs attn; returns (exit code, stdout + stderr, seconds).
+fn attn_timed(args: &[&str]) -> (Option<i32>, String, f64) {
+    let started = Instant::now();
+    let output = Command::new(attn_bin())
+        .args(args)
+        .output()
+        .expect("attn runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), text, started.elapsed().as_secs_f64())
+}
+
+/// Asserts that `args` are refused before any work: exit code 2 (as clap's own argument errors), the
+/// message holds `words`, no panic, and within `seconds`.
+fn assert_refused(args: &[&str], words: &str, seconds: f64) {
+    let (code, text, took) = attn_timed(args);
+    assert_eq!(code, Some(2), "attn {}:\n{text}", args.join(" "));
+    assert!(
+        text.contains(words) && !text.contains("panicked"),
+        "attn {}: '{words}' missing:\n{text}",
+        args.join(" ")
+    );
+    assert!(
+        took < seconds,
+        "attn {} took {took:.1} s to refuse",
+        args.join(" ")
+    );
 }
 
 #[test]
@@ -117,24 +152,244 @@ fn check_runs_the_kernels_in_the_emulator() {
 
 #[test]
 fn invalid_arguments_are_errors_not_panics() {
-    let (ok, text) = attn(&[
-        "check",
-        "--kernel",
-        "cpu",
-        "--heads",
-        "6",
-        "--heads-kv",
-        "4",
-    ]);
-    assert!(!ok);
+    assert_refused(
+        &[
+            "check",
+            "--kernel",
+            "cpu",
+            "--heads",
+            "6",
+            "--heads-kv",
+            "4",
+        ],
+        "not a multiple",
+        5.0,
+    );
+    assert_refused(
+        &["check", "--kernel", "cpu", "--head-dim", "300"],
+        "head_dim 300",
+        5.0,
+    );
+    assert_refused(
+        &["check", "--kernel", "fast"],
+        "unknown kernel 'fast': use auto, gpu, naive, flash, emulator, emulator-naive, emulator-flash or cpu",
+        5.0,
+    );
+}
+
+#[test]
+fn bench_refuses_absurd_flags_before_any_work() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--iters", "18446744073709551615"],
+            "--iters 18446744073709551615 is out of range: use 1 to 10000",
+        ),
+        (&["--iters", "0"], "--iters 0 is out of range"),
+        (
+            &["--warmup", "99999999999"],
+            "--warmup 99999999999 is out of range: use 0 to 10000",
+        ),
+        (
+            &["--input-sets", "1000000000"],
+            "--input-sets 1000000000 is out of range: use 1 to 64",
+        ),
+        (
+            &["--check-rows", "100000000"],
+            "--check-rows 100000000 is out of range",
+        ),
+        (
+            &["--host-seconds", "inf"],
+            "--host-seconds inf is out of range",
+        ),
+        (
+            &["--heads", "4294967296"],
+            "heads 4294967296: heads_q overflows",
+        ),
+        (
+            &["--seqs", "128,3000000000"],
+            "seq 3000000000 batch 1 heads 32: seq_q overflows",
+        ),
+        (
+            &["--heads", "2", "--head-dims", "64,1000"],
+            "head_dim 1000 is not supported",
+        ),
+        (&["--kernels", "cpu,cpu"], "--kernels lists cpu twice"),
+        (
+            &["--kernels", "auto"],
+            "--kernels auto: a benchmark record times one kernel",
+        ),
+        // Valid sizes whose input sets no machine holds: 64 sets of 2^31 elements per tensor.
+        (
+            &[
+                "--seqs",
+                "1048576",
+                "--tokens",
+                "1048576",
+                "--hidden",
+                "2048",
+                "--head-dims",
+                "128",
+                "--input-sets",
+                "64",
+            ],
+            "attn bench needs",
+        ),
+    ];
+    for (flags, words) in cases {
+        let mut args = vec!["bench", "--cpu"];
+        args.extend_from_slice(flags);
+        assert_refused(&args, words, 5.0);
+    }
+    // clap's own errors share the exit code.
+    assert_refused(
+        &["bench", "--kernels", "fast"],
+        "unknown kernel 'fast'",
+        5.0,
+    );
+    assert_refused(
+        &["bench", "--iters=-1"],
+        "invalid value '-1' for '--iters",
+        5.0,
+    );
+}
+
+#[test]
+fn problems_too_large_for_host_memory_are_refused_before_any_work() {
+    // The f64 reference of attn check keeps every weight: 2 * 8 * 100000^2 * 8 bytes.
+    assert_refused(
+        &["check", "--kernel", "cpu", "--seq-q", "100000"],
+        "attn check needs",
+        5.0,
+    );
+    assert_refused(
+        &["check", "--kernel", "cpu", "--seq-q", "100000"],
+        "f64 reference weights",
+        5.0,
+    );
+    // A 10^6 x 10^6 f32 weight matrix (4 TB).
+    assert_refused(
+        &[
+            "weights",
+            "--kernel",
+            "cpu",
+            "--seq",
+            "1000000",
+            "--out",
+            "/dev/null",
+        ],
+        "attn weights needs",
+        5.0,
+    );
+    assert_refused(
+        &[
+            "weights",
+            "--kernel",
+            "emulator-flash",
+            "--seq",
+            "16",
+            "--out",
+            "/dev/null",
+        ],
+        "only the naive kernel materialises them",
+        5.0,
+    );
+}
+
+#[test]
+fn gpu_kernels_by_name_without_a_gpu_are_refused_with_the_emulator_named() {
+    if driver_present() {
+        eprintln!("a driver is here: nothing to refuse");
+        return;
+    }
+    assert_refused(
+        &["check", "--kernel", "flash", "--seq-q", "16"],
+        "with 'emulator-flash', or the CPU backend with 'cpu'",
+        5.0,
+    );
+    assert_refused(
+        &[
+            "weights",
+            "--kernel",
+            "gpu",
+            "--seq",
+            "16",
+            "--out",
+            "/dev/null",
+        ],
+        "'gpu' runs on a GPU",
+        5.0,
+    );
+}
+
+#[test]
+fn check_takes_the_window_soft_cap_alibi_and_scale() {
+    for kernel in ["cpu", "emulator-flash"] {
+        let (ok, text) = attn(&[
+            "check",
+            "--kernel",
+            kernel,
+            "--batch",
+            "1",
+            "--seq-q",
+            "40",
+            "--seq-k",
+            "70",
+            "--heads",
+            "4",
+            "--heads-kv",
+            "2",
+            "--head-dim",
+            "64",
+            "--causal",
+            "--window-left",
+            "16",
+            "--window-right",
+            "3",
+            "--softcap",
+            "20",
+            "--alibi",
+            "--scale",
+            "0.2",
+        ]);
+        assert!(ok, "{text}");
+        assert!(
+            text.contains("causal window (16, 3) softcap 20 alibi scale 0.2")
+                && text.contains("PASS")
+                && !text.contains("FAIL"),
+            "{text}"
+        );
+    }
+    assert_refused(
+        &["check", "--kernel", "cpu", "--softcap", "-1"],
+        "softcap -1 must be a finite number above 0",
+        5.0,
+    );
+    assert_refused(
+        &["check", "--kernel", "cpu", "--scale", "inf"],
+        "scale inf is not finite",
+        5.0,
+    );
+}
+
+#[test]
+fn info_lists_every_kernel_of_the_registry() {
+    let (ok, text) = attn(&["info"]);
+    assert!(ok, "{text}");
+    let kernels = cuda_attention::registry::kernels();
     assert!(
-        text.contains("not a multiple") && !text.contains("panicked"),
+        text.contains(&format!(
+            "kernel registry (from the kernel source): {} kernels",
+            kernels.len()
+        )),
         "{text}"
     );
-    let (ok, text) = attn(&["check", "--kernel", "cpu", "--head-dim", "300"]);
-    assert!(!ok);
-    assert!(
-        text.contains("head_dim 300") && !text.contains("panicked"),
-        "{text}"
-    );
+    for kernel in kernels {
+        assert!(
+            text.lines()
+                .any(|l| l.split_whitespace().next() == Some(kernel.name)),
+            "{} missing:\n{text}",
+            kernel.name
+        );
+    }
+    assert!(text.contains("flash_fwd_f32"), "{text}");
 }

@@ -1,36 +1,27 @@
 //! `attn check`: one kernel on random inputs against the f64 CPU reference, by the tolerance rule.
 
-use cuda_attention::Tensor;
 use std::process::ExitCode;
 
 use clap::Args;
-use cuda_attention::cpu::{backend, compare, reference};
-use cuda_attention::emulator::{Emulator, Schedule};
+use cuda_attention::cli::inputs::Inputs;
+use cuda_attention::cli::runner::{Backend, Runner};
+use cuda_attention::cli::{buffer_bytes, check_host_memory, reject, CliResult};
+use cuda_attention::cpu::{compare, reference};
+use cuda_attention::emulator::Schedule;
 use cuda_attention::{
-    AttentionError, AttentionProblem, AttentionShape, DType, Element, Engine, ForwardOptions,
-    KernelChoice, Layout, Result,
+    AttentionProblem, AttentionShape, DType, Element, ForwardOptions, Layout, Plan, Tensor,
 };
 use half::{bf16, f16};
 
-use crate::inputs::Inputs;
-use crate::target::Target;
-
-/// What runs the check.
-#[derive(Clone, Copy)]
-enum Runner {
-    /// The GPU when there is one, else the CPU backend.
-    Device,
-    Cpu,
-    Emulator(Schedule),
-}
+use crate::masks::{self, MaskArgs};
 
 #[derive(Args)]
 pub struct CheckArgs {
-    /// Kernel: auto, naive or flash (GPU); cpu for the CPU backend; emulator, emulator-naive or
-    /// emulator-flash for the CUDA kernels run by the CPU emulator (no GPU needed; slow, keep shapes
-    /// small).
+    /// Where and which kernel: auto (the GPU when there is one, else the CPU backend); gpu, naive or
+    /// flash (the GPU, an error without one); emulator, emulator-naive or emulator-flash (the CUDA
+    /// kernels run by the CPU emulator: no GPU needed, slow, keep shapes small); cpu (the CPU backend).
     #[arg(long, default_value = "auto")]
-    kernel: String,
+    kernel: Runner,
     /// Emulator schedule: round-robin, reversed, random or random:SEED.
     #[arg(long, default_value = "round-robin")]
     schedule: Schedule,
@@ -51,9 +42,8 @@ pub struct CheckArgs {
     heads_kv: Option<usize>,
     #[arg(long, default_value_t = 128)]
     head_dim: usize,
-    /// Bottom-right-aligned causal mask.
-    #[arg(long)]
-    causal: bool,
+    #[command(flatten)]
+    masks: MaskArgs,
     /// Memory layout of all tensors: bshd or bhsd.
     #[arg(long, default_value = "bshd", value_parser = parse_layout)]
     layout: Layout,
@@ -64,7 +54,7 @@ pub struct CheckArgs {
     device: usize,
 }
 
-fn parse_layout(s: &str) -> std::result::Result<Layout, String> {
+fn parse_layout(s: &str) -> Result<Layout, String> {
     match s {
         "bshd" => Ok(Layout::Bshd),
         "bhsd" => Ok(Layout::Bhsd),
@@ -72,7 +62,7 @@ fn parse_layout(s: &str) -> std::result::Result<Layout, String> {
     }
 }
 
-pub fn run(args: &CheckArgs) -> Result<ExitCode> {
+pub fn run(args: &CheckArgs) -> CliResult<ExitCode> {
     let shape = AttentionShape {
         batch: args.batch,
         seq_q: args.seq_q,
@@ -81,36 +71,20 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode> {
         heads_kv: args.heads_kv.unwrap_or(args.heads),
         head_dim: args.head_dim,
     };
-    let problem = AttentionProblem::new(shape)
-        .with_layout(args.layout)
-        .with_causal(args.causal);
-    problem.validate()?;
-    let (runner, kernel) = match args.kernel.as_str() {
-        "cpu" => (Runner::Cpu, KernelChoice::Auto),
-        "emulator" => (Runner::Emulator(args.schedule), KernelChoice::Auto),
-        "emulator-naive" => (Runner::Emulator(args.schedule), KernelChoice::Naive),
-        "emulator-flash" => (Runner::Emulator(args.schedule), KernelChoice::Flash),
-        other => (
-            Runner::Device,
-            other.parse().map_err(|e: String| {
-                AttentionError::InvalidArgument(format!(
-                    "{e}, or cpu, emulator, emulator-naive, emulator-flash"
-                ))
-            })?,
-        ),
-    };
-    let target = match runner {
-        Runner::Device => Target::open(args.device, false)?,
-        Runner::Cpu => Target::Cpu("--kernel cpu".into()),
-        Runner::Emulator(schedule) => Target::Emulator(schedule),
-    };
-    if let Target::Cpu(why) = &target {
-        println!("running the CPU backend ({why})");
-    }
+    let problem = args.masks.apply(
+        AttentionProblem::new(shape).with_layout(args.layout),
+        0,
+        shape.heads_q,
+    )?;
+    problem.validate().map_err(reject)?;
+    let backend = args.kernel.open_for_command(args.device, args.schedule)?;
+    let options = ForwardOptions::default()
+        .with_kernel(args.kernel.kernel())
+        .with_lse(true);
     let passed = match args.dtype {
-        DType::F32 => check::<f32>(&target, &problem, kernel, args.seed)?,
-        DType::F16 => check::<f16>(&target, &problem, kernel, args.seed)?,
-        DType::Bf16 => check::<bf16>(&target, &problem, kernel, args.seed)?,
+        DType::F32 => check::<f32>(&backend, &problem, options, args.seed)?,
+        DType::F16 => check::<f16>(&backend, &problem, options, args.seed)?,
+        DType::Bf16 => check::<bf16>(&backend, &problem, options, args.seed)?,
     };
     Ok(if passed {
         ExitCode::SUCCESS
@@ -120,45 +94,20 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode> {
 }
 
 fn check<T: Element>(
-    target: &Target,
+    backend: &Backend,
     problem: &AttentionProblem,
-    kernel: KernelChoice,
+    options: ForwardOptions,
     seed: u64,
-) -> Result<bool> {
+) -> CliResult<bool> {
+    let plan = backend.plan::<T>(problem, options).map_err(reject)?;
+    check_memory::<T>(backend, problem, &plan)?;
     let inputs = Inputs::<T>::random(problem, seed)?;
-    let (label, out, lse) = match target {
-        Target::Gpu(engine) => run_gpu(engine, problem, kernel, &inputs)?,
-        Target::Emulator(schedule) => {
-            let emulator = Emulator::new().with_schedule(*schedule);
-            let options = ForwardOptions::default().with_kernel(kernel).with_lse(true);
-            let plan = emulator.plan::<T>(problem, options)?;
-            let result = emulator.forward(problem, options, &inputs.q, &inputs.k, &inputs.v)?;
-            (
-                format!(
-                    "emulator-{} ({}; {})",
-                    plan.kernel(),
-                    emulator.description(),
-                    plan.reason()
-                ),
-                result.out,
-                result.lse.unwrap_or_default(),
-            )
-        }
-        Target::Cpu(_) => {
-            let result = backend::attention(
-                problem,
-                ForwardOptions::default().with_lse(true),
-                &inputs.q,
-                &inputs.k,
-                &inputs.v,
-            )?;
-            (
-                "cpu backend".to_string(),
-                result.out,
-                result.lse.unwrap_or_default(),
-            )
-        }
-    };
+    let ran = backend.run(problem, options, &inputs.q, &inputs.k, &inputs.v)?;
+    let (label, out, lse) = (
+        ran.label,
+        ran.output.out,
+        ran.output.lse.unwrap_or_default(),
+    );
     let expected = reference::reference(problem, &inputs.q, &inputs.k, &inputs.v)?;
     let allowed = compare::tolerance(problem, &inputs.q, &inputs.k, &inputs.v, &expected)?;
     let out_error = compare::compare_output(problem, &out, &expected.out);
@@ -174,7 +123,7 @@ fn check<T: Element>(
         s.heads_q,
         s.heads_kv,
         s.head_dim,
-        if problem.causal { " causal" } else { "" }
+        masks::describe(problem)
     );
     let out_ok = out_error.max_abs <= allowed;
     let lse_ok = lse_error.max_abs <= lse_allowed;
@@ -189,70 +138,49 @@ fn check<T: Element>(
     Ok(out_ok && lse_ok)
 }
 
+/// Refuses, before any work, a check whose host buffers exceed the memory available: the inputs, the
+/// run's outputs (and the naive workspace on a host backend), and the f64 reference with its weights and
+/// the naive-in-precision output of the tolerance rule (`cpu::reference`, `cpu::tolerance`).
+fn check_memory<T: Element>(
+    backend: &Backend,
+    problem: &AttentionProblem,
+    plan: &Plan,
+) -> CliResult<()> {
+    let s = problem.shape;
+    let element = size_of::<T>();
+    let len = |tensor| problem.required_len(tensor);
+    let (q, k, v) = (len(Tensor::Q)?, len(Tensor::K)?, len(Tensor::V)?);
+    let inputs = q.checked_add(k).and_then(|n| n.checked_add(v));
+    let out = len(Tensor::Out)?;
+    let lse = s.lse_elements()?;
+    let workspace = match backend {
+        Backend::Gpu(_) => 0,
+        _ => plan.workspace_bytes(),
+    };
+    check_host_memory(
+        "attn check",
+        &[
+            ("inputs", inputs.and_then(|n| n.checked_mul(element))),
+            ("output", buffer_bytes(&[out], element)),
+            ("logsumexp", buffer_bytes(&[lse], 4)),
+            ("naive score workspace", Some(workspace)),
+            (
+                "f64 reference weights",
+                buffer_bytes(&[s.batch, s.heads_q, s.seq_q, s.seq_k], 8),
+            ),
+            ("f64 reference output", buffer_bytes(&[out], 8)),
+            ("f64 reference logsumexp", buffer_bytes(&[lse], 8)),
+            ("tolerance rule's output", buffer_bytes(&[out], 4)),
+        ],
+        "check a smaller shape (the f64 reference keeps every attention weight: batch * heads * seq_q * \
+         seq_k * 8 bytes)",
+    )
+}
+
 fn verdict(ok: bool) -> &'static str {
     if ok {
         "PASS"
     } else {
         "FAIL"
     }
-}
-
-/// Runs the kernel on the device with NaN-poisoned outputs; returns (label, out, lse) on the host.
-fn run_gpu<T: Element>(
-    engine: &Engine,
-    problem: &AttentionProblem,
-    kernel: KernelChoice,
-    inputs: &Inputs<T>,
-) -> Result<(String, Vec<T>, Vec<f32>)> {
-    use cuda_attention::DeviceTensors;
-    let plan = engine.plan::<T>(
-        problem,
-        ForwardOptions::default().with_kernel(kernel).with_lse(true),
-    )?;
-    let label = format!(
-        "{} on {} ({})",
-        plan.kernel(),
-        engine.device().name,
-        plan.reason()
-    );
-    let stream = engine.default_stream();
-    let driver = |context| move |source| AttentionError::Driver { context, source };
-    let q = stream
-        .clone_htod(&inputs.q[..])
-        .map_err(driver("uploading q"))?;
-    let k = stream
-        .clone_htod(&inputs.k[..])
-        .map_err(driver("uploading k"))?;
-    let v = stream
-        .clone_htod(&inputs.v[..])
-        .map_err(driver("uploading v"))?;
-    let poison = vec![T::from_f32(f32::NAN); problem.required_len(Tensor::Out)?];
-    let mut out = stream
-        .clone_htod(&poison)
-        .map_err(driver("uploading the poisoned output"))?;
-    let mut lse = stream
-        .clone_htod(&vec![f32::NAN; problem.shape.lse_elements()?])
-        .map_err(driver("uploading lse"))?;
-    let mut workspace = stream
-        .alloc_zeros::<u8>(plan.workspace_bytes().max(16))
-        .map_err(driver("allocating"))?;
-    engine.forward_into(
-        stream,
-        &plan,
-        DeviceTensors {
-            q: &q,
-            k: &k,
-            v: &v,
-            out: &mut out,
-            lse: Some(&mut lse),
-            weights: None,
-            workspace: Some(&mut workspace),
-            alibi_slopes: None,
-        },
-    )?;
-    let out = stream
-        .clone_dtoh(&out)
-        .map_err(driver("downloading the output"))?;
-    let lse = stream.clone_dtoh(&lse).map_err(driver("downloading lse"))?;
-    Ok((label, out, lse))
 }

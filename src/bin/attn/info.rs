@@ -3,7 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Args;
+use cuda_attention::cli::CliResult;
 use cuda_attention::gpu::{build_info, device_count, device_info, driver_present};
+use cuda_attention::registry::{self, KernelFamily};
 use cuda_attention::{
     AttentionError, AttentionProblem, AttentionShape, DType, ForwardOptions, Plan,
 };
@@ -15,12 +17,12 @@ pub struct InfoArgs {
     device: usize,
 }
 
-pub fn run(args: &InfoArgs) -> Result<ExitCode, AttentionError> {
+pub fn run(args: &InfoArgs) -> CliResult<ExitCode> {
     println!("cuda-attention {}", env!("CARGO_PKG_VERSION"));
     if build_info::KERNELS_BUILT {
         println!(
             "kernels in this build: {} (SASS {}; PTX {})",
-            build_info::kernel_families().join(", "),
+            families(),
             list_or_none(build_info::SASS_ARCHS, "sm_"),
             list_or_none(build_info::PTX_ARCHS, "compute_"),
         );
@@ -30,6 +32,7 @@ pub fn run(args: &InfoArgs) -> Result<ExitCode, AttentionError> {
             AttentionError::KernelsNotBuilt
         );
     }
+    print_registry();
     println!(
         "CPU backend: {} threads",
         std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -95,5 +98,81 @@ fn list_or_none(list: &str, prefix: &str) -> String {
             .map(|a| format!("{prefix}{a}"))
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+/// The kernel families of the registry with their dtypes, e.g. `naive (f32, f16, bf16), flash (f32,
+/// f16, bf16)`.
+fn families() -> String {
+    let mut naive = Vec::new();
+    let mut flash = Vec::new();
+    for k in registry::kernels() {
+        let list = match k.family {
+            KernelFamily::Flash => &mut flash,
+            KernelFamily::NaiveScores => &mut naive,
+            _ => continue,
+        };
+        if let Some(dtype) = k.dtype.filter(|d| !list.contains(d)) {
+            list.push(dtype);
+        }
+    }
+    let words = |list: &mut Vec<DType>| {
+        list.sort_by_key(|d| DType::ALL.iter().position(|a| a == d));
+        list.iter().map(|d| d.name()).collect::<Vec<_>>().join(", ")
+    };
+    format!(
+        "naive ({}), flash ({})",
+        words(&mut naive),
+        words(&mut flash)
+    )
+}
+
+/// Every kernel of the registry (`registry::kernels()`, read from the kernel source) with its launch
+/// facts: one line each.
+fn print_registry() {
+    let kernels = registry::kernels();
+    println!(
+        "kernel registry (from the kernel source): {} kernels; {}",
+        kernels.len(),
+        if build_info::KERNELS_BUILT {
+            "this build runs them on a GPU and on the CPU emulator"
+        } else {
+            "this build has no GPU kernels, the CPU emulator runs them"
+        }
+    );
+    if let Some(error) = registry::registry_error() {
+        println!("  registry error: {error}");
+    }
+    println!(
+        "  {:<24} {:<13} {:<5} {:>9} {:>7} {:>9} {:>14} {:>6} {:>5}",
+        "kernel",
+        "family",
+        "dtype",
+        "head dims",
+        "threads",
+        "tile",
+        "shared (max d)",
+        "stride",
+        "align"
+    );
+    for k in kernels {
+        let family = match k.family {
+            KernelFamily::NaiveScores => "naive scores",
+            KernelFamily::NaiveSoftmax => "naive softmax",
+            KernelFamily::NaivePv => "naive P V",
+            KernelFamily::Flash => "flash",
+        };
+        println!(
+            "  {:<24} {:<13} {:<5} {:>9} {:>7} {:>9} {:>14} {:>6} {:>5}",
+            k.name,
+            family,
+            k.dtype.map_or("-", |d| d.name()),
+            format!("{}..{}", k.head_dims.start(), k.head_dims.end()),
+            k.threads(),
+            format!("{}x{}", k.tile_rows, k.tile_cols),
+            format!("{} B", k.shared_bytes_for(*k.head_dims.end())),
+            k.stride_multiple,
+            format!("{} B", k.base_alignment),
+        );
     }
 }

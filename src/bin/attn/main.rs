@@ -1,37 +1,30 @@
 //! `attn`: inspect the device, benchmark the kernels, check them against the CPU reference, and draw
 //! attention weights.
 //!
-//! One file per job: `info`, `check`, `bench` (with `sweep`, `timing`, `slice_check`, `results`,
-//! `table`, `plots`), `weights` (with `npy`, `heatmap`); `inputs`, `target`, `meta` and `fonts` are
-//! shared.
+//! One file or folder per command: `info`, `check`, `bench/` (timing loops, plots, run facts),
+//! `weights/` (.npy input, heatmap); `masks` the score flags check and weights share; `draw/` holds the font and PNG encoding both pictures use. What the
+//! tests also use (runner vocabulary, inputs, results schema, sweep, sampled-row check, tables) is the
+//! library's [`cuda_attention::cli`].
 
 mod bench;
 mod check;
-mod fonts;
-mod heatmap;
+mod draw;
 mod info;
-mod inputs;
-mod meta;
-mod npy;
-mod plots;
-mod results;
-mod slice_check;
-mod sweep;
-mod table;
-mod target;
-mod timing;
+mod masks;
 mod weights;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-/// What the commands return: an exit code, or an error message for stderr.
-pub type CliResult<T> = Result<T, Box<dyn std::error::Error>>;
+use cuda_attention::cli::CliResult;
 
 /// Exact attention on NVIDIA GPUs: device info, benchmarks, correctness checks, attention pictures.
+///
+/// Exit codes: 0 done (and every check passed); 1 a check failed or a run failed; 2 refused before any
+/// work (an invalid flag or input file, a problem too large for this machine's memory, an output path
+/// that cannot be written).
 #[derive(Parser)]
-#[command(name = "attn", version, about)]
+#[command(name = "attn", version, about, long_about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -53,16 +46,16 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: CliResult<ExitCode> = match cli.command {
-        Command::Info(args) => info::run(&args).map_err(Into::into),
+        Command::Info(args) => info::run(&args),
         Command::Bench(args) => bench::run(&args),
-        Command::Check(args) => check::run(&args).map_err(Into::into),
+        Command::Check(args) => check::run(&args),
         Command::Weights(args) => weights::run(&args),
     };
     match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error}");
-            ExitCode::FAILURE
+            ExitCode::from(error.exit_code())
         }
     }
 }

@@ -4,26 +4,24 @@
 //! Every shape of one dtype is a slice of the same storage: batch * seq * hidden is (at most) the same
 //! for every shape, so the input sets are generated and uploaded once per dtype.
 
-use cuda_attention::Tensor;
 use std::sync::Arc;
 use std::time::Instant;
 
-use cuda_attention::cpu::CpuBackend;
-use cuda_attention::emulator::Emulator;
-use cuda_attention::host_memory::HostWorkspace;
-use cuda_attention::HostTensors;
+use cuda_attention::cli::bench::results::{Check, Memory, Record, Status, Timing};
+use cuda_attention::cli::bench::slice_check::{check_rows, sample_rows};
+use cuda_attention::cli::bench::sweep::{Case, Sweep};
+use cuda_attention::cli::bench::table::human_bytes;
+use cuda_attention::cli::inputs::{Aligned, Inputs};
+use cuda_attention::cli::runner::Runner;
+use cuda_attention::cli::{buffer_bytes, CliError, CliResult};
+use cuda_attention::emulator::Schedule;
+use cuda_attention::host_memory::{vec_filled, HostWorkspace};
 use cuda_attention::{
-    AttentionError, AttentionProblem, DeviceTensors, Element, Engine, ForwardOptions, KernelChoice,
-    Plan,
+    AttentionError, AttentionProblem, DeviceTensors, Element, Engine, ForwardOptions, HostTensors,
+    Plan, Tensor,
 };
 use cudarc::driver::sys::{cudaError_enum, CUdevice_attribute, CUevent_flags};
 use cudarc::driver::{CudaSlice, CudaStream, DriverError};
-
-use crate::inputs::{Aligned, Inputs};
-use crate::results::{Check, Memory, Record, Status, Timing};
-use crate::slice_check::{check_rows, sample_rows};
-use crate::sweep::{Case, Kernel, Sweep};
-use crate::table::human_bytes;
 
 /// Free device memory kept in reserve when deciding whether a workspace fits.
 const MEMORY_MARGIN: usize = 256 << 20;
@@ -97,18 +95,11 @@ impl<T: Element> HostSets<T> {
     /// `sweep.input_sets` sets large enough for every case in `cases`: the first uniform in [-1, 1),
     /// the others rotations of it (other values at other addresses).
     pub fn new(sweep: &Sweep, cases: &[Case]) -> Result<Self, AttentionError> {
-        let (mut input_len, mut out_len) = (0, 0);
-        for case in cases {
-            let problem = case.problem();
-            for tensor in [Tensor::Q, Tensor::K, Tensor::V] {
-                input_len = input_len.max(problem.required_len(tensor)?);
-            }
-            out_len = out_len.max(problem.required_len(Tensor::Out)?);
-        }
-        let first = Inputs::<T>::random_len(input_len, 2024);
-        let mut sets = Vec::with_capacity(sweep.input_sets.max(1));
-        for set in 1..sweep.input_sets.max(1) {
-            sets.push(first.rotated(set * 7919));
+        let (input_len, out_len) = Sweep::buffer_lens(cases)?;
+        let first = Inputs::<T>::random_len(input_len, 2024)?;
+        let mut sets = Vec::with_capacity(sweep.input_sets);
+        for set in 1..sweep.input_sets {
+            sets.push(first.rotated(set * 7919)?);
         }
         sets.insert(0, first);
         Ok(HostSets { sets, out_len })
@@ -123,33 +114,29 @@ pub struct HostRunner<'a, T> {
 }
 
 impl<'a, T: Element> HostRunner<'a, T> {
-    pub fn new(sweep: &'a Sweep, host: &'a HostSets<T>) -> Self {
-        HostRunner {
+    pub fn new(sweep: &'a Sweep, host: &'a HostSets<T>) -> Result<Self, AttentionError> {
+        Ok(HostRunner {
             sweep,
             host,
-            out: Aligned::filled(host.out_len, T::default()),
-        }
+            out: Aligned::filled("attention output", host.out_len, T::default())?,
+        })
     }
 
     /// Checks, then times `kernel` on `case`.
-    pub fn measure(&mut self, case: &Case, kernel: Kernel) -> Record {
+    pub fn measure(&mut self, case: &Case, kernel: Runner) -> Record {
         match self.try_measure(case, kernel) {
             Ok(record) => record,
             Err(error) => failed(case, kernel.name(), error),
         }
     }
 
-    fn try_measure(&mut self, case: &Case, kernel: Kernel) -> Result<Record, AttentionError> {
+    fn try_measure(&mut self, case: &Case, kernel: Runner) -> Result<Record, AttentionError> {
         let problem = case.problem();
-        let emulator = Emulator::new();
-        let choice = match kernel {
-            Kernel::EmulatorNaive => KernelChoice::Naive,
-            _ => KernelChoice::Flash,
-        };
-        let plan = match kernel {
-            Kernel::Cpu => CpuBackend.plan::<T>(&problem, ForwardOptions::default())?,
-            _ => emulator.plan::<T>(&problem, ForwardOptions::default().with_kernel(choice))?,
-        };
+        let backend = kernel.open(0, Schedule::default())?;
+        let plan = backend.plan::<T>(
+            &problem,
+            ForwardOptions::default().with_kernel(kernel.kernel()),
+        )?;
         let workspace = plan.workspace_bytes();
         let mut scratch = HostWorkspace::new(workspace)?;
         let lens = Lens::of(&problem)?;
@@ -160,10 +147,7 @@ impl<'a, T: Element> HostRunner<'a, T> {
             if workspace > 0 {
                 tensors.workspace = Some(scratch.as_bytes_mut());
             }
-            match kernel {
-                Kernel::Cpu => CpuBackend.forward_into(&plan, tensors),
-                _ => emulator.forward_into(&plan, tensors),
-            }
+            backend.forward_into_host(&plan, tensors)
         };
         let mut record = case.record(kernel.name(), Status::Ok, None);
         record.memory = Some(Memory {
@@ -262,6 +246,38 @@ pub fn l2_flush_bytes(engine: &Engine, sweep: &Sweep) -> Result<usize, Attention
     Ok(2 * l2.max(1 << 20) as usize)
 }
 
+/// Refuses, before the sweep, one whose input sets, output and L2 flush buffer (for the dtype that needs
+/// most) exceed the device's free memory.
+pub fn check_device_memory(
+    engine: &Engine,
+    sweep: &Sweep,
+    cases: &[Case],
+    flush_bytes: usize,
+) -> CliResult<()> {
+    let (free, _) = engine
+        .context()
+        .mem_get_info()
+        .map_err(driver("reading free device memory"))?;
+    for &dtype in &sweep.dtypes {
+        let of_dtype: Vec<Case> = cases.iter().filter(|c| c.dtype == dtype).copied().collect();
+        let (input_len, out_len) = Sweep::buffer_lens(&of_dtype)?;
+        let needed = buffer_bytes(
+            &[sweep.input_sets * 3 + 1, input_len.max(out_len)],
+            dtype.size_bytes(),
+        )
+        .and_then(|bytes| bytes.checked_add(flush_bytes));
+        if needed.is_none_or(|n| n.saturating_add(MEMORY_MARGIN) > free) {
+            return Err(CliError::Rejected(format!(
+                "attn bench: the {dtype} input sets, output and L2 flush buffer need {} of device memory and \
+                 {} is free: use fewer --input-sets, a smaller --tokens or --hidden, or shorter --seqs",
+                needed.map_or("more than the address space".into(), |n| human_bytes(n as u64)),
+                human_bytes(free as u64)
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl<'a, T: Element> GpuRunner<'a, T> {
     /// Uploads the input sets and allocates the output and the flush buffer.
     pub fn new(
@@ -302,13 +318,13 @@ impl<'a, T: Element> GpuRunner<'a, T> {
             stream,
             sets,
             out,
-            poison: vec![T::from_f32(f32::NAN); host.out_len],
+            poison: vec_filled("poisoned output", host.out_len, T::from_f32(f32::NAN))?,
             flush,
         })
     }
 
     /// Checks, then times `kernel` (naive or flash) on `case`.
-    pub fn measure(&mut self, case: &Case, kernel: Kernel) -> Record {
+    pub fn measure(&mut self, case: &Case, kernel: Runner) -> Record {
         match self.try_measure(case, kernel) {
             Ok(record) => record,
             Err(error) => failed(case, kernel.name(), error),
@@ -339,15 +355,12 @@ impl<'a, T: Element> GpuRunner<'a, T> {
         )
     }
 
-    fn try_measure(&mut self, case: &Case, kernel: Kernel) -> Result<Record, AttentionError> {
+    fn try_measure(&mut self, case: &Case, kernel: Runner) -> Result<Record, AttentionError> {
         let problem = case.problem();
-        let choice = match kernel {
-            Kernel::Naive => KernelChoice::Naive,
-            _ => KernelChoice::Flash,
-        };
-        let plan = self
-            .engine
-            .plan::<T>(&problem, ForwardOptions::default().with_kernel(choice))?;
+        let plan = self.engine.plan::<T>(
+            &problem,
+            ForwardOptions::default().with_kernel(kernel.kernel()),
+        )?;
         let lens = Lens::of(&problem)?;
         let mut record = case.record(kernel.name(), Status::Ok, None);
         record.memory = Some(Memory {

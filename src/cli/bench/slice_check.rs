@@ -3,18 +3,18 @@
 //!
 //! Each sampled row `(b, h, i)` becomes a one-query problem over the keys that row sees (the causal
 //! prefix, or all of them), so the reference and FlashAttention's tolerance rule
-//! ([`cuda_attention::cpu::compare::tolerance`]) cost `seq_k * head_dim` per row however large the
+//! ([`crate::cpu::compare::tolerance`]) cost `seq_k * head_dim` per row however large the
 //! benchmarked problem is. The rule is applied to the sampled rows as one tensor: the largest error over
 //! them against the largest allowance over them.
 
 use std::collections::BTreeSet;
 
-use cuda_attention::cpu::{compare, reference};
-use cuda_attention::{AttentionError, AttentionProblem, AttentionShape, Element, Result, Strides};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::results::Check;
+use super::results::Check;
+use crate::cpu::{compare, reference};
+use crate::{AttentionError, AttentionProblem, AttentionShape, Element, Result, Strides};
 
 /// Rows a benchmark checks per kernel and shape.
 pub const ROWS: usize = 32;

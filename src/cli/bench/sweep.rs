@@ -1,12 +1,23 @@
 //! What a benchmark sweep covers: kernels, dtypes, head dims, masks and sequence lengths, with
 //! batch * seq and heads * head_dim held constant (FlashAttention's convention: 16k tokens, hidden 2048).
 
-use std::fmt;
 use std::str::FromStr;
 
-use cuda_attention::{AttentionProblem, AttentionShape, DType};
+use super::results::{Record, Status};
+use crate::cli::buffer_bytes;
+use crate::cli::runner::Runner;
+use crate::{AttentionError, AttentionProblem, AttentionShape, DType, Tensor};
 
-use crate::results::{Record, Status};
+/// Most timed runs per kernel and shape (`--iters`): beyond this a sweep takes days.
+pub const MAX_ITERS: usize = 10_000;
+/// Most untimed warm-up runs per kernel and shape (`--warmup`).
+pub const MAX_WARMUP: usize = 10_000;
+/// Most input sets rotated between runs (`--input-sets`): each is a full copy of q, k and v.
+pub const MAX_INPUT_SETS: usize = 64;
+/// Most query rows checked per kernel and shape (`--check-rows`).
+pub const MAX_CHECK_ROWS: usize = 4096;
+/// Longest timing budget of a host kernel per shape, in seconds (`--host-seconds`).
+pub const MAX_HOST_SECONDS: f64 = 3600.0;
 
 /// The sizes a sweep covers unless told otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,66 +63,6 @@ pub const CPU_QUICK: Defaults = Defaults {
     head_dims: &[64, 128],
 };
 
-/// A kernel `attn bench` can time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kernel {
-    /// The GPU naive kernels (scores materialised in device memory).
-    Naive,
-    /// The GPU flash kernel.
-    Flash,
-    /// The multi-threaded CPU backend.
-    Cpu,
-    /// The naive kernels run by the CPU emulator of the CUDA kernels (slow: for tiny shapes).
-    EmulatorNaive,
-    /// The flash kernel run by the CPU emulator.
-    EmulatorFlash,
-}
-
-impl Kernel {
-    pub const ALL: [Kernel; 5] = [
-        Kernel::Naive,
-        Kernel::Flash,
-        Kernel::Cpu,
-        Kernel::EmulatorNaive,
-        Kernel::EmulatorFlash,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Kernel::Naive => "naive",
-            Kernel::Flash => "flash",
-            Kernel::Cpu => "cpu",
-            Kernel::EmulatorNaive => "emulator-naive",
-            Kernel::EmulatorFlash => "emulator-flash",
-        }
-    }
-
-    /// Whether the kernel runs on the GPU (else on the host).
-    pub fn on_gpu(self) -> bool {
-        matches!(self, Kernel::Naive | Kernel::Flash)
-    }
-}
-
-impl fmt::Display for Kernel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for Kernel {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Kernel::ALL
-            .into_iter()
-            .find(|k| k.name() == s)
-            .ok_or_else(|| {
-                format!(
-                    "unknown kernel '{s}': use naive, flash, cpu, emulator-naive or emulator-flash"
-                )
-            })
-    }
-}
-
 /// Which masks a sweep covers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Masks {
@@ -147,10 +98,32 @@ impl FromStr for Masks {
     }
 }
 
+/// `value` of `flag` within `min..=max`, or a message saying the range.
+fn in_range(flag: &str, value: usize, min: usize, max: usize) -> Result<(), String> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{flag} {value} is out of range: use {min} to {max}"
+        ))
+    }
+}
+
+/// A message when `list` (the values of `flag`) holds a value twice.
+fn no_repeats<T: PartialEq + std::fmt::Display>(flag: &str, list: &[T]) -> Result<(), String> {
+    for (i, value) in list.iter().enumerate() {
+        if list[..i].contains(value) {
+            return Err(format!("{flag} lists {value} twice"));
+        }
+    }
+    Ok(())
+}
+
 /// A resolved sweep: every setting decided.
 #[derive(Debug, Clone)]
 pub struct Sweep {
-    pub kernels: Vec<Kernel>,
+    /// What is timed: each names one kernel on one backend ([`Runner::is_one_kernel`]).
+    pub kernels: Vec<Runner>,
     pub dtypes: Vec<DType>,
     pub head_dims: Vec<usize>,
     pub masks: Masks,
@@ -215,6 +188,82 @@ impl Case {
 }
 
 impl Sweep {
+    /// Checks every setting against its bounds and every shape against the library's validation, before
+    /// anything runs, and returns the shapes.
+    ///
+    /// # Errors
+    /// A message naming the flag (or the shape) and what would be accepted.
+    pub fn validate(&self) -> Result<Vec<Case>, String> {
+        in_range("--iters", self.iters, 1, MAX_ITERS)?;
+        in_range("--warmup", self.warmup, 0, MAX_WARMUP)?;
+        in_range("--input-sets", self.input_sets, 1, MAX_INPUT_SETS)?;
+        in_range("--check-rows", self.check_rows, 1, MAX_CHECK_ROWS)?;
+        if !(0.0..=MAX_HOST_SECONDS).contains(&self.host_seconds) {
+            return Err(format!(
+                "--host-seconds {} is out of range: use 0 to {MAX_HOST_SECONDS}",
+                self.host_seconds
+            ));
+        }
+        if self.kernels.is_empty() || self.dtypes.is_empty() {
+            return Err("--kernels and --dtypes need at least one value each".into());
+        }
+        if let Some(kernel) = self.kernels.iter().find(|k| !k.is_one_kernel()) {
+            return Err(format!(
+                "--kernels {kernel}: a benchmark record times one kernel: use naive, flash, cpu, \
+                 emulator-naive or emulator-flash"
+            ));
+        }
+        no_repeats("--kernels", &self.kernels)?;
+        no_repeats("--dtypes", &self.dtypes)?;
+        no_repeats("--head-dims", &self.head_dims)?;
+        no_repeats("--seqs", &self.seqs)?;
+        let cases = self.cases()?;
+        for case in &cases {
+            case.problem().validate().map_err(|e| {
+                format!(
+                    "the sweep's shape {} d{} seq {} batch {} heads {}: {e}",
+                    case.dtype, case.head_dim, case.seq, case.batch, case.heads
+                )
+            })?;
+        }
+        Ok(cases)
+    }
+
+    /// Elements of the largest q (or k, or v) and of the largest output over `cases`: the storage every
+    /// shape of one dtype is sliced from.
+    ///
+    /// # Errors
+    /// The shapes' size errors.
+    pub fn buffer_lens(cases: &[Case]) -> Result<(usize, usize), AttentionError> {
+        let (mut input_len, mut out_len) = (0, 0);
+        for case in cases {
+            let problem = case.problem();
+            for tensor in [Tensor::Q, Tensor::K, Tensor::V] {
+                input_len = input_len.max(problem.required_len(tensor)?);
+            }
+            out_len = out_len.max(problem.required_len(Tensor::Out)?);
+        }
+        Ok((input_len, out_len))
+    }
+
+    /// Host bytes the sweep holds at once, for the dtype that needs most: `input_sets` copies of q, k and
+    /// v, an output and (on the GPU) its NaN poison. `None` when the size overflows.
+    ///
+    /// # Errors
+    /// The shapes' size errors.
+    pub fn host_bytes(&self, cases: &[Case]) -> Result<Option<usize>, AttentionError> {
+        let mut most = Some(0usize);
+        for &dtype in &self.dtypes {
+            let of_dtype: Vec<Case> = cases.iter().filter(|c| c.dtype == dtype).copied().collect();
+            let (input_len, out_len) = Sweep::buffer_lens(&of_dtype)?;
+            let bytes = buffer_bytes(&[self.input_sets, 3, input_len], dtype.size_bytes())
+                .zip(buffer_bytes(&[2, out_len], dtype.size_bytes()))
+                .and_then(|(inputs, outputs)| inputs.checked_add(outputs));
+            most = most.zip(bytes).map(|(a, b)| a.max(b));
+        }
+        Ok(most)
+    }
+
     /// Every shape, ordered by dtype, head dim, mask, sequence length.
     ///
     /// # Errors

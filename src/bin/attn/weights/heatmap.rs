@@ -8,7 +8,7 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::{fonts, plots};
+use crate::draw;
 
 /// Most labelled ticks per axis.
 const MAX_TICKS: usize = 40;
@@ -125,7 +125,7 @@ pub fn write(
     title: &str,
     path: &Path,
 ) -> Result<(), String> {
-    fonts::register();
+    draw::register_font();
     let vmax = pooled
         .values
         .iter()
@@ -212,7 +212,7 @@ pub fn write(
         .map_err(text)?;
         root.present().map_err(text)
     };
-    plots::write_png(path, (1150, 1000), draw).map_err(|e| format!("{}: {e}", path.display()))
+    draw::write_png(path, (1150, 1000), draw).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]

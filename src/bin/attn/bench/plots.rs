@@ -11,9 +11,10 @@ use std::path::Path;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use crate::fonts;
-use crate::results::Record;
-use crate::table::human_bytes;
+use cuda_attention::cli::bench::results::Record;
+use cuda_attention::cli::bench::table::human_bytes;
+
+use crate::draw::{self, write_png};
 
 /// The line colour of a kernel: fixed for the known ones, so every plot uses the same.
 pub fn kernel_color(kernel: &str) -> RGBColor {
@@ -162,25 +163,6 @@ fn power_of_two_ticks(range: &std::ops::Range<f64>) -> Vec<f64> {
 /// Errors of a drawing backend, as text.
 fn text<E: std::fmt::Display>(e: E) -> String {
     format!("drawing a plot: {e}")
-}
-
-/// Lets `draw` paint an RGB canvas of `size` pixels, then writes it to `path` as PNG: plotters draws into
-/// memory and the png crate encodes (plotters' own encoder would pull in the whole `image` crate).
-pub fn write_png(
-    path: &Path,
-    size: (u32, u32),
-    draw: impl FnOnce(DrawingArea<BitMapBackend<'_>, Shift>) -> Result<(), String>,
-) -> Result<(), String> {
-    let mut pixels = vec![0u8; size.0 as usize * size.1 as usize * 3];
-    draw(BitMapBackend::with_buffer(&mut pixels, size).into_drawing_area())?;
-    let failed = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-    let file = std::fs::File::create(path).map_err(|e| failed(&e))?;
-    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), size.0, size.1);
-    encoder.set_color(png::ColorType::Rgb);
-    encoder.set_depth(png::BitDepth::Eight);
-    let mut writer = encoder.write_header().map_err(|e| failed(&e))?;
-    writer.write_image_data(&pixels).map_err(|e| failed(&e))?;
-    writer.finish().map_err(|e| failed(&e))
 }
 
 /// One chart: lines of (seq, value) points, log x, log or linear y.
@@ -350,7 +332,7 @@ pub fn write_timings(
     png: &Path,
     svg: &Path,
 ) -> Result<(), String> {
-    fonts::register();
+    draw::register_font();
     let size = (1400, 60 + 430 * timing_rows(records) as u32);
     write_png(png, size, |root| draw_timings(root, records, title))
         .map_err(|e| format!("{}: {e}", png.display()))?;
@@ -364,7 +346,7 @@ pub fn write_timings(
 
 /// Writes the memory figure as PNG: peak bytes of one call against seq, per dtype and head dim.
 pub fn write_memory(records: &[&Record], title: &str, png: &Path) -> Result<(), String> {
-    fonts::register();
+    draw::register_font();
     let peaks = panels(
         records,
         |r| (r.dtype.clone(), r.head_dim),

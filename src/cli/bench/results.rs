@@ -1,8 +1,6 @@
 //! The schema of `results.json`, written by `attn bench --out DIR` and by `benches/torch_sdpa.py`, so that
 //! both load with the one type [`BenchResults`] and `attn bench --compare` can merge them.
 //!
-//! Self-contained (serde only): the schema tests include this file directly.
-//!
 //! Conventions: times in milliseconds, memory in bytes, FLOPs = 4 * batch * heads * seq * seq * head_dim
 //! (halved when causal), TFLOP/s from the median time. A record that was not timed (skipped, out of
 //! memory, failed check, error) has no `timing` and says why in `reason`.

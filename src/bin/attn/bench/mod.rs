@@ -7,22 +7,27 @@
 //! (4 * b * h * seq^2 * d, halved when causal); the exact bytes one call reads and writes. A table on
 //! stdout; with `--out DIR`, DIR/results.json, DIR/timings.png, DIR/timings.svg and DIR/memory.png.
 
+mod meta;
+mod plots;
+mod timing;
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Args;
-use cuda_attention::DType;
+use cuda_attention::cli::bench::results::{BenchResults, Record, Settings, Status, SCHEMA};
+use cuda_attention::cli::bench::sweep::{
+    Case, Masks, Sweep, CPU_DEFAULTS, CPU_QUICK, GPU_DEFAULTS, GPU_QUICK,
+};
+use cuda_attention::cli::bench::{slice_check, table};
+use cuda_attention::cli::output::prepare_dir;
+use cuda_attention::cli::runner::{no_gpu, open_gpu, Runner};
+use cuda_attention::cli::{check_host_memory, reject, CliResult};
+use cuda_attention::{DType, Engine, KernelChoice};
 use half::{bf16, f16};
 
-use crate::meta;
-use crate::plots;
-use crate::results::{BenchResults, Record, Settings, Status, SCHEMA};
-use crate::sweep::{Case, Kernel, Masks, Sweep, CPU_DEFAULTS, CPU_QUICK, GPU_DEFAULTS, GPU_QUICK};
-use crate::table;
-use crate::target::Target;
-use crate::timing::{self, GpuRunner, HostRunner, HostSets};
-use crate::CliResult;
+use timing::{GpuRunner, HostRunner, HostSets};
 
 /// The CPU backend skips shapes above this many FLOPs per call (about 10 s on 2 cores).
 const CPU_FLOP_LIMIT: f64 = 2e11;
@@ -32,10 +37,10 @@ const EMULATOR_FLOP_LIMIT: f64 = 3e8;
 
 #[derive(Args)]
 pub struct BenchArgs {
-    /// Kernels, comma separated: naive, flash (GPU), cpu, emulator-naive, emulator-flash.
-    /// Default: naive,flash on a GPU, cpu without one.
+    /// Kernels, comma separated: naive, flash (GPU), cpu, emulator-naive, emulator-flash (the spellings
+    /// of `attn check --kernel` that name one kernel). Default: naive,flash on a GPU, cpu without one.
     #[arg(long, value_delimiter = ',')]
-    kernels: Option<Vec<Kernel>>,
+    kernels: Option<Vec<Runner>>,
     /// Sequence lengths, comma separated. Default: 512,1024,...,16384 on a GPU; 128,...,2048 on the CPU.
     #[arg(long, value_delimiter = ',')]
     seqs: Option<Vec<usize>>,
@@ -75,7 +80,7 @@ pub struct BenchArgs {
     #[arg(long)]
     host_seconds: Option<f64>,
     /// Output rows checked against the f64 reference per kernel and shape.
-    #[arg(long, default_value_t = crate::slice_check::ROWS)]
+    #[arg(long, default_value_t = slice_check::ROWS)]
     check_rows: usize,
     /// A small sweep: seconds on a GPU, under a minute on the CPU backend.
     #[arg(long)]
@@ -111,9 +116,12 @@ fn resolve(args: &BenchArgs, gpu: bool) -> Sweep {
     };
     let host_seconds = if args.quick { 0.3 } else { 2.0 };
     let kernels = if gpu {
-        vec![Kernel::Naive, Kernel::Flash]
+        vec![
+            Runner::Gpu(KernelChoice::Naive),
+            Runner::Gpu(KernelChoice::Flash),
+        ]
     } else {
-        vec![Kernel::Cpu]
+        vec![Runner::Cpu]
     };
     Sweep {
         kernels: args.kernels.clone().unwrap_or(kernels),
@@ -128,15 +136,19 @@ fn resolve(args: &BenchArgs, gpu: bool) -> Sweep {
         hidden: args.hidden.unwrap_or(defaults.hidden),
         heads: args.heads,
         warmup: args.warmup.unwrap_or(if gpu { 3 } else { 0 }),
-        iters: args.iters.unwrap_or(20).max(1),
-        input_sets: args.input_sets.max(1),
+        iters: args.iters.unwrap_or(20),
+        input_sets: args.input_sets,
         flush_l2: !args.no_flush,
         host_seconds: args.host_seconds.unwrap_or(host_seconds),
-        check_rows: args.check_rows.max(1),
+        check_rows: args.check_rows,
     }
 }
 
 pub fn run(args: &BenchArgs) -> CliResult<ExitCode> {
+    // Where the results go is made and probed first: an unwritable --out is refused before the sweep.
+    if let Some(dir) = args.out.as_deref().filter(|_| !args.dry_run) {
+        prepare_dir("--out", dir)?;
+    }
     // A compare file that cannot be read costs the comparison, not the sweep: said first, then skipped.
     let theirs = match args.compare.as_deref().map(BenchResults::load) {
         Some(Err(error)) => {
@@ -147,7 +159,7 @@ pub fn run(args: &BenchArgs) -> CliResult<ExitCode> {
         None => None,
     };
     let ours = match &args.results {
-        Some(path) => BenchResults::load(path)?,
+        Some(path) => BenchResults::load(path).map_err(reject)?,
         None => match measure(args)? {
             Some(results) => results,
             None => return Ok(ExitCode::SUCCESS),
@@ -227,7 +239,6 @@ fn write_outputs(
     theirs: Option<&BenchResults>,
     merged: &[&Record],
 ) -> CliResult<()> {
-    std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     let json = dir.join("results.json");
     ours.save(&json)?;
     let title = title(ours, theirs);
@@ -249,10 +260,24 @@ fn write_outputs(
 /// Runs the sweep (or prints it with --dry-run, returning `None`).
 fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
     let date = meta::now_utc();
-    let target = Target::open(args.device, args.cpu)?;
-    let gpu = matches!(target, Target::Gpu(_));
-    let sweep = resolve(args, gpu);
-    let cases = sweep.cases()?;
+    // The GPU, or why the sweep runs without one.
+    let gpu: Result<Engine, String> = if args.cpu {
+        Err("--cpu given".into())
+    } else {
+        match open_gpu(args.device) {
+            Ok(engine) => Ok(engine),
+            Err(error) if no_gpu(&error) => Err(error.to_string()),
+            Err(error) => return Err(error.into()),
+        }
+    };
+    let sweep = resolve(args, gpu.is_ok());
+    // Every flag and every shape, then the memory the input sets take, before anything runs.
+    let cases = sweep.validate().map_err(reject)?;
+    check_host_memory(
+        "attn bench",
+        &[("input sets and outputs", sweep.host_bytes(&cases)?)],
+        "use fewer --input-sets, a smaller --tokens or --hidden, or shorter --seqs",
+    )?;
     // With --dry-run stdout holds the JSON alone.
     let say = |line: String| {
         if args.dry_run {
@@ -261,8 +286,8 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
             println!("{line}");
         }
     };
-    let (backend, device) = match &target {
-        Target::Gpu(engine) => {
+    let (backend, device) = match &gpu {
+        Ok(engine) => {
             say(format!(
                 "backend: GPU {} ({} SMs)",
                 engine.device().name,
@@ -270,21 +295,22 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
             ));
             ("gpu", meta::gpu_device(engine.device()))
         }
-        Target::Cpu(why) => {
+        Err(why) => {
             say(format!(
                 "backend: CPU, no GPU used ({why}); the sweep runs on the CPU backend"
             ));
             ("cpu", meta::cpu_device())
         }
-        Target::Emulator(_) => ("cpu", meta::cpu_device()),
     };
-    let l2_flush_bytes = match &target {
-        Target::Gpu(engine) if sweep.kernels.iter().any(|k| k.on_gpu()) => {
-            timing::l2_flush_bytes(engine, &sweep)? as u64
+    let any_gpu = gpu.is_ok() && sweep.kernels.iter().any(|k| k.on_gpu());
+    let l2_flush_bytes = match &gpu {
+        Ok(engine) if any_gpu => {
+            let flush = timing::l2_flush_bytes(engine, &sweep)?;
+            timing::check_device_memory(engine, &sweep, &cases, flush)?;
+            flush as u64
         }
         _ => 0,
     };
-    let any_gpu = gpu && sweep.kernels.iter().any(|k| k.on_gpu());
     let any_host = sweep.kernels.iter().any(|k| !k.on_gpu());
     let timer = match (any_gpu, any_host) {
         (true, true) => "cuda events (GPU kernels), wall clock (host kernels)",
@@ -346,9 +372,9 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
         let of_dtype: Vec<Case> = cases.iter().filter(|c| c.dtype == dtype).copied().collect();
         let records = &mut results.records;
         match dtype {
-            DType::F32 => run_dtype::<f32>(&target, &sweep, &of_dtype, &mut progress, records)?,
-            DType::F16 => run_dtype::<f16>(&target, &sweep, &of_dtype, &mut progress, records)?,
-            DType::Bf16 => run_dtype::<bf16>(&target, &sweep, &of_dtype, &mut progress, records)?,
+            DType::F32 => run_dtype::<f32>(&gpu, &sweep, &of_dtype, &mut progress, records)?,
+            DType::F16 => run_dtype::<f16>(&gpu, &sweep, &of_dtype, &mut progress, records)?,
+            DType::Bf16 => run_dtype::<bf16>(&gpu, &sweep, &of_dtype, &mut progress, records)?,
         }
     }
     eprintln!(
@@ -359,11 +385,11 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
 }
 
 /// Why a host kernel is left out of a shape, if it is.
-fn too_slow(kernel: Kernel, flops: f64) -> Option<String> {
+fn too_slow(kernel: Runner, flops: f64) -> Option<String> {
     let limit = match kernel {
-        Kernel::Cpu => CPU_FLOP_LIMIT,
-        Kernel::EmulatorNaive | Kernel::EmulatorFlash => EMULATOR_FLOP_LIMIT,
-        Kernel::Naive | Kernel::Flash => return None,
+        Runner::Cpu => CPU_FLOP_LIMIT,
+        Runner::Emulator(_) => EMULATOR_FLOP_LIMIT,
+        Runner::Gpu(_) | Runner::Auto => return None,
     };
     (flops > limit).then(|| {
         format!(
@@ -375,34 +401,31 @@ fn too_slow(kernel: Kernel, flops: f64) -> Option<String> {
 }
 
 fn run_dtype<T: cuda_attention::Element>(
-    target: &Target,
+    gpu: &Result<Engine, String>,
     sweep: &Sweep,
     cases: &[Case],
     progress: &mut Progress,
     records: &mut Vec<Record>,
 ) -> CliResult<()> {
     let host = HostSets::<T>::new(sweep, cases)?;
-    let mut gpu = match target {
-        Target::Gpu(engine) if sweep.kernels.iter().any(|k| k.on_gpu()) => {
+    let mut gpu_runner = match gpu {
+        Ok(engine) if sweep.kernels.iter().any(|k| k.on_gpu()) => {
             Some(GpuRunner::new(engine, sweep, &host)?)
         }
         _ => None,
     };
-    let mut host_runner = HostRunner::new(sweep, &host);
+    let mut host_runner = HostRunner::new(sweep, &host)?;
     for case in cases {
         for &kernel in &sweep.kernels {
             progress.start(case, kernel);
             let flops = case.problem().shape.flops(case.causal);
-            let record = match (&mut gpu, target) {
+            let record = match (&mut gpu_runner, gpu) {
                 (Some(runner), _) if kernel.on_gpu() => runner.measure(case, kernel),
-                (None, Target::Cpu(why)) if kernel.on_gpu() => case.record(
+                (_, Err(why)) if kernel.on_gpu() => case.record(
                     kernel.name(),
                     Status::Skipped,
                     Some(format!("no GPU: {why}")),
                 ),
-                (None, _) if kernel.on_gpu() => {
-                    case.record(kernel.name(), Status::Skipped, Some("no GPU".into()))
-                }
                 _ => match too_slow(kernel, flops) {
                     Some(why) => case.record(kernel.name(), Status::Skipped, Some(why)),
                     None => host_runner.measure(case, kernel),
@@ -431,7 +454,7 @@ impl Progress {
         }
     }
 
-    fn start(&mut self, case: &Case, kernel: Kernel) {
+    fn start(&mut self, case: &Case, kernel: Runner) {
         self.done += 1;
         eprint!(
             "[{:>3}/{} {:>6.1}s] {:<14} {} d{} {}seq {:>5} batch {:>4} heads {:>3} ... ",

@@ -5,7 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use cuda_attention::gpu::DeviceInfo;
 
-use crate::results::Device;
+use cuda_attention::cli::bench::results::Device;
 
 /// The commit under test: `$ATTN_COMMIT`, else the `COMMIT` file that `scripts/gpu-pack.sh` puts beside
 /// the binary, else `git rev-parse --short HEAD` in the current directory (with `+dirty` when tracked

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::results::{BenchResults, Record, ShapeKey, Status};
+use super::results::{BenchResults, Record, ShapeKey, Status};
 
 /// A short description of where and how `results` were measured, one line per fact.
 pub fn describe(results: &BenchResults) -> Vec<String> {
