@@ -169,17 +169,9 @@ impl<T> HostTensors<'_, T> {
 /// # Errors
 /// [`AttentionError::BufferTooSmall`] naming the first short input.
 pub fn check_inputs(problem: &AttentionProblem, q: usize, k: usize, v: usize) -> Result<()> {
-    for (tensor, len) in [(Tensor::Q, q), (Tensor::K, k), (Tensor::V, v)] {
-        let needed = problem.required_len(tensor)?;
-        if len < needed {
-            return Err(AttentionError::BufferTooSmall {
-                tensor: tensor.name(),
-                needed,
-                len,
-            });
-        }
-    }
-    Ok(())
+    problem.check_len(Tensor::Q, q)?;
+    problem.check_len(Tensor::K, k)?;
+    problem.check_len(Tensor::V, v)
 }
 
 /// Checks that `plan` was made for buffers of `dtype` and for this kind of backend (the CPU backend, or
@@ -267,9 +259,13 @@ pub fn bind(plan: &Plan, regions: &Regions) -> Result<AttentionParams> {
         (Tensor::V, regions.v, false),
         (Tensor::Out, regions.out, true),
     ] {
-        let needed = problem.required_len(tensor)?;
-        check_len(tensor.name(), region, needed)?;
-        spans.push((tensor.name(), region, needed, writable));
+        problem.check_len(tensor, region.len)?;
+        spans.push((
+            tensor.name(),
+            region,
+            problem.required_len(tensor)?,
+            writable,
+        ));
     }
     for (tensor, region, needed, writable) in [
         ("lse", regions.lse, needs.lse, true),

@@ -429,14 +429,24 @@ impl AttentionProblem {
             (Tensor::V, v),
             (Tensor::Out, out),
         ] {
-            let needed = self.required_len(tensor)?;
-            if len < needed {
-                return Err(AttentionError::BufferTooSmall {
-                    tensor: tensor.name(),
-                    needed,
-                    len,
-                });
-            }
+            self.check_len(tensor, len)?;
+        }
+        Ok(())
+    }
+
+    /// Checks that a buffer of `len` elements holds `tensor`.
+    ///
+    /// # Errors
+    /// [`AttentionError::BufferTooSmall`], or the [`AttentionError::SizeOverflow`] of
+    /// [`AttentionProblem::required_len`].
+    pub fn check_len(&self, tensor: Tensor, len: usize) -> Result<()> {
+        let needed = self.required_len(tensor)?;
+        if len < needed {
+            return Err(AttentionError::BufferTooSmall {
+                tensor: tensor.name(),
+                needed,
+                len,
+            });
         }
         Ok(())
     }
