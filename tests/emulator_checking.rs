@@ -119,6 +119,24 @@ const PLANTED: &[Planted] = &[
         valid: 0,
         unwritten: 0,
     },
+    Planted {
+        kernel: "planted_cp_async_overwrite_k",
+        threads: 128,
+        shared_bytes: 4096,
+        inputs: 2048,
+        outputs: 128,
+        valid: 0,
+        unwritten: 0,
+    },
+    Planted {
+        kernel: "planted_cp_async_overwrite_v",
+        threads: 128,
+        shared_bytes: 4096,
+        inputs: 2048,
+        outputs: 128,
+        valid: 0,
+        unwritten: 0,
+    },
 ];
 
 fn planted(kernel: &str) -> &'static Planted {
@@ -176,8 +194,8 @@ fn assert_emulator_reports(kernel: &str, what: &str, site: &str) {
     }
 }
 
-/// The planted bug must be reported by ThreadSanitizer as a race in `file`.
-fn assert_race_reported(kernel: &str, file: &str) {
+/// The planted bug must be reported by ThreadSanitizer as a race in `file`; returns the run.
+fn assert_race_reported(kernel: &str, file: &str) -> Run {
     let run = run_planted(kernel, false, Sanitizer::Thread, Schedule::RoundRobin);
     assert!(
         run.race() && run.stderr.contains(file),
@@ -187,6 +205,18 @@ fn assert_race_reported(kernel: &str, file: &str) {
     assert!(
         run.stderr.contains("thread (") && run.stderr.contains(kernel),
         "the report should name the CUDA threads"
+    );
+    run
+}
+
+/// The planted overwrite must be reported by ThreadSanitizer as a race in `file` whose write is the
+/// cp.async's, made by `hook` (emulator/cuda/async_copy.h) for the issuing thread.
+fn assert_async_write_race_reported(kernel: &str, file: &str, hook: &str) {
+    let run = assert_race_reported(kernel, file);
+    assert!(
+        run.stderr.contains(hook) && run.stderr.contains("cp_async_"),
+        "the race on {kernel} should involve the cp.async write ({hook}):\n{}",
+        run.describe()
     );
 }
 
@@ -214,6 +244,28 @@ fn missing_barrier_is_reported_as_a_race() {
 #[test]
 fn missing_second_barrier_is_reported_as_a_race() {
     assert_race_reported("planted_missing_second_barrier", "missing_barrier.cu");
+}
+
+/// A K tile overwritten by the next cp.async while other warps still read it: the issue and the landing
+/// both race with the reads (whichever ThreadSanitizer meets first is reported).
+#[test]
+fn cp_async_overwrite_of_a_k_tile_is_reported_as_a_race() {
+    assert_async_write_race_reported(
+        "planted_cp_async_overwrite_k",
+        "cp_async_overwrite.cu:",
+        "cuda_emu::async_copy_",
+    );
+}
+
+/// A V tile overwritten by the next cp.async while other warps still read it, the copy landing only after
+/// a later barrier: only the write at the issue races, so the issue must be a write ThreadSanitizer sees.
+#[test]
+fn cp_async_overwrite_of_a_v_tile_is_reported_as_a_race() {
+    assert_async_write_race_reported(
+        "planted_cp_async_overwrite_v",
+        "cp_async_overwrite.cu:",
+        "cuda_emu::async_copy_issue",
+    );
 }
 
 #[test]
