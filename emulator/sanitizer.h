@@ -13,6 +13,10 @@
  *
  * gcc 12's <sanitizer/tsan_interface.h> does not declare the fiber API, although Debian's libtsan2
  * exports it, so the declarations are written out here.
+ *
+ * Memory accesses are never annotated here: the runtime is not instrumented, so an access it made would
+ * be attributed to no kernel line. The one explicit access annotation, the writes of asynchronous copies
+ * (cp.async, later TMA), lives in emulator/cuda/async_copy.h and is compiled into the kernels.
  */
 #ifndef CUDA_ATTENTION_EMULATOR_SANITIZER_H
 #define CUDA_ATTENTION_EMULATOR_SANITIZER_H

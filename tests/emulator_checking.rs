@@ -1,7 +1,8 @@
 //! The checking mode: planted-bug kernels (tests/planted/) that the emulator, ThreadSanitizer or
-//! AddressSanitizer must report, their fixed twins that must run clean under all three, and the naive
-//! kernels run clean under both sanitizers. Every test here fails if the tool that should speak stays
-//! silent. The checker programs are built on first use (see emulator_support/checker.rs); they need g++
+//! AddressSanitizer must report, their fixed twins that must run clean under all three, and the product's
+//! kernels (naive, flash, flash f32) run clean under both sanitizers, each kernel geometry on at least one
+//! shape that keeps every warp busy on two key tiles. Every test here fails if the tool that should speak
+//! stays silent. The checker programs are built on first use (see emulator_support/checker.rs); they need g++
 //! with libtsan and libasan (scripts/install-emulator-deps.sh).
 
 #[path = "emulator_support/checker.rs"]
@@ -11,6 +12,7 @@ use checker::{checker, Job, Run, Sanitizer};
 use cuda_attention::binding::problem_params;
 use cuda_attention::emulator::Schedule;
 use cuda_attention::launch::{flash_launch, naive_launches, KernelLaunch};
+use cuda_attention::registry::{self, KernelFamily, KernelSpec};
 use cuda_attention::sys::AttentionParams;
 use cuda_attention::Tensor;
 use cuda_attention::{AttentionProblem, AttentionShape, DType};
@@ -119,6 +121,24 @@ const PLANTED: &[Planted] = &[
         valid: 0,
         unwritten: 0,
     },
+    Planted {
+        kernel: "planted_cp_async_overwrite_k",
+        threads: 128,
+        shared_bytes: 4096,
+        inputs: 2048,
+        outputs: 128,
+        valid: 0,
+        unwritten: 0,
+    },
+    Planted {
+        kernel: "planted_cp_async_overwrite_v",
+        threads: 128,
+        shared_bytes: 4096,
+        inputs: 2048,
+        outputs: 128,
+        valid: 0,
+        unwritten: 0,
+    },
 ];
 
 fn planted(kernel: &str) -> &'static Planted {
@@ -176,8 +196,8 @@ fn assert_emulator_reports(kernel: &str, what: &str, site: &str) {
     }
 }
 
-/// The planted bug must be reported by ThreadSanitizer as a race in `file`.
-fn assert_race_reported(kernel: &str, file: &str) {
+/// The planted bug must be reported by ThreadSanitizer as a race in `file`; returns the run.
+fn assert_race_reported(kernel: &str, file: &str) -> Run {
     let run = run_planted(kernel, false, Sanitizer::Thread, Schedule::RoundRobin);
     assert!(
         run.race() && run.stderr.contains(file),
@@ -187,6 +207,18 @@ fn assert_race_reported(kernel: &str, file: &str) {
     assert!(
         run.stderr.contains("thread (") && run.stderr.contains(kernel),
         "the report should name the CUDA threads"
+    );
+    run
+}
+
+/// The planted overwrite must be reported by ThreadSanitizer as a race in `file` whose write is the
+/// cp.async's, made by `hook` (emulator/cuda/async_copy.h) for the issuing thread.
+fn assert_async_write_race_reported(kernel: &str, file: &str, hook: &str) {
+    let run = assert_race_reported(kernel, file);
+    assert!(
+        run.stderr.contains(hook) && run.stderr.contains("cp_async_"),
+        "the race on {kernel} should involve the cp.async write ({hook}):\n{}",
+        run.describe()
     );
 }
 
@@ -214,6 +246,28 @@ fn missing_barrier_is_reported_as_a_race() {
 #[test]
 fn missing_second_barrier_is_reported_as_a_race() {
     assert_race_reported("planted_missing_second_barrier", "missing_barrier.cu");
+}
+
+/// A K tile overwritten by the next cp.async while other warps still read it: the issue and the landing
+/// both race with the reads (whichever ThreadSanitizer meets first is reported).
+#[test]
+fn cp_async_overwrite_of_a_k_tile_is_reported_as_a_race() {
+    assert_async_write_race_reported(
+        "planted_cp_async_overwrite_k",
+        "cp_async_overwrite.cu:",
+        "cuda_emu::async_copy_",
+    );
+}
+
+/// A V tile overwritten by the next cp.async while other warps still read it, the copy landing only after
+/// a later barrier: only the write at the issue races, so the issue must be a write ThreadSanitizer sees.
+#[test]
+fn cp_async_overwrite_of_a_v_tile_is_reported_as_a_race() {
+    assert_async_write_race_reported(
+        "planted_cp_async_overwrite_v",
+        "cp_async_overwrite.cu:",
+        "cuda_emu::async_copy_issue",
+    );
 }
 
 #[test]
@@ -312,11 +366,17 @@ fn fixed_twins_run_clean_everywhere() {
     }
 }
 
-/// The naive forward pass on the sanitizer builds: no race between CUDA threads or blocks (two host
-/// threads, random block order), no access outside q, k, v, out, lse, scores or shared memory.
-#[test]
-fn naive_kernels_run_clean_under_both_sanitizers() {
-    let cases = [
+/// A problem the checking mode runs a kernel family on: dtype, shape, causal.
+type Case = (DType, AttentionShape, bool);
+
+/// The launches of a family's forward pass for a case.
+type Launches = fn(&Case) -> Vec<KernelLaunch>;
+
+/// The naive forward pass (scores, softmax, P V). The f32 case keeps every warp of every kernel busy on
+/// two key tiles (see `every_kernel_geometry_is_checked_with_every_warp_busy`); the others add GQA,
+/// causal masks, a ragged last row tile and a wide head dim.
+fn naive_cases() -> Vec<Case> {
+    vec![
         (
             DType::F16,
             AttentionShape::new(1, 33, 4, 40)
@@ -336,28 +396,15 @@ fn naive_kernels_run_clean_under_both_sanitizers() {
             AttentionShape::new(1, 5, 2, 128).with_seq_k(40),
             true,
         ),
-    ];
-    for sanitizer in [Sanitizer::Thread, Sanitizer::Address] {
-        for (index, &(dtype, shape, causal)) in cases.iter().enumerate() {
-            let problem = AttentionProblem::new(shape).with_causal(causal);
-            let job = naive_job(&problem, dtype, Schedule::Random { seed: index as u64 });
-            let run = checker(sanitizer).run(&job);
-            let nan = run.clean_nan_outputs().unwrap_or_else(|| {
-                panic!(
-                    "naive {dtype} {shape:?} causal {causal} under {sanitizer:?}:\n{}",
-                    run.describe()
-                )
-            });
-            assert_eq!(nan, 0, "naive {dtype} {shape:?}: outputs left unwritten");
-        }
-    }
+    ]
 }
 
-/// The flash kernel on the sanitizer builds: no race between its warps (cp.async pipeline, ldmatrix
-/// after barriers), no access outside its buffers or its shared memory (ragged tiles, padded head dims).
-#[test]
-fn flash_kernel_runs_clean_under_both_sanitizers() {
-    let cases = [
+/// The tensor-core flash kernel: causal with GQA, ragged rows and a warp without rows; then the smallest
+/// shapes that keep all four warps busy on two key tiles, at a narrow head dim (40, zero-padded to the
+/// d64 kernel: 32 rows per warp, 64-key tiles) and at a wide one (136, padded to d160: 16 rows per warp,
+/// 32-key tiles).
+fn flash_cases() -> Vec<Case> {
+    vec![
         (
             DType::F16,
             AttentionShape::new(1, 70, 2, 64)
@@ -367,29 +414,140 @@ fn flash_kernel_runs_clean_under_both_sanitizers() {
         ),
         (
             DType::Bf16,
-            AttentionShape::new(1, 17, 2, 40).with_seq_k(80),
+            AttentionShape::new(1, 97, 1, 40).with_seq_k(65),
             false,
         ),
-    ];
+        (
+            DType::F16,
+            AttentionShape::new(1, 49, 1, 136).with_seq_k(33),
+            false,
+        ),
+    ]
+}
+
+/// The f32 flash kernel: eight warps of one row each, causal with GQA, every row seeing both key tiles.
+fn flash_f32_cases() -> Vec<Case> {
+    vec![(
+        DType::F32,
+        AttentionShape::new(1, 8, 2, 40)
+            .with_seq_k(40)
+            .with_heads_kv(1),
+        true,
+    )]
+}
+
+fn naive_case_launches(&(dtype, shape, _): &Case) -> Vec<KernelLaunch> {
+    naive_launches(&shape, dtype).unwrap()
+}
+
+fn flash_case_launches(&(dtype, shape, _): &Case) -> Vec<KernelLaunch> {
+    vec![flash_launch(&shape, dtype).unwrap()]
+}
+
+/// Runs every case on both sanitizer builds: no race between CUDA threads or blocks (two host threads,
+/// random block order), no access outside q, k, v, out, lse, scores or shared memory, no NaN left in out.
+fn assert_cases_run_clean(family: &str, cases: &[Case], launches: Launches) {
     for sanitizer in [Sanitizer::Thread, Sanitizer::Address] {
-        for (index, &(dtype, shape, causal)) in cases.iter().enumerate() {
+        for (index, case) in cases.iter().enumerate() {
+            let &(dtype, shape, causal) = case;
             let problem = AttentionProblem::new(shape).with_causal(causal);
             let job = job_for(
                 &problem,
                 dtype,
-                &[flash_launch(&shape, dtype).unwrap()],
+                &launches(case),
                 Schedule::Random { seed: index as u64 },
             );
             let run = checker(sanitizer).run(&job);
             let nan = run.clean_nan_outputs().unwrap_or_else(|| {
                 panic!(
-                    "flash {dtype} {shape:?} causal {causal} under {sanitizer:?}:\n{}",
+                    "{family} {dtype} {shape:?} causal {causal} under {sanitizer:?}:\n{}",
                     run.describe()
                 )
             });
-            assert_eq!(nan, 0, "flash {dtype} {shape:?}: outputs left unwritten");
+            assert_eq!(nan, 0, "{family} {dtype} {shape:?}: outputs left unwritten");
         }
     }
+}
+
+/// The naive forward pass on the sanitizer builds.
+#[test]
+fn naive_kernels_run_clean_under_both_sanitizers() {
+    assert_cases_run_clean("naive", &naive_cases(), naive_case_launches);
+}
+
+/// The flash kernel on the sanitizer builds: no race between its warps (cp.async pipeline, ldmatrix
+/// after barriers), no access outside its buffers or its shared memory (ragged tiles, padded head dims).
+#[test]
+fn flash_kernel_runs_clean_under_both_sanitizers() {
+    assert_cases_run_clean("flash", &flash_cases(), flash_case_launches);
+}
+
+/// The f32 flash kernel on the sanitizer builds (K and V tiles reused through shared memory by all warps).
+#[test]
+fn flash_f32_kernel_runs_clean_under_both_sanitizers() {
+    assert_cases_run_clean("flash f32", &flash_f32_cases(), flash_case_launches);
+}
+
+/// Whether `shape` gives every warp of a block of `kernel` a valid query row (in the block of the first
+/// rows) and at least two key tiles (counted without masks): a race between warps needs two warps on the
+/// same tile, a tile overwritten too early needs a second tile. How warps own rows is each kernel's own
+/// (not in the registry): naive.cu's scores and P V blocks give warp ty rows ty, ty + 8, ...; the flash
+/// kernels and the naive softmax give warp w the w-th run of tile_rows / warps consecutive rows.
+fn every_warp_busy(kernel: &KernelSpec, shape: &AttentionShape) -> bool {
+    let warps = (kernel.threads() / 32) as usize;
+    let tile_rows = kernel.tile_rows as usize;
+    let (rows, key_tile) = match kernel.family {
+        KernelFamily::NaiveSoftmax => (shape.batch * shape.heads_q * shape.seq_q, 32),
+        _ => (shape.seq_q, kernel.tile_cols as usize),
+    };
+    let first_block_rows = rows.min(tile_rows);
+    let warps_with_rows = match kernel.family {
+        KernelFamily::NaiveScores | KernelFamily::NaivePv => first_block_rows.min(warps),
+        _ => first_block_rows.div_ceil(tile_rows / warps),
+    };
+    warps_with_rows == warps && shape.seq_k.div_ceil(key_tile) >= 2
+}
+
+/// Every kernel geometry of the registry (family, rows per block, threads: the naive scores, softmax and
+/// P V kernels, the tensor-core flash kernel with 32 and with 16 rows per warp, the f32 flash kernel) runs
+/// in the checking mode on at least one case that keeps every warp busy. A kernel added with a new
+/// geometry fails here until a case covers it.
+#[test]
+fn every_kernel_geometry_is_checked_with_every_warp_busy() {
+    type Geometry = (KernelFamily, u32, u32);
+    let geometry = |k: &KernelSpec| -> Geometry { (k.family, k.tile_rows, k.threads()) };
+    let spec = |name: &str| -> &'static KernelSpec {
+        registry::kernels()
+            .iter()
+            .find(|k| k.name == name)
+            .unwrap_or_else(|| panic!("{name} is not in the registry"))
+    };
+    let mut busy: Vec<Geometry> = Vec::new();
+    let families: [(Vec<Case>, Launches); 3] = [
+        (naive_cases(), naive_case_launches),
+        (flash_cases(), flash_case_launches),
+        (flash_f32_cases(), flash_case_launches),
+    ];
+    for (cases, launches) in &families {
+        for case in cases {
+            for launch in launches(case) {
+                let kernel = spec(launch.name);
+                if every_warp_busy(kernel, &case.1) {
+                    busy.push(geometry(kernel));
+                }
+            }
+        }
+    }
+    let mut missing: Vec<String> = registry::kernels()
+        .iter()
+        .filter(|k| !busy.contains(&geometry(k)))
+        .map(|k| format!("{} {:?}", k.name, geometry(k)))
+        .collect();
+    missing.sort();
+    assert!(
+        missing.is_empty(),
+        "no checking-mode case keeps every warp of these kernels busy on two key tiles: {missing:?}"
+    );
 }
 
 /// A job running `launches` on exact-size buffers for `problem`.
@@ -418,15 +576,6 @@ fn job_for(
         job = job.launch(launch);
     }
     job
-}
-
-fn naive_job(problem: &AttentionProblem, dtype: DType, schedule: Schedule) -> Job {
-    job_for(
-        problem,
-        dtype,
-        &naive_launches(&problem.shape, dtype).unwrap(),
-        schedule,
-    )
 }
 
 /// The checker is built from the same header as the Rust mirror.

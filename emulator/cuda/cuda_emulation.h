@@ -9,6 +9,7 @@
  *     __all_sync, each recording its call site (file:line) for the emulator's error messages;
  *   - __half / __nv_bfloat16 and their conversions (fp16.h), CUDA's vector types (vector_types.h);
  *   - the math intrinsics and integer min/max that device code may use, and atomics;
+ *   - the writes of asynchronous copies into shared memory (async_copy.h), for ptx.cuh's cp.async;
  *   - KERNEL_ENTRY(name, max_threads): a host function registered under `name` so that the emulator
  *     (and through it Rust) can launch the kernel by its exported name; ATTENTION_KERNEL also records the
  *     kernel's launch facts in the registry Rust reads (kernel_registry.h).
@@ -31,6 +32,7 @@
 
 #include <type_traits>
 
+#include "async_copy.h"
 #include "attention_params.h"
 #include "fp16.h"
 #include "runtime.h"

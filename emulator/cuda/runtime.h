@@ -7,8 +7,9 @@
  * the block with an error naming the kernel and that call site; they never return an error code.
  *
  * Memory that a kernel reads or writes through an intrinsic (ldmatrix rows, cp.async copies) is touched
- * by code in the kernel's translation unit (see cuda_emulation.h and ptx.cuh), never by the runtime, so
- * that the sanitizers of the checking mode attribute each access to the CUDA thread that makes it.
+ * by code in the kernel's translation unit (see cuda_emulation.h, async_copy.h and ptx.cuh), never by the
+ * runtime, so that the sanitizers of the checking mode attribute each access to the CUDA thread that
+ * makes it.
  */
 #ifndef CUDA_ATTENTION_EMULATOR_RUNTIME_H
 #define CUDA_ATTENTION_EMULATOR_RUNTIME_H
@@ -76,7 +77,8 @@ void mma_m16n8k16(Site site, MmaInput input, const uint32_t a[4], const uint32_t
 void check_matrix_row(Site site, const void *address, const char *instruction);
 void ldmatrix(Site site, int matrices, bool trans, const uint32_t *row, uint32_t regs[4]);
 
-/* cp.async: check, queue (the caller poisons the destination), group, and land copies at a wait. */
+/* cp.async: check, queue (the caller poisons the destination with async_copy_issue), group, and land
+ * copies at a wait (through `land`, which calls async_copy_land in the kernel's translation unit). */
 void check_cp_async(Site site, const void *shared_dst, const void *global_src, int src_bytes);
 void cp_async_queue(void *shared_dst, const void *global_src, int src_bytes);
 void cp_async_commit();

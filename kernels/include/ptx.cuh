@@ -223,10 +223,7 @@ namespace cuda_emu {
 /* A queued copy lands here, on the issuing thread's fiber and in the kernel's translation unit (so the
  * sanitizers see the global read and the shared write as that thread's): src_bytes bytes, then zeros. */
 inline void land_cp_async(void *shared_dst, const void *global_src, int src_bytes) {
-    if (src_bytes > 0) {
-        memcpy(shared_dst, global_src, (size_t)src_bytes);
-    }
-    memset(static_cast<unsigned char *>(shared_dst) + src_bytes, 0, (size_t)(16 - src_bytes));
+    async_copy_land(shared_dst, global_src, (size_t)src_bytes, 16);
 }
 } /* namespace cuda_emu */
 #endif
@@ -235,7 +232,8 @@ inline void land_cp_async(void *shared_dst, const void *global_src, int src_byte
  * the 16 destination bytes; both addresses 16-byte aligned. src_bytes = 0 reads nothing (the usual way to
  * load zeros past the end of a tensor with a clamped, still valid, source pointer). The destination is
  * undefined until a cp_async_wait_group that covers the copy's group: the emulator fills it with NaN
- * bytes until then. */
+ * bytes until then, and its sanitizers see the destination written by the issuing thread both at the
+ * issue and at that wait (emulator/cuda/async_copy.h). */
 __device__ __forceinline__ void cp_async_16(void *smem_dst, const void *gmem_src,
                                             int src_bytes = 16 PTX_SITE_PARAMS) {
 #if defined(__CUDA_ARCH__)
@@ -243,7 +241,7 @@ __device__ __forceinline__ void cp_async_16(void *smem_dst, const void *gmem_src
                  "l"(gmem_src), "r"(src_bytes));
 #elif !defined(__CUDACC__)
     ::cuda_emu::check_cp_async(CUDA_EMU_SITE, smem_dst, gmem_src, src_bytes);
-    memset(smem_dst, 0xff, 16);
+    ::cuda_emu::async_copy_issue(smem_dst, 16); /* written by the copy from now on: NaN until it lands */
     ::cuda_emu::cp_async_queue(smem_dst, gmem_src, src_bytes);
 #endif
 }
