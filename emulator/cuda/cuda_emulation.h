@@ -46,6 +46,7 @@
 #define __forceinline__ inline
 #define __noinline__ __attribute__((noinline))
 #define __launch_bounds__(...)
+#define __grid_constant__
 #define __align__(n) __attribute__((aligned(n)))
 #define __restrict__ __restrict
 #define __constant__
@@ -62,9 +63,9 @@
 /* ---- Kernel entry points ------------------------------------------------------------------------- */
 
 #define KERNEL_ENTRY(name, max_threads)                                                                            \
-    static void name(AttentionParams p);                                                                           \
+    static void name(const AttentionParams p);                                                                     \
     static const ::cuda_emu::KernelRegistration cuda_emu_registration_##name(#name, (max_threads), &name);         \
-    static void name(AttentionParams p)
+    static void name(const AttentionParams p)
 
 /* ATTENTION_KERNEL(name, max_threads, info...): KERNEL_ENTRY plus the kernel's registry record. */
 #define ATTENTION_KERNEL(name, max_threads, ...)                                                                   \

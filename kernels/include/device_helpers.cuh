@@ -22,8 +22,10 @@
 #if defined(__CUDACC__)
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+/* The parameter struct stays in the kernel parameter space (__grid_constant__): device code reads it through
+ * references without copying it to local memory. */
 #define KERNEL_ENTRY(name, max_threads) \
-    extern "C" __global__ void __launch_bounds__(max_threads, 1) name(AttentionParams p)
+    extern "C" __global__ void __launch_bounds__(max_threads, 1) name(const __grid_constant__ AttentionParams p)
 #define ATTENTION_KERNEL(name, max_threads, ...) KERNEL_ENTRY(name, max_threads)
 #else
 #include "cuda_emulation.h" /* emulator/cuda/ */
