@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use cudarc::driver::{
+    CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, DriverError,
+};
 use cudarc::nvrtc::Ptx;
 
 use super::build_info::{FATBIN, KERNELS_BUILT};
@@ -164,7 +166,7 @@ impl Engine {
             .context("allocating the logsumexp")?;
         let mut weights = options
             .return_weights
-            .then(|| unsafe { stream.alloc::<f32>(weights_len) })
+            .then(|| unsafe { alloc_unset::<f32>(stream, weights_len) })
             .transpose()
             .context("allocating the attention weights")?;
         let mut workspace = (plan.workspace_bytes() > 0)
@@ -253,6 +255,24 @@ impl Engine {
         let params = bind(plan, &regions)?;
         self.kernels.launch(stream, plan.launches(), &params)
     }
+}
+
+/// `stream.alloc(len)`, except that a zero-length buffer (the weights when seq_k = 0) still gets storage
+/// (one element): the driver refuses 0-byte allocations (`cuMemAlloc`: CUDA_ERROR_INVALID_VALUE) on
+/// devices without memory pools, where cudarc allocates with it.
+///
+/// # Safety
+/// As `CudaStream::alloc`: the memory is unset.
+unsafe fn alloc_unset<T: DeviceRepr>(
+    stream: &Arc<CudaStream>,
+    len: usize,
+) -> std::result::Result<CudaSlice<T>, DriverError> {
+    if len > 0 {
+        return stream.alloc::<T>(len);
+    }
+    let storage = stream.alloc::<T>(1)?.leak();
+    // SAFETY: `storage` was just allocated on `stream` for one T; the slice owns and frees it.
+    Ok(stream.upgrade_device_ptr::<T>(storage, 0))
 }
 
 #[allow(dead_code)]
