@@ -106,6 +106,7 @@ fn child() {
         "other_devices" => other_devices(),
         "no_binary_for_device" => no_binary_for_device(),
         "no_device" => no_device(),
+        "without_memory_pools" => without_memory_pools(),
         other => panic!("unknown scenario {other}"),
     }
     println!("scenario done");
@@ -180,6 +181,14 @@ fn a_device_the_fatbin_has_no_code_for() {
 #[test]
 fn a_driver_without_devices() {
     scenario("no_device", &[("CUDA_EMU_DEVICE_COUNT", "0")]);
+}
+
+#[test]
+fn a_device_without_memory_pools() {
+    scenario(
+        "without_memory_pools",
+        &[("CUDA_EMU_DEVICE_MEMORY_POOLS", "0")],
+    );
 }
 
 // ---- Helpers (child side) ------------------------------------------------------------------------
@@ -814,4 +823,45 @@ fn no_device() {
         ),
         "{error:?}"
     );
+}
+
+fn without_memory_pools() {
+    // cudarc allocates with cuMemAlloc and frees with cuMemFree (after synchronising the stream).
+    let engine = Engine::new(0).unwrap();
+    assert!(!engine.context().has_async_alloc());
+    let stream = engine.default_stream();
+    for (seq_k, kernel) in [
+        (23, KernelChoice::Flash),
+        (23, KernelChoice::Naive),
+        (0, KernelChoice::Naive),
+    ] {
+        let shape = AttentionShape {
+            batch: 1,
+            seq_q: 9,
+            seq_k,
+            heads_q: 2,
+            heads_kv: 2,
+            head_dim: 64,
+        };
+        let data = inputs(shape, 9);
+        let options = ForwardOptions::default()
+            .with_kernel(kernel)
+            .with_lse(true)
+            .with_weights(kernel == KernelChoice::Naive);
+        // At least one element each (cuMemAlloc refuses 0 bytes): k and v are empty when seq_k is 0.
+        let upload = |x: &[bf16]| {
+            let padded = if x.is_empty() {
+                vec![bf16::ZERO]
+            } else {
+                x.to_vec()
+            };
+            stream.clone_htod(&padded).unwrap()
+        };
+        let (q, k, v) = (upload(&data.q), upload(&data.k), upload(&data.v));
+        let out = engine
+            .forward(&data.problem, options, &q, &k, &v)
+            .unwrap_or_else(|e| panic!("{kernel:?} with seq_k {seq_k}: {e}"));
+        let host = stream.clone_dtoh(&out.out).unwrap();
+        assert_matches_reference(&data, &host, &format!("{kernel:?} seq_k {seq_k}"));
+    }
 }
