@@ -220,7 +220,11 @@ fn engine_is_shared_across_threads_with_one_stream_each() {
                     .unwrap();
                 let d_q = stream.clone_htod(&q).unwrap();
                 let mut out = stream.clone_htod(&vec![bf16::NAN; q.len()]).unwrap();
-                let mut workspace = stream.alloc_zeros::<u8>(plan.workspace_bytes()).unwrap();
+                // At least 16 bytes: flash needs none, and cuMemAlloc refuses 0 bytes (devices
+                // without memory pools).
+                let mut workspace = stream
+                    .alloc_zeros::<u8>(plan.workspace_bytes().max(16))
+                    .unwrap();
                 engine
                     .forward_into(
                         &stream,
