@@ -159,6 +159,58 @@ fn bench_runs_the_gpu_timing_loop() {
 }
 
 #[test]
+fn bench_on_a_small_device_records_naive_out_of_memory_and_still_times_flash() {
+    if skip(true) {
+        return;
+    }
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("attn-emulated-oom-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.to_str().expect("a UTF-8 temporary path");
+    // 200 MiB: after the 100 MiB flush buffer, less than the 256 MiB the bench keeps free beside the
+    // naive workspace; flash needs no workspace.
+    let (ok, text) = attn(
+        &[
+            "bench",
+            "--kernels",
+            "naive,flash",
+            "--seqs",
+            "64",
+            "--tokens",
+            "64",
+            "--hidden",
+            "128",
+            "--head-dims",
+            "64",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--out",
+            out,
+        ],
+        &[
+            ("CUDA_EMU_DEVICE_MEMORY", "200M"),
+            ("CUDA_EMU_DEVICE_L2", "50M"),
+        ],
+    );
+    assert!(ok, "{text}");
+    let json = std::fs::read_to_string(dir.join("results.json")).expect("results.json");
+    let results: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    let status = |kernel: &str| {
+        results["records"]
+            .as_array()
+            .expect("records")
+            .iter()
+            .find(|r| r["kernel"] == kernel)
+            .map(|r| r["status"].clone())
+    };
+    assert_eq!(status("naive"), Some("out_of_memory".into()), "{json}");
+    assert_eq!(status("flash"), Some("ok".into()), "{json}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn bench_falls_back_to_the_cpu_when_the_driver_sees_no_device() {
     if skip(false) {
         return;
