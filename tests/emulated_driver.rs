@@ -107,6 +107,8 @@ fn child() {
         "no_binary_for_device" => no_binary_for_device(),
         "no_device" => no_device(),
         "without_memory_pools" => without_memory_pools(),
+        "ptx_for_a_newer_device" => ptx_for_a_newer_device(),
+        "queries_follow_the_timeline" => queries_follow_the_timeline(),
         other => panic!("unknown scenario {other}"),
     }
     println!("scenario done");
@@ -189,6 +191,16 @@ fn a_device_without_memory_pools() {
         "without_memory_pools",
         &[("CUDA_EMU_DEVICE_MEMORY_POOLS", "0")],
     );
+}
+
+#[test]
+fn a_newer_device_runs_the_ptx() {
+    scenario("ptx_for_a_newer_device", &[("CUDA_EMU_DEVICE_CC", "10.0")]);
+}
+
+#[test]
+fn queries_answer_not_ready_until_the_work_is_done_in_the_timeline() {
+    scenario("queries_follow_the_timeline", &[]);
 }
 
 // ---- Helpers (child side) ------------------------------------------------------------------------
@@ -863,4 +875,70 @@ fn without_memory_pools() {
         let host = stream.clone_dtoh(&out.out).unwrap();
         assert_matches_reference(&data, &host, &format!("{kernel:?} seq_k {seq_k}"));
     }
+}
+
+fn ptx_for_a_newer_device() {
+    // sm_100: no SASS in the fatbin (sm_80, sm_90a), so the driver JIT-compiles the compute_80 PTX; the
+    // kernels still run (the PTX entry is compressed: names come from the emulator's registry).
+    let engine = Engine::new(0).unwrap();
+    assert_eq!(engine.device().compute_capability, (10, 0));
+    let data = inputs(AttentionShape::new(1, 21, 2, 64), 4);
+    let stream = engine.default_stream();
+    let (q, k, v) = (
+        stream.clone_htod(&data.q).unwrap(),
+        stream.clone_htod(&data.k).unwrap(),
+        stream.clone_htod(&data.v).unwrap(),
+    );
+    let options = ForwardOptions::default().with_kernel(KernelChoice::Flash);
+    let out = engine.forward(&data.problem, options, &q, &k, &v).unwrap();
+    let out = stream.clone_dtoh(&out.out).unwrap();
+    assert_matches_reference(&data, &out, "sm_100 through PTX");
+}
+
+fn queries_follow_the_timeline() {
+    // The emulator runs the work when it is enqueued, but a query answers from the timeline: right after
+    // enqueueing a few milliseconds of work it is not done, after a synchronisation it is.
+    let engine = Engine::new(0).unwrap();
+    let ctx = engine.context().clone();
+    let stream = ctx.new_stream().unwrap();
+    let problem = AttentionProblem::new(AttentionShape::new(1, 96, 4, 64));
+    let len = problem.required_len(Tensor::Q).unwrap();
+    let plan = engine
+        .plan::<f32>(
+            &problem,
+            ForwardOptions::default().with_kernel(KernelChoice::Naive),
+        )
+        .unwrap();
+    let q = stream.clone_htod(&vec![0.25f32; len]).unwrap();
+    let mut out = stream.alloc_zeros::<f32>(len).unwrap();
+    let mut workspace = stream.alloc_zeros::<u8>(plan.workspace_bytes()).unwrap();
+    stream.synchronize().unwrap();
+    engine
+        .forward_into(
+            &stream,
+            &plan,
+            DeviceTensors {
+                q: &q,
+                k: &q,
+                v: &q,
+                out: &mut out,
+                lse: None,
+                weights: None,
+                workspace: Some(&mut workspace),
+                alibi_slopes: None,
+            },
+        )
+        .unwrap();
+    let done = stream.record_event(None).unwrap();
+    assert_eq!(done.try_is_complete(), Ok(false));
+    assert_eq!(
+        code(unsafe { sys::cuStreamQuery(stream.cu_stream()) }.result()),
+        CUresult::CUDA_ERROR_NOT_READY
+    );
+    done.synchronize().unwrap();
+    assert_eq!(done.try_is_complete(), Ok(true));
+    assert_eq!(
+        code(unsafe { sys::cuStreamQuery(stream.cu_stream()) }.result()),
+        CUresult::CUDA_SUCCESS
+    );
 }

@@ -271,13 +271,14 @@ DeviceConfig read_config(std::string *error) {
     DeviceConfig c;
     if (const char *cc = getenv("CUDA_EMU_DEVICE_CC"); cc != nullptr && *cc != '\0') {
         int major = 0, minor = 0;
-        if (sscanf(cc, "%d.%d", &major, &minor) != 2 || major < 7 || major > 9 || minor < 0 || minor > 9) {
-            *error = std::string("CUDA_EMU_DEVICE_CC=") + cc + ": expected e.g. 8.0 or 9.0 (7.0 to 9.x)";
+        if (sscanf(cc, "%d.%d", &major, &minor) != 2 || major < 7 || major > 12 || minor < 0 || minor > 9) {
+            *error = std::string("CUDA_EMU_DEVICE_CC=") + cc + ": expected e.g. 8.0 or 9.0 (7.0 to 12.x)";
         }
         c.cc_major = major;
         c.cc_minor = minor;
     }
-    /* Defaults of the device the compute capability suggests: A100 (8.x), H100 (9.0), V100/T4 (7.x). */
+    /* Defaults of the device the compute capability suggests: A100 (8.x), H100 (9.0 and newer), V100/T4
+     * (7.x). */
     if (c.cc_major == 8) {
         c.sms = 108;
         c.shared_optin = 166912;
@@ -1838,11 +1839,21 @@ EXPORT CUresult cuStreamSynchronize(CUstream stream) {
     RETURN(wait_for_stream(stream, "cuStreamSynchronize"));
 }
 
-EXPORT CUresult cuStreamQuery(CUstream stream) {
+EXPORT CUresult cuStreamQuery(CUstream handle) {
     LOCK;
-    /* Work runs when it is enqueued: a stream is always complete (in the virtual timeline the host is
-     * moved to the stream's end, as if it had polled until then). */
-    RETURN(wait_for_stream(stream, "cuStreamQuery"));
+    CUstream s = nullptr;
+    CUcontext ctx = nullptr;
+    TRY(resolve_stream(handle, &s, &ctx));
+    if (s->capture) {
+        invalidate(s->capture, "cuStreamQuery on the capturing stream");
+        RETURN(CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED);
+    }
+    if (is_legacy(s)) {
+        TRY(check_legacy_use(ctx));
+    }
+    /* The work has run, but in the timeline it is done only when the host's clock reaches its end: a
+     * polling loop sees CUDA_ERROR_NOT_READY for as long as the work took. */
+    RETURN(start_time(s) > host_now() ? CUDA_ERROR_NOT_READY : CUDA_SUCCESS);
 }
 
 EXPORT CUresult cuStreamWaitEvent(CUstream handle, CUevent event, unsigned int flags) {
@@ -2079,8 +2090,9 @@ EXPORT CUresult cuEventQuery(CUevent event) {
     }
     TRY(usable(event->ctx));
     TRY(check_not_captured(event));
-    if (event->state == CUevent_st::State::Recorded) {
-        host_wait_until(event->time);
+    /* Done when the host's clock has reached the event's time (as cuStreamQuery). */
+    if (event->state == CUevent_st::State::Recorded && event->time > host_now()) {
+        RETURN(CUDA_ERROR_NOT_READY);
     }
     RETURN(CUDA_SUCCESS);
 }
