@@ -189,8 +189,14 @@ impl Engine {
     }
 
     /// Runs `plan` on caller-owned buffers on `stream`: no allocation, no host synchronisation, no host
-    /// read of device memory (capturable in a CUDA graph). The buffers go through the crate's one binding
-    /// step ([`crate::binding::bind`]).
+    /// read of device memory. The buffers go through the crate's one binding step
+    /// ([`crate::binding::bind`]).
+    ///
+    /// Capturable in a CUDA graph (`stream.begin_capture`) when cudarc's event tracking is off for the
+    /// buffers (`CudaContext::disable_event_tracking` before allocating them): with it on and more than
+    /// one stream, each buffer use makes the stream wait on the buffer's last read or write event,
+    /// recorded before the capture, which the driver refuses during a capture (the capture is
+    /// invalidated; `tests/emulated_driver.rs` shows both cases on the emulated driver).
     ///
     /// # Errors
     /// [`AttentionError::InvalidArgument`] when the plan was made for another element type or the CPU
