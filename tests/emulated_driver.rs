@@ -3,8 +3,12 @@
 //! Each test runs one scenario in a child process (this test binary again, test `child`) with the
 //! emulated driver first on `LD_LIBRARY_PATH` and the emulated device configured by environment: a
 //! process loads one libcuda, once, so each device configuration needs its own process. The parent never
-//! touches the driver. Without the emulated driver (not Linux) or without GPU kernels in the build (no
-//! nvcc), every test prints why it is skipped and returns.
+//! touches the driver. Without GPU kernels in the build (no nvcc) every test prints why it is skipped.
+//!
+//! Where the emulated driver is not there (not Linux, or a binary copied to the GPU machine by
+//! `scripts/gpu-pack.sh`) the scenarios that state the driver's own behaviour on any device ("conformance":
+//! launch errors, the shared-memory opt-in, captures, graph replay) run on the real driver instead, when it
+//! has a device, so that a GPU run checks what the emulated driver claims; the others are skipped.
 //!
 //! What is checked: the driver's errors for a launch with wrong parameter bytes, an unknown kernel name,
 //! more than 48 KiB of dynamic shared memory without the opt-in, a faulting kernel (sticky), a capture that
@@ -39,26 +43,52 @@ const DRIVER_DIR: &str = env!("CUDA_ATTENTION_EMULATED_DRIVER_DIR");
 /// Names the scenario a child process runs.
 const SCENARIO: &str = "CUDA_ATTENTION_EMULATED_DRIVER_SCENARIO";
 
-/// Runs `scenario` in a child process on the emulated driver with `env` set; fails with its output
-/// unless it succeeds.
+/// Set in a child that runs on the real driver (conformance).
+const ON_REAL_DRIVER: &str = "CUDA_ATTENTION_EMULATED_DRIVER_CONFORMANCE";
+
+/// Whether the emulated driver this test was built with is on this machine.
+fn emulated_driver_here() -> bool {
+    !DRIVER_DIR.is_empty()
+        && std::path::Path::new(DRIVER_DIR)
+            .join("libcuda.so.1")
+            .is_file()
+}
+
+/// Runs `name` on the emulated driver with `env` set (only there).
 fn scenario(name: &str, env: &[(&str, &str)]) {
-    if DRIVER_DIR.is_empty() {
-        println!("skipped: no emulated driver on this platform");
-        return;
-    }
+    run_scenario(name, env, false);
+}
+
+/// Runs `name` on the emulated driver, or, where it is not there, on the real driver (when it has a
+/// device): a statement about the driver that holds on both.
+fn conformance(name: &str) {
+    run_scenario(name, &[], true);
+}
+
+/// Runs `scenario` in a child process; fails with its output unless it succeeds.
+fn run_scenario(name: &str, env: &[(&str, &str)], portable: bool) {
     if !KERNELS_BUILT {
         println!("skipped: this build has no GPU kernels (nvcc was not found)");
         return;
     }
-    let library_path = match std::env::var("LD_LIBRARY_PATH") {
-        Ok(old) if !old.is_empty() => format!("{DRIVER_DIR}:{old}"),
-        _ => DRIVER_DIR.to_string(),
-    };
+    let emulated = emulated_driver_here();
+    if !emulated && !portable {
+        println!("skipped: the emulated driver is not on this machine ({DRIVER_DIR:?})");
+        return;
+    }
     let mut command = Command::new(std::env::current_exe().expect("the test binary's path"));
     command
         .args(["child", "--exact", "--nocapture", "--test-threads=1"])
-        .env(SCENARIO, name)
-        .env("LD_LIBRARY_PATH", library_path);
+        .env(SCENARIO, name);
+    if emulated {
+        let library_path = match std::env::var("LD_LIBRARY_PATH") {
+            Ok(old) if !old.is_empty() => format!("{DRIVER_DIR}:{old}"),
+            _ => DRIVER_DIR.to_string(),
+        };
+        command.env("LD_LIBRARY_PATH", library_path);
+    } else {
+        command.env(ON_REAL_DRIVER, "1");
+    }
     for var in [
         "CUDA_EMU_DEVICE_CC",
         "CUDA_EMU_DEVICE_SMS",
@@ -92,6 +122,13 @@ fn child() {
     let Ok(name) = std::env::var(SCENARIO) else {
         return;
     };
+    if std::env::var_os(ON_REAL_DRIVER).is_some()
+        && cuda_attention::gpu::device_count().unwrap_or(0) == 0
+    {
+        println!("skipped: no emulated driver and no CUDA device");
+        println!("scenario done");
+        return;
+    }
     match name.as_str() {
         "launch_errors" => launch_errors(),
         "shared_memory_opt_in" => shared_memory_opt_in(),
@@ -116,12 +153,12 @@ fn child() {
 
 #[test]
 fn launch_with_wrong_parameters_or_unknown_kernel_fails_as_the_driver_does() {
-    scenario("launch_errors", &[]);
+    conformance("launch_errors");
 }
 
 #[test]
 fn more_than_48_kib_of_shared_memory_needs_the_opt_in() {
-    scenario("shared_memory_opt_in", &[]);
+    conformance("shared_memory_opt_in");
 }
 
 #[test]
@@ -131,7 +168,7 @@ fn a_faulting_kernel_leaves_a_sticky_error() {
 
 #[test]
 fn a_capture_that_synchronises_is_invalidated() {
-    scenario("capture_synchronise", &[]);
+    conformance("capture_synchronise");
 }
 
 #[test]
@@ -144,17 +181,17 @@ fn a_capture_that_allocates_synchronously_is_invalidated() {
 
 #[test]
 fn a_stream_ordered_allocation_is_captured() {
-    scenario("capture_allocate_async", &[]);
+    conformance("capture_allocate_async");
 }
 
 #[test]
 fn a_replayed_graph_runs_the_captured_launches_on_current_contents() {
-    scenario("graph_replay", &[]);
+    conformance("graph_replay");
 }
 
 #[test]
 fn capturing_forward_into_with_event_tracking_waits_on_uncaptured_events() {
-    scenario("capture_with_event_tracking", &[]);
+    conformance("capture_with_event_tracking");
 }
 
 #[test]

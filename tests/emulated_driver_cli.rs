@@ -1,8 +1,8 @@
 //! The `attn` binary on the emulated CUDA driver (docs/emulated-driver.md): `info` shows the emulated
 //! device, `check --kernel flash` runs the GPU path, `bench` runs the GPU timing loop end to end (CUDA
 //! events, L2 flush, input rotation, results.json, plots) on a tiny sweep, and a driver that sees no device
-//! makes `bench` fall back to the CPU backend. Skipped where no emulated driver is built (not Linux); the
-//! GPU runs are skipped without GPU kernels in the build (no nvcc).
+//! makes `bench` fall back to the CPU backend. Skipped where the emulated driver is not (not Linux, or the
+//! binary was packed for the GPU machine); the GPU runs are skipped without GPU kernels in the build.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -32,8 +32,13 @@ fn attn(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
 }
 
 fn skip(needs_kernels: bool) -> bool {
-    if DRIVER_DIR.is_empty() {
-        println!("skipped: no emulated driver on this platform");
+    if DRIVER_DIR.is_empty()
+        || !std::path::Path::new(DRIVER_DIR)
+            .join("libcuda.so.1")
+            .is_file()
+    {
+        // Not Linux, or a test binary copied to another machine (scripts/gpu-pack.sh).
+        println!("skipped: the emulated driver is not on this machine ({DRIVER_DIR:?})");
         return true;
     }
     if needs_kernels && !KERNELS_BUILT {
