@@ -18,8 +18,10 @@ rm -rf .gpu
 mkdir -p .gpu/tests
 cargo build --release --bin attn
 cp target/release/attn .gpu/
-# Every integration test binary except the bindings drift test (it needs the source tree and libclang)
-# and the suite's own test (tests/gpu_suite.rs: it runs the suite script from the source tree, on stubs).
+# Every integration test binary except the bindings drift test (it needs the source tree and libclang),
+# the suite's own test (tests/gpu_suite.rs: it runs the suite script from the source tree, on stubs) and
+# the emulated driver's CLI test (it needs the emulated driver, which stays here; tests/emulated_driver.rs
+# goes: there it checks the real driver against what the emulated one claims).
 cargo test --release --no-run --message-format=json 2>/dev/null |
   python3 -c '
 import json, shutil, sys
@@ -28,7 +30,7 @@ for line in sys.stdin:
     exe = msg.get("executable")
     target = msg.get("target", {})
     if exe and msg.get("profile", {}).get("test") and "test" in target.get("kind", []):
-        if target["name"] not in ("bindings", "gpu_suite"):
+        if target["name"] not in ("bindings", "gpu_suite", "emulated_driver_cli"):
             shutil.copy(exe, ".gpu/tests/" + target["name"])
 '
 cp scripts/gpu-suite.sh benches/torch_sdpa.py .gpu/

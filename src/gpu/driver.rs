@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::sys::CUdevice_attribute as Attr;
-use cudarc::driver::CudaContext;
+use cudarc::driver::sys::{CUdevice_attribute as Attr, CUresult};
+use cudarc::driver::{CudaContext, DriverError};
 
 use crate::error::{AttentionError, DriverContext, Result};
 
@@ -23,14 +23,18 @@ pub fn require_driver() -> Result<()> {
     }
 }
 
-/// Number of CUDA devices the driver sees.
+/// Number of CUDA devices the driver sees (0 when it sees none: its `cuInit` then answers
+/// `CUDA_ERROR_NO_DEVICE`).
 ///
 /// # Errors
 /// [`AttentionError::DriverNotFound`] without libcuda; a driver error if it cannot initialise.
 pub fn device_count() -> Result<usize> {
     require_driver()?;
-    let count = CudaContext::device_count().context("counting CUDA devices")?;
-    Ok(count.max(0) as usize)
+    match CudaContext::device_count() {
+        Ok(count) => Ok(count.max(0) as usize),
+        Err(DriverError(CUresult::CUDA_ERROR_NO_DEVICE)) => Ok(0),
+        Err(error) => Err(error).context("counting CUDA devices"),
+    }
 }
 
 /// Fails with [`AttentionError::NoDevice`] when `ordinal` is not below `count`.

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use cudarc::driver::{
+    CudaContext, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, DriverError,
+};
 use cudarc::nvrtc::Ptx;
 
 use super::build_info::{FATBIN, KERNELS_BUILT};
@@ -164,7 +166,7 @@ impl Engine {
             .context("allocating the logsumexp")?;
         let mut weights = options
             .return_weights
-            .then(|| unsafe { stream.alloc::<f32>(weights_len) })
+            .then(|| unsafe { alloc_unset::<f32>(stream, weights_len) })
             .transpose()
             .context("allocating the attention weights")?;
         let mut workspace = (plan.workspace_bytes() > 0)
@@ -187,8 +189,14 @@ impl Engine {
     }
 
     /// Runs `plan` on caller-owned buffers on `stream`: no allocation, no host synchronisation, no host
-    /// read of device memory (capturable in a CUDA graph). The buffers go through the crate's one binding
-    /// step ([`crate::binding::bind`]).
+    /// read of device memory. The buffers go through the crate's one binding step
+    /// ([`crate::binding::bind`]).
+    ///
+    /// Capturable in a CUDA graph (`stream.begin_capture`) when cudarc's event tracking is off for the
+    /// buffers (`CudaContext::disable_event_tracking` before allocating them): with it on and more than
+    /// one stream, each buffer use makes the stream wait on the buffer's last read or write event,
+    /// recorded before the capture, which the driver refuses during a capture (the capture is
+    /// invalidated; `tests/emulated_driver.rs` shows both cases on the emulated driver).
     ///
     /// # Errors
     /// [`AttentionError::InvalidArgument`] when the plan was made for another element type or the CPU
@@ -253,6 +261,24 @@ impl Engine {
         let params = bind(plan, &regions)?;
         self.kernels.launch(stream, plan.launches(), &params)
     }
+}
+
+/// `stream.alloc(len)`, except that a zero-length buffer (the weights when seq_k = 0) still gets storage
+/// (one element): the driver refuses 0-byte allocations (`cuMemAlloc`: CUDA_ERROR_INVALID_VALUE) on
+/// devices without memory pools, where cudarc allocates with it.
+///
+/// # Safety
+/// As `CudaStream::alloc`: the memory is unset.
+unsafe fn alloc_unset<T: DeviceRepr>(
+    stream: &Arc<CudaStream>,
+    len: usize,
+) -> std::result::Result<CudaSlice<T>, DriverError> {
+    if len > 0 {
+        return stream.alloc::<T>(len);
+    }
+    let storage = stream.alloc::<T>(1)?.leak();
+    // SAFETY: `storage` was just allocated on `stream` for one T; the slice owns and frees it.
+    Ok(stream.upgrade_device_ptr::<T>(storage, 0))
 }
 
 #[allow(dead_code)]

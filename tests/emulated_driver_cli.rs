@@ -1,0 +1,229 @@
+//! The `attn` binary on the emulated CUDA driver (docs/emulated-driver.md): `info` shows the emulated
+//! device, `check --kernel flash` runs the GPU path, `bench` runs the GPU timing loop end to end (CUDA
+//! events, L2 flush, input rotation, results.json, plots) on a tiny sweep, and a driver that sees no device
+//! makes `bench` fall back to the CPU backend. Skipped where the emulated driver is not (not Linux, or the
+//! binary was packed for the GPU machine); the GPU runs are skipped without GPU kernels in the build.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use cuda_attention::gpu::build_info::KERNELS_BUILT;
+
+const DRIVER_DIR: &str = env!("CUDA_ATTENTION_EMULATED_DRIVER_DIR");
+
+/// Runs attn with the emulated driver first on LD_LIBRARY_PATH and `env`; (success, stdout + stderr).
+fn attn(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let library_path = match std::env::var("LD_LIBRARY_PATH") {
+        Ok(old) if !old.is_empty() => format!("{DRIVER_DIR}:{old}"),
+        _ => DRIVER_DIR.to_string(),
+    };
+    let output = Command::new(env!("CARGO_BIN_EXE_attn"))
+        .args(args)
+        .env("LD_LIBRARY_PATH", library_path)
+        .envs(env.iter().copied())
+        .output()
+        .expect("attn runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+fn skip(needs_kernels: bool) -> bool {
+    if DRIVER_DIR.is_empty()
+        || !std::path::Path::new(DRIVER_DIR)
+            .join("libcuda.so.1")
+            .is_file()
+    {
+        // Not Linux, or a test binary copied to another machine (scripts/gpu-pack.sh).
+        println!("skipped: the emulated driver is not on this machine ({DRIVER_DIR:?})");
+        return true;
+    }
+    if needs_kernels && !KERNELS_BUILT {
+        println!("skipped: this build has no GPU kernels (nvcc was not found)");
+        return true;
+    }
+    false
+}
+
+#[test]
+fn info_shows_the_emulated_device() {
+    if skip(false) {
+        return;
+    }
+    let (ok, text) = attn(&["info"], &[("CUDA_EMU_DEVICE_CC", "8.0")]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("driver: found, 1 device(s)")
+            && text.contains("Emulated CUDA device (sm_80")
+            && text.contains("compute capability 8.0, 108 SMs")
+            && text.contains("163 KiB with opt-in"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_runs_flash_through_the_engine() {
+    if skip(true) {
+        return;
+    }
+    let (ok, text) = attn(
+        &[
+            "check",
+            "--kernel",
+            "flash",
+            "--batch",
+            "1",
+            "--seq-q",
+            "40",
+            "--seq-k",
+            "70",
+            "--heads",
+            "2",
+            "--heads-kv",
+            "1",
+            "--head-dim",
+            "64",
+            "--causal",
+        ],
+        &[],
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("flash on Emulated CUDA device")
+            && text.contains("PASS")
+            && !text.contains("FAIL"),
+        "{text}"
+    );
+}
+
+#[test]
+fn bench_runs_the_gpu_timing_loop() {
+    if skip(true) {
+        return;
+    }
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("attn-emulated-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.to_str().expect("a UTF-8 temporary path");
+    // A 1 MiB L2: the flush before each timed run writes 2 MiB.
+    let (ok, text) = attn(
+        &[
+            "bench",
+            "--kernels",
+            "naive,flash",
+            "--seqs",
+            "64",
+            "--tokens",
+            "64",
+            "--hidden",
+            "128",
+            "--head-dims",
+            "64",
+            "--iters",
+            "2",
+            "--warmup",
+            "1",
+            "--out",
+            out,
+        ],
+        &[("CUDA_EMU_DEVICE_L2", "1M")],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("backend: GPU Emulated CUDA device"), "{text}");
+    let json = std::fs::read_to_string(dir.join("results.json")).expect("results.json");
+    let results: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    assert_eq!(results["backend"], "gpu");
+    assert!(
+        results["device"]["name"]
+            .as_str()
+            .is_some_and(|name| name.contains("CPU emulator")),
+        "{json}"
+    );
+    assert_eq!(results["settings"]["timer"], "cuda events");
+    assert_eq!(results["settings"]["l2_flush_bytes"], 2 << 20);
+    let records = results["records"].as_array().expect("records");
+    assert_eq!(records.len(), 2, "{json}");
+    for record in records {
+        assert_eq!(record["status"], "ok", "{record}");
+        assert_eq!(record["check"]["passed"], true, "{record}");
+        assert_eq!(record["memory"]["space"], "device", "{record}");
+        let times = record["timing"]["times_ms"].as_array().expect("times");
+        assert_eq!(times.len(), 2, "{record}");
+        assert!(
+            times.iter().all(|t| t.as_f64().is_some_and(|ms| ms > 0.0)),
+            "{record}"
+        );
+    }
+    for plot in ["timings.png", "timings.svg", "memory.png"] {
+        assert!(dir.join(plot).is_file(), "{plot} missing");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_on_a_small_device_records_naive_out_of_memory_and_still_times_flash() {
+    if skip(true) {
+        return;
+    }
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("attn-emulated-oom-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.to_str().expect("a UTF-8 temporary path");
+    // 200 MiB: after the 100 MiB flush buffer, less than the 256 MiB the bench keeps free beside the
+    // naive workspace; flash needs no workspace.
+    let (ok, text) = attn(
+        &[
+            "bench",
+            "--kernels",
+            "naive,flash",
+            "--seqs",
+            "64",
+            "--tokens",
+            "64",
+            "--hidden",
+            "128",
+            "--head-dims",
+            "64",
+            "--iters",
+            "1",
+            "--warmup",
+            "0",
+            "--out",
+            out,
+        ],
+        &[
+            ("CUDA_EMU_DEVICE_MEMORY", "200M"),
+            ("CUDA_EMU_DEVICE_L2", "50M"),
+        ],
+    );
+    assert!(ok, "{text}");
+    let json = std::fs::read_to_string(dir.join("results.json")).expect("results.json");
+    let results: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    let status = |kernel: &str| {
+        results["records"]
+            .as_array()
+            .expect("records")
+            .iter()
+            .find(|r| r["kernel"] == kernel)
+            .map(|r| r["status"].clone())
+    };
+    assert_eq!(status("naive"), Some("out_of_memory".into()), "{json}");
+    assert_eq!(status("flash"), Some("ok".into()), "{json}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_falls_back_to_the_cpu_when_the_driver_sees_no_device() {
+    if skip(false) {
+        return;
+    }
+    let (ok, text) = attn(&["bench", "--dry-run"], &[("CUDA_EMU_DEVICE_COUNT", "0")]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("backend: CPU, no GPU used") && text.contains("\"backend\": \"cpu\""),
+        "{text}"
+    );
+}
