@@ -222,7 +222,7 @@ fn the_steady_state_loop_of_every_flash_kernel_has_hmma_and_no_local_memory() {
         let per_hmma: f64 = field(line, "per_hmma").unwrap().parse().unwrap();
         let ceiling = match spec.head_dims.end() {
             128 => Some(3.7),
-            64 => Some(4.6),
+            64 => Some(4.7),
             _ => None,
         };
         if let Some(ceiling) = ceiling {

@@ -10,11 +10,11 @@
  *   wait for V_t; barrier (V_t visible; every warp done with K_t)
  *   K_{t+1} -> shared (cp.async, in flight while P V is computed)
  *   O += P V_t
- * then the epilogue. Tile variants are chosen at compile time, once per block or per warp and tile, never
- * per element: scores are kPlain (scale folded into the exp2) unless the problem has a soft cap, ALiBi or a
- * scale <= 0 (kAdjusted, every tile through the general path); a tile gets the per-element mask only when it
- * straddles a mask boundary (causal diagonal, window edges, end of the keys) for some row of the warp; a
- * load checks rows against seq_k only in the last tile.
+ * then the epilogue. Only the step that differs is compiled in variants, chosen by uniform branches once
+ * per block or per warp and tile, never per element: scores are kPlain (scale folded into the exp2) unless
+ * the problem has a soft cap, ALiBi or a scale <= 0 (kAdjusted, with the mask, for every tile); a kPlain
+ * tile gets the per-element mask only when it straddles a mask boundary (causal diagonal, window edges, end
+ * of the keys) for some row of the warp; a load checks rows against seq_k only in the tail tile.
  *
  * Shared memory: Q [kBlockM][D + 8], K [kBlockN][D + 8], V [kBlockN][D + 8] (flash_traits.cuh).
  */
@@ -86,18 +86,19 @@ __device__ __forceinline__ WarpKeys warp_keys(const AttentionParams &p, int row0
     return keys;
 }
 
-/* S, scale and mask, softmax of one tile for one warp, with the mask chosen per tile. */
-template <typename Traits, typename T, ScoreMode kMode>
+/* S, scale and mask, softmax of one tile for one warp. The score variant is chosen by uniform branches
+ * around the one step that differs (`plain`: per block; the mask: per warp and tile); S and the softmax are
+ * compiled once. */
+template <typename Traits, typename T>
 __device__ __forceinline__ void score_tile(const AttentionParams &p, SoftmaxState<Traits> &state, PTile<Traits> &p_frag,
                                            const T *q_smem, const T *k_smem, const WarpLayout<Traits> &w,
-                                           const WarpKeys &keys, int head, int row0, int n0, float scale) {
+                                           const WarpKeys &keys, int head, int row0, int n0, bool plain, float scale) {
     ScoreTile<Traits> acc_s;
     qk_product<Traits>(acc_s, q_smem, k_smem, w);
-    const bool needs_mask = n0 < keys.full_begin || n0 + Traits::kBlockN > keys.full_end;
-    if (needs_mask) {
-        scale_and_mask<Traits, kMode, true>(acc_s, p, head, row0, n0, w.lane);
-    } else {
-        scale_and_mask<Traits, kMode, false>(acc_s, p, head, row0, n0, w.lane);
+    if (!plain) {
+        scale_and_mask<Traits, ScoreMode::kAdjusted, true>(acc_s, p, head, row0, n0, w.lane);
+    } else if (n0 < keys.full_begin || n0 + Traits::kBlockN > keys.full_end) {
+        scale_and_mask<Traits, ScoreMode::kPlain, true>(acc_s, p, head, row0, n0, w.lane);
     }
     online_softmax<Traits, T>(acc_s, state, p_frag, scale);
 }
@@ -117,11 +118,11 @@ __device__ __forceinline__ void load_rows(const TileCopy<Traits, ROWS> &copy, T 
     }
 }
 
-/* The key loop over `tiles` for score mode kMode. */
-template <typename Traits, typename T, ScoreMode kMode, typename Kv>
+/* The key loop over `tiles`; `plain` and `scale` as in score_tile and online_softmax. */
+template <typename Traits, typename T, typename Kv>
 __device__ __forceinline__ void key_loop(const AttentionParams &p, SoftmaxState<Traits> &state, T *q_smem, T *k_smem,
                                          T *v_smem, const Kv &kv, TileRange tiles, const WarpLayout<Traits> &w,
-                                         const WarpKeys &keys, int head, int row0, float scale) {
+                                         const WarpKeys &keys, int head, int row0, bool plain, float scale) {
     const bool warp_has_keys = keys.any_begin < keys.any_end;
     const TileCopy<Traits, Traits::kBlockN> copy((int)threadIdx.x, p.head_dim);
     const int64_t k_offset = copy.source_offset(kv.k.stride);
@@ -137,7 +138,7 @@ __device__ __forceinline__ void key_loop(const AttentionParams &p, SoftmaxState<
         const bool warp_active = warp_has_keys && n0 < keys.any_end && n0 + Traits::kBlockN > keys.any_begin;
         PTile<Traits> p_frag;
         if (warp_active) {
-            score_tile<Traits, T, kMode>(p, state, p_frag, q_smem, k_smem, w, keys, head, row0, n0, scale);
+            score_tile<Traits>(p, state, p_frag, q_smem, k_smem, w, keys, head, row0, n0, plain, scale);
         }
 
         cp_async_wait_group<0>(); /* V_t has landed */
@@ -179,16 +180,12 @@ __device__ __forceinline__ void flash_main_loop(const AttentionParams &p, int ba
         load_rows(k_copy, k_smem, kv.k, k_copy.source_offset(kv.k.stride), n0, p.seq_k - n0, full);
         cp_async_commit_group();
     }
-    /* kPlain folds the scale into the exp2, which needs max(S * c) = max(S) * c, i.e. c > 0. */
-    if (!adjusts_scores(p) && p.scale_log2 > 0.0f) {
-        key_loop<Traits, T, ScoreMode::kPlain>(p, state, q_smem, k_smem, v_smem, kv, tiles, w, keys, head, row0,
-                                               p.scale_log2);
-        epilogue.template operator()<Traits, T>(p, state, batch, head, row0, w.lane, p.scale_log2);
-    } else {
-        key_loop<Traits, T, ScoreMode::kAdjusted>(p, state, q_smem, k_smem, v_smem, kv, tiles, w, keys, head, row0,
-                                                  1.0f);
-        epilogue.template operator()<Traits, T>(p, state, batch, head, row0, w.lane, 1.0f);
-    }
+    /* kPlain folds the scale into the exp2, which needs max(S * c) = max(S) * c, i.e. c > 0; kAdjusted
+     * scores are in log2 units already (c = 1). */
+    const bool plain = !adjusts_scores(p) && p.scale_log2 > 0.0f;
+    const float scale = plain ? p.scale_log2 : 1.0f;
+    key_loop<Traits, T>(p, state, q_smem, k_smem, v_smem, kv, tiles, w, keys, head, row0, plain, scale);
+    epilogue.template operator()<Traits, T>(p, state, batch, head, row0, w.lane, scale);
 }
 
 #endif /* CUDA_ATTENTION_FLASH_MAINLOOP_CUH */
