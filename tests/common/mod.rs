@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test crate uses a different subset
 
 pub mod backends;
+pub mod guarded;
 
 use cuda_attention::Element;
 use rand::rngs::StdRng;
