@@ -425,3 +425,52 @@ fn partial_query_tiles_write_only_their_rows() {
         }
     }
 }
+
+/// Strides with gaps everywhere: each row padded past head_dim to a multiple of 8 and then 8 more
+/// elements, and gaps between heads (`bshd`: heads side by side in a row; else heads of whole sequences)
+/// and between batches.
+fn gapped(seq: usize, heads: usize, head_dim: usize, bshd: bool) -> Strides {
+    let row = head_dim.next_multiple_of(8) + 8;
+    if bshd {
+        let seq_stride = heads * row + 8;
+        Strides {
+            batch: seq * seq_stride + 16,
+            seq: seq_stride,
+            head: row,
+        }
+    } else {
+        let head = seq * row + 8;
+        Strides {
+            batch: heads * head + 24,
+            seq: row,
+            head,
+        }
+    }
+}
+
+/// Padding that is never read: every element the strides do not address (head-dim padding, row gaps,
+/// head gaps, batch gaps) is NaN, and the buffers end in NaN guards, so a kernel that loads K's (or Q's,
+/// V's) columns past head_dim, or rows past a sequence, shows NaN in the output. Head dims that are not
+/// instantiations (the tensor-core kernels zero-pad them on load), f16, bf16 and f32, causal, GQA, and
+/// out with gaps (which must keep its fill).
+#[test]
+fn padding_and_gaps_are_never_read() {
+    for (i, head_dim) in [40usize, 59, 111].into_iter().enumerate() {
+        let (batch, seq_q, seq_k, heads_q, heads_kv) = (2, 45, 70, 4, 2);
+        // Alternate the layouts between tensors and head dims.
+        let bshd = |t: usize| (i + t) % 2 == 0;
+        let problem =
+            AttentionProblem::new(shape(batch, seq_q, seq_k, heads_q, heads_kv, head_dim))
+                .with_strides(
+                    gapped(seq_q, heads_q, head_dim, bshd(0)),
+                    gapped(seq_k, heads_kv, head_dim, bshd(1)),
+                    gapped(seq_k, heads_kv, head_dim, bshd(0)),
+                    gapped(seq_q, heads_q, head_dim, bshd(1)),
+                )
+                .with_causal(true);
+        let name = format!("NaN padding and gaps: {}", describe(&problem));
+        for dtype in [DType::F16, DType::Bf16, DType::F32] {
+            check_dtype(dtype, &name, &problem, 1.0);
+        }
+    }
+}
