@@ -474,3 +474,181 @@ fn padding_and_gaps_are_never_read() {
         }
     }
 }
+
+/// The ALiBi slopes `2^(-8 (h + 1) / heads)`.
+fn slopes(heads: usize) -> Vec<f32> {
+    (0..heads)
+        .map(|h| (-8.0 * (h + 1) as f32 / heads as f32).exp2())
+        .collect()
+}
+
+/// One row of [`masks_scores_and_layouts_on_several_shapes`]: a name, the inputs' magnitude, the problem
+/// of a shape, and the (shape, causal) pairs it runs on.
+struct Case {
+    name: &'static str,
+    magnitude: f32,
+    build: Box<dyn Fn(AttentionShape) -> AttentionProblem>,
+    shapes: Vec<(AttentionShape, bool)>,
+}
+
+impl Case {
+    fn new(
+        name: &'static str,
+        magnitude: f32,
+        build: impl Fn(AttentionShape) -> AttentionProblem + 'static,
+        shapes: Vec<(AttentionShape, bool)>,
+    ) -> Self {
+        Case {
+            name,
+            magnitude,
+            build: Box::new(build),
+            shapes,
+        }
+    }
+}
+
+/// Each mask, score adjustment and layout case on at least two shapes in f16 and bf16 (tensor cores), and
+/// one of them in f32 (CUDA cores), each against the reference and the naive kernel, the failure naming
+/// the case and the shape: non-causal ALiBi, the right edge of a window, the soft cap alone, batches
+/// beyond 2 with gapped batch strides, GQA ratios 3, 4, 8 and MQA.
+#[test]
+fn masks_scores_and_layouts_on_several_shapes() {
+    let alibi = |s: AttentionShape| AttentionProblem::new(s).with_alibi_slopes(slopes(s.heads_q));
+    let window =
+        |left, right| move |s: AttentionShape| AttentionProblem::new(s).with_window(left, right);
+    let batch_gaps = |bshd: bool| {
+        move |s: AttentionShape| {
+            let mut p = AttentionProblem::new(s);
+            if !bshd {
+                p = p.with_layout(Layout::Bhsd);
+            }
+            let gap = |st: Strides, seq: usize, heads: usize| Strides {
+                batch: seq * heads * s.head_dim + 24,
+                ..st
+            };
+            let (q, k, v, out) = (p.q_strides, p.k_strides, p.v_strides, p.out_strides);
+            p.with_strides(
+                gap(q, s.seq_q, s.heads_q),
+                gap(k, s.seq_k, s.heads_kv),
+                gap(v, s.seq_k, s.heads_kv),
+                gap(out, s.seq_q, s.heads_q),
+            )
+        }
+    };
+    let plain = AttentionProblem::new;
+    let cases = [
+        Case::new(
+            "ALiBi, not causal",
+            1.0,
+            alibi,
+            vec![
+                (shape(1, 90, 150, 4, 2, 64), false),
+                (shape(2, 37, 61, 3, 3, 96), false),
+            ],
+        ),
+        Case::new(
+            "window (None, Some(3)): right edge only",
+            1.0,
+            window(None, Some(3)),
+            vec![
+                (shape(1, 70, 110, 2, 1, 64), false),
+                (shape(1, 120, 45, 2, 2, 128), false),
+            ],
+        ),
+        Case::new(
+            "window (Some(5), Some(0)): narrow band ending on the diagonal",
+            1.0,
+            window(Some(5), Some(0)),
+            vec![
+                (shape(1, 64, 64, 2, 2, 32), false),
+                (shape(2, 50, 93, 2, 1, 80), false),
+            ],
+        ),
+        Case::new(
+            "soft cap 5 alone, large logits",
+            4.0,
+            |s: AttentionShape| AttentionProblem::new(s).with_softcap(5.0),
+            vec![
+                (shape(1, 60, 100, 2, 2, 64), false),
+                (shape(1, 33, 150, 2, 1, 128), false),
+            ],
+        ),
+        Case::new(
+            "batch 3, gapped batch stride, bshd",
+            1.0,
+            batch_gaps(true),
+            vec![
+                (shape(3, 41, 57, 2, 1, 64), false),
+                (shape(3, 31, 33, 2, 2, 96), true),
+            ],
+        ),
+        Case::new(
+            "batch 5, gapped batch stride, bhsd",
+            1.0,
+            batch_gaps(false),
+            vec![
+                (shape(5, 31, 40, 2, 1, 32), false),
+                (shape(5, 33, 31, 1, 1, 64), true),
+            ],
+        ),
+        Case::new(
+            "GQA 3:1 per group",
+            1.0,
+            plain,
+            vec![
+                (shape(1, 40, 50, 6, 2, 64), false),
+                (shape(1, 33, 31, 9, 3, 32), true),
+            ],
+        ),
+        Case::new(
+            "GQA 4:1 per group",
+            1.0,
+            plain,
+            vec![
+                (shape(1, 40, 50, 8, 2, 64), false),
+                (shape(1, 31, 45, 12, 3, 32), true),
+            ],
+        ),
+        Case::new(
+            "GQA 8:1 per group",
+            1.0,
+            plain,
+            vec![
+                (shape(1, 35, 40, 16, 2, 32), false),
+                (shape(1, 33, 37, 8, 1, 64), true),
+            ],
+        ),
+        Case::new(
+            "MQA",
+            1.0,
+            plain,
+            vec![
+                (shape(1, 45, 60, 3, 1, 64), false),
+                (shape(2, 31, 50, 5, 1, 96), true),
+            ],
+        ),
+    ];
+    for Case {
+        name: case,
+        magnitude,
+        build,
+        shapes,
+    } in &cases
+    {
+        assert!(shapes.len() >= 2, "{case}: at least two shapes");
+        for (i, &(s, causal)) in shapes.iter().enumerate() {
+            let problem = build(s).with_causal(causal);
+            let name = format!("{case}, shape {}: {}", i + 1, describe(&problem));
+            // The tensor-core kernels on every shape; the f32 kernel (8 query rows per block, the
+            // slowest to emulate) on the second.
+            let dtypes: &[DType] = if i == 1 {
+                &[DType::F16, DType::Bf16, DType::F32]
+            } else {
+                &[DType::F16, DType::Bf16]
+            };
+            for &dtype in dtypes {
+                check_dtype(dtype, &name, &problem, *magnitude);
+            }
+        }
+    }
+}
