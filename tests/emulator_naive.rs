@@ -6,9 +6,10 @@
 
 mod common;
 
+use common::guarded;
+
 use cuda_attention::cpu::{self, ErrorStats};
 use cuda_attention::emulator::{Emulator, Schedule};
-use cuda_attention::host_memory::HostWorkspace;
 use cuda_attention::HostTensors;
 use cuda_attention::Tensor;
 use cuda_attention::{
@@ -115,14 +116,10 @@ fn check_dtype<T: Element>(seed: u64) -> usize {
         let runs: Vec<_> = [Schedule::RoundRobin, second]
             .into_iter()
             .map(|schedule| {
-                let result = Emulator::new()
-                    .with_schedule(schedule)
-                    .forward(&problem, options, &q, &k, &v);
-                (
-                    schedule,
-                    result
-                        .unwrap_or_else(|e| panic!("{} {case:?} under {schedule}: {e}", T::DTYPE)),
-                )
+                let label = format!("{} {case:?} under {schedule}", T::DTYPE);
+                let emulator = Emulator::new().with_schedule(schedule);
+                let result = guarded::forward(&emulator, &problem, options, [&q, &k, &v], &label);
+                (schedule, result.unwrap_or_else(|e| panic!("{label}: {e}")))
             })
             .collect();
         let (_, first) = &runs[0];
@@ -196,21 +193,23 @@ fn strided_output_leaves_the_gaps_alone() {
         .with_strides(q_strides, kv, kv, q_strides)
         .with_causal(true);
     let mut rng = StdRng::seed_from_u64(9);
-    let q = common::random::<f16>(&mut rng, problem.required_len(Tensor::Q).unwrap(), 1.0);
-    let k = common::random::<f16>(&mut rng, problem.required_len(Tensor::K).unwrap(), 1.0);
-    let v = common::random::<f16>(&mut rng, problem.required_len(Tensor::V).unwrap(), 1.0);
+    // The elements between the strided rows are NaN: a kernel that reads them fails the comparison.
+    let q = guarded::strided_random::<f16>(&problem, Tensor::Q, &mut rng, 1.0);
+    let k = guarded::strided_random::<f16>(&problem, Tensor::K, &mut rng, 1.0);
+    let v = guarded::strided_random::<f16>(&problem, Tensor::V, &mut rng, 1.0);
     let sentinel = f16::from_f32(12345.0);
-    let mut out = vec![sentinel; problem.required_len(Tensor::Out).unwrap()];
     let emulator = Emulator::new().with_schedule(Schedule::Random { seed: 3 });
     let plan = emulator
         .plan::<f16>(&problem, ForwardOptions::default())
         .unwrap();
-    let mut workspace = HostWorkspace::new(plan.workspace_bytes()).unwrap();
-    let tensors = HostTensors::new(&q[..], &k[..], &v[..], &mut out[..])
-        .with_workspace(workspace.as_bytes_mut());
-    emulator.forward_into(&plan, tensors).unwrap();
+    assert!(plan.workspace_bytes() > 0);
+    // Guarded buffers (out's gaps hold the sentinel, the workspace is guarded too).
+    let mut call = guarded::GuardedCall::new(&plan, [&q, &k, &v]).with_out_fill(sentinel);
+    emulator.forward_into(&plan, call.tensors()).unwrap();
+    call.assert_intact("strided output");
+    let out = call.out.interior();
     let expected = cpu::reference(&problem, &q, &k, &v).unwrap();
-    let stats = cpu::compare_output(&problem, &out, &expected.out);
+    let stats = cpu::compare_output(&problem, out, &expected.out);
     assert!(
         stats.max_abs <= cpu::tolerance(&problem, &q, &k, &v, &expected).unwrap(),
         "{stats}"
@@ -279,4 +278,89 @@ fn invalid_calls_are_rejected_before_launching() {
         "{unsupported:?}"
     );
     assert_eq!(DType::ALL.len(), 3);
+}
+
+/// Tiles the sequences do not fill: seq_q one past a tile of the naive kernels' rows and a few short of two
+/// tiles, seq_k not a multiple of a tile's columns either (sizes read from the kernel registry), batch 2
+/// and 3 query heads, every dtype, each with lse (the scores in the guarded workspace) and then with
+/// weights too: out, the lse of every head and the weights must match the reference, and no buffer may be
+/// written past its end (common::guarded).
+#[test]
+fn partial_tiles_write_only_their_rows() {
+    let scores = cuda_attention::registry::kernels()
+        .iter()
+        .find(|k| k.family == cuda_attention::registry::KernelFamily::NaiveScores)
+        .expect("a naive scores kernel in the registry");
+    let (rows, cols) = (scores.tile_rows as usize, scores.tile_cols as usize);
+    let mut ran = 0;
+    for (index, (seq_q, seq_k, causal)) in [
+        (rows + 1, cols + cols / 2 - 1, false),
+        (2 * rows - 5, cols + 1, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let shape = AttentionShape::new(2, seq_q, 3, 40)
+            .with_seq_k(seq_k)
+            .with_heads_kv(1);
+        let problem = AttentionProblem::new(shape).with_causal(causal);
+        for weights in [false, true] {
+            let options = ForwardOptions::default()
+                .with_lse(true)
+                .with_weights(weights);
+            ran += partial_case::<f32>(&problem, options, index);
+            ran += partial_case::<f16>(&problem, options, index);
+            ran += partial_case::<bf16>(&problem, options, index);
+        }
+    }
+    assert_eq!(ran, 12);
+}
+
+fn partial_case<T: Element>(
+    problem: &AttentionProblem,
+    options: ForwardOptions,
+    index: usize,
+) -> usize {
+    let label = format!(
+        "{} {:?} causal {} weights {}",
+        T::DTYPE,
+        problem.shape,
+        problem.causal,
+        options.return_weights
+    );
+    let mut rng = StdRng::seed_from_u64(40 + index as u64);
+    let q = common::random::<T>(&mut rng, problem.required_len(Tensor::Q).unwrap(), 1.0);
+    let k = common::random::<T>(&mut rng, problem.required_len(Tensor::K).unwrap(), 1.0);
+    let v = common::random::<T>(&mut rng, problem.required_len(Tensor::V).unwrap(), 1.0);
+    let emulator = Emulator::new().with_schedule(Schedule::Reversed);
+    let options = options.with_kernel(KernelChoice::Naive);
+    let result = guarded::forward(&emulator, problem, options, [&q, &k, &v], &label)
+        .unwrap_or_else(|e| panic!("{label}: {e}"));
+    let expected = cpu::reference(problem, &q, &k, &v).unwrap();
+    let tolerance = cpu::tolerance(problem, &q, &k, &v, &expected).unwrap();
+    let softmax = cpu::softmax_tolerance(problem, &q, &k).unwrap();
+    let report = |what: &str, stats: &ErrorStats, bound: f64| {
+        assert!(
+            stats.non_finite == 0 && stats.max_abs <= bound,
+            "{label}: {what} {stats} exceeds {bound:.3e}"
+        );
+    };
+    report(
+        "output",
+        &cpu::compare_output(problem, &result.out, &expected.out),
+        tolerance,
+    );
+    report(
+        "logsumexp",
+        &cpu::compare_lse(problem, result.lse.as_ref().unwrap(), &expected.lse),
+        softmax.lse,
+    );
+    if let Some(weights) = &result.weights {
+        report(
+            "weights",
+            &cpu::compare_weights(problem, weights, &expected.weights),
+            softmax.weights,
+        );
+    }
+    1
 }

@@ -3,6 +3,7 @@
 
 pub mod backends;
 pub mod cpu_support;
+pub mod guarded;
 
 use cuda_attention::Element;
 use rand::rngs::StdRng;
