@@ -106,7 +106,7 @@ pub struct AttentionOutput<O, F> {
 pub type HostOutput<T> = AttentionOutput<Vec<T>, Vec<f32>>;
 
 /// A buffer as the binding step sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Region {
     /// Base address (device or host).
     pub address: u64,
@@ -252,7 +252,10 @@ pub fn bind(plan: &Plan, regions: &Regions) -> Result<AttentionParams> {
     }
 
     // 2. Lengths.
-    let mut spans: Vec<(&'static str, Region, usize, bool)> = Vec::with_capacity(8);
+    // A fixed array, not a Vec: the binding step runs on the hot path of forward_into, which allocates
+    // nothing. At most 8 buffers: q, k, v, out, lse, weights, workspace, slopes.
+    let mut spans = [("", Region::default(), 0usize, false); 8];
+    let mut count = 0;
     for (tensor, region, writable) in [
         (Tensor::Q, regions.q, false),
         (Tensor::K, regions.k, false),
@@ -260,12 +263,13 @@ pub fn bind(plan: &Plan, regions: &Regions) -> Result<AttentionParams> {
         (Tensor::Out, regions.out, true),
     ] {
         problem.check_len(tensor, region.len)?;
-        spans.push((
+        spans[count] = (
             tensor.name(),
             region,
             problem.required_len(tensor)?,
             writable,
-        ));
+        );
+        count += 1;
     }
     for (tensor, region, needed, writable) in [
         ("lse", regions.lse, needs.lse, true),
@@ -280,12 +284,14 @@ pub fn bind(plan: &Plan, regions: &Regions) -> Result<AttentionParams> {
     ] {
         if let (Some(region), Some(needed)) = (region, needed) {
             check_len(tensor, region, needed)?;
-            spans.push((tensor, region, needed, writable));
+            spans[count] = (tensor, region, needed, writable);
+            count += 1;
         }
     }
 
     // 3. Alignment.
-    for &(tensor, region, _, _) in &spans {
+    let spans = &spans[..count];
+    for &(tensor, region, _, _) in spans {
         if region.elem_bytes > 1 && region.address % region.elem_bytes as u64 != 0 {
             return Err(AttentionError::InvalidArgument(format!(
                 "the {tensor} buffer at {:#x} is not aligned to its {}-byte elements",
