@@ -1,9 +1,10 @@
 /*
  * flash.cu - fused attention forward (FlashAttention-2 style) on mma.sync tensor cores, sm_80 and newer.
  *
- * One block owns kBlockM query rows of one (batch, head) and runs the flash main loop
- * (include/flash_mainloop.cuh) over the key tiles any of its rows can see, with dense K/V addressing and the
- * normalising epilogue. The steps (include/flash_steps.cuh) and the tiles (include/flash_traits.cuh) are
+ * One block owns kBlockM query rows of one (sequence, head) and runs the flash main loop
+ * (include/flash_mainloop.cuh) over the key tiles any of its rows can see, with the sequence's K/V addressing
+ * (include/sequence.cuh: dense batches; ragged ones with packed or paged K/V, lengths read on the device) and
+ * the normalising epilogue. The steps (include/flash_steps.cuh) and the tiles (include/flash_traits.cuh) are
  * shared with every flash-family kernel:
  *
  *   Q tile -> shared (cp.async, once); for each key tile t:
@@ -36,28 +37,47 @@
  * keys, 32 above head_dim 64); rows of a warp that sees nothing, and keys past seq_k (zero-filled), are never
  * affected. FlashAttention's kernels multiply whole tiles too.
  *
- * Exports: flash_fwd_d<HEAD_DIM>_<dtype> for HEAD_DIM in 32, 64, 96, 128, 160, 192, 224, 256 and dtype f16,
- * bf16.
+ * Ragged batches (flash_varlen_*): the grid is fixed by the plan's bounds (x: max seq_q / kBlockM, z: the
+ * batch); a block past its sequence's seq_q returns at once. Paged K/V whose page size is a multiple of
+ * kBlockN is copied tile by tile like dense K/V (one page holds the tile); other page sizes gather each row
+ * through the block table. Rows past a sequence's key count are zero-filled, never read: garbage (NaN) in
+ * unused cache slots never reaches the output.
+ *
+ * Exports: flash_fwd_d<HEAD_DIM>_<dtype> (dense) and flash_varlen_d<HEAD_DIM>_<dtype> (ragged) for HEAD_DIM
+ * in 32, 64, 96, 128, 160, 192, 224, 256 and dtype f16, bf16.
  */
 #include "include/flash_mainloop.cuh"
 
-template <int HEAD_DIM, typename T> __device__ void flash_forward(const AttentionParams &p) {
+template <int HEAD_DIM, typename T, bool kVarlen> __device__ void flash_forward(const AttentionParams &p) {
     using Traits = FlashTraits<HEAD_DIM>;
     /* Heavy (late) query tiles first: with a causal mask they have the most keys. */
     const int m0 = (gridDim.x - 1 - blockIdx.x) * Traits::kBlockM;
     const int head = blockIdx.y;
-    const int batch = blockIdx.z;
-    if (m0 >= p.seq_q) {
-        return;
+    if constexpr (kVarlen) {
+        const AttentionParams s = sequence_params<T>(p, blockIdx.z);
+        if (m0 >= s.seq_q) {
+            return;
+        }
+        flash_main_loop<Traits, T>(s, 0, head, m0, varlen_kv_rows<T, Traits::kBlockN>(p, s, head / p.heads_ratio),
+                                   block_tiles<Traits>(s, m0), WriteNormalized());
+    } else {
+        const int batch = blockIdx.z;
+        if (m0 >= p.seq_q) {
+            return;
+        }
+        flash_main_loop<Traits, T>(p, batch, head, m0, dense_kv_rows<T>(p, batch, head / p.heads_ratio),
+                                   block_tiles<Traits>(p, m0), WriteNormalized());
     }
-    flash_main_loop<Traits, T>(p, batch, head, m0, kv_rows<T>(p, batch, head / p.heads_ratio),
-                               block_tiles<Traits>(p, m0), WriteNormalized());
 }
 
 #define FLASH_EXPORT(head_dim, dtype_name, T)                                                           \
     ATTENTION_KERNEL(flash_fwd_d##head_dim##_##dtype_name, FlashTraits<head_dim>::kThreads,                \
-                     FlashTraits<head_dim>::info<T>()) {                                                  \
-        flash_forward<head_dim, T>(p);                                                                   \
+                     FlashTraits<head_dim>::info<T>(KERNEL_FAMILY_FLASH)) {                               \
+        flash_forward<head_dim, T, false>(p);                                                            \
+    }                                                                                                    \
+    ATTENTION_KERNEL(flash_varlen_d##head_dim##_##dtype_name, FlashTraits<head_dim>::kThreads,             \
+                     FlashTraits<head_dim>::info<T>(KERNEL_FAMILY_FLASH_VARLEN)) {                        \
+        flash_forward<head_dim, T, true>(p);                                                             \
     }
 
 #define FLASH_EXPORTS(head_dim)                                                                          \

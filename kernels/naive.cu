@@ -6,7 +6,9 @@
  *   2. naive_softmax:        P = softmax(S) row by row, in place; lse = m + log(sum) when p.lse is set.
  *                            A row whose max is -inf (no visible key, or every visible score -inf)
  *                            becomes all zeros with lse = -inf; P is exactly 0 at the keys a row does not
- *                            see, even in a NaN row.
+ *                            see, even in a NaN row. With sinks, the head's sink joins the max and the
+ *                            denominator (the weights then sum to less than 1) and a row that sees no
+ *                            key gets lse = sink.
  *   3. naive_pv_<dtype>:     O = P V, written to p.out in the caller's dtype and strides; a row that
  *                            sees no key is written as exactly 0.
  * The caller may keep P: it is the attention-weights output.
@@ -36,7 +38,8 @@
  * infinity at a key of those chunks (the flash kernels write exactly 0). Keys past seq_k are never read.
  *
  * Limits: head_dim 1..MAX_HEAD_DIM (any value; the d loop is tiled), seq lengths up to 2^31 - 1,
- * workspace batch * heads_q * seq_q * seq_k * 4 bytes.
+ * workspace batch * heads_q * seq_q * seq_k * 4 bytes; dense batches only (the plan says so for ragged ones),
+ * lse contiguous [batch, heads_q, seq_q].
  */
 #include "include/device_helpers.cuh"
 
@@ -188,31 +191,36 @@ ATTENTION_KERNEL(naive_softmax, NAIVE_SOFTMAX_THREADS,
          row += (int64_t)gridDim.x * NAIVE_SOFTMAX_WARPS) {
         float *s = p.scores + row * p.seq_k; // [sk]
         const KeyRange keys = key_range(p, (int)(row % p.seq_q));
-        // m = rowmax(S), NaN if any score is NaN.
+        const float sink = p.sinks != NULL ? p.sinks[(row / p.seq_q) % p.heads_q] : -INFINITY;
+        // m = rowmax(S), NaN if any score is NaN; top = max(m, sink), the shift of the exponentials.
         float m = -INFINITY;
         for (int j = lane; j < p.seq_k; j += WARP_SIZE) {
             m = max_keeping_nan(m, s[j]);
         }
         m = warp_max_keeping_nan(m);
-        // l = sum exp(S - m); a row that sees nothing (or only -inf scores) keeps l = 0 and never computes
-        // -inf - -inf. A NaN m makes l, P and lse NaN.
+        const float top = sink == -INFINITY ? m : max_keeping_nan(m, sink);
+        // l = sum exp(S - top) (+ exp(sink - top)); a row that sees nothing (or only -inf scores) sums no
+        // score and never computes -inf - -inf. A NaN m makes l, P and lse NaN.
         const bool empty = (m == -INFINITY);
         float l = 0.0f;
         if (!empty) {
             for (int j = lane; j < p.seq_k; j += WARP_SIZE) {
-                l += expf(s[j] - m);
+                l += expf(s[j] - top);
             }
         }
         l = warp_sum(l);
-        // P = exp(S - m) / l at the visible keys; exactly 0 at the others (exp(-inf - m) is 0 anyway
-        // unless m is NaN).
+        if (sink != -INFINITY) {
+            l += expf(sink - top);
+        }
+        // P = exp(S - top) / l at the visible keys; exactly 0 at the others (exp(-inf - top) is 0 anyway
+        // unless top is NaN).
         const float inv_l = empty ? 0.0f : 1.0f / l;
         for (int j = lane; j < p.seq_k; j += WARP_SIZE) {
             const bool visible = j >= keys.begin && j < keys.end;
-            s[j] = (empty || !visible) ? 0.0f : expf(s[j] - m) * inv_l;
+            s[j] = (empty || !visible) ? 0.0f : expf(s[j] - top) * inv_l;
         }
         if (lane == 0 && p.lse != NULL) {
-            p.lse[row] = empty ? -INFINITY : m + logf(l);
+            p.lse[row] = (empty && sink == -INFINITY) ? -INFINITY : top + logf(l);
         }
     }
 }

@@ -14,7 +14,7 @@ use std::ffi::c_void;
 use crate::dtype::DType;
 use crate::error::{AttentionError, Result};
 use crate::plan::{KernelKind, Plan, Target};
-use crate::problem::{AttentionProblem, Strides, Tensor};
+use crate::problem::{AttentionProblem, KeyStorage, Strides, Tensor};
 use crate::sys::AttentionParams;
 
 /// log2(e): the kernels use exp2, so the host folds it into the scale once.
@@ -24,12 +24,13 @@ pub const LOG2_E: f32 = std::f32::consts::LOG2_E;
 pub const WORKSPACE_ALIGNMENT: usize = 16;
 
 /// The buffers of one forward call, the same bundle for every backend: q, k, v and out laid out by the
-/// problem's strides; the f32 logsumexp `[batch, heads_q, seq_q]` exactly when the plan asks for it; the
-/// f32 weights `[batch, heads_q, seq_q, seq_k]` exactly when the plan asks for them; at least
-/// `plan.workspace_bytes()` of workspace when that is not 0; the f32 ALiBi slopes `[heads_q]` when the
-/// problem has them (host backends read the problem's own slopes when none are passed).
+/// problem's strides; the f32 logsumexp (`[batch, heads_q, seq_q]`, ragged: `[heads_q, total_q]`) exactly
+/// when the plan asks for it; the f32 weights `[batch, heads_q, seq_q, seq_k]` exactly when the plan asks
+/// for them; at least `plan.workspace_bytes()` of workspace when that is not 0; the f32 ALiBi slopes and
+/// sinks `[heads_q]` when the problem has them (host backends read the problem's own values when none are
+/// passed); the i32 metadata of a ragged batch exactly as [`AttentionProblem::metadata_elements`] lists it.
 #[derive(Debug)]
-pub struct Tensors<I, O, F, W, S> {
+pub struct Tensors<I, O, F, W, S, M> {
     /// q.
     pub q: I,
     /// k.
@@ -46,9 +47,19 @@ pub struct Tensors<I, O, F, W, S> {
     pub workspace: Option<W>,
     /// f32 ALiBi slopes.
     pub alibi_slopes: Option<S>,
+    /// f32 attention sinks.
+    pub sinks: Option<S>,
+    /// Ragged batches: i32 `[batch + 1]` query row offsets.
+    pub cu_seqlens_q: Option<M>,
+    /// Ragged batches with packed keys: i32 `[batch + 1]` key row offsets.
+    pub cu_seqlens_k: Option<M>,
+    /// Ragged batches: i32 `[batch]` key counts.
+    pub seqused_k: Option<M>,
+    /// Paged keys: i32 `[batch, block_table_stride]` physical pages.
+    pub block_table: Option<M>,
 }
 
-impl<I, O, F, W, S> Tensors<I, O, F, W, S> {
+impl<I, O, F, W, S, M> Tensors<I, O, F, W, S, M> {
     /// q, k, v and out; nothing else.
     pub fn new(q: I, k: I, v: I, out: O) -> Self {
         Tensors {
@@ -60,6 +71,11 @@ impl<I, O, F, W, S> Tensors<I, O, F, W, S> {
             weights: None,
             workspace: None,
             alibi_slopes: None,
+            sinks: None,
+            cu_seqlens_q: None,
+            cu_seqlens_k: None,
+            seqused_k: None,
+            block_table: None,
         }
     }
 
@@ -86,10 +102,33 @@ impl<I, O, F, W, S> Tensors<I, O, F, W, S> {
         self.alibi_slopes = Some(slopes);
         self
     }
+
+    /// Adds the sinks.
+    pub fn with_sinks(mut self, sinks: S) -> Self {
+        self.sinks = Some(sinks);
+        self
+    }
+
+    /// Adds a ragged batch's metadata: `cu_seqlens_q`, and `cu_seqlens_k`, `seqused_k` and `block_table`
+    /// as its problem uses them.
+    pub fn with_metadata(
+        mut self,
+        cu_seqlens_q: M,
+        cu_seqlens_k: Option<M>,
+        seqused_k: Option<M>,
+        block_table: Option<M>,
+    ) -> Self {
+        self.cu_seqlens_q = Some(cu_seqlens_q);
+        self.cu_seqlens_k = cu_seqlens_k;
+        self.seqused_k = seqused_k;
+        self.block_table = block_table;
+        self
+    }
 }
 
 /// The bundle of the host backends (emulator, CPU): slices.
-pub type HostTensors<'a, T> = Tensors<&'a [T], &'a mut [T], &'a mut [f32], &'a mut [u8], &'a [f32]>;
+pub type HostTensors<'a, T> =
+    Tensors<&'a [T], &'a mut [T], &'a mut [f32], &'a mut [u8], &'a [f32], &'a [i32]>;
 
 /// What every backend's `forward` returns.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,7 +174,7 @@ impl Region {
 }
 
 /// The bundle reduced to regions, as [`bind`] takes it.
-pub type Regions = Tensors<Region, Region, Region, Region, Region>;
+pub type Regions = Tensors<Region, Region, Region, Region, Region, Region>;
 
 impl<T> HostTensors<'_, T> {
     /// The regions of these slices.
@@ -149,15 +188,23 @@ impl<T> HostTensors<'_, T> {
             weights: self.weights.as_deref().map(Region::of_slice),
             workspace: self.workspace.as_deref().map(Region::of_slice),
             alibi_slopes: self.alibi_slopes.map(Region::of_slice),
+            sinks: self.sinks.map(Region::of_slice),
+            cu_seqlens_q: self.cu_seqlens_q.map(Region::of_slice),
+            cu_seqlens_k: self.cu_seqlens_k.map(Region::of_slice),
+            seqused_k: self.seqused_k.map(Region::of_slice),
+            block_table: self.block_table.map(Region::of_slice),
         }
     }
 
-    /// [`HostTensors::regions`], reading the problem's own ALiBi slopes when none were passed (the host
-    /// backends can).
+    /// [`HostTensors::regions`], reading the problem's own ALiBi slopes and sinks when none were passed
+    /// (the host backends can).
     pub fn regions_with_slopes_of(&self, problem: &AttentionProblem) -> Regions {
         let mut regions = self.regions();
         if regions.alibi_slopes.is_none() {
             regions.alibi_slopes = problem.alibi_slopes.as_deref().map(Region::of_slice);
+        }
+        if regions.sinks.is_none() {
+            regions.sinks = problem.sinks.as_deref().map(Region::of_slice);
         }
         regions
     }
@@ -211,10 +258,11 @@ pub fn bind(plan: &Plan, regions: &Regions) -> Result<AttentionParams> {
     let problem = plan.problem();
     let shape = &problem.shape;
     let options = plan.options();
+    let [cu_seqlens_q, cu_seqlens_k, seqused_k, block_table] = problem.metadata_elements()?;
     let needs = Needs {
         lse: options
             .return_lse
-            .then(|| shape.lse_elements())
+            .then(|| problem.lse_elements())
             .transpose()?,
         weights: options
             .return_weights
@@ -222,7 +270,48 @@ pub fn bind(plan: &Plan, regions: &Regions) -> Result<AttentionParams> {
             .transpose()?,
         workspace: (plan.workspace_bytes() > 0).then_some(plan.workspace_bytes()),
         alibi_slopes: problem.alibi_slopes.as_ref().map(|s| s.len()),
+        sinks: problem.sinks.as_ref().map(|s| s.len()),
     };
+    // The read-only buffers the plan may need beyond q, k and v: name, region, elements needed, and how
+    // to ask for them.
+    let inputs = [
+        (
+            "alibi_slopes",
+            regions.alibi_slopes,
+            needs.alibi_slopes,
+            "AttentionProblem::with_alibi_slopes",
+        ),
+        (
+            "sinks",
+            regions.sinks,
+            needs.sinks,
+            "AttentionProblem::with_sinks",
+        ),
+        (
+            "cu_seqlens_q",
+            regions.cu_seqlens_q,
+            cu_seqlens_q,
+            "a ragged problem (AttentionProblem::ragged)",
+        ),
+        (
+            "cu_seqlens_k",
+            regions.cu_seqlens_k,
+            cu_seqlens_k,
+            "packed keys (KeyStorage::Packed)",
+        ),
+        (
+            "seqused_k",
+            regions.seqused_k,
+            seqused_k,
+            "Ragged::seqused_k",
+        ),
+        (
+            "block_table",
+            regions.block_table,
+            block_table,
+            "a paged cache (KeyStorage::Paged)",
+        ),
+    ];
 
     // 1. Presence.
     check_presence(
@@ -237,12 +326,9 @@ pub fn bind(plan: &Plan, regions: &Regions) -> Result<AttentionParams> {
         needs.weights,
         "ForwardOptions::with_weights(true)",
     )?;
-    check_presence(
-        "alibi_slopes",
-        regions.alibi_slopes.is_some(),
-        needs.alibi_slopes,
-        "AttentionProblem::with_alibi_slopes",
-    )?;
+    for (tensor, region, needed, how) in inputs {
+        check_presence(tensor, region.is_some(), needed, how)?;
+    }
     if needs.workspace.is_some() && regions.workspace.is_none() {
         return Err(AttentionError::InvalidArgument(format!(
             "the plan ({} kernel) needs a workspace of {} bytes but none was passed",
@@ -253,8 +339,8 @@ pub fn bind(plan: &Plan, regions: &Regions) -> Result<AttentionParams> {
 
     // 2. Lengths.
     // A fixed array, not a Vec: the binding step runs on the hot path of forward_into, which allocates
-    // nothing. At most 8 buffers: q, k, v, out, lse, weights, workspace, slopes.
-    let mut spans = [("", Region::default(), 0usize, false); 8];
+    // nothing. At most 13 buffers: q, k, v, out, lse, weights, workspace, and the six inputs above.
+    let mut spans = [("", Region::default(), 0usize, false); 13];
     let mut count = 0;
     for (tensor, region, writable) in [
         (Tensor::Q, regions.q, false),
@@ -271,17 +357,13 @@ pub fn bind(plan: &Plan, regions: &Regions) -> Result<AttentionParams> {
         );
         count += 1;
     }
-    for (tensor, region, needed, writable) in [
+    let outputs = [
         ("lse", regions.lse, needs.lse, true),
         ("weights", regions.weights, needs.weights, true),
         ("workspace", regions.workspace, needs.workspace, true),
-        (
-            "alibi_slopes",
-            regions.alibi_slopes,
-            needs.alibi_slopes,
-            false,
-        ),
-    ] {
+    ];
+    let inputs = inputs.map(|(tensor, region, needed, _)| (tensor, region, needed, false));
+    for (tensor, region, needed, writable) in outputs.into_iter().chain(inputs) {
         if let (Some(region), Some(needed)) = (region, needed) {
             check_len(tensor, region, needed)?;
             spans[count] = (tensor, region, needed, writable);
@@ -341,16 +423,22 @@ pub fn bind(plan: &Plan, regions: &Regions) -> Result<AttentionParams> {
             .map_or(0, |r| r.address),
         KernelKind::Flash | KernelKind::Cpu => 0,
     };
-    let optional =
-        |region: Option<Region>, used: bool| region.filter(|_| used).map_or(0, |r| r.address);
+    let optional = |region: Option<Region>, needed: Option<usize>| {
+        region.filter(|_| needed.is_some()).map_or(0, |r| r.address)
+    };
     Ok(AttentionParams {
         q: regions.q.address as *const c_void,
         k: regions.k.address as *const c_void,
         v: regions.v.address as *const c_void,
         out: regions.out.address as *mut c_void,
-        lse: optional(regions.lse, needs.lse.is_some()) as *mut f32,
+        lse: optional(regions.lse, needs.lse) as *mut f32,
         scores: scores as *mut f32,
-        alibi_slopes: optional(regions.alibi_slopes, needs.alibi_slopes.is_some()) as *const f32,
+        alibi_slopes: optional(regions.alibi_slopes, needs.alibi_slopes) as *const f32,
+        sinks: optional(regions.sinks, needs.sinks) as *const f32,
+        cu_seqlens_q: optional(regions.cu_seqlens_q, cu_seqlens_q) as *const i32,
+        cu_seqlens_k: optional(regions.cu_seqlens_k, cu_seqlens_k) as *const i32,
+        seqused_k: optional(regions.seqused_k, seqused_k) as *const i32,
+        block_table: optional(regions.block_table, block_table) as *const i32,
         ..problem_params(problem)
     })
 }
@@ -361,6 +449,7 @@ struct Needs {
     weights: Option<usize>,
     workspace: Option<usize>,
     alibi_slopes: Option<usize>,
+    sinks: Option<usize>,
 }
 
 fn check_presence(
@@ -371,7 +460,7 @@ fn check_presence(
 ) -> Result<()> {
     match (passed, needed) {
         (false, Some(n)) => Err(AttentionError::InvalidArgument(format!(
-            "the plan needs a {tensor} buffer of {n} elements but none was passed"
+            "the plan needs a {tensor} buffer of {n} elements but none was passed (it comes with {how})"
         ))),
         (true, None) => Err(AttentionError::InvalidArgument(format!(
             "a {tensor} buffer was passed but the plan does not use one: plan with {how}, or pass none"
@@ -402,7 +491,28 @@ pub fn problem_params(problem: &AttentionProblem) -> AttentionParams {
     let (v_batch_stride, v_seq_stride, v_head_stride) = stride(&problem.v_strides);
     let (out_batch_stride, out_seq_stride, out_head_stride) = stride(&problem.out_strides);
     let scale = problem.scale();
+    let (total_q, total_k, paging) = match problem.ragged_layout() {
+        None => (0, 0, None),
+        Some(ragged) => match ragged.keys {
+            KeyStorage::Packed { total_k } => (ragged.total_q, total_k, None),
+            KeyStorage::Paged(paging) => (ragged.total_q, 0, Some(paging)),
+        },
+    };
+    // The logsumexp: [batch, heads_q, seq_q], or [heads_q, total_q] for a ragged batch (whose kernels
+    // move the pointer to each sequence's first row instead of using a batch stride).
+    let (lse_batch_stride, lse_head_stride) = match problem.ragged_layout() {
+        None => ((s.heads_q * s.seq_q) as i64, s.seq_q as i64),
+        Some(ragged) => (0, ragged.total_q as i64),
+    };
     AttentionParams {
+        lse_batch_stride,
+        lse_head_stride,
+        total_q: total_q as i32,
+        total_k: total_k as i32,
+        page_size: paging.map_or(0, |p| p.page_size as i32),
+        num_pages: paging.map_or(0, |p| p.num_pages as i32),
+        pages_per_seq: paging.map_or(0, |p| p.pages_per_seq as i32),
+        block_table_stride: paging.map_or(0, |p| p.block_table_stride as i64),
         q_batch_stride,
         q_seq_stride,
         q_head_stride,

@@ -69,6 +69,20 @@ pub enum AttentionError {
         len: usize,
     },
 
+    /// A ragged batch's metadata (cu_seqlens, seqused_k, block table) breaks a rule of its problem
+    /// (reported by [`crate::validate_metadata`]).
+    #[error("invalid metadata: {buffer}[{index}] = {value}: {rule}")]
+    InvalidMetadata {
+        /// Which buffer.
+        buffer: &'static str,
+        /// The first bad entry.
+        index: usize,
+        /// Its value.
+        value: i64,
+        /// The rule it breaks, and the bound involved.
+        rule: String,
+    },
+
     /// The softmax scale is not a finite number.
     #[error("scale {scale} is not finite: pass a finite softmax scale (default 1/sqrt(head_dim))")]
     InvalidScale {

@@ -6,6 +6,7 @@
 use crate::binding::{check_inputs, HostOutput, HostTensors};
 use crate::dtype::Element;
 use crate::error::{AttentionError, Memory, Result};
+use crate::metadata::Metadata;
 use crate::plan::Plan;
 use crate::problem::Tensor;
 
@@ -101,7 +102,7 @@ impl std::fmt::Debug for HostWorkspace {
 /// The convenience `forward` of the host backends (emulator, CPU): checks q, k and v against the plan,
 /// allocates the outputs the plan needs within the memory budget (out zeroed, lse and weights NaN-filled so
 /// that an element a kernel skips shows, the naive workspace NaN-filled and 16-byte aligned), then runs
-/// `run` on the bundle (which binds it) and returns the outputs.
+/// `run` on the bundle (which binds it, with a ragged batch's `metadata`) and returns the outputs.
 ///
 /// # Errors
 /// [`AttentionError::BufferTooSmall`] for short inputs, [`AttentionError::SizeOverflow`] or
@@ -111,6 +112,7 @@ pub fn forward_host<T: Element>(
     q: &[T],
     k: &[T],
     v: &[T],
+    metadata: Option<&Metadata<'_>>,
     run: impl FnOnce(&Plan, HostTensors<'_, T>) -> Result<()>,
 ) -> Result<HostOutput<T>> {
     let problem = plan.problem();
@@ -118,7 +120,7 @@ pub fn forward_host<T: Element>(
     check_inputs(problem, q.len(), k.len(), v.len())?;
     let out_len = problem.required_len(Tensor::Out)?;
     let lse_len = if plan.options().return_lse {
-        shape.lse_elements()?
+        problem.lse_elements()?
     } else {
         0
     };
@@ -158,6 +160,10 @@ pub fn forward_host<T: Element>(
     tensors.weights = weights.as_deref_mut();
     tensors.workspace = (plan.workspace_bytes() > 0).then_some(workspace.as_bytes_mut());
     tensors.alibi_slopes = problem.alibi_slopes.as_deref();
+    tensors.sinks = problem.sinks.as_deref();
+    if let Some(m) = metadata {
+        tensors = tensors.with_metadata(m.cu_seqlens_q, m.cu_seqlens_k, m.seqused_k, m.block_table);
+    }
     run(plan, tensors)?;
     Ok(HostOutput { out, lse, weights })
 }

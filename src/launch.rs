@@ -36,7 +36,7 @@ pub fn kernel_for(
 ) -> Result<&'static KernelSpec> {
     find(family, dtype, head_dim).ok_or_else(|| AttentionError::KernelUnsupported {
         kernel: match family {
-            KernelFamily::Flash => "flash",
+            KernelFamily::Flash | KernelFamily::FlashVarlen => "flash",
             _ => "naive",
         },
         reason: format!("no {family:?} kernel for {dtype} at head_dim {head_dim} in this build"),
@@ -87,13 +87,18 @@ pub fn naive_launches(shape: &AttentionShape, dtype: DType) -> Result<Vec<Kernel
     Ok(launches)
 }
 
-/// The flash forward pass: one launch; blocks of `tile_rows` query rows of one (batch, head). Whether
-/// the device can run it (strides, grid, shared memory) is the planner's question.
+/// The flash forward pass of `family` (dense or ragged): one launch; blocks of `tile_rows` query rows of
+/// one (sequence, head), for the shape's bounds. Whether the device can run it (strides, grid, shared
+/// memory) is the planner's question.
 ///
 /// # Errors
 /// As [`kernel_for`].
-pub fn flash_launch(shape: &AttentionShape, dtype: DType) -> Result<KernelLaunch> {
-    let kernel = kernel_for(KernelFamily::Flash, dtype, shape.head_dim)?;
+pub fn flash_launch(
+    shape: &AttentionShape,
+    dtype: DType,
+    family: KernelFamily,
+) -> Result<KernelLaunch> {
+    let kernel = kernel_for(family, dtype, shape.head_dim)?;
     Ok(KernelLaunch {
         name: kernel.name,
         grid: (

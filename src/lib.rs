@@ -51,6 +51,7 @@ pub mod error;
 pub mod gpu;
 pub mod host_memory;
 pub mod launch;
+pub mod metadata;
 pub mod plan;
 pub mod problem;
 pub mod registry;
@@ -60,7 +61,9 @@ pub use binding::{AttentionOutput, HostOutput, HostTensors, Tensors};
 pub use dtype::{DType, Element};
 pub use error::{AttentionError, Memory, Result};
 pub use gpu::{DeviceInfo, DeviceOutput, DeviceTensors, Engine};
+pub use metadata::{validate_metadata, Metadata};
 pub use plan::{DeviceCaps, ForwardOptions, KernelChoice, KernelKind, Plan, Target};
 pub use problem::{
-    AttentionProblem, AttentionShape, Layout, Strides, Tensor, Window, MAX_HEAD_DIM,
+    AttentionProblem, AttentionShape, Batching, KeyStorage, Layout, Paging, Ragged, Strides,
+    Tensor, Window, MAX_HEAD_DIM,
 };

@@ -152,11 +152,31 @@ impl Plan {
     ) -> Result<Plan> {
         problem.validate()?;
         let shape = &problem.shape;
-        let flash = flash_launch(shape, dtype);
+        let ragged = problem.ragged_layout().is_some();
+        let family = if ragged {
+            KernelFamily::FlashVarlen
+        } else {
+            KernelFamily::Flash
+        };
+        let flash = flash_launch(shape, dtype, family);
         let flash_unavailable = match &flash {
-            Ok(launch) => flash_unavailable_reason(problem, dtype, options, caps, launch),
+            Ok(launch) => flash_unavailable_reason(problem, dtype, options, caps, launch, family),
             Err(error) => Some(error.to_string()),
         };
+        if ragged {
+            // The naive kernels take dense batches only: a ragged batch runs on flash or not at all.
+            let naive_refusal =
+                "the naive kernels take dense batches only: plan a ragged batch with flash \
+                                 (KernelChoice::Auto or Flash), or run it on the CPU backend";
+            let refusal = match (options.kernel, &flash_unavailable) {
+                (KernelChoice::Naive, _) => Some(("naive", naive_refusal.to_string())),
+                (_, Some(reason)) => Some(("flash", format!("{reason} (and {naive_refusal})"))),
+                _ => None,
+            };
+            if let Some((kernel, reason)) = refusal {
+                return Err(AttentionError::KernelUnsupported { kernel, reason });
+            }
+        }
         let (kernel, reason) = match (options.kernel, flash_unavailable) {
             (KernelChoice::Naive, _) => (KernelKind::Naive, "naive requested".to_string()),
             (KernelChoice::Flash, Some(reason)) => {
@@ -191,13 +211,13 @@ impl Plan {
             }
             _ => {
                 let launch = flash?;
-                let spec = kernel_for(KernelFamily::Flash, dtype, shape.head_dim)?;
+                let spec = kernel_for(family, dtype, shape.head_dim)?;
                 (vec![launch], 0, spec.base_alignment.max(dtype.size_bytes()))
             }
         };
         let reason = match kernel {
             KernelKind::Flash => {
-                let spec = kernel_for(KernelFamily::Flash, dtype, shape.head_dim)?;
+                let spec = kernel_for(family, dtype, shape.head_dim)?;
                 let units = if dtype == DType::F32 {
                     "CUDA cores, f32 inputs kept exact".to_string()
                 } else if *spec.head_dims.end() == shape.head_dim {
@@ -250,6 +270,13 @@ impl Plan {
                          run the naive or flash kernel source on the CPU"
                     .into(),
             });
+        }
+        if problem.ragged_layout().is_some() && options.return_weights {
+            return Err(AttentionError::InvalidArgument(
+                "attention weights of a ragged batch are not returned: run the sequence of interest as a dense \
+                 problem"
+                    .into(),
+            ));
         }
         Ok(Plan {
             problem: problem.clone(),
@@ -317,6 +344,7 @@ fn flash_unavailable_reason(
     options: ForwardOptions,
     caps: DeviceCaps,
     launch: &KernelLaunch,
+    family: KernelFamily,
 ) -> Option<String> {
     if options.return_weights {
         return Some(
@@ -330,11 +358,17 @@ fn flash_unavailable_reason(
             caps.compute_capability.0, caps.compute_capability.1
         ));
     }
-    let spec = kernel_for(KernelFamily::Flash, dtype, problem.shape.head_dim).ok()?;
+    let spec = kernel_for(family, dtype, problem.shape.head_dim).ok()?;
     let align = spec.stride_multiple;
     for tensor in [Tensor::Q, Tensor::K, Tensor::V] {
         let strides = problem.strides_of(tensor);
-        if strides.batch % align != 0 || strides.seq % align != 0 || strides.head % align != 0 {
+        // Only the strides of dimensions with more than one entry move an address.
+        let [batch, seq, heads, _] = problem.extents(tensor);
+        let misaligned = |stride: usize, extent: usize| extent > 1 && stride % align != 0;
+        if misaligned(strides.batch, batch)
+            || misaligned(strides.seq, seq)
+            || misaligned(strides.head, heads)
+        {
             return Some(format!(
                 "the {} strides {strides:?} are not multiples of {align} elements ({} loads {}-byte rows; with \
                  head_dim {} pad the rows or use a head dim that is a multiple of {align})",

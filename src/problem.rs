@@ -200,6 +200,105 @@ pub struct AttentionProblem {
     /// ALiBi: per query head slopes `m_h`, `[heads_q]`; the score of (i, j) gets `-m_h * |c - j|` added
     /// after the soft cap.
     pub alibi_slopes: Option<Arc<[f32]>>,
+    /// Attention sinks (gpt-oss): per query head an f32 logit `s_h`, `[heads_q]`, that joins every row's
+    /// softmax denominator and contributes no value: `out = sum_j e^(x_j - m) v_j / (sum_j e^(x_j - m) +
+    /// e^(s_h - m))` with `m = max(s_h, max_j x_j)`, and the logsumexp includes it. In natural-log units
+    /// of the scaled scores: not scaled, not soft-capped, no ALiBi. A row that sees no key is 0 with
+    /// lse = `s_h`.
+    pub sinks: Option<Arc<[f32]>>,
+    /// Dense or ragged (varlen) batch; see [`Batching`].
+    pub batching: Batching,
+}
+
+/// How the sequences of a batch are laid out.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Batching {
+    /// Every sequence has `shape.seq_q` queries and `shape.seq_k` keys in `[batch, seq, heads, d]`
+    /// tensors.
+    #[default]
+    Dense,
+    /// Sequences of their own lengths, read from device metadata by the kernels (see [`Ragged`]).
+    Ragged(Ragged),
+}
+
+/// A ragged (varlen) batch. The problem is the host's upper bounds, fixed at plan time: `shape.batch`
+/// sequences (the metadata has that many entries; pad with empty sequences), each with at most
+/// `shape.seq_q` queries and `shape.seq_k` keys. The lengths themselves live in i32 device buffers passed
+/// with the call, so one plan serves every step of a server (and a captured CUDA graph):
+///
+/// - `cu_seqlens_q` `[batch + 1]`: sequence b owns rows `cu_seqlens_q[b]..cu_seqlens_q[b + 1]` of q and
+///   out, packed `[total_q, heads_q, head_dim]` (the `seq` and `head` strides apply; the batch stride is
+///   unused), and the same columns of the logsumexp `[heads_q, total_q]` (natural log, as FlashAttention's
+///   varlen functions).
+/// - keys: see [`KeyStorage`]; `seqused_k` `[batch]` (when [`Ragged::seqused_k`] is set) says how many keys
+///   of each sequence are valid.
+///
+/// Masks apply per sequence: the causal diagonal is aligned bottom-right per sequence (chunked prefill:
+/// seq_q < seq_k), as are the window and ALiBi. Sequences of length 0 are legal. Lengths beyond the bounds
+/// are clamped by the kernels; [`crate::validate_metadata`] names the first bad entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ragged {
+    /// Rows of the q and out buffers (and columns of the logsumexp): at least `cu_seqlens_q[batch]`.
+    pub total_q: usize,
+    /// Where the keys and values live.
+    pub keys: KeyStorage,
+    /// Whether a `seqused_k` buffer gives each sequence's key count (required for a paged cache).
+    pub seqused_k: bool,
+}
+
+/// Where a ragged batch's keys and values live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyStorage {
+    /// k and v packed `[total_k, heads_kv, head_dim]`; sequence b owns rows from `cu_seqlens_k[b]` (an i32
+    /// `[batch + 1]` buffer): `cu_seqlens_k[b + 1] - cu_seqlens_k[b]` keys, or `seqused_k[b]` when given.
+    Packed {
+        /// Rows of the k and v buffers.
+        total_k: usize,
+    },
+    /// A paged KV cache (see [`Paging`]); the key count of each sequence comes from `seqused_k`.
+    Paged(Paging),
+}
+
+/// A paged KV cache: k and v hold `num_pages` pages of `page_size` tokens. The problem's `k_strides` and
+/// `v_strides` address them: `batch` is the stride between pages, `seq` between tokens of a page, `head`
+/// between heads (so NHD `[pages, page_size, heads_kv, d]`, HND `[pages, heads_kv, page_size, d]`, or a
+/// cache that interleaves layers or K and V in one allocation all work without copies). The i32 block
+/// table `[batch, pages_per_seq]` (row stride `block_table_stride`) maps sequence b's key n to row
+/// `n % page_size` of page `block_table[b][n / page_size]`. Pages may be shared between sequences. Slots
+/// past a sequence's `seqused_k` may hold anything, NaN included: they are never read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Paging {
+    /// Pages in the cache.
+    pub num_pages: usize,
+    /// Tokens per page (any size >= 1; multiples of the flash key tile copy whole tiles at a time).
+    pub page_size: usize,
+    /// Block-table entries per sequence; `pages_per_seq * page_size` must cover `shape.seq_k`.
+    pub pages_per_seq: usize,
+    /// Elements between block-table rows (at least `pages_per_seq`).
+    pub block_table_stride: usize,
+}
+
+impl Paging {
+    /// `num_pages` pages of `page_size` tokens, with a contiguous block table covering `max_seq_k` keys.
+    pub fn new(num_pages: usize, page_size: usize, max_seq_k: usize) -> Self {
+        let pages_per_seq = max_seq_k.div_ceil(page_size.max(1)).max(1);
+        Paging {
+            num_pages,
+            page_size,
+            pages_per_seq,
+            block_table_stride: pages_per_seq,
+        }
+    }
+
+    /// Strides of the NHD layout `[pages, page_size, heads, d]`.
+    pub fn nhd(&self, heads: usize, head_dim: usize) -> Strides {
+        Strides::bshd(self.page_size, heads, head_dim)
+    }
+
+    /// Strides of the HND layout `[pages, heads, page_size, d]`.
+    pub fn hnd(&self, heads: usize, head_dim: usize) -> Strides {
+        Strides::bhsd(self.page_size, heads, head_dim)
+    }
 }
 
 /// Sliding-window bounds around the diagonal (see [`AttentionProblem::window`]).
@@ -226,7 +325,91 @@ impl AttentionProblem {
             window: Window::default(),
             softcap: None,
             alibi_slopes: None,
+            sinks: None,
+            batching: Batching::Dense,
         }
+    }
+
+    /// A ragged batch with the bounds of `shape` (see [`Ragged`]): q and out packed contiguous
+    /// `[total_q, heads_q, d]`; packed k and v contiguous `[total_k, heads_kv, d]`, a paged cache NHD
+    /// (change either with [`AttentionProblem::with_strides`]).
+    pub fn ragged(shape: AttentionShape, ragged: Ragged) -> Self {
+        let s = shape;
+        let mut problem = AttentionProblem::new(shape);
+        problem.q_strides = Strides::bshd(ragged.total_q, s.heads_q, s.head_dim);
+        problem.out_strides = problem.q_strides;
+        problem.k_strides = match ragged.keys {
+            KeyStorage::Packed { total_k } => Strides::bshd(total_k, s.heads_kv, s.head_dim),
+            KeyStorage::Paged(paging) => paging.nhd(s.heads_kv, s.head_dim),
+        };
+        problem.v_strides = problem.k_strides;
+        problem.batching = Batching::Ragged(ragged);
+        problem
+    }
+
+    /// The ragged layout, if the batch is ragged.
+    pub fn ragged_layout(&self) -> Option<&Ragged> {
+        match &self.batching {
+            Batching::Dense => None,
+            Batching::Ragged(ragged) => Some(ragged),
+        }
+    }
+
+    /// The paging, if the keys live in a paged cache.
+    pub fn paging(&self) -> Option<&Paging> {
+        match self.ragged_layout()?.keys {
+            KeyStorage::Paged(ref paging) => Some(paging),
+            KeyStorage::Packed { .. } => None,
+        }
+    }
+
+    /// Elements of the f32 logsumexp: `[batch, heads_q, seq_q]`, or `[heads_q, total_q]` for a ragged
+    /// batch.
+    pub fn lse_elements(&self) -> Result<usize> {
+        match self.ragged_layout() {
+            None => self.shape.lse_elements(),
+            Some(ragged) => checked_product(
+                "logsumexp heads_q * total_q",
+                &[self.shape.heads_q, ragged.total_q],
+            ),
+        }
+    }
+
+    /// Elements of each metadata buffer a ragged batch needs, in the order cu_seqlens_q, cu_seqlens_k,
+    /// seqused_k, block_table (`None`: not used; all `None` for a dense batch).
+    pub fn metadata_elements(&self) -> Result<[Option<usize>; 4]> {
+        let Some(ragged) = self.ragged_layout() else {
+            return Ok([None; 4]);
+        };
+        let batch = self.shape.batch;
+        let offsets = batch
+            .checked_add(1)
+            .ok_or_else(|| AttentionError::SizeOverflow {
+                what: "cu_seqlens",
+                detail: "batch + 1".into(),
+            })?;
+        let (cu_k, table) = match ragged.keys {
+            KeyStorage::Packed { .. } => (Some(offsets), None),
+            KeyStorage::Paged(paging) => {
+                let rows = checked_product(
+                    "block table",
+                    &[batch.saturating_sub(1), paging.block_table_stride],
+                )?;
+                let table = rows.checked_add(paging.pages_per_seq).ok_or_else(|| {
+                    AttentionError::SizeOverflow {
+                        what: "block table",
+                        detail: "rows * stride + pages_per_seq".into(),
+                    }
+                })?;
+                (None, Some(table))
+            }
+        };
+        Ok([
+            Some(offsets),
+            cu_k,
+            ragged.seqused_k.then_some(batch),
+            table,
+        ])
     }
 
     /// All four tensors contiguous in `layout`.
@@ -275,6 +458,12 @@ impl AttentionProblem {
     /// Sets ALiBi slopes, one per query head.
     pub fn with_alibi_slopes(mut self, slopes: impl Into<Arc<[f32]>>) -> Self {
         self.alibi_slopes = Some(slopes.into());
+        self
+    }
+
+    /// Sets attention sinks, one f32 logit per query head (see [`AttentionProblem::sinks`]).
+    pub fn with_sinks(mut self, sinks: impl Into<Arc<[f32]>>) -> Self {
+        self.sinks = Some(sinks.into());
         self
     }
 
@@ -398,6 +587,18 @@ impl AttentionProblem {
                 )));
             }
         }
+        if let Some(sinks) = &self.sinks {
+            if sinks.len() != s.heads_q || sinks.iter().any(|m| !m.is_finite()) {
+                return Err(AttentionError::InvalidArgument(format!(
+                    "sinks need {} finite logits (one per query head), got {}",
+                    s.heads_q,
+                    sinks.len()
+                )));
+            }
+        }
+        if let Some(ragged) = self.ragged_layout() {
+            self.validate_ragged(ragged)?;
+        }
         for (side, bound) in [("left", self.window.left), ("right", self.window.right)] {
             if bound.is_some_and(|b| b > i32::MAX as usize) {
                 return Err(AttentionError::SizeOverflow {
@@ -415,6 +616,55 @@ impl AttentionProblem {
             self.required_len(tensor)?;
         }
         check_no_overlap("out", &self.out_strides, &self.extents(Tensor::Out))?;
+        Ok(())
+    }
+
+    fn validate_ragged(&self, ragged: &Ragged) -> Result<()> {
+        let mut sizes = vec![("total_q", ragged.total_q)];
+        match ragged.keys {
+            KeyStorage::Packed { total_k } => sizes.push(("total_k", total_k)),
+            KeyStorage::Paged(paging) => {
+                if paging.page_size == 0 || paging.num_pages == 0 || paging.pages_per_seq == 0 {
+                    return Err(AttentionError::InvalidArgument(format!(
+                        "a paged cache needs page_size, num_pages and pages_per_seq of at least 1, got {paging:?}"
+                    )));
+                }
+                if paging.block_table_stride < paging.pages_per_seq {
+                    return Err(AttentionError::InvalidArgument(format!(
+                        "block_table_stride {} is below pages_per_seq {}: block-table rows would overlap",
+                        paging.block_table_stride, paging.pages_per_seq
+                    )));
+                }
+                if !ragged.seqused_k {
+                    return Err(AttentionError::InvalidArgument(
+                        "a paged cache takes each sequence's key count from seqused_k: set Ragged::seqused_k".into(),
+                    ));
+                }
+                let covered = paging.pages_per_seq.saturating_mul(paging.page_size);
+                if covered < self.shape.seq_k {
+                    return Err(AttentionError::InvalidArgument(format!(
+                        "pages_per_seq {} x page_size {} = {covered} keys cannot hold seq_k {}: size the block                          table for the longest sequence",
+                        paging.pages_per_seq, paging.page_size, self.shape.seq_k
+                    )));
+                }
+                sizes.extend([
+                    ("num_pages", paging.num_pages),
+                    ("page_size", paging.page_size),
+                    ("pages_per_seq", paging.pages_per_seq),
+                    ("block_table_stride", paging.block_table_stride),
+                ]);
+            }
+        }
+        for (name, value) in sizes {
+            if value > i32::MAX as usize {
+                return Err(AttentionError::SizeOverflow {
+                    what: name,
+                    detail: format!("{value} > {}", i32::MAX),
+                });
+            }
+        }
+        self.metadata_elements()?;
+        self.lse_elements()?;
         Ok(())
     }
 
@@ -461,12 +711,22 @@ impl AttentionProblem {
         }
     }
 
-    /// Extents (batch, seq, heads, head_dim) of a tensor.
+    /// Extents (batch, seq, heads, head_dim) of a tensor's buffer, in the dimensions its strides address:
+    /// a ragged batch's q and out are `[1, total_q, heads_q, d]`, packed k and v `[1, total_k, heads_kv,
+    /// d]`, a paged cache `[num_pages, page_size, heads_kv, d]`.
     pub fn extents(&self, tensor: Tensor) -> [usize; 4] {
         let s = &self.shape;
-        match tensor {
-            Tensor::K | Tensor::V => [s.batch, s.seq_k, s.heads_kv, s.head_dim],
-            Tensor::Q | Tensor::Out => [s.batch, s.seq_q, s.heads_q, s.head_dim],
+        let kv = matches!(tensor, Tensor::K | Tensor::V);
+        match (self.ragged_layout(), kv) {
+            (None, true) => [s.batch, s.seq_k, s.heads_kv, s.head_dim],
+            (None, false) => [s.batch, s.seq_q, s.heads_q, s.head_dim],
+            (Some(ragged), false) => [1, ragged.total_q, s.heads_q, s.head_dim],
+            (Some(ragged), true) => match ragged.keys {
+                KeyStorage::Packed { total_k } => [1, total_k, s.heads_kv, s.head_dim],
+                KeyStorage::Paged(paging) => {
+                    [paging.num_pages, paging.page_size, s.heads_kv, s.head_dim]
+                }
+            },
         }
     }
 

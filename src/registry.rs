@@ -25,6 +25,8 @@ pub enum KernelFamily {
     NaivePv,
     /// The fused forward (tensor cores for f16/bf16, CUDA cores for f32).
     Flash,
+    /// The fused forward of a ragged batch (packed or paged K/V).
+    FlashVarlen,
 }
 
 /// One registered kernel.
@@ -126,6 +128,7 @@ fn spec_of(info: &sys::KernelInfo) -> Option<KernelSpec> {
         sys::KERNEL_FAMILY_NAIVE_SOFTMAX => KernelFamily::NaiveSoftmax,
         sys::KERNEL_FAMILY_NAIVE_PV => KernelFamily::NaivePv,
         sys::KERNEL_FAMILY_FLASH => KernelFamily::Flash,
+        sys::KERNEL_FAMILY_FLASH_VARLEN => KernelFamily::FlashVarlen,
         _ => return None,
     };
     let dtype = match info.dtype as u32 {

@@ -605,6 +605,11 @@ fn forward_into(
             weights: None,
             workspace: None,
             alibi_slopes: None,
+            sinks: None,
+            cu_seqlens_q: None,
+            cu_seqlens_k: None,
+            seqused_k: None,
+            block_table: None,
         },
     )
 }
@@ -714,6 +719,11 @@ fn events_stream_order() {
                     weights: None,
                     workspace: Some(&mut workspace),
                     alibi_slopes: None,
+                    sinks: None,
+                    cu_seqlens_q: None,
+                    cu_seqlens_k: None,
+                    seqused_k: None,
+                    block_table: None,
                 },
             )
             .unwrap()
@@ -963,6 +973,11 @@ fn queries_follow_the_timeline() {
                 weights: None,
                 workspace: Some(&mut workspace),
                 alibi_slopes: None,
+                sinks: None,
+                cu_seqlens_q: None,
+                cu_seqlens_k: None,
+                seqused_k: None,
+                block_table: None,
             },
         )
         .unwrap();

@@ -441,7 +441,7 @@ fn naive_case_launches(&(dtype, shape, _): &Case) -> Vec<KernelLaunch> {
 }
 
 fn flash_case_launches(&(dtype, shape, _): &Case) -> Vec<KernelLaunch> {
-    vec![flash_launch(&shape, dtype).unwrap()]
+    vec![flash_launch(&shape, dtype, cuda_attention::registry::KernelFamily::Flash).unwrap()]
 }
 
 /// Runs every case on both sanitizer builds: no race between CUDA threads or blocks (two host threads,

@@ -238,6 +238,11 @@ fn engine_is_shared_across_threads_with_one_stream_each() {
                             weights: None,
                             workspace: Some(&mut workspace),
                             alibi_slopes: None,
+                            sinks: None,
+                            cu_seqlens_q: None,
+                            cu_seqlens_k: None,
+                            seqused_k: None,
+                            block_table: None,
                         },
                     )
                     .unwrap();
@@ -317,6 +322,11 @@ fn run_on_device<T: Element>(
                 alibi_slopes: slopes
                     .as_ref()
                     .map(|s| s as &dyn cudarc::driver::DevicePtr<f32>),
+                sinks: None,
+                cu_seqlens_q: None,
+                cu_seqlens_k: None,
+                seqused_k: None,
+                block_table: None,
             },
         )
         .unwrap();

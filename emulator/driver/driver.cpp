@@ -692,17 +692,25 @@ std::string check_extents(const KernelInfo *info, const AttentionParams &p) {
         int64_t bytes;
     };
     std::vector<Region> regions;
-    regions.reserve(8);
-    const int64_t q = extent(p.batch, p.seq_q, p.heads_q, p.head_dim, p.q_batch_stride, p.q_seq_stride, p.q_head_stride);
-    const int64_t k = extent(p.batch, p.seq_k, p.heads_kv, p.head_dim, p.k_batch_stride, p.k_seq_stride, p.k_head_stride);
-    const int64_t v = extent(p.batch, p.seq_k, p.heads_kv, p.head_dim, p.v_batch_stride, p.v_seq_stride, p.v_head_stride);
-    const int64_t out = extent(p.batch, p.seq_q, p.heads_q, p.head_dim, p.out_batch_stride, p.out_seq_stride,
+    regions.reserve(13);
+    const int family = info->family;
+    const bool varlen = family == KERNEL_FAMILY_FLASH_VARLEN;
+    /* A ragged batch's buffers: q and out [total_q, heads, d], k and v packed [total_k, heads, d] or paged
+     * [num_pages, page_size, heads, d] (batch stride = page stride). */
+    const int64_t q_rows = varlen ? p.total_q : p.seq_q;
+    const int64_t q_batch = varlen ? 1 : p.batch;
+    const bool paged = varlen && p.block_table != nullptr;
+    const int64_t k_rows = !varlen ? p.seq_k : paged ? p.page_size : p.total_k;
+    const int64_t k_batch = !varlen ? p.batch : paged ? p.num_pages : 1;
+    const int64_t q = extent(q_batch, q_rows, p.heads_q, p.head_dim, p.q_batch_stride, p.q_seq_stride, p.q_head_stride);
+    const int64_t k = extent(k_batch, k_rows, p.heads_kv, p.head_dim, p.k_batch_stride, p.k_seq_stride, p.k_head_stride);
+    const int64_t v = extent(k_batch, k_rows, p.heads_kv, p.head_dim, p.v_batch_stride, p.v_seq_stride, p.v_head_stride);
+    const int64_t out = extent(q_batch, q_rows, p.heads_q, p.head_dim, p.out_batch_stride, p.out_seq_stride,
                                p.out_head_stride);
     const int64_t rows = int64_t(p.batch) * p.heads_q * p.seq_q;
     const int64_t scores = rows * p.seq_k * 4;
-    const int family = info->family;
-    const bool flash = family == KERNEL_FAMILY_FLASH;
-    if (family != KERNEL_FAMILY_FLASH && family != KERNEL_FAMILY_NAIVE_SCORES && family != KERNEL_FAMILY_NAIVE_SOFTMAX &&
+    const bool flash = family == KERNEL_FAMILY_FLASH || varlen;
+    if (!flash && family != KERNEL_FAMILY_NAIVE_SCORES && family != KERNEL_FAMILY_NAIVE_SOFTMAX &&
         family != KERNEL_FAMILY_NAIVE_PV) {
         return std::string();
     }
@@ -717,11 +725,27 @@ std::string check_extents(const KernelInfo *info, const AttentionParams &p) {
         regions.push_back({"v", p.v, v * elem});
         regions.push_back({"out", p.out, out * elem});
     }
-    if (p.lse != nullptr && (info->family == KERNEL_FAMILY_FLASH || info->family == KERNEL_FAMILY_NAIVE_SOFTMAX)) {
-        regions.push_back({"lse", p.lse, rows * 4});
+    if (p.lse != nullptr && (flash || family == KERNEL_FAMILY_NAIVE_SOFTMAX)) {
+        const int64_t lse = varlen ? (int64_t(p.heads_q) - 1) * p.lse_head_stride + p.total_q : rows;
+        regions.push_back({"lse", p.lse, lse * 4});
     }
     if (p.alibi_slopes != nullptr) {
         regions.push_back({"alibi_slopes", p.alibi_slopes, int64_t(p.heads_q) * 4});
+    }
+    if (p.sinks != nullptr) {
+        regions.push_back({"sinks", p.sinks, int64_t(p.heads_q) * 4});
+    }
+    if (varlen) {
+        regions.push_back({"cu_seqlens_q", p.cu_seqlens_q, (int64_t(p.batch) + 1) * 4});
+        if (!paged) {
+            regions.push_back({"cu_seqlens_k", p.cu_seqlens_k, (int64_t(p.batch) + 1) * 4});
+        } else {
+            regions.push_back(
+                {"block_table", p.block_table, ((int64_t(p.batch) - 1) * p.block_table_stride + p.pages_per_seq) * 4});
+        }
+        if (p.seqused_k != nullptr) {
+            regions.push_back({"seqused_k", p.seqused_k, int64_t(p.batch) * 4});
+        }
     }
     for (const Region &r : regions) {
         if (r.bytes <= 0) {

@@ -9,9 +9,26 @@
  * Layouts (strides in elements; the head_dim stride is always 1):
  *   q, out   [batch, seq_q, heads_q,  head_dim]
  *   k, v     [batch, seq_k, heads_kv, head_dim]
- *   lse      [batch, heads_q, seq_q]            f32, contiguous, natural log; NULL when not wanted
+ *   lse      [batch, heads_q, seq_q]            f32, natural log, through lse_batch_stride and
+ *                                               lse_head_stride (row stride 1); NULL when not wanted
  *   scores   [batch, heads_q, seq_q, seq_k]     f32, contiguous (naive kernels only): S, then P in place
- *   alibi_slopes [heads_q]                      f32, or NULL
+ *   alibi_slopes, sinks [heads_q]               f32, or NULL
+ *
+ * Ragged (varlen) batches, when cu_seqlens_q is not NULL: sequence b owns rows [cu_seqlens_q[b],
+ * cu_seqlens_q[b + 1]) of q and out, packed as [total_q, heads_q, head_dim] (the batch strides are unused)
+ * and columns of the same rows of lse [heads_q, total_q] (lse_batch_stride is unused); seq_q is then the
+ * plan's bound on any one sequence's length, total_q the rows of the buffers. Its keys are either packed
+ * (block_table NULL): rows [cu_seqlens_k[b], ...) of k and v [total_k, heads_kv, head_dim], or paged:
+ * key n is row n % page_size of page block_table[b * block_table_stride + n / page_size], at
+ * page * k_batch_stride + row * k_seq_stride + head * k_head_stride (likewise v: in a paged cache the batch
+ * stride is the page stride). Its key count is
+ * seqused_k[b] when seqused_k is not NULL, else cu_seqlens_k[b + 1] - cu_seqlens_k[b]; seq_k is the bound.
+ * The kernels read the metadata on the device and clamp every length and offset into the bounds and the
+ * buffers (page indices into [0, num_pages)), so bad metadata gives wrong numbers, never an access out of
+ * the buffers; the host's opt-in validation names the first bad entry.
+ *
+ * Sinks (sinks not NULL): the f32 logit sinks[h], in natural units of the scaled scores (not scaled, not
+ * soft-capped, no ALiBi), joins every row's softmax denominator and contributes no value.
  *
  * Masks and score changes, with the diagonal c = i + seq_k - seq_q of query row i (bottom-right aligned):
  * causal keeps keys j <= c; the window keeps c - window_left <= j <= c + window_right (-1: unbounded);
@@ -34,6 +51,13 @@ typedef struct AttentionParams {
     float *lse;
     float *scores;
     const float *alibi_slopes;
+    const float *sinks;
+
+    /* Ragged batches and the paged cache (see above); all NULL for a dense batch. */
+    const int32_t *cu_seqlens_q;
+    const int32_t *cu_seqlens_k;
+    const int32_t *seqused_k;
+    const int32_t *block_table;
 
     int64_t q_batch_stride;
     int64_t q_seq_stride;
@@ -47,6 +71,9 @@ typedef struct AttentionParams {
     int64_t out_batch_stride;
     int64_t out_seq_stride;
     int64_t out_head_stride;
+    int64_t lse_batch_stride;
+    int64_t lse_head_stride;
+    int64_t block_table_stride;
 
     int32_t batch;
     int32_t seq_q;
@@ -54,6 +81,13 @@ typedef struct AttentionParams {
     int32_t heads_q;
     int32_t heads_kv;
     int32_t head_dim;
+    /* Ragged batches: rows of q/out (total_q) and of packed k/v (total_k); paged: tokens per page, pages,
+     * and block-table entries per sequence. */
+    int32_t total_q;
+    int32_t total_k;
+    int32_t page_size;
+    int32_t num_pages;
+    int32_t pages_per_seq;
     /* heads_q / heads_kv: query head h reads key/value head h / heads_ratio. */
     int32_t heads_ratio;
     /* Non-zero: query i sees key j iff j <= i + seq_k - seq_q (bottom-right aligned). */

@@ -149,4 +149,39 @@ __device__ __forceinline__ bool adjusts_scores(const AttentionParams &p) {
     return p.softcap > 0.0f || p.alibi_slopes != NULL;
 }
 
+/* The sink of query head `head` in log2 units, or -inf when the problem has none. */
+__device__ __forceinline__ float sink_log2(const AttentionParams &p, int head) {
+    return p.sinks != NULL ? p.sinks[head] * LOG2_E : -INFINITY;
+}
+
+/* The end of one row's online softmax. The row's max is m * scale in log2 units (-inf when it saw no key),
+ * l = sum 2^(x - m * scale) over its keys, `sink` its head's sink in log2 units (-inf: none). `seen` is
+ * false when the row saw no key (l == 0): its output is exactly 0 by a select, whatever the accumulators
+ * hold. `factor` scales the accumulators into the output: 1 / l, or with a sink
+ * 2^(m' - top) / (l 2^(m' - top) + 2^(sink - top)) with m' = m * scale, top = max(m', sink). `lse` is the
+ * natural-log logsumexp of the row and the sink: -inf for a row that saw nothing without a sink, the sink
+ * alone with one. A NaN l gives NaN in both. */
+struct RowEnd {
+    bool seen;
+    float factor;
+    float lse;
+};
+
+__device__ __forceinline__ RowEnd finish_row(float m, float scale, float l, float sink) {
+    RowEnd end;
+    end.seen = l != 0.0f;
+    if (sink == -INFINITY) {
+        end.factor = end.seen ? 1.0f / l : 0.0f;
+        end.lse = end.seen ? fmaf(m, scale, log2f(l)) * LN_2 : -INFINITY;
+    } else {
+        const float row_max = m * scale;
+        const float top = fmaxf(row_max, sink);
+        const float kept = exp2f(row_max - top); /* 0 when the row saw nothing */
+        const float total = fmaf(l, kept, exp2f(sink - top));
+        end.factor = end.seen ? kept / total : 0.0f;
+        end.lse = (top + log2f(total)) * LN_2;
+    }
+    return end;
+}
+
 #endif /* CUDA_ATTENTION_DEVICE_HELPERS_CUH */

@@ -1,7 +1,7 @@
 /*
  * flash_mainloop.cuh - the one flash main loop: a block's query rows against the key tiles [begin, end),
- * parameterised by the K/V row addressing and the epilogue. Every flash-family kernel calls it; none copies
- * it.
+ * parameterised by the K/V row addressing (sequence.cuh: dense, packed or paged) and the epilogue. Every
+ * flash-family kernel calls it on one sequence's parameters (sequence_params); none copies it.
  *
  * Pipeline of one key tile t (two barriers per tile, FlashAttention-2's interleave):
  *   wait for K_t; barrier (K_t visible; every warp done with V_{t-1})
@@ -22,38 +22,13 @@
 #define CUDA_ATTENTION_FLASH_MAINLOOP_CUH
 
 #include "flash_steps.cuh"
+#include "sequence.cuh"
 
 /* Key tiles [begin, end) of kBlockN keys. */
 struct TileRange {
     int begin;
     int end;
 };
-
-/* Rows of a dense [seq, d] matrix with row stride `stride` (elements). A row source for TileCopy: rows(n)
- * is row n, and the rows of one tile are `stride` elements apart (a paged cache whose pages hold whole
- * tiles can be such a source too). */
-template <typename T> struct DenseRows {
-    const T *base;
-    int64_t stride;
-    __device__ __forceinline__ const T *operator()(int n) const { return base + n * stride; }
-};
-
-/* The K and V rows of one (batch, key/value head): the one place keys and values are addressed (a paged
- * cache changes this and nothing else). */
-template <typename T> struct KvRows {
-    DenseRows<T> k;
-    DenseRows<T> v;
-};
-
-template <typename T>
-__device__ __forceinline__ KvRows<T> kv_rows(const AttentionParams &p, int batch, int kv_head) {
-    KvRows<T> rows;
-    rows.k.base = static_cast<const T *>(p.k) + batch * p.k_batch_stride + kv_head * p.k_head_stride;
-    rows.k.stride = p.k_seq_stride;
-    rows.v.base = static_cast<const T *>(p.v) + batch * p.v_batch_stride + kv_head * p.v_head_stride;
-    rows.v.stride = p.v_seq_stride;
-    return rows;
-}
 
 /* The key tiles any row of [m0, m0 + rows) can see (key ranges grow with the row): tiles wholly outside are
  * never visited. */
@@ -104,10 +79,15 @@ __device__ __forceinline__ void score_tile(const AttentionParams &p, SoftmaxStat
 }
 
 /* Rows [n0, n0 + ROWS) of `rows` into `smem` (`offset`: copy.source_offset(rows.stride)): the row check
- * only in a tile that reaches past rows_valid, the full-width copy when head_dim is the instantiation's. */
+ * only in a tile that reaches past rows_valid, the full-width copy when head_dim is the instantiation's; a
+ * paged source whose pages do not hold whole tiles is gathered row by row. */
 template <typename Traits, int ROWS, typename T, typename Rows>
 __device__ __forceinline__ void load_rows(const TileCopy<Traits, ROWS> &copy, T *smem, const Rows &rows,
                                           int64_t offset, int n0, int rows_valid, bool full) {
+    if (!rows.strided_tiles()) {
+        copy.gather(smem, rows, n0, rows_valid);
+        return;
+    }
     const T *tile = rows(n0);
     if (rows_valid < ROWS) {
         copy.template load<true, false>(smem, tile, rows.stride, offset, rows_valid);
@@ -155,7 +135,8 @@ __device__ __forceinline__ void key_loop(const AttentionParams &p, SoftmaxState<
 }
 
 /* The block's kBlockM query rows starting at m0 of (batch, head) against the key tiles `tiles`, then the
- * epilogue. Rows past seq_q are computed on zero-filled Q and never written. */
+ * epilogue; `p` is a dense batch's parameters, or one sequence's (sequence_params, batch 0). Rows past
+ * seq_q are computed on zero-filled Q and never written. */
 template <typename Traits, typename T, typename Kv, typename Epilogue>
 __device__ __forceinline__ void flash_main_loop(const AttentionParams &p, int batch, int head, int m0, const Kv &kv,
                                                 TileRange tiles, const Epilogue &epilogue) {

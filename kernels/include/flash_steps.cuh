@@ -12,7 +12,8 @@
  *                    rowsum P; O *= exp2((m - m_new) * c), skipped warp-uniformly when no max moved; P packed
  *                    to the input dtype as the A operand of P V
  *   pv_product       O += P V                                                (ldmatrix.x4.trans, mma)
- *   write_normalized O / l in the output dtype through the out strides, lse = (m * c + log2 l) * ln 2
+ *   WriteNormalized  O / l in the output dtype through the out strides, lse = (m * c + log2 l) * ln 2 (and the
+ *                    sink, when the problem has sinks)
  *
  * Fragment layouts: kernels/include/fragment_layout.h. A thread holds rows `lane / 4` and `lane / 4 + 8` of
  * each of its warp's 16-row m-tiles, and columns 2 * (lane % 4) + {0, 1} of each 8-column accumulator tile.
@@ -142,6 +143,27 @@ template <typename Traits, int ROWS> struct TileCopy {
                 const T *src = inside ? tile + row * stride + chunk_col : tile;
                 cp_async_16(smem + row * Traits::kRowStride + chunk_col, src, inside ? chunk_bytes : 0);
             }
+        }
+    }
+
+    /* Copies rows [n0, n0 + ROWS) of `rows` into `smem`, addressing every row alone (rows(n) for a paged
+     * cache whose pages do not hold whole tiles); rows at or past rows_valid are zero-filled and never
+     * addressed (their page entries may be garbage). */
+    template <typename T, typename Rows>
+    __device__ __forceinline__ void gather(T *smem, const Rows &rows, int n0, int rows_valid) const {
+        UNROLL
+        for (int i = 0; i < kPerThread; ++i) {
+            const int chunk = (int)threadIdx.x + i * Traits::kThreads;
+            const int row = chunk / Traits::kChunksPerRow;
+            const int chunk_col = chunk % Traits::kChunksPerRow * 8;
+            const int chunk_bytes = min(8, max(0, head_dim - chunk_col)) * 2;
+            const bool inside = chunk_bytes > 0 && row < rows_valid;
+            /* A zero-byte copy still needs a valid address: the head's first row. */
+            const T *src = rows.base;
+            if (inside) {
+                src = rows(n0 + row) + chunk_col;
+            }
+            cp_async_16(smem + row * Traits::kRowStride + chunk_col, src, inside ? chunk_bytes : 0);
         }
     }
 };
@@ -295,13 +317,16 @@ __device__ __forceinline__ void pv_product(SoftmaxState<Traits> &state, const PT
 }
 
 /* The epilogue of a complete softmax: O / l written once in the output dtype through the out strides of
- * (batch, head), and lse = (m * scale + log2 l) * ln 2 (natural log). l == 0 (the row saw no key, or only
- * -inf scores) writes exactly 0 and lse -inf by a select; a NaN l stays NaN in out and lse. */
+ * (batch, head), and lse = (m * scale + log2 l) * ln 2 (natural log) at lse[batch * lse_batch_stride +
+ * head * lse_head_stride + row]; with a sink, finish_row (device_helpers.cuh) folds it into both. l == 0
+ * (the row saw no key, or only -inf scores) writes exactly 0 and lse -inf (the sink, with one) by a select;
+ * a NaN l stays NaN in out and lse. */
 struct WriteNormalized {
     template <typename Traits, typename T>
     __device__ __forceinline__ void operator()(const AttentionParams &p, const SoftmaxState<Traits> &state, int batch,
                                                int head, int row0, int lane, float scale) const {
         T *out = static_cast<T *>(p.out) + batch * p.out_batch_stride + head * p.out_head_stride; // [sq, d]
+        const float sink = sink_log2(p, head);
         const int group = lane / 4;
         const int thread_in_group = lane % 4;
         UNROLL
@@ -311,8 +336,7 @@ struct WriteNormalized {
                 float sum = state.row_sum[mt][r];
                 sum += __shfl_xor_sync(FULL_WARP_MASK, sum, 1);
                 sum += __shfl_xor_sync(FULL_WARP_MASK, sum, 2);
-                const bool seen = sum != 0.0f;
-                const float inv_sum = seen ? 1.0f / sum : 0.0f;
+                const RowEnd end = finish_row(state.row_max[mt][r], scale, sum, sink);
                 const int row = row0 + mt * 16 + group + 8 * r;
                 if (row < p.seq_q) {
                     T *out_row = out + row * p.out_seq_stride;
@@ -320,15 +344,15 @@ struct WriteNormalized {
                     for (int dt = 0; dt < Traits::kDTiles; ++dt) {
                         const int col = dt * 8 + 2 * thread_in_group;
                         if (col < p.head_dim) {
-                            out_row[col] = from_float<T>(seen ? state.acc_o[mt][dt][2 * r] * inv_sum : 0.0f);
+                            out_row[col] = from_float<T>(end.seen ? state.acc_o[mt][dt][2 * r] * end.factor : 0.0f);
                         }
                         if (col + 1 < p.head_dim) {
-                            out_row[col + 1] = from_float<T>(seen ? state.acc_o[mt][dt][2 * r + 1] * inv_sum : 0.0f);
+                            out_row[col + 1] =
+                                from_float<T>(end.seen ? state.acc_o[mt][dt][2 * r + 1] * end.factor : 0.0f);
                         }
                     }
                     if (p.lse != NULL && thread_in_group == 0) {
-                        const int64_t lse_index = ((int64_t)batch * p.heads_q + head) * p.seq_q + row;
-                        p.lse[lse_index] = seen ? fmaf(state.row_max[mt][r], scale, log2f(sum)) * LN_2 : -INFINITY;
+                        p.lse[batch * p.lse_batch_stride + head * p.lse_head_stride + row] = end.lse;
                     }
                 }
             }

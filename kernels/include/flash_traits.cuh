@@ -43,10 +43,10 @@ template <int HEAD_DIM> struct FlashTraits {
     static_assert(kBlockN * kChunksPerRow % kThreads == 0 && kBlockM * kChunksPerRow % kThreads == 0,
                   "every thread copies the same number of 16-byte chunks of a tile");
 
-    /* The registry record of the instantiation for element type T (kernel_registry.h). */
-    template <typename T> static constexpr KernelInfo info() {
+    /* The registry record of the instantiation for element type T and a KERNEL_FAMILY_FLASH* family. */
+    template <typename T> static constexpr KernelInfo info(int family) {
         static_assert(sizeof(T) == 2, "the tensor-core kernel takes 2-byte elements");
-        return make_kernel_info(KERNEL_FAMILY_FLASH, kernel_dtype<T>(), HEAD_DIM - kHeadDimStep + 1, HEAD_DIM,
+        return make_kernel_info(family, kernel_dtype<T>(), HEAD_DIM - kHeadDimStep + 1, HEAD_DIM,
                                 kThreads, 1, kBlockM, kBlockN, kSharedBytes, 0, kStrideMultiple, kBaseAlignment);
     }
 };

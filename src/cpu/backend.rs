@@ -19,16 +19,21 @@
 //! V rows hold a non-finite value computes `P V` row by row over each row's own keys instead (the same
 //! products in the same order): the keys a row does not see never reach it (README, "Non-finite
 //! values"). A NaN score makes `m`, hence the row, NaN; a row whose `m` is `-inf` (no visible key, or
-//! every visible score `-inf`) is written as 0 with lse `-inf`. Each task owns its disjoint slices of the
+//! every visible score `-inf`) is written as 0 with lse `-inf` (with sinks, the head's sink `s` joins the
+//! denominator: `l' = l e^(m - top) + e^(s - top)`, `top = max(m, s)`, and a row that sees nothing gets
+//! lse `s`). Ragged batches run sequence by sequence, each as a dense problem of batch 1 over views of
+//! the caller's buffers (the metadata validated first). Each task owns its disjoint slices of the
 //! logsumexp and the weights and returns its output rows, which are scattered through the out strides
 //! at the end (no unsafe code). Results do not depend on the number of threads.
 
 use std::sync::Mutex;
 
 use crate::binding::{bind, check_plan, HostOutput, HostTensors};
+use crate::cpu::ragged::for_each_sequence;
 use crate::dtype::Element;
 use crate::error::{AttentionError, Result};
-use crate::host_memory::{check_budget, forward_host};
+use crate::host_memory::{check_budget, forward_host, vec_filled};
+use crate::metadata::Metadata;
 use crate::plan::{ForwardOptions, Plan};
 use crate::problem::{checked_product, AttentionProblem};
 
@@ -80,7 +85,26 @@ impl CpuBackend {
         v: &[T],
     ) -> Result<HostOutput<T>> {
         let plan = self.plan::<T>(problem, options)?;
-        forward_host(&plan, q, k, v, |plan, tensors| {
+        forward_host(&plan, q, k, v, None, |plan, tensors| {
+            self.forward_into(plan, tensors)
+        })
+    }
+
+    /// [`CpuBackend::forward`] for a ragged batch and its metadata.
+    ///
+    /// # Errors
+    /// As [`CpuBackend::forward`], and the metadata's validation errors.
+    pub fn forward_ragged<T: Element>(
+        &self,
+        problem: &AttentionProblem,
+        options: ForwardOptions,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        metadata: &Metadata<'_>,
+    ) -> Result<HostOutput<T>> {
+        let plan = self.plan::<T>(problem, options)?;
+        forward_host(&plan, q, k, v, Some(metadata), |plan, tensors| {
             self.forward_into(plan, tensors)
         })
     }
@@ -88,14 +112,19 @@ impl CpuBackend {
     /// Runs `plan` into caller-owned buffers: `out` through the out strides (elements outside the strided
     /// tensor are left alone), the logsumexp and the weights when the plan asks for them (only their first
     /// `lse_elements` / `score_elements` values are written). The buffers go through the crate's one
-    /// binding step ([`crate::binding::bind`]).
+    /// binding step ([`crate::binding::bind`]). A ragged batch's metadata is validated on the host
+    /// ([`crate::validate_metadata`]: the CPU backend reads it anyway) and its sequences run one by one.
     ///
     /// # Errors
     /// [`AttentionError::InvalidArgument`] for a plan not made by [`CpuBackend::plan`] for `T`; the
-    /// binding step's errors; [`AttentionError::OutOfMemory`] when the per-thread scratch does not fit.
+    /// binding step's errors; the metadata's; [`AttentionError::OutOfMemory`] when the per-thread scratch
+    /// does not fit.
     pub fn forward_into<T: Element>(&self, plan: &Plan, tensors: HostTensors<'_, T>) -> Result<()> {
         check_plan(plan, T::DTYPE, true, "CpuBackend::plan")?;
         bind(plan, &tensors.regions_with_slopes_of(plan.problem()))?;
+        if plan.problem().ragged_layout().is_some() {
+            return run_ragged(plan.problem(), tensors);
+        }
         let shape = plan.problem().shape;
         let lse = tensors
             .lse
@@ -127,6 +156,50 @@ pub fn attention<T: Element>(
     v: &[T],
 ) -> Result<HostOutput<T>> {
     CpuBackend.forward(problem, options, q, k, v)
+}
+
+/// A ragged batch, sequence by sequence: each gathered into a dense problem, computed by [`run`] and
+/// scattered into the caller's out (through its strides) and logsumexp `[heads_q, total_q]`.
+fn run_ragged<T: Element>(problem: &AttentionProblem, tensors: HostTensors<'_, T>) -> Result<()> {
+    let metadata = Metadata {
+        cu_seqlens_q: tensors.cu_seqlens_q.unwrap_or_default(),
+        cu_seqlens_k: tensors.cu_seqlens_k,
+        seqused_k: tensors.seqused_k,
+        block_table: tensors.block_table,
+    };
+    let (hq, d) = (problem.shape.heads_q, problem.shape.head_dim);
+    let total_q = problem.ragged_layout().map_or(0, |r| r.total_q);
+    let (out, mut lse) = (tensors.out, tensors.lse);
+    for_each_sequence(problem, &metadata, tensors.q, tensors.k, tensors.v, |seq| {
+        let rows = seq.span.seq_q;
+        let mut seq_out = vec_filled("a sequence's output", rows * hq * d, T::default())?;
+        let mut seq_lse = lse
+            .is_some()
+            .then(|| vec_filled("a sequence's logsumexp", rows * hq, f32::NAN))
+            .transpose()?;
+        run(
+            &seq.problem,
+            &seq.q,
+            &seq.k,
+            &seq.v,
+            &mut seq_out,
+            seq_lse.as_deref_mut(),
+            None,
+        )?;
+        for i in 0..rows {
+            for h in 0..hq {
+                let to = problem.out_strides.offset(0, seq.span.q_begin + i, h, 0);
+                out[to..to + d].copy_from_slice(&seq_out[(i * hq + h) * d..][..d]);
+            }
+        }
+        if let (Some(lse), Some(seq_lse)) = (lse.as_deref_mut(), seq_lse) {
+            for h in 0..hq {
+                lse[h * total_q + seq.span.q_begin..][..rows]
+                    .copy_from_slice(&seq_lse[h * rows..][..rows]);
+            }
+        }
+        Ok(())
+    })
 }
 
 /// The computation, on buffers the binding step has checked (lse and weights cut to their exact sizes).
@@ -506,24 +579,35 @@ impl<T: Element> Context<'_, T> {
                         .weights
                         .get_mut(group_head)
                         .map(|weights| &mut weights[i * sk..(i + 1) * sk]);
+                    let sink = problem.sinks.as_ref().map(|sinks| sinks[head]);
                     if !seen[r] {
-                        // A row that sees no key: output 0, lse -inf, weights 0.
+                        // A row that sees no key: output 0, lse -inf (the sink, with one), weights 0.
                         out_row.fill(T::from_f32(0.0));
                         if let Some(lse) = slices.lse.get_mut(group_head) {
-                            lse[i] = f32::NEG_INFINITY;
+                            lse[i] = sink.unwrap_or(f32::NEG_INFINITY);
                         }
                         if let Some(weights_row) = weights_row {
                             weights_row.fill(0.0);
                         }
                         continue;
                     }
-                    // O = acc / l; lse = m + ln l; weights = P / l. NaN inputs stay NaN.
-                    let inverse = 1.0 / row_sum[r];
+                    // O = acc / l; lse = m + ln l; weights = P / l. NaN inputs stay NaN. A sink s joins
+                    // the denominator: with top = max(m, s), l' = l e^(m - top) + e^(s - top), the
+                    // factor is e^(m - top) / l' and lse = top + ln l'.
+                    let (inverse, row_lse) = match sink {
+                        None => (1.0 / row_sum[r], row_max[r] + row_sum[r].ln()),
+                        Some(sink) => {
+                            let top = max_keeping_nan(row_max[r], sink);
+                            let kept = (row_max[r] - top).exp();
+                            let total = row_sum[r] * kept + (sink - top).exp();
+                            (kept / total, top + total.ln())
+                        }
+                    };
                     for (o, &a) in out_row.iter_mut().zip(&scratch.acc[r * dims..]) {
                         *o = T::from_f32(a * inverse);
                     }
                     if let Some(lse) = slices.lse.get_mut(group_head) {
-                        lse[i] = row_max[r] + row_sum[r].ln();
+                        lse[i] = row_lse;
                     }
                     if let Some(weights_row) = weights_row {
                         let (begin, end) = ranges[r];

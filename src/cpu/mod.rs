@@ -39,6 +39,7 @@
 
 pub mod backend;
 pub mod compare;
+pub mod ragged;
 pub mod reference;
 
 pub use backend::{attention, CpuBackend};
@@ -46,4 +47,4 @@ pub use compare::{
     compare_contiguous, compare_lse, compare_output, compare_shaped, compare_weights,
     softmax_tolerance, tolerance, ErrorStats, SoftmaxTolerance,
 };
-pub use reference::{naive_in_precision, reference, ReferenceOutput};
+pub use reference::{naive_in_precision, reference, reference_ragged, ReferenceOutput};

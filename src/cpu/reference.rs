@@ -1,9 +1,11 @@
 //! The oracle: naive attention with f64 accumulation, and the same naive formula computed in the
 //! input precision the way PyTorch does it (the baseline of the tolerance rule).
 
+use crate::cpu::ragged::for_each_sequence;
 use crate::dtype::Element;
 use crate::error::{AttentionError, Result};
 use crate::host_memory::{check_budget, vec_filled};
+use crate::metadata::Metadata;
 use crate::problem::{checked_product, AttentionProblem, Tensor};
 
 /// Exact-as-f64 results of one attention problem, all contiguous.
@@ -30,7 +32,9 @@ fn validate_inputs<T>(problem: &AttentionProblem, q: &[T], k: &[T], v: &[T]) -> 
 /// inputs), then the soft cap `s = softcap * tanh(s / softcap)` and the ALiBi bias `s -= m_h * |c - j|`
 /// when set ([`AttentionProblem::adjust_score`], in f64), keys outside the row's causal/window range
 /// ([`AttentionProblem::key_range`]) dropped, `m = max s`, `lse = m + ln(sum exp(s - m))`, weights
-/// `exp(s - lse)`, output `sum weights * v`. Reads q, k, v through the problem's strides.
+/// `exp(s - lse)`, output `sum weights * v`; a sink joins the sum as one more logit that has no value
+/// (a row that sees no key then has lse = the sink). Reads q, k, v through the problem's strides; a
+/// ragged batch goes through [`reference_ragged`].
 ///
 /// Non-finite values (README, "Non-finite values"): the keys a row does not see never enter (weight
 /// 0, their K and V unread); a NaN score (NaN in the row's q or a visible key) makes the max NaN, so the
@@ -49,6 +53,7 @@ pub fn reference<T: Element>(
     v: &[T],
 ) -> Result<ReferenceOutput> {
     validate_inputs(problem, q, k, v)?;
+    dense_only(problem)?;
     let s = problem.shape;
     let (d, sq, sk, hq) = (s.head_dim, s.seq_q, s.seq_k, s.heads_q);
     let scale = f64::from(problem.scale());
@@ -100,15 +105,23 @@ pub fn reference<T: Element>(
                             }
                         },
                     );
+                let row = (b * hq + h) * sq + i;
+                let sink = problem.sinks.as_ref().map(|s| f64::from(s[h]));
                 if max == f64::NEG_INFINITY {
-                    // No visible key: output 0, lse -inf, weights 0 (already in place).
+                    // No visible key: output 0, lse -inf (the sink, with one), weights 0.
+                    lse[row] = sink.unwrap_or(f64::NEG_INFINITY);
                     continue;
                 }
-                // lse = m + ln(sum exp(s - m)); P = exp(s - lse).
-                let sum: f64 = scores.iter().map(|&x| (x - max).exp()).sum();
-                let row_lse = max + sum.ln();
-                let row = (b * hq + h) * sq + i;
-                lse[row] = row_lse;
+                // With a sink s: one more logit in the denominator, none in the output.
+                let top = match sink {
+                    Some(s) if s > max => s,
+                    _ => max,
+                };
+                // lse = top + ln(sum exp(s - top)); P = exp(s - top) / sum.
+                let sum: f64 = scores.iter().map(|&x| (x - top).exp()).sum::<f64>()
+                    + sink.map_or(0.0, |s| (s - top).exp());
+                lse[row] = top + sum.ln();
+                let max = top;
                 // Masked keys keep weight 0 and their V is never read, even in a NaN row; every
                 // visible key's V is, even where its weight underflows to 0 (0 * NaN is NaN).
                 let p_row = &mut weights[row * sk..(row + 1) * sk];
@@ -126,6 +139,66 @@ pub fn reference<T: Element>(
         }
     }
     Ok(ReferenceOutput { out, lse, weights })
+}
+
+/// The f64 reference of a ragged batch: every sequence gathered into a dense problem
+/// ([`crate::cpu::ragged::for_each_sequence`]) and computed by [`reference()`]. Returns out as contiguous
+/// `[total_q, heads_q, head_dim]` (rows no sequence owns are 0), the logsumexp `[heads_q, total_q]`
+/// (`-inf` in rows no sequence owns) and no weights.
+///
+/// # Errors
+/// As [`reference()`], and the metadata's validation errors ([`crate::validate_metadata`]).
+pub fn reference_ragged<T: Element>(
+    problem: &AttentionProblem,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    metadata: &Metadata<'_>,
+) -> Result<ReferenceOutput> {
+    let Some(ragged) = problem.ragged_layout() else {
+        return Err(AttentionError::InvalidArgument(
+            "reference_ragged takes a ragged problem: use reference() for a dense one".into(),
+        ));
+    };
+    let (hq, d, total_q) = (
+        problem.shape.heads_q,
+        problem.shape.head_dim,
+        ragged.total_q,
+    );
+    let out_len = checked_product("reference output", &[total_q, hq, d])?;
+    let lse_len = problem.lse_elements()?;
+    check_budget(
+        "f64 reference outputs",
+        (out_len + lse_len) * size_of::<f64>(),
+    )?;
+    let mut out = vec_filled("reference output", out_len, 0.0f64)?;
+    let mut lse = vec_filled("reference logsumexp", lse_len, f64::NEG_INFINITY)?;
+    for_each_sequence(problem, metadata, q, k, v, |seq| {
+        let dense = reference(&seq.problem, &seq.q, &seq.k, &seq.v)?;
+        let (rows, begin) = (seq.span.seq_q, seq.span.q_begin);
+        out[begin * hq * d..][..rows * hq * d].copy_from_slice(&dense.out);
+        for h in 0..hq {
+            lse[h * total_q + begin..][..rows].copy_from_slice(&dense.lse[h * rows..][..rows]);
+        }
+        Ok(())
+    })?;
+    Ok(ReferenceOutput {
+        out,
+        lse,
+        weights: Vec::new(),
+    })
+}
+
+/// Refuses a ragged problem where only dense ones are computed.
+fn dense_only(problem: &AttentionProblem) -> Result<()> {
+    if problem.ragged_layout().is_some() {
+        return Err(AttentionError::InvalidArgument(
+            "this computes dense batches: use reference_ragged (or cpu::ragged::for_each_sequence) for a \
+             ragged one"
+                .into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The naive formula computed the way PyTorch computes it in the input precision `T`, as in
@@ -151,6 +224,7 @@ pub fn naive_in_precision<T: Element>(
     v: &[T],
 ) -> Result<Vec<f32>> {
     validate_inputs(problem, q, k, v)?;
+    dense_only(problem)?;
     let s = problem.shape;
     let (d, sq, sk, hq) = (s.head_dim, s.seq_q, s.seq_k, s.heads_q);
     let scale = problem.scale();
@@ -220,9 +294,14 @@ pub fn naive_in_precision<T: Element>(
                         o_row.fill(f32::NAN);
                         continue;
                     }
-                    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    // A sink is one more score column (in T), dropped after the softmax.
+                    let sink = problem.sinks.as_ref().map(|s| round(s[h]));
+                    let max = scores
+                        .iter()
+                        .copied()
+                        .fold(sink.unwrap_or(f32::NEG_INFINITY), f32::max);
                     // P = T(softmax(S)) in f32.
-                    let mut sum = 0.0f32;
+                    let mut sum = sink.map_or(0.0, |s| (s - max).exp());
                     for score in scores.iter_mut() {
                         *score = (*score - max).exp();
                         sum += *score;

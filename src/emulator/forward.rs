@@ -6,6 +6,7 @@ use crate::binding::{bind, check_plan, HostOutput, HostTensors};
 use crate::dtype::Element;
 use crate::error::Result;
 use crate::host_memory::forward_host;
+use crate::metadata::Metadata;
 use crate::plan::{ForwardOptions, Plan};
 use crate::problem::AttentionProblem;
 
@@ -37,14 +38,34 @@ impl Emulator {
         v: &[T],
     ) -> Result<HostOutput<T>> {
         let plan = self.plan::<T>(problem, options)?;
-        forward_host(&plan, q, k, v, |plan, tensors| {
+        forward_host(&plan, q, k, v, None, |plan, tensors| {
+            self.forward_into(plan, tensors)
+        })
+    }
+
+    /// [`Emulator::forward`] for a ragged batch and its metadata (host slices, read by the kernels as
+    /// device memory).
+    ///
+    /// # Errors
+    /// As [`Emulator::forward`].
+    pub fn forward_ragged<T: Element>(
+        &self,
+        problem: &AttentionProblem,
+        options: ForwardOptions,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+        metadata: &Metadata<'_>,
+    ) -> Result<HostOutput<T>> {
+        let plan = self.plan::<T>(problem, options)?;
+        forward_host(&plan, q, k, v, Some(metadata), |plan, tensors| {
             self.forward_into(plan, tensors)
         })
     }
 
     /// Runs `plan` on the emulated device into caller-owned host buffers: the launches and the binding
-    /// step are exactly the GPU engine's ([`crate::binding::bind`]). When the problem has ALiBi slopes and
-    /// the bundle none, the problem's own slopes are read.
+    /// step are exactly the GPU engine's ([`crate::binding::bind`]). When the problem has ALiBi slopes or
+    /// sinks and the bundle none, the problem's own values are read.
     ///
     /// # Errors
     /// [`AttentionError::InvalidArgument`] for a plan made for another element type or for the CPU

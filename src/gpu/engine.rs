@@ -20,14 +20,16 @@ use crate::problem::{AttentionProblem, Tensor};
 pub type DeviceOutput<T> = AttentionOutput<CudaSlice<T>, CudaSlice<f32>>;
 
 /// Caller-owned device buffers for [`Engine::forward_into`] (any `CudaSlice` or view): the crate's one
-/// tensor bundle ([`Tensors`]) over device buffers. The ALiBi slopes must be in device memory when the
-/// problem has them (upload them once, e.g. at model load).
+/// tensor bundle ([`Tensors`]) over device buffers. The ALiBi slopes and sinks must be in device memory
+/// when the problem has them (upload them once, e.g. at model load), as must a ragged batch's i32
+/// metadata.
 pub type DeviceTensors<'a, T> = Tensors<
     &'a dyn DevicePtr<T>,
     &'a mut dyn DevicePtrMut<T>,
     &'a mut dyn DevicePtrMut<f32>,
     &'a mut dyn DevicePtrMut<u8>,
     &'a dyn DevicePtr<f32>,
+    &'a dyn DevicePtr<i32>,
 >;
 
 /// One CUDA device with the crate's kernels loaded. `Send + Sync`: share one engine across threads, each
@@ -93,12 +95,14 @@ impl Engine {
         Plan::new(problem, T::DTYPE, options, self.info.caps())
     }
 
-    /// Convenience call: plans, allocates the outputs (and workspace) on the engine's stream and runs.
-    /// Returns without waiting for the GPU.
+    /// Convenience call for a dense batch: plans, allocates the outputs (and workspace) on the engine's
+    /// stream and runs. Returns without waiting for the GPU. Ragged batches, whose metadata lives in
+    /// device buffers, run through [`Engine::forward_into`].
     ///
     /// # Errors
-    /// Those of [`Engine::plan`], [`AttentionError::BufferTooSmall`] for short inputs,
-    /// [`AttentionError::OutOfMemory`] when the outputs and workspace exceed free device memory.
+    /// Those of [`Engine::plan`], [`AttentionError::InvalidArgument`] for a ragged problem,
+    /// [`AttentionError::BufferTooSmall`] for short inputs, [`AttentionError::OutOfMemory`] when the
+    /// outputs and workspace exceed free device memory.
     pub fn forward<T: Element>(
         &self,
         problem: &AttentionProblem,
@@ -107,6 +111,13 @@ impl Engine {
         k: &CudaSlice<T>,
         v: &CudaSlice<T>,
     ) -> Result<DeviceOutput<T>> {
+        if problem.ragged_layout().is_some() {
+            return Err(AttentionError::InvalidArgument(
+                "Engine::forward takes dense batches: run a ragged batch with Engine::forward_into and its \
+                 metadata buffers"
+                    .into(),
+            ));
+        }
         let plan = self.plan::<T>(problem, options)?;
         let shape = &problem.shape;
         check_inputs(problem, q.len(), k.len(), v.len())?;
@@ -179,11 +190,18 @@ impl Engine {
             .map(|slopes| stream.clone_htod(slopes.as_ref()))
             .transpose()
             .context("uploading the ALiBi slopes")?;
+        let sinks = problem
+            .sinks
+            .as_ref()
+            .map(|sinks| stream.clone_htod(sinks.as_ref()))
+            .transpose()
+            .context("uploading the sinks")?;
         let mut tensors: DeviceTensors<'_, T> = Tensors::new(q, k, v, &mut out);
         tensors.lse = lse.as_mut().map(|b| b as &mut dyn DevicePtrMut<f32>);
         tensors.weights = weights.as_mut().map(|b| b as &mut dyn DevicePtrMut<f32>);
         tensors.workspace = workspace.as_mut().map(|b| b as &mut dyn DevicePtrMut<u8>);
         tensors.alibi_slopes = alibi_slopes.as_ref().map(|b| b as &dyn DevicePtr<f32>);
+        tensors.sinks = sinks.as_ref().map(|b| b as &dyn DevicePtr<f32>);
         self.forward_into(stream, &plan, tensors)?;
         Ok(DeviceOutput { out, lse, weights })
     }
@@ -224,6 +242,11 @@ impl Engine {
             weights,
             workspace,
             alibi_slopes,
+            sinks,
+            cu_seqlens_q,
+            cu_seqlens_k,
+            seqused_k,
+            block_table,
         } = tensors;
         // The guards record the buffers' use on `stream` (cudarc's event tracking) until the launch is
         // enqueued.
@@ -245,6 +268,22 @@ impl Engine {
             len,
             elem_bytes,
         };
+        // The read-only f32 and i32 extras: their region, and the guard that records their use.
+        let sinks_len = sinks.as_ref().map(|b| b.len());
+        let (sinks_ptr, _sinks_guard) = sinks.map(|b| b.device_ptr(stream)).unzip();
+        let sinks = sinks_ptr.zip(sinks_len).map(|(a, n)| region(a, n, 4));
+        let i32_region =
+            |ptr: Option<u64>, len: Option<usize>| ptr.zip(len).map(|(a, n)| region(a, n, 4));
+        let lens = [&cu_seqlens_q, &cu_seqlens_k, &seqused_k, &block_table]
+            .map(|b| b.as_ref().map(|b| b.len()));
+        let (cu_q_ptr, _cu_q_guard) = cu_seqlens_q.map(|b| b.device_ptr(stream)).unzip();
+        let (cu_k_ptr, _cu_k_guard) = cu_seqlens_k.map(|b| b.device_ptr(stream)).unzip();
+        let (used_ptr, _used_guard) = seqused_k.map(|b| b.device_ptr(stream)).unzip();
+        let (table_ptr, _table_guard) = block_table.map(|b| b.device_ptr(stream)).unzip();
+        let cu_seqlens_q = i32_region(cu_q_ptr, lens[0]);
+        let cu_seqlens_k = i32_region(cu_k_ptr, lens[1]);
+        let seqused_k = i32_region(used_ptr, lens[2]);
+        let block_table = i32_region(table_ptr, lens[3]);
         let element = size_of::<T>();
         let regions = Regions {
             q: region(q_ptr, q.len(), element),
@@ -257,6 +296,11 @@ impl Engine {
                 .zip(workspace_len)
                 .map(|(a, n)| region(a, n, 1)),
             alibi_slopes: alibi_ptr.zip(alibi_len).map(|(a, n)| region(a, n, 4)),
+            sinks,
+            cu_seqlens_q,
+            cu_seqlens_k,
+            seqused_k,
+            block_table,
         };
         let params = bind(plan, &regions)?;
         self.kernels.launch(stream, plan.launches(), &params)

@@ -7,6 +7,7 @@ pub const KERNEL_FAMILY_NAIVE_SCORES: u32 = 1;
 pub const KERNEL_FAMILY_NAIVE_SOFTMAX: u32 = 2;
 pub const KERNEL_FAMILY_NAIVE_PV: u32 = 3;
 pub const KERNEL_FAMILY_FLASH: u32 = 4;
+pub const KERNEL_FAMILY_FLASH_VARLEN: u32 = 5;
 pub const KERNEL_DTYPE_NONE: u32 = 0;
 pub const KERNEL_DTYPE_F32: u32 = 1;
 pub const KERNEL_DTYPE_F16: u32 = 2;
@@ -34,6 +35,11 @@ pub struct AttentionParams {
     pub lse: *mut f32,
     pub scores: *mut f32,
     pub alibi_slopes: *const f32,
+    pub sinks: *const f32,
+    pub cu_seqlens_q: *const i32,
+    pub cu_seqlens_k: *const i32,
+    pub seqused_k: *const i32,
+    pub block_table: *const i32,
     pub q_batch_stride: i64,
     pub q_seq_stride: i64,
     pub q_head_stride: i64,
@@ -46,12 +52,20 @@ pub struct AttentionParams {
     pub out_batch_stride: i64,
     pub out_seq_stride: i64,
     pub out_head_stride: i64,
+    pub lse_batch_stride: i64,
+    pub lse_head_stride: i64,
+    pub block_table_stride: i64,
     pub batch: i32,
     pub seq_q: i32,
     pub seq_k: i32,
     pub heads_q: i32,
     pub heads_kv: i32,
     pub head_dim: i32,
+    pub total_q: i32,
+    pub total_k: i32,
+    pub page_size: i32,
+    pub num_pages: i32,
+    pub pages_per_seq: i32,
     pub heads_ratio: i32,
     pub causal: i32,
     pub window_left: i32,
@@ -62,7 +76,7 @@ pub struct AttentionParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of AttentionParams"][::std::mem::size_of::<AttentionParams>() - 208usize];
+    ["Size of AttentionParams"][::std::mem::size_of::<AttentionParams>() - 288usize];
     ["Alignment of AttentionParams"][::std::mem::align_of::<AttentionParams>() - 8usize];
     [
         "Offset of field: AttentionParams::q",
@@ -86,80 +100,119 @@ const _: () = {
         "Offset of field: AttentionParams::alibi_slopes",
     ][::std::mem::offset_of!(AttentionParams, alibi_slopes) - 48usize];
     [
+        "Offset of field: AttentionParams::sinks",
+    ][::std::mem::offset_of!(AttentionParams, sinks) - 56usize];
+    [
+        "Offset of field: AttentionParams::cu_seqlens_q",
+    ][::std::mem::offset_of!(AttentionParams, cu_seqlens_q) - 64usize];
+    [
+        "Offset of field: AttentionParams::cu_seqlens_k",
+    ][::std::mem::offset_of!(AttentionParams, cu_seqlens_k) - 72usize];
+    [
+        "Offset of field: AttentionParams::seqused_k",
+    ][::std::mem::offset_of!(AttentionParams, seqused_k) - 80usize];
+    [
+        "Offset of field: AttentionParams::block_table",
+    ][::std::mem::offset_of!(AttentionParams, block_table) - 88usize];
+    [
         "Offset of field: AttentionParams::q_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, q_batch_stride) - 56usize];
+    ][::std::mem::offset_of!(AttentionParams, q_batch_stride) - 96usize];
     [
         "Offset of field: AttentionParams::q_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, q_seq_stride) - 64usize];
+    ][::std::mem::offset_of!(AttentionParams, q_seq_stride) - 104usize];
     [
         "Offset of field: AttentionParams::q_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, q_head_stride) - 72usize];
+    ][::std::mem::offset_of!(AttentionParams, q_head_stride) - 112usize];
     [
         "Offset of field: AttentionParams::k_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, k_batch_stride) - 80usize];
+    ][::std::mem::offset_of!(AttentionParams, k_batch_stride) - 120usize];
     [
         "Offset of field: AttentionParams::k_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, k_seq_stride) - 88usize];
+    ][::std::mem::offset_of!(AttentionParams, k_seq_stride) - 128usize];
     [
         "Offset of field: AttentionParams::k_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, k_head_stride) - 96usize];
+    ][::std::mem::offset_of!(AttentionParams, k_head_stride) - 136usize];
     [
         "Offset of field: AttentionParams::v_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, v_batch_stride) - 104usize];
+    ][::std::mem::offset_of!(AttentionParams, v_batch_stride) - 144usize];
     [
         "Offset of field: AttentionParams::v_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, v_seq_stride) - 112usize];
+    ][::std::mem::offset_of!(AttentionParams, v_seq_stride) - 152usize];
     [
         "Offset of field: AttentionParams::v_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, v_head_stride) - 120usize];
+    ][::std::mem::offset_of!(AttentionParams, v_head_stride) - 160usize];
     [
         "Offset of field: AttentionParams::out_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, out_batch_stride) - 128usize];
+    ][::std::mem::offset_of!(AttentionParams, out_batch_stride) - 168usize];
     [
         "Offset of field: AttentionParams::out_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, out_seq_stride) - 136usize];
+    ][::std::mem::offset_of!(AttentionParams, out_seq_stride) - 176usize];
     [
         "Offset of field: AttentionParams::out_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, out_head_stride) - 144usize];
+    ][::std::mem::offset_of!(AttentionParams, out_head_stride) - 184usize];
+    [
+        "Offset of field: AttentionParams::lse_batch_stride",
+    ][::std::mem::offset_of!(AttentionParams, lse_batch_stride) - 192usize];
+    [
+        "Offset of field: AttentionParams::lse_head_stride",
+    ][::std::mem::offset_of!(AttentionParams, lse_head_stride) - 200usize];
+    [
+        "Offset of field: AttentionParams::block_table_stride",
+    ][::std::mem::offset_of!(AttentionParams, block_table_stride) - 208usize];
     [
         "Offset of field: AttentionParams::batch",
-    ][::std::mem::offset_of!(AttentionParams, batch) - 152usize];
+    ][::std::mem::offset_of!(AttentionParams, batch) - 216usize];
     [
         "Offset of field: AttentionParams::seq_q",
-    ][::std::mem::offset_of!(AttentionParams, seq_q) - 156usize];
+    ][::std::mem::offset_of!(AttentionParams, seq_q) - 220usize];
     [
         "Offset of field: AttentionParams::seq_k",
-    ][::std::mem::offset_of!(AttentionParams, seq_k) - 160usize];
+    ][::std::mem::offset_of!(AttentionParams, seq_k) - 224usize];
     [
         "Offset of field: AttentionParams::heads_q",
-    ][::std::mem::offset_of!(AttentionParams, heads_q) - 164usize];
+    ][::std::mem::offset_of!(AttentionParams, heads_q) - 228usize];
     [
         "Offset of field: AttentionParams::heads_kv",
-    ][::std::mem::offset_of!(AttentionParams, heads_kv) - 168usize];
+    ][::std::mem::offset_of!(AttentionParams, heads_kv) - 232usize];
     [
         "Offset of field: AttentionParams::head_dim",
-    ][::std::mem::offset_of!(AttentionParams, head_dim) - 172usize];
+    ][::std::mem::offset_of!(AttentionParams, head_dim) - 236usize];
+    [
+        "Offset of field: AttentionParams::total_q",
+    ][::std::mem::offset_of!(AttentionParams, total_q) - 240usize];
+    [
+        "Offset of field: AttentionParams::total_k",
+    ][::std::mem::offset_of!(AttentionParams, total_k) - 244usize];
+    [
+        "Offset of field: AttentionParams::page_size",
+    ][::std::mem::offset_of!(AttentionParams, page_size) - 248usize];
+    [
+        "Offset of field: AttentionParams::num_pages",
+    ][::std::mem::offset_of!(AttentionParams, num_pages) - 252usize];
+    [
+        "Offset of field: AttentionParams::pages_per_seq",
+    ][::std::mem::offset_of!(AttentionParams, pages_per_seq) - 256usize];
     [
         "Offset of field: AttentionParams::heads_ratio",
-    ][::std::mem::offset_of!(AttentionParams, heads_ratio) - 176usize];
+    ][::std::mem::offset_of!(AttentionParams, heads_ratio) - 260usize];
     [
         "Offset of field: AttentionParams::causal",
-    ][::std::mem::offset_of!(AttentionParams, causal) - 180usize];
+    ][::std::mem::offset_of!(AttentionParams, causal) - 264usize];
     [
         "Offset of field: AttentionParams::window_left",
-    ][::std::mem::offset_of!(AttentionParams, window_left) - 184usize];
+    ][::std::mem::offset_of!(AttentionParams, window_left) - 268usize];
     [
         "Offset of field: AttentionParams::window_right",
-    ][::std::mem::offset_of!(AttentionParams, window_right) - 188usize];
+    ][::std::mem::offset_of!(AttentionParams, window_right) - 272usize];
     [
         "Offset of field: AttentionParams::scale",
-    ][::std::mem::offset_of!(AttentionParams, scale) - 192usize];
+    ][::std::mem::offset_of!(AttentionParams, scale) - 276usize];
     [
         "Offset of field: AttentionParams::scale_log2",
-    ][::std::mem::offset_of!(AttentionParams, scale_log2) - 196usize];
+    ][::std::mem::offset_of!(AttentionParams, scale_log2) - 280usize];
     [
         "Offset of field: AttentionParams::softcap",
-    ][::std::mem::offset_of!(AttentionParams, softcap) - 200usize];
+    ][::std::mem::offset_of!(AttentionParams, softcap) - 284usize];
 };
 impl Default for AttentionParams {
     fn default() -> Self {

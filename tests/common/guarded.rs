@@ -361,6 +361,11 @@ impl<T: Element> GuardedCall<T> {
             weights: self.weights.as_mut().map(Guarded::interior_mut),
             workspace: self.workspace.as_mut().map(Guarded::interior_mut),
             alibi_slopes: self.alibi_slopes.as_ref().map(Guarded::interior),
+            sinks: None,
+            cu_seqlens_q: None,
+            cu_seqlens_k: None,
+            seqused_k: None,
+            block_table: None,
         }
     }
 

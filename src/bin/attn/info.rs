@@ -161,6 +161,7 @@ fn print_registry() {
             KernelFamily::NaiveSoftmax => "naive softmax",
             KernelFamily::NaivePv => "naive P V",
             KernelFamily::Flash => "flash",
+            KernelFamily::FlashVarlen => "flash varlen",
         };
         println!(
             "  {:<24} {:<13} {:<5} {:>9} {:>7} {:>9} {:>14} {:>6} {:>5}",

@@ -343,16 +343,13 @@ impl<'a, T: Element> GpuRunner<'a, T> {
         self.engine.forward_into(
             &self.stream,
             plan,
-            DeviceTensors {
-                q: &set.q.slice(..lens.q),
-                k: &set.k.slice(..lens.k),
-                v: &set.v.slice(..lens.v),
-                out: &mut self.out.slice_mut(..lens.out),
-                lse: None,
-                weights: None,
-                workspace: Some(workspace),
-                alibi_slopes: None,
-            },
+            DeviceTensors::new(
+                &set.q.slice(..lens.q),
+                &set.k.slice(..lens.k),
+                &set.v.slice(..lens.v),
+                &mut self.out.slice_mut(..lens.out),
+            )
+            .with_workspace(workspace),
         )
     }
 
