@@ -1,5 +1,5 @@
-//! The benchmark's results schema, FLOP formula, statistics, sampled-row check and tables, through the
-//! library half of the CLI (`cuda_attention::cli`, feature `cli`), and the schema of
+//! The benchmark's results schema, FLOP formula, statistics, sampled-row check, sweep order and tables,
+//! through the library half of the CLI (`cuda_attention::cli`, feature `cli`), and the schema of
 //! benches/torch_sdpa.py (its committed fixture, and its --dry-run output when python3 is here).
 
 use cuda_attention::cli::bench::{slice_check, table};
@@ -182,6 +182,54 @@ fn sweeps_hold_tokens_and_hidden_constant() {
         ..sweep
     };
     assert!(bad.cases().unwrap_err().contains("not a multiple"));
+}
+
+/// A bf16 sweep of `seqs` (tokens 4096, hidden 1024) for the flash kernel.
+fn small_sweep(seqs: &[usize]) -> Sweep {
+    Sweep {
+        kernels: vec![Runner::Gpu(KernelChoice::Flash)],
+        dtypes: vec![DType::Bf16],
+        head_dims: vec![64],
+        masks: Masks::No,
+        seqs: seqs.to_vec(),
+        tokens: 4096,
+        hidden: 1024,
+        heads: None,
+        warmup: 3,
+        iters: 20,
+        input_sets: 3,
+        flush_l2: true,
+        host_seconds: 2.0,
+        check_rows: 32,
+    }
+}
+
+#[test]
+fn the_sweep_runs_cheapest_first_within_each_dtype() {
+    let sweep = Sweep {
+        dtypes: vec![DType::F16, DType::Bf16],
+        head_dims: vec![64, 128],
+        masks: Masks::Both,
+        ..small_sweep(&[2048, 256, 1024])
+    };
+    let planned = sweep.cases().unwrap();
+    let run = sweep.validate().unwrap();
+    assert_eq!(run.len(), planned.len());
+    assert!(planned.iter().all(|c| run.contains(c)), "{run:?}");
+    // f16 first, as listed; within a dtype FLOPs never decrease, the causal seq 256 shapes first.
+    let f16 = run.iter().take_while(|c| c.dtype == DType::F16).count();
+    assert_eq!(f16, run.len() / 2, "{run:?}");
+    for half in [&run[..f16], &run[f16..]] {
+        let flops: Vec<f64> = half
+            .iter()
+            .map(|c| {
+                4.0 * (c.batch * c.heads * c.seq * c.seq * c.head_dim) as f64
+                    / if c.causal { 2.0 } else { 1.0 }
+            })
+            .collect();
+        assert!(flops.windows(2).all(|w| w[0] <= w[1]), "{half:?}");
+        assert!(half[0].causal && half[0].seq == 256, "{half:?}");
+    }
 }
 
 #[test]

@@ -33,7 +33,8 @@ pub struct BenchResults {
     pub command: String,
     /// How the figures were taken.
     pub settings: Settings,
-    /// One record per kernel and shape, in sweep order.
+    /// One record per kernel and shape, in the order they ran (`attn bench`: by dtype, cheapest shape
+    /// first).
     pub records: Vec<Record>,
 }
 
