@@ -3,6 +3,7 @@
 
 use std::str::FromStr;
 
+use super::budget::MAX_SECONDS;
 use super::results::{Record, Status};
 use crate::cli::buffer_bytes;
 use crate::cli::runner::Runner;
@@ -142,6 +143,8 @@ pub struct Sweep {
     pub host_seconds: f64,
     /// Query rows checked per kernel and shape.
     pub check_rows: usize,
+    /// The time budget of the whole sweep in seconds ([`super::budget`]); `None`: no budget.
+    pub max_seconds: Option<f64>,
 }
 
 /// One shape of a sweep.
@@ -210,6 +213,13 @@ impl Sweep {
                 "--host-seconds {} is out of range: use 0 to {MAX_HOST_SECONDS}",
                 self.host_seconds
             ));
+        }
+        if let Some(seconds) = self.max_seconds {
+            if !(seconds > 0.0 && seconds <= MAX_SECONDS) {
+                return Err(format!(
+                    "--max-seconds {seconds} is out of range: use more than 0, at most {MAX_SECONDS} (a week)"
+                ));
+            }
         }
         if self.kernels.is_empty() || self.dtypes.is_empty() {
             return Err("--kernels and --dtypes need at least one value each".into());
