@@ -334,6 +334,57 @@ fn bench_times_the_emulated_kernels_and_their_memory() {
 }
 
 #[test]
+fn the_time_budget_skips_a_shape_predicted_not_to_fit() {
+    let out = scratch("budget");
+    // Seq 32768 has 4 million times the FLOPs of seq 16 (batch 1 both): predicted at seconds even if seq
+    // 16 took a microsecond, far over the budget; given first, it still runs after seq 16.
+    let (ok, stdout, all) = attn(&[
+        "bench",
+        "--cpu",
+        "--kernels",
+        "cpu",
+        "--seqs",
+        "32768,16",
+        "--tokens",
+        "16",
+        "--hidden",
+        "32",
+        "--head-dims",
+        "16",
+        "--max-seconds",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{all}");
+    let results = BenchResults::load(&out.join("results.json")).unwrap();
+    assert_eq!(results.settings.max_seconds, Some(2.0));
+    let seqs: Vec<usize> = results.records.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, [16, 32768]);
+    let (small, large) = (&results.records[0], &results.records[1]);
+    assert_eq!(small.status, Status::Ok, "{small:?}");
+    assert_eq!(large.status, Status::Skipped, "{large:?}");
+    let reason = large.reason.as_deref().unwrap();
+    assert!(
+        reason.starts_with("over the time budget: a check and one timed run predicted at ")
+            && reason.contains("scaled by FLOPs from ")
+            && reason.contains(" at seq 16 d16)")
+            && reason.ends_with(" left of --max-seconds 2"),
+        "{reason}"
+    );
+    assert!(large.timing.is_none() && large.check.is_none(), "{large:?}");
+    let line = stdout
+        .lines()
+        .find(|l| l.split_whitespace().nth(3) == Some("32768"))
+        .unwrap_or_else(|| panic!("no table line for seq 32768:\n{stdout}"));
+    assert!(line.contains("skipped: over the time budget"), "{line}");
+    assert!(
+        stdout.contains("time budget 2 s (--max-seconds)"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn gpu_kernels_are_skipped_with_the_reason_without_a_gpu() {
     let (ok, stdout, all) = attn(&[
         "bench",
@@ -405,11 +456,15 @@ fn dry_runs_of_attn_and_the_torch_script_plan_the_same_shapes() {
         String::from_utf8_lossy(&output.stderr)
     );
     let theirs: BenchResults = serde_json::from_slice(&output.stdout).unwrap();
+    // The same shapes, each once; attn runs them cheapest first, the script in its loops' order.
     let shapes = |r: &BenchResults| -> Vec<_> {
-        r.records
+        let mut shapes: Vec<_> = r
+            .records
             .iter()
             .map(|r| (r.shape_key(), r.flops.to_bits()))
-            .collect()
+            .collect();
+        shapes.sort();
+        shapes
     };
     assert_eq!(shapes(&ours), shapes(&theirs));
     assert_eq!(ours.records.len(), 2 * 2 * 2 * 2);

@@ -1,7 +1,8 @@
-//! The benchmark's results schema, FLOP formula, statistics, sampled-row check and tables, through the
-//! library half of the CLI (`cuda_attention::cli`, feature `cli`), and the schema of
+//! The benchmark's results schema, FLOP formula, statistics, sampled-row check, sweep order, time budget
+//! and tables, through the library half of the CLI (`cuda_attention::cli`, feature `cli`), and the schema of
 //! benches/torch_sdpa.py (its committed fixture, and its --dry-run output when python3 is here).
 
+use cuda_attention::cli::bench::budget::{Budget, Runs};
 use cuda_attention::cli::bench::{slice_check, table};
 use cuda_attention::cli::runner::Runner;
 
@@ -12,7 +13,7 @@ use std::process::Command;
 use cuda_attention::cli::bench::results::{
     BenchResults, Check, Device, Memory, Record, Settings, Status, Timing, SCHEMA,
 };
-use cuda_attention::cli::bench::sweep::{Masks, Sweep, GPU_DEFAULTS, GPU_QUICK};
+use cuda_attention::cli::bench::sweep::{Case, Masks, Sweep, GPU_DEFAULTS, GPU_QUICK};
 use cuda_attention::cpu::backend;
 use cuda_attention::{AttentionProblem, AttentionShape, DType, KernelChoice};
 use half::bf16;
@@ -75,6 +76,7 @@ fn sample_results() -> BenchResults {
             timer: "cuda events".into(),
             memory_method: "exact".into(),
             check_method: "rows".into(),
+            max_seconds: Some(60.0),
         },
         records: vec![
             record("naive", 512, Status::Ok, Some(2.0)),
@@ -161,6 +163,7 @@ fn sweeps_hold_tokens_and_hidden_constant() {
         flush_l2: true,
         host_seconds: 2.0,
         check_rows: 32,
+        max_seconds: None,
     };
     let cases = sweep.cases().unwrap();
     assert_eq!(cases.len(), 2 * 2 * 6);
@@ -182,6 +185,171 @@ fn sweeps_hold_tokens_and_hidden_constant() {
         ..sweep
     };
     assert!(bad.cases().unwrap_err().contains("not a multiple"));
+}
+
+/// A bf16 sweep of `seqs` (tokens 4096, hidden 1024) for the flash kernel.
+fn small_sweep(seqs: &[usize]) -> Sweep {
+    Sweep {
+        kernels: vec![Runner::Gpu(KernelChoice::Flash)],
+        dtypes: vec![DType::Bf16],
+        head_dims: vec![64],
+        masks: Masks::No,
+        seqs: seqs.to_vec(),
+        tokens: 4096,
+        hidden: 1024,
+        heads: None,
+        warmup: 3,
+        iters: 20,
+        input_sets: 3,
+        flush_l2: true,
+        host_seconds: 2.0,
+        check_rows: 32,
+        max_seconds: Some(10.0),
+    }
+}
+
+#[test]
+fn the_sweep_runs_cheapest_first_within_each_dtype() {
+    let sweep = Sweep {
+        dtypes: vec![DType::F16, DType::Bf16],
+        head_dims: vec![64, 128],
+        masks: Masks::Both,
+        ..small_sweep(&[2048, 256, 1024])
+    };
+    let planned = sweep.cases().unwrap();
+    let run = sweep.validate().unwrap();
+    assert_eq!(run.len(), planned.len());
+    assert!(planned.iter().all(|c| run.contains(c)), "{run:?}");
+    // f16 first, as listed; within a dtype FLOPs never decrease, the causal seq 256 shapes first.
+    let f16 = run.iter().take_while(|c| c.dtype == DType::F16).count();
+    assert_eq!(f16, run.len() / 2, "{run:?}");
+    for half in [&run[..f16], &run[f16..]] {
+        let flops: Vec<f64> = half
+            .iter()
+            .map(|c| {
+                4.0 * (c.batch * c.heads * c.seq * c.seq * c.head_dim) as f64
+                    / if c.causal { 2.0 } else { 1.0 }
+            })
+            .collect();
+        assert!(flops.windows(2).all(|w| w[0] <= w[1]), "{half:?}");
+        assert!(half[0].causal && half[0].seq == 256, "{half:?}");
+    }
+}
+
+#[test]
+fn the_time_budget_skips_a_shape_predicted_not_to_fit() {
+    let cases = small_sweep(&[256, 1024]).validate().unwrap();
+    let (small, large) = (&cases[0], &cases[1]);
+    // batch * seq is held constant, so FLOPs grow with seq: 4 times the small shape's.
+    assert_eq!((small.seq, large.seq), (256, 1024));
+    let flash = Runner::Gpu(KernelChoice::Flash);
+    let mut budget = Budget::new(Some(10.0));
+    // Nothing to predict from: the first shape of a kernel always runs.
+    assert_eq!(budget.skip(flash, large, -1.0), None);
+    budget.observe(flash, small, 1.0);
+    assert_eq!(budget.predict(flash, large), Some(4.0));
+    // A check and one timed run: 8 s.
+    assert_eq!(budget.skip(flash, large, 8.5), None);
+    assert_eq!(
+        budget.skip(flash, large, 7.5).as_deref(),
+        Some(
+            "over the time budget: a check and one timed run predicted at 8.0 s (scaled by FLOPs \
+             from 1.0 s at seq 256 d64), 7.5 s left of --max-seconds 10"
+        )
+    );
+    assert_eq!(
+        budget.skip(flash, large, -2.0).as_deref(),
+        Some(
+            "over the time budget: --max-seconds 10 spent 2.0 s ago (one launch predicted at 4.0 s, \
+             scaled by FLOPs from 1.0 s at seq 256 d64)"
+        )
+    );
+    // Predictions keep to their kernel and dtype; without a budget nothing is skipped.
+    assert_eq!(
+        budget.skip(Runner::Gpu(KernelChoice::Naive), large, 0.1),
+        None
+    );
+    let f16 = Case {
+        dtype: DType::F16,
+        ..*large
+    };
+    assert_eq!(budget.skip(flash, &f16, 0.1), None);
+    let mut unlimited = Budget::new(None);
+    unlimited.observe(flash, small, 1.0);
+    assert_eq!(unlimited.skip(flash, large, -100.0), None);
+    assert_eq!(unlimited.left(), f64::INFINITY);
+}
+
+/// One case of [`Runs::fitting`]: the runs asked for, a launch's and the budget's seconds, what fits.
+struct Fit {
+    warmup: usize,
+    iters: usize,
+    launch: f64,
+    left: f64,
+    fits: Runs,
+    note: Option<&'static str>,
+}
+
+#[test]
+fn runs_are_cut_to_fit_the_time_left() {
+    let fit = |left: f64, launch: f64, warmup: usize, timed: usize, note| Fit {
+        warmup: 3,
+        iters: 20,
+        launch,
+        left,
+        fits: Runs { warmup, timed },
+        note,
+    };
+    let cases = [
+        fit(23.0, 1.0, 3, 20, None),
+        fit(f64::INFINITY, 1.0, 3, 20, None),
+        fit(0.0, 0.0, 3, 20, None),
+        // The timed runs are cut first, down to one, then the warm-up runs.
+        fit(
+            10.5,
+            1.0,
+            3,
+            7,
+            Some("runs cut to fit the time budget: 3 of 3 warm-up, at most 7 of 20 timed"),
+        ),
+        fit(
+            2.0,
+            1.0,
+            1,
+            1,
+            Some("runs cut to fit the time budget: 1 of 3 warm-up, at most 1 of 20 timed"),
+        ),
+        fit(
+            -5.0,
+            1.0,
+            0,
+            1,
+            Some("runs cut to fit the time budget: 0 of 3 warm-up, at most 1 of 20 timed"),
+        ),
+        Fit {
+            warmup: 0,
+            ..fit(
+                3.0,
+                0.5,
+                0,
+                6,
+                Some("runs cut to fit the time budget: 0 of 0 warm-up, at most 6 of 20 timed"),
+            )
+        },
+    ];
+    for case in cases {
+        let runs = Runs::fitting(case.warmup, case.iters, case.launch, case.left);
+        let what = format!(
+            "warm-up {} timed {} launch {} s left {} s",
+            case.warmup, case.iters, case.launch, case.left
+        );
+        assert_eq!(runs, case.fits, "{what}");
+        assert_eq!(
+            runs.note(case.warmup, case.iters).as_deref(),
+            case.note,
+            "{what}"
+        );
+    }
 }
 
 #[test]
@@ -269,6 +437,23 @@ fn tables_show_every_status_and_ratios() {
     assert!(naive.trim_end().ends_with("10.00"), "{ratios}");
     let flash = ratios.lines().find(|l| l.contains(" flash ")).unwrap();
     assert!(flash.trim_end().ends_with("1.25"), "{ratios}");
+    // The budget: in the description; an ok record whose runs it cut says so after the check.
+    assert!(
+        table::describe(&ours)[2]
+            .ends_with("; time budget 60 s (--max-seconds): shapes predicted not to fit skipped"),
+        "{:?}",
+        table::describe(&ours)
+    );
+    let mut cut = record("flash", 4096, Status::Ok, Some(1.0));
+    cut.reason =
+        Some("runs cut to fit the time budget: 0 of 3 warm-up, at most 1 of 20 timed".into());
+    let line = table::render(&[&cut]);
+    assert!(
+        line.trim_end().ends_with(
+            "ok 1.5e-3 <= 2.0e-3; runs cut to fit the time budget: 0 of 3 warm-up, at most 1 of 20 timed"
+        ),
+        "{line}"
+    );
     let none = table::render_ratios(&ours.records, &[]);
     assert!(none.contains("no shape was timed by both"), "{none}");
     assert_eq!(table::human_bytes(1536), "1.50 KiB");
@@ -281,6 +466,8 @@ fn the_torch_fixture_loads_with_the_same_type() {
     assert_eq!(results.schema, SCHEMA);
     assert_eq!(results.tool, "torch_sdpa.py");
     assert!(results.device.name.contains("not a measurement"));
+    // Written without the optional budget field: none.
+    assert_eq!(results.settings.max_seconds, None);
     let statuses: Vec<Status> = results.records.iter().map(|r| r.status).collect();
     for status in [Status::Ok, Status::Skipped, Status::OutOfMemory] {
         assert!(statuses.contains(&status), "{statuses:?}");
@@ -348,6 +535,7 @@ fn the_torch_script_plans_attn_benchs_gpu_sweeps_in_the_same_schema() {
             flush_l2: true,
             host_seconds: 2.0,
             check_rows: 32,
+            max_seconds: None,
         };
         let ours: Vec<Record> = sweep
             .cases()

@@ -202,6 +202,18 @@ fn bench_refuses_absurd_flags_before_any_work() {
             "--host-seconds inf is out of range",
         ),
         (
+            &["--max-seconds", "0"],
+            "--max-seconds 0 is out of range: use more than 0, at most 604800 (a week)",
+        ),
+        (
+            &["--max-seconds", "NaN"],
+            "--max-seconds NaN is out of range",
+        ),
+        (
+            &["--quick", "--max-seconds", "1e9"],
+            "--max-seconds 1000000000 is out of range",
+        ),
+        (
             &["--heads", "4294967296"],
             "heads 4294967296: heads_q overflows",
         ),

@@ -1,8 +1,9 @@
 //! The `attn` binary on the emulated CUDA driver (docs/emulated-driver.md): `info` shows the emulated
 //! device, `check --kernel flash` runs the GPU path, `bench` runs the GPU timing loop end to end (CUDA
-//! events, L2 flush, input rotation, results.json, plots) on a tiny sweep, and a driver that sees no device
-//! makes `bench` fall back to the CPU backend. Skipped where the emulated driver is not (not Linux, or the
-//! binary was packed for the GPU machine); the GPU runs are skipped without GPU kernels in the build.
+//! events, L2 flush, input rotation, results.json, plots) on a tiny sweep and keeps to a time budget, and
+//! a driver that sees no device makes `bench` fall back to the CPU backend. Skipped where the emulated
+//! driver is not (not Linux, or the binary was packed for the GPU machine); the GPU runs are skipped
+//! without GPU kernels in the build.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -212,6 +213,87 @@ fn bench_on_a_small_device_records_naive_out_of_memory_and_still_times_flash() {
     };
     assert_eq!(status("naive"), Some("out_of_memory".into()), "{json}");
     assert_eq!(status("flash"), Some("ok".into()), "{json}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_keeps_to_its_time_budget_on_a_slow_device() {
+    if skip(true) {
+        return;
+    }
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("attn-emulated-budget-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.to_str().expect("a UTF-8 temporary path");
+    // A millisecond: spent before the first check ends. That shape still runs (the first of its kernel)
+    // with its runs cut to one timed run; seq 16384 (65536 times the FLOPs) is skipped.
+    let (ok, text) = attn(
+        &[
+            "bench",
+            "--kernels",
+            "flash",
+            "--seqs",
+            "16384,64",
+            "--tokens",
+            "64",
+            "--hidden",
+            "128",
+            "--head-dims",
+            "64",
+            "--iters",
+            "2",
+            "--warmup",
+            "1",
+            "--max-seconds",
+            "0.001",
+            "--out",
+            out,
+        ],
+        &[("CUDA_EMU_DEVICE_L2", "1M")],
+    );
+    assert!(ok, "{text}");
+    // The summary names the device: these are not GPU times.
+    assert!(
+        text.contains("attn bench (cuda-attention")
+            && text.contains("GPU: Emulated CUDA device (sm_90, cuda-attention CPU emulator)"),
+        "{text}"
+    );
+    let json = std::fs::read_to_string(dir.join("results.json")).expect("results.json");
+    let results: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    assert_eq!(results["settings"]["max_seconds"], 0.001);
+    let records = results["records"].as_array().expect("records");
+    assert_eq!(records.len(), 2, "{json}");
+    let (small, large) = (&records[0], &records[1]);
+    assert_eq!((&small["seq"], &large["seq"]), (&64.into(), &16384.into()));
+    assert_eq!(small["status"], "ok", "{small}");
+    assert_eq!(small["check"]["passed"], true, "{small}");
+    assert_eq!(
+        small["reason"],
+        "runs cut to fit the time budget: 0 of 1 warm-up, at most 1 of 2 timed"
+    );
+    assert_eq!(
+        small["timing"]["times_ms"].as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(large["status"], "skipped", "{large}");
+    let reason = large["reason"].as_str().expect("a reason");
+    assert!(
+        reason.starts_with("over the time budget: --max-seconds 0.001 spent ")
+            && reason.contains("scaled by FLOPs from ")
+            && reason.ends_with(" at seq 64 d64)"),
+        "{reason}"
+    );
+    assert!(
+        large["timing"].is_null() && large["check"].is_null(),
+        "{large}"
+    );
+    assert!(
+        text.contains("skipped: over the time budget: --max-seconds 0.001 spent"),
+        "{text}"
+    );
+    for plot in ["timings.png", "timings.svg", "memory.png"] {
+        assert!(dir.join(plot).is_file(), "{plot} missing");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -1,6 +1,7 @@
 //! What `attn bench` measures and writes, without the timing loops: the sweep of shapes, the check a
-//! kernel passes before it is timed, the results schema and the tables.
+//! kernel passes before it is timed, the time budget, the results schema and the tables.
 
+pub mod budget;
 pub mod results;
 pub mod slice_check;
 pub mod sweep;

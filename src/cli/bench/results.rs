@@ -3,7 +3,8 @@
 //!
 //! Conventions: times in milliseconds, memory in bytes, FLOPs = 4 * batch * heads * seq * seq * head_dim
 //! (halved when causal), TFLOP/s from the median time. A record that was not timed (skipped, out of
-//! memory, failed check, error) has no `timing` and says why in `reason`.
+//! memory, failed check, error) has no `timing` and says why in `reason`; one skipped because of the time
+//! budget (`settings.max_seconds`) says `over the time budget` and the prediction.
 
 use std::path::Path;
 
@@ -33,7 +34,8 @@ pub struct BenchResults {
     pub command: String,
     /// How the figures were taken.
     pub settings: Settings,
-    /// One record per kernel and shape, in sweep order.
+    /// One record per kernel and shape, in the order they ran (`attn bench`: by dtype, cheapest shape
+    /// first).
     pub records: Vec<Record>,
 }
 
@@ -79,6 +81,9 @@ pub struct Settings {
     pub memory_method: String,
     /// What a record's `check` compares.
     pub check_method: String,
+    /// The time budget of the sweep in seconds (`attn bench --max-seconds`); `null`: none.
+    #[serde(default)]
+    pub max_seconds: Option<f64>,
 }
 
 /// What happened to one kernel on one shape.
@@ -128,7 +133,8 @@ pub struct Record {
     /// Floating-point operations of one call (4 * b * h * seq^2 * d, halved when causal).
     pub flops: f64,
     pub status: Status,
-    /// Why the record is not `ok`, in words; `null` when it is.
+    /// Why the record is not `ok`, in words; for an `ok` record what cut its runs (the time budget), or
+    /// `null`.
     #[serde(default)]
     pub reason: Option<String>,
     /// The correctness check made before timing; `null` when the kernel never ran.

@@ -3,6 +3,7 @@
 
 use std::str::FromStr;
 
+use super::budget::MAX_SECONDS;
 use super::results::{Record, Status};
 use crate::cli::buffer_bytes;
 use crate::cli::runner::Runner;
@@ -142,6 +143,8 @@ pub struct Sweep {
     pub host_seconds: f64,
     /// Query rows checked per kernel and shape.
     pub check_rows: usize,
+    /// The time budget of the whole sweep in seconds ([`super::budget`]); `None`: no budget.
+    pub max_seconds: Option<f64>,
 }
 
 /// One shape of a sweep.
@@ -156,6 +159,11 @@ pub struct Case {
 }
 
 impl Case {
+    /// Floating-point operations of one call (4 * b * h * seq^2 * d, halved when causal).
+    pub fn flops(&self) -> f64 {
+        self.problem().shape.flops(self.causal)
+    }
+
     /// Self-attention, contiguous `[b, s, h, d]`, default scale.
     pub fn problem(&self) -> AttentionProblem {
         AttentionProblem::new(AttentionShape::new(
@@ -177,7 +185,7 @@ impl Case {
             seq: self.seq,
             heads: self.heads,
             head_dim: self.head_dim,
-            flops: self.problem().shape.flops(self.causal),
+            flops: self.flops(),
             status,
             reason,
             check: None,
@@ -189,7 +197,9 @@ impl Case {
 
 impl Sweep {
     /// Checks every setting against its bounds and every shape against the library's validation, before
-    /// anything runs, and returns the shapes.
+    /// anything runs, and returns the shapes in the order the sweep runs them: by dtype as listed, and
+    /// within a dtype cheapest (fewest FLOPs) first, so that the smallest shapes are measured before
+    /// the sweep spends its time on the largest.
     ///
     /// # Errors
     /// A message naming the flag (or the shape) and what would be accepted.
@@ -204,6 +214,13 @@ impl Sweep {
                 self.host_seconds
             ));
         }
+        if let Some(seconds) = self.max_seconds {
+            if !(seconds > 0.0 && seconds <= MAX_SECONDS) {
+                return Err(format!(
+                    "--max-seconds {seconds} is out of range: use more than 0, at most {MAX_SECONDS} (a week)"
+                ));
+            }
+        }
         if self.kernels.is_empty() || self.dtypes.is_empty() {
             return Err("--kernels and --dtypes need at least one value each".into());
         }
@@ -217,7 +234,7 @@ impl Sweep {
         no_repeats("--dtypes", &self.dtypes)?;
         no_repeats("--head-dims", &self.head_dims)?;
         no_repeats("--seqs", &self.seqs)?;
-        let cases = self.cases()?;
+        let mut cases = self.cases()?;
         for case in &cases {
             case.problem().validate().map_err(|e| {
                 format!(
@@ -226,6 +243,13 @@ impl Sweep {
                 )
             })?;
         }
+        // A stable sort: equal costs keep the order of `cases`.
+        cases.sort_by(|a, b| {
+            let dtype = |c: &Case| self.dtypes.iter().position(|&d| d == c.dtype);
+            dtype(a)
+                .cmp(&dtype(b))
+                .then(a.flops().total_cmp(&b.flops()))
+        });
         Ok(cases)
     }
 

@@ -23,6 +23,9 @@ pub fn describe(results: &BenchResults) -> Vec<String> {
     } else {
         String::new()
     };
+    let budget = s.max_seconds.map_or(String::new(), |seconds| {
+        format!("; time budget {seconds} s (--max-seconds): shapes predicted not to fit skipped")
+    });
     vec![
         format!("{} ({}), {}", results.tool, results.software, device),
         format!(
@@ -30,7 +33,7 @@ pub fn describe(results: &BenchResults) -> Vec<String> {
             results.commit, results.date, results.command
         ),
         format!(
-            "{}: median of up to {} timed runs after {} warm-up runs, {} input sets rotated{flush}",
+            "{}: median of up to {} timed runs after {} warm-up runs, {} input sets rotated{flush}{budget}",
             s.timer, s.iters, s.warmup, s.input_sets
         ),
     ]
@@ -114,12 +117,15 @@ pub fn render(records: &[&Record]) -> String {
         });
         let line = match (&r.status, &r.timing) {
             (Status::Ok, Some(t)) => format!(
-                "{head} {:>4} {:>11} {:>6.1}% {:>9} {:>10}  {check}",
+                "{head} {:>4} {:>11} {:>6.1}% {:>9} {:>10}  {check}{}",
                 t.times_ms.len(),
                 millis(t.median_ms),
                 t.spread_percent(),
                 tflops(t.tflops),
-                memory
+                memory,
+                r.reason
+                    .as_ref()
+                    .map_or(String::new(), |note| format!("; {note}"))
             ),
             (Status::FailedCheck, _) => format!(
                 "{head} FAILED CHECK (not timed): max error {}",

@@ -1,6 +1,10 @@
 //! `attn bench`: naive vs flash (vs the CPU backend, the emulator, PyTorch) over a sweep of sequence
 //! lengths, with batch * seq and heads * head_dim held constant, as FlashAttention reports its numbers.
 //!
+//! The shapes run cheapest first. With a time budget (`--max-seconds`, 60 s by default with `--quick`) a
+//! shape predicted not to fit in what is left is skipped with the prediction as its reason, and the runs
+//! of a shape are cut to fit (`cuda_attention::cli::bench::budget`).
+//!
 //! For each kernel and shape: a check of sampled output rows against the f64 reference (a wrong kernel
 //! is never timed), warm-up runs, then timed runs rotating between input sets (CUDA events after an L2
 //! flush on the GPU, the wall clock on the host); the median, the spread and TFLOP/s
@@ -16,6 +20,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Args;
+use cuda_attention::cli::bench::budget::{Budget, QUICK_SECONDS};
 use cuda_attention::cli::bench::results::{BenchResults, Record, Settings, Status, SCHEMA};
 use cuda_attention::cli::bench::sweep::{
     Case, Masks, Sweep, CPU_DEFAULTS, CPU_QUICK, GPU_DEFAULTS, GPU_QUICK,
@@ -82,7 +87,13 @@ pub struct BenchArgs {
     /// Output rows checked against the f64 reference per kernel and shape.
     #[arg(long, default_value_t = slice_check::ROWS)]
     check_rows: usize,
-    /// A small sweep: seconds on a GPU, under a minute on the CPU backend.
+    /// Time budget of the sweep in seconds: shapes run cheapest first, one predicted (from the last
+    /// launch of its kernel, scaled by FLOPs) not to fit in what is left is skipped, and the runs of a
+    /// shape are cut to fit. The first shape of each kernel and dtype always runs. Default: none (60 with
+    /// --quick).
+    #[arg(long, value_name = "SECONDS")]
+    max_seconds: Option<f64>,
+    /// A small sweep: seconds on a GPU, under a minute on the CPU backend (a 60 s --max-seconds budget).
     #[arg(long)]
     quick: bool,
     /// Run the host kernels even when a GPU is present (the CPU sweep and defaults).
@@ -141,6 +152,7 @@ fn resolve(args: &BenchArgs, gpu: bool) -> Sweep {
         flush_l2: !args.no_flush,
         host_seconds: args.host_seconds.unwrap_or(host_seconds),
         check_rows: args.check_rows,
+        max_seconds: args.max_seconds.or(args.quick.then_some(QUICK_SECONDS)),
     }
 }
 
@@ -336,6 +348,7 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
             timer: timer.into(),
             memory_method: timing::MEMORY_METHOD.into(),
             check_method: timing::check_method(sweep.check_rows),
+            max_seconds: sweep.max_seconds,
         },
         records: Vec::new(),
     };
@@ -367,14 +380,21 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
         sweep.dtypes.iter().map(|d| d.name()).collect::<Vec<_>>(),
         sweep.masks
     );
+    if let Some(seconds) = sweep.max_seconds {
+        println!(
+            "time budget: {seconds} s (--max-seconds), cheapest shapes first; a shape predicted not to \
+             fit is skipped"
+        );
+    }
+    let mut budget = Budget::new(sweep.max_seconds);
     let mut progress = Progress::new(cases.len() * sweep.kernels.len());
     for &dtype in &sweep.dtypes {
         let of_dtype: Vec<Case> = cases.iter().filter(|c| c.dtype == dtype).copied().collect();
-        let records = &mut results.records;
+        let (progress, budget, records) = (&mut progress, &mut budget, &mut results.records);
         match dtype {
-            DType::F32 => run_dtype::<f32>(&gpu, &sweep, &of_dtype, &mut progress, records)?,
-            DType::F16 => run_dtype::<f16>(&gpu, &sweep, &of_dtype, &mut progress, records)?,
-            DType::Bf16 => run_dtype::<bf16>(&gpu, &sweep, &of_dtype, &mut progress, records)?,
+            DType::F32 => run_dtype::<f32>(&gpu, &sweep, &of_dtype, progress, budget, records)?,
+            DType::F16 => run_dtype::<f16>(&gpu, &sweep, &of_dtype, progress, budget, records)?,
+            DType::Bf16 => run_dtype::<bf16>(&gpu, &sweep, &of_dtype, progress, budget, records)?,
         }
     }
     eprintln!(
@@ -405,6 +425,7 @@ fn run_dtype<T: cuda_attention::Element>(
     sweep: &Sweep,
     cases: &[Case],
     progress: &mut Progress,
+    budget: &mut Budget,
     records: &mut Vec<Record>,
 ) -> CliResult<()> {
     let host = HostSets::<T>::new(sweep, cases)?;
@@ -418,17 +439,17 @@ fn run_dtype<T: cuda_attention::Element>(
     for case in cases {
         for &kernel in &sweep.kernels {
             progress.start(case, kernel);
-            let flops = case.problem().shape.flops(case.causal);
+            let skipped = |why: String| case.record(kernel.name(), Status::Skipped, Some(why));
+            let over_budget = || budget.skip(kernel, case, budget.left());
             let record = match (&mut gpu_runner, gpu) {
-                (Some(runner), _) if kernel.on_gpu() => runner.measure(case, kernel),
-                (_, Err(why)) if kernel.on_gpu() => case.record(
-                    kernel.name(),
-                    Status::Skipped,
-                    Some(format!("no GPU: {why}")),
-                ),
-                _ => match too_slow(kernel, flops) {
-                    Some(why) => case.record(kernel.name(), Status::Skipped, Some(why)),
-                    None => host_runner.measure(case, kernel),
+                (_, Err(why)) if kernel.on_gpu() => skipped(format!("no GPU: {why}")),
+                (Some(runner), _) if kernel.on_gpu() => match over_budget() {
+                    Some(why) => skipped(why),
+                    None => runner.measure(case, kernel, budget),
+                },
+                _ => match too_slow(kernel, case.flops()).or_else(over_budget) {
+                    Some(why) => skipped(why),
+                    None => host_runner.measure(case, kernel, budget),
                 },
             };
             progress.finish(&record);

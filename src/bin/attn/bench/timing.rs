@@ -1,5 +1,6 @@
 //! Measuring one kernel on one shape: check first (a wrong kernel is never timed), then warm-up, then
-//! timed runs rotating between input sets; CUDA events on the GPU, the wall clock on the host.
+//! timed runs rotating between input sets; CUDA events on the GPU, the wall clock on the host. The
+//! checking launch is timed on the wall clock for the time budget, which may cut the runs after it.
 //!
 //! Every shape of one dtype is a slice of the same storage: batch * seq * hidden is (at most) the same
 //! for every shape, so the input sets are generated and uploaded once per dtype.
@@ -7,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use cuda_attention::cli::bench::budget::{Budget, Runs};
 use cuda_attention::cli::bench::results::{Check, Memory, Record, Status, Timing};
 use cuda_attention::cli::bench::slice_check::{check_rows, sample_rows};
 use cuda_attention::cli::bench::sweep::{Case, Sweep};
@@ -61,6 +63,22 @@ fn failed(case: &Case, kernel: &str, error: AttentionError) -> Record {
         } => case.record(kernel, Status::OutOfMemory, Some(error.to_string())),
         other => case.record(kernel, Status::Error, Some(other.to_string())),
     }
+}
+
+/// Keeps the checking launch's `seconds` in the budget and returns the runs that fit after it, noting in
+/// the record what the budget cut.
+fn budget_runs(
+    budget: &mut Budget,
+    sweep: &Sweep,
+    record: &mut Record,
+    case: &Case,
+    kernel: Runner,
+    seconds: f64,
+) -> Runs {
+    budget.observe(kernel, case, seconds);
+    let runs = Runs::fitting(sweep.warmup, sweep.iters.max(1), seconds, budget.left());
+    record.reason = runs.note(sweep.warmup, sweep.iters.max(1));
+    runs
 }
 
 /// Stores the slice check in the record; false, with the record marked as a failed check, when the kernel
@@ -122,15 +140,20 @@ impl<'a, T: Element> HostRunner<'a, T> {
         })
     }
 
-    /// Checks, then times `kernel` on `case`.
-    pub fn measure(&mut self, case: &Case, kernel: Runner) -> Record {
-        match self.try_measure(case, kernel) {
+    /// Checks, then times `kernel` on `case` as far as `budget` allows.
+    pub fn measure(&mut self, case: &Case, kernel: Runner, budget: &mut Budget) -> Record {
+        match self.try_measure(case, kernel, budget) {
             Ok(record) => record,
             Err(error) => failed(case, kernel.name(), error),
         }
     }
 
-    fn try_measure(&mut self, case: &Case, kernel: Runner) -> Result<Record, AttentionError> {
+    fn try_measure(
+        &mut self,
+        case: &Case,
+        kernel: Runner,
+        budget: &mut Budget,
+    ) -> Result<Record, AttentionError> {
         let problem = case.problem();
         let backend = kernel.open(0, Schedule::default())?;
         let plan = backend.plan::<T>(
@@ -158,7 +181,9 @@ impl<'a, T: Element> HostRunner<'a, T> {
         // Check on input set 0, into a NaN-poisoned output.
         out.fill(T::from_f32(f32::NAN));
         let first = &self.host.sets[0];
+        let launched = Instant::now();
         run(first, out)?;
+        let seconds = launched.elapsed().as_secs_f64();
         let rows = sample_rows(&problem.shape, self.sweep.check_rows, case.seq as u64);
         let check = check_rows(
             &problem,
@@ -168,17 +193,18 @@ impl<'a, T: Element> HostRunner<'a, T> {
             out,
             &rows,
         )?;
+        let runs = budget_runs(budget, self.sweep, &mut record, case, kernel, seconds);
         if !keep_check(&mut record, check) {
             return Ok(record);
         }
 
         let sets = &self.host.sets;
-        for w in 0..self.sweep.warmup {
+        for w in 0..runs.warmup {
             run(&sets[(w + 1) % sets.len()], out)?;
         }
-        let mut times = Vec::with_capacity(self.sweep.iters);
+        let mut times = Vec::with_capacity(runs.timed);
         let started = Instant::now();
-        for i in 0..self.sweep.iters.max(1) {
+        for i in 0..runs.timed {
             let set = &sets[i % sets.len()];
             let start = Instant::now();
             run(set, out)?;
@@ -324,9 +350,9 @@ impl<'a, T: Element> GpuRunner<'a, T> {
         })
     }
 
-    /// Checks, then times `kernel` (naive or flash) on `case`.
-    pub fn measure(&mut self, case: &Case, kernel: Runner) -> Record {
-        match self.try_measure(case, kernel) {
+    /// Checks, then times `kernel` (naive or flash) on `case` as far as `budget` allows.
+    pub fn measure(&mut self, case: &Case, kernel: Runner, budget: &mut Budget) -> Record {
+        match self.try_measure(case, kernel, budget) {
             Ok(record) => record,
             Err(error) => failed(case, kernel.name(), error),
         }
@@ -353,7 +379,12 @@ impl<'a, T: Element> GpuRunner<'a, T> {
         )
     }
 
-    fn try_measure(&mut self, case: &Case, kernel: Runner) -> Result<Record, AttentionError> {
+    fn try_measure(
+        &mut self,
+        case: &Case,
+        kernel: Runner,
+        budget: &mut Budget,
+    ) -> Result<Record, AttentionError> {
         let problem = case.problem();
         let plan = self.engine.plan::<T>(
             &problem,
@@ -397,7 +428,15 @@ impl<'a, T: Element> GpuRunner<'a, T> {
                 &mut self.out.slice_mut(..lens.out),
             )
             .map_err(driver("poisoning the output"))?;
+        self.stream
+            .synchronize()
+            .map_err(driver("waiting for the stream"))?;
+        let launched = Instant::now();
         self.launch(&plan, lens, 0, &mut workspace)?;
+        self.stream
+            .synchronize()
+            .map_err(driver("waiting for the checking run"))?;
+        let seconds = launched.elapsed().as_secs_f64();
         let out = self
             .stream
             .clone_dtoh(&self.out.slice(..lens.out))
@@ -412,12 +451,13 @@ impl<'a, T: Element> GpuRunner<'a, T> {
             &out,
             &rows,
         )?;
+        let runs = budget_runs(budget, self.sweep, &mut record, case, kernel, seconds);
         if !keep_check(&mut record, check) {
             return Ok(record);
         }
 
         let n = self.sets.len();
-        for w in 0..self.sweep.warmup {
+        for w in 0..runs.warmup {
             self.launch(&plan, lens, (w + 1) % n, &mut workspace)?;
         }
         let ctx = self.engine.context().clone();
@@ -425,9 +465,8 @@ impl<'a, T: Element> GpuRunner<'a, T> {
             ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
                 .map_err(driver("creating an event"))
         };
-        let iters = self.sweep.iters.max(1);
-        let mut pairs = Vec::with_capacity(iters);
-        for i in 0..iters {
+        let mut pairs = Vec::with_capacity(runs.timed);
+        for i in 0..runs.timed {
             if let Some(flush) = self.flush.as_mut() {
                 self.stream
                     .memset_zeros(flush)
