@@ -606,7 +606,13 @@ fn out_of_range_metadata_is_clamped_by_the_kernels() {
     // Sequence 0 is clamped to the bound of 8 rows (keys: 32, all from the last page, a NaN-filled spare:
     // NaN rows); sequence 1 starts past the buffer and has no rows: nothing else is written.
     let d = 64;
-    assert!(out[..8 * d].iter().all(|x| x.to_f32() != 0.0), "the clamped rows are written");
-    assert!(out[8 * d..].iter().all(|x| x.to_f32() == 0.0), "nothing past them is");
+    assert!(
+        out[..8 * d].iter().all(|x| x.to_f32() != 0.0),
+        "the clamped rows are written"
+    );
+    assert!(
+        out[8 * d..].iter().all(|x| x.to_f32() == 0.0),
+        "nothing past them is"
+    );
     assert!(lse[8..].iter().all(|x| x.is_nan()));
 }
