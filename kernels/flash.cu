@@ -54,11 +54,12 @@ template <int HEAD_DIM, typename T, bool kVarlen> __device__ void flash_forward(
     const int m0 = (gridDim.x - 1 - blockIdx.x) * Traits::kBlockM;
     const int head = blockIdx.y;
     if constexpr (kVarlen) {
-        const AttentionParams s = sequence_params<T>(p, blockIdx.z);
+        int q_begin;
+        const AttentionParams s = sequence_params<T>(p, blockIdx.z, q_begin);
         if (m0 >= s.seq_q) {
             return;
         }
-        flash_main_loop<Traits, T>(s, 0, head, m0, varlen_kv_rows<T, Traits::kBlockN>(p, s, head / p.heads_ratio),
+        flash_main_loop<Traits, T>(s, q_begin, head, m0, varlen_kv_rows<T, Traits::kBlockN>(p, s, head / p.heads_ratio),
                                    block_tiles<Traits>(s, m0), WriteNormalized());
     } else {
         const int batch = blockIdx.z;

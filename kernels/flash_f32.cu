@@ -44,7 +44,7 @@
                      FLASH_F32_KEY_TILE, FLASH_F32_KEY_TILE * 4, (FLASH_F32_WARPS + 2 * FLASH_F32_KEY_TILE) * 4, 1, 4)
 
 /* Rows [row0, row0 + FLASH_F32_WARPS) of (batch, head) of `s` (a dense batch, or one sequence of a ragged
- * one with batch 0), keys and values through `kv`. */
+ * one with batch = its first row: sequence_params), keys and values through `kv`. */
 template <typename Kv>
 __device__ void flash_f32_block(const AttentionParams &s, int batch, int head, int row0, const Kv &kv) {
     const int warp = threadIdx.x / WARP_SIZE;
@@ -133,9 +133,10 @@ template <bool kVarlen> __device__ void flash_f32_forward(const AttentionParams 
     const int head = blockIdx.y;
     const int row0 = (gridDim.x - 1 - blockIdx.x) * FLASH_F32_WARPS; /* heavy (late) rows first */
     if constexpr (kVarlen) {
-        const AttentionParams s = sequence_params<float>(p, blockIdx.z);
+        int q_begin;
+        const AttentionParams s = sequence_params<float>(p, blockIdx.z, q_begin);
         if (row0 < s.seq_q) {
-            flash_f32_block(s, 0, head, row0, varlen_kv_rows<float, 1>(p, s, head / p.heads_ratio));
+            flash_f32_block(s, q_begin, head, row0, varlen_kv_rows<float, 1>(p, s, head / p.heads_ratio));
         }
     } else {
         const int batch = blockIdx.z;

@@ -219,9 +219,9 @@ fn check<T: Element>(case: &Case<T>, emulator: &Emulator) {
         let dense = emulator.forward(
             &seq.problem,
             options.with_kernel(KernelChoice::Flash),
-            &Aligned::from_slice(&seq.q).as_slice(),
-            &Aligned::from_slice(&seq.k).as_slice(),
-            &Aligned::from_slice(&seq.v).as_slice(),
+            Aligned::from_slice(&seq.q).as_slice(),
+            Aligned::from_slice(&seq.k).as_slice(),
+            Aligned::from_slice(&seq.v).as_slice(),
         )?;
         for (name, run) in [("flash", &flash), ("cpu", &cpu)] {
             let rows_out = &run.out[begin * hq * d..][..rows * hq * d];
@@ -278,6 +278,9 @@ fn check<T: Element>(case: &Case<T>, emulator: &Emulator) {
     }
 }
 
+/// A mask (or score change) applied to a problem.
+type Mask = fn(AttentionProblem) -> AttentionProblem;
+
 /// Random lengths: empty sequences, seq_q > seq_k and seq_q < seq_k.
 fn random_lens(rng: &mut StdRng, batch: usize, max_q: usize, max_k: usize) -> Vec<(usize, usize)> {
     let mut lens: Vec<(usize, usize)> = (0..batch)
@@ -297,7 +300,7 @@ fn random_lens(rng: &mut StdRng, batch: usize, max_q: usize, max_k: usize) -> Ve
 fn packed_batches_match_the_reference_under_every_mask() {
     let mut rng = StdRng::seed_from_u64(11);
     let emulator = Emulator::new();
-    let masks: [(&str, fn(AttentionProblem) -> AttentionProblem); 6] = [
+    let masks: [(&str, Mask); 6] = [
         ("none", |p| p),
         ("causal", |p| p.with_causal(true)),
         ("window", |p| p.with_window(Some(9), Some(4))),

@@ -44,10 +44,13 @@ __host__ __device__ constexpr KernelInfo make_kernel_info(int32_t family, int32_
 
 /* Fully unroll the next loop (its trip count is a compile-time constant): register arrays indexed by its
  * counter then stay in registers instead of local memory. The emulator's C++ build ignores it. */
+/* NO_UNROLL keeps the next loop rolled (fewer live registers). */
 #if defined(__CUDACC__)
 #define UNROLL _Pragma("unroll")
+#define NO_UNROLL _Pragma("unroll 1")
 #else
 #define UNROLL
+#define NO_UNROLL
 #endif
 
 #define WARP_SIZE 32

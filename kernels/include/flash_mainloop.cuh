@@ -135,7 +135,7 @@ __device__ __forceinline__ void key_loop(const AttentionParams &p, SoftmaxState<
 }
 
 /* The block's kBlockM query rows starting at m0 of (batch, head) against the key tiles `tiles`, then the
- * epilogue; `p` is a dense batch's parameters, or one sequence's (sequence_params, batch 0). Rows past
+ * epilogue; `p` is a dense batch's parameters, or one sequence's (sequence_params, batch = its first row). Rows past
  * seq_q are computed on zero-filled Q and never written. */
 template <typename Traits, typename T, typename Kv, typename Epilogue>
 __device__ __forceinline__ void flash_main_loop(const AttentionParams &p, int batch, int head, int m0, const Kv &kv,

@@ -151,7 +151,8 @@ template <typename Traits, int ROWS> struct TileCopy {
      * addressed (their page entries may be garbage). */
     template <typename T, typename Rows>
     __device__ __forceinline__ void gather(T *smem, const Rows &rows, int n0, int rows_valid) const {
-        UNROLL
+        /* Not unrolled: one chunk's address at a time, so the gather adds no live registers to the loop. */
+        NO_UNROLL
         for (int i = 0; i < kPerThread; ++i) {
             const int chunk = (int)threadIdx.x + i * Traits::kThreads;
             const int row = chunk / Traits::kChunksPerRow;

@@ -4,9 +4,10 @@
  * flash-family kernel runs one sequence at a time through these; none computes a batch or page offset
  * itself.
  *
- * sequence_params<T>(p, b) returns the parameters of sequence b of a ragged batch as a dense problem of
- * batch 1, run with batch index 0: q, out, lse (and packed k, v) point at the sequence's first rows, seq_q
- * and seq_k are its own lengths, and block_table points at its row of the table. It reads cu_seqlens_q,
+ * sequence_params<T>(p, b, q_begin) returns the parameters of sequence b of a ragged batch as a dense
+ * problem run with batch index q_begin (its first row): the batch strides of q, out and lse are their row
+ * strides, packed k and v point at the sequence's first key row, seq_q and seq_k are its own lengths, and
+ * block_table points at its row of the table. It reads cu_seqlens_q,
  * cu_seqlens_k and seqused_k on the device and clamps every value into the plan's bounds and the buffers:
  *   q rows   [clamp(cu_q[b], 0, total_q), clamp(cu_q[b + 1], that, total_q)), at most seq_q of them
  *   keys     seqused_k[b] or cu_k[b + 1] - cu_k[b], in [0, seq_k]; packed: also within [cu_k[b], total_k);
@@ -22,9 +23,10 @@
 
 __device__ __forceinline__ int clamp_int(int x, int lo, int hi) { return min(max(x, lo), hi); }
 
-template <typename T> __device__ __forceinline__ AttentionParams sequence_params(const AttentionParams &p, int b) {
+template <typename T>
+__device__ __forceinline__ AttentionParams sequence_params(const AttentionParams &p, int b, int &q_begin) {
     AttentionParams s = p;
-    const int q_begin = clamp_int(p.cu_seqlens_q[b], 0, p.total_q);
+    q_begin = clamp_int(p.cu_seqlens_q[b], 0, p.total_q);
     const int q_end = clamp_int(p.cu_seqlens_q[b + 1], q_begin, p.total_q);
     s.seq_q = min(q_end - q_begin, p.seq_q);
     int key_limit = p.seq_k;
@@ -41,9 +43,12 @@ template <typename T> __device__ __forceinline__ AttentionParams sequence_params
         s.block_table = p.block_table + b * p.block_table_stride;
     }
     s.seq_k = clamp_int(keys, 0, key_limit);
-    s.q = static_cast<const T *>(p.q) + (int64_t)q_begin * p.q_seq_stride;
-    s.out = static_cast<T *>(p.out) + (int64_t)q_begin * p.out_seq_stride;
-    s.lse = p.lse != NULL ? p.lse + q_begin : NULL;
+    /* The sequence's rows as "batch" q_begin: the kernels address q, out and lse of (batch, head) through
+     * the batch strides, which become the row strides here. Only q_begin stays live (one register, like a
+     * dense kernel's batch index); the pointers are recomputed where they are used. */
+    s.q_batch_stride = p.q_seq_stride;
+    s.out_batch_stride = p.out_seq_stride;
+    s.lse_batch_stride = 1;
     s.batch = 1;
     return s;
 }
