@@ -52,6 +52,7 @@ struct Buffer {
     void *data = nullptr;
     size_t elements = 0;
     size_t element_bytes = 0;
+    std::vector<int64_t> values; /* integer contents ("values": metadata such as cu_seqlens, slots) */
 };
 
 /* Exact-size heap buffer (AddressSanitizer puts redzones right after it). */
@@ -163,7 +164,7 @@ int main(int argc, char **argv) {
     memset(&params, 0, sizeof params);
     std::string dtype = "f32";
     std::map<std::string, Buffer> buffers;
-    std::vector<std::pair<std::string, bool>> buffer_order; /* name, random */
+    std::vector<std::pair<std::string, bool>> buffer_order; /* name, an input (random or values) */
     cuda_emu::ScheduleKind schedule = cuda_emu::ScheduleKind::RoundRobin;
     uint64_t seed = 0;
     unsigned threads = 0;
@@ -192,12 +193,22 @@ int main(int argc, char **argv) {
             std::string name, fill;
             Buffer buffer;
             in >> name >> buffer.elements >> buffer.element_bytes >> fill;
-            if (!in || (buffer.element_bytes != 2 && buffer.element_bytes != 4) ||
-                (fill != "random" && fill != "poison")) {
-                usage_error("buffer needs NAME ELEMENTS 2|4 random|poison: " + line);
+            const bool sized = buffer.element_bytes == 2 || buffer.element_bytes == 4;
+            const bool integers = (buffer.element_bytes == 4 || buffer.element_bytes == 8) && fill == "values";
+            if (!in || !(integers || (sized && (fill == "random" || fill == "poison")))) {
+                usage_error("buffer needs NAME ELEMENTS 2|4 random|poison, or NAME ELEMENTS 4|8 values V...: " + line);
+            }
+            if (integers) {
+                int64_t value = 0;
+                while (in >> value) {
+                    buffer.values.push_back(value);
+                }
+                if (buffer.values.size() != buffer.elements) {
+                    usage_error("buffer " + name + " needs exactly ELEMENTS values: " + line);
+                }
             }
             buffers[name] = buffer;
-            buffer_order.emplace_back(name, fill == "random");
+            buffer_order.emplace_back(name, fill != "poison");
         } else if (word == "schedule") {
             std::string kind;
             in >> kind;
@@ -231,7 +242,15 @@ int main(int argc, char **argv) {
         Buffer &buffer = buffers[entry.first];
         buffer.data = allocate(buffer.elements * buffer.element_bytes);
         if (buffer.data != nullptr) {
-            if (entry.second) {
+            if (!buffer.values.empty()) {
+                for (size_t i = 0; i < buffer.elements; ++i) {
+                    if (buffer.element_bytes == 8) {
+                        static_cast<int64_t *>(buffer.data)[i] = buffer.values[i];
+                    } else {
+                        static_cast<int32_t *>(buffer.data)[i] = static_cast<int32_t>(buffer.values[i]);
+                    }
+                }
+            } else if (entry.second) {
                 fill_random(buffer, dtype, rng);
             } else {
                 memset(buffer.data, 0xff, buffer.elements * buffer.element_bytes);

@@ -541,3 +541,119 @@ pub fn problem_params(problem: &AttentionProblem) -> AttentionParams {
         ..AttentionParams::default()
     }
 }
+
+/// The buffers of one K/V append ([`bind_append`]): `rows` new rows of k and v, contiguous
+/// `[rows, heads_kv, head_dim]`, the i64 slot of each (`slot = page * page_size + row`, negative: skip),
+/// and the paged k and v caches of the problem.
+#[derive(Debug)]
+pub struct KvAppend<I, O, S> {
+    /// New keys.
+    pub k_new: I,
+    /// New values.
+    pub v_new: I,
+    /// i64 slot of each new row.
+    pub slot_mapping: S,
+    /// The key cache (written).
+    pub k_cache: O,
+    /// The value cache (written).
+    pub v_cache: O,
+}
+
+/// The append bundle of the host backends.
+pub type HostKvAppend<'a, T> = KvAppend<&'a [T], &'a mut [T], &'a [i64]>;
+
+impl<T> HostKvAppend<'_, T> {
+    /// The regions of these slices.
+    pub fn regions(&self) -> KvAppend<Region, Region, Region> {
+        KvAppend {
+            k_new: Region::of_slice(self.k_new),
+            v_new: Region::of_slice(self.v_new),
+            slot_mapping: Region::of_slice(self.slot_mapping),
+            k_cache: Region::of_slice(self.k_cache),
+            v_cache: Region::of_slice(self.v_cache),
+        }
+    }
+}
+
+/// The binding step of a K/V append, shared by every backend: `problem` must be a ragged problem with a
+/// paged cache (it gives the cache's geometry, heads_kv and head_dim); `rows` is the number of new rows
+/// (padding tokens included: their slot is negative). Checks the lengths (new rows `rows * heads_kv *
+/// head_dim`, `rows` slots, the caches as the problem's k and v), element alignment, and that neither
+/// cache overlaps a new row or the slots (the two caches may interleave, e.g. K and V pages of one
+/// allocation, as long as they share no element). Returns the kernel's parameters.
+///
+/// # Errors
+/// [`AttentionError::InvalidArgument`] for a problem without a paged cache, misalignment or overlap;
+/// [`AttentionError::BufferTooSmall`] naming the first short buffer; the problem's validation errors;
+/// [`AttentionError::SizeOverflow`] for more than `i32::MAX` rows.
+pub fn bind_append(
+    problem: &AttentionProblem,
+    rows: usize,
+    regions: &KvAppend<Region, Region, Region>,
+) -> Result<AttentionParams> {
+    problem.validate()?;
+    if problem.paging().is_none() {
+        return Err(AttentionError::InvalidArgument(
+            "appending K/V needs a paged cache: describe it with AttentionProblem::ragged and KeyStorage::Paged"
+                .into(),
+        ));
+    }
+    if rows > i32::MAX as usize {
+        return Err(AttentionError::SizeOverflow {
+            what: "new K/V rows",
+            detail: format!("{rows} > {}", i32::MAX),
+        });
+    }
+    let s = &problem.shape;
+    let per_row = s.heads_kv * s.head_dim;
+    let new_len = crate::problem::checked_product("new K/V rows", &[rows, per_row])?;
+    let spans = [
+        ("k_new", regions.k_new, new_len, false),
+        ("v_new", regions.v_new, new_len, false),
+        ("slot_mapping", regions.slot_mapping, rows, false),
+        (
+            "k_cache",
+            regions.k_cache,
+            problem.required_len(Tensor::K)?,
+            true,
+        ),
+        (
+            "v_cache",
+            regions.v_cache,
+            problem.required_len(Tensor::V)?,
+            true,
+        ),
+    ];
+    for &(name, region, needed, _) in &spans {
+        check_len(name, region, needed)?;
+        if region.elem_bytes > 1 && region.address % region.elem_bytes as u64 != 0 {
+            return Err(AttentionError::InvalidArgument(format!(
+                "the {name} buffer at {:#x} is not aligned to its {}-byte elements",
+                region.address, region.elem_bytes
+            )));
+        }
+    }
+    for (i, &(name_a, a, needed_a, cache_a)) in spans.iter().enumerate() {
+        for &(name_b, b, needed_b, cache_b) in &spans[i + 1..] {
+            let (start_a, end_a) = a.span(needed_a);
+            let (start_b, end_b) = b.span(needed_b);
+            if cache_a != cache_b && start_a < end_b && start_b < end_a {
+                return Err(AttentionError::InvalidArgument(format!(
+                    "the {name_a} and {name_b} buffers overlap: a cache must not share memory with the new rows or \
+                     the slots"
+                )));
+            }
+        }
+    }
+    Ok(AttentionParams {
+        k_cache: regions.k_cache.address as *mut c_void,
+        v_cache: regions.v_cache.address as *mut c_void,
+        k_new: regions.k_new.address as *const c_void,
+        v_new: regions.v_new.address as *const c_void,
+        slot_mapping: regions.slot_mapping.address as *const i64,
+        new_seq_stride: per_row as i64,
+        new_head_stride: s.head_dim as i64,
+        new_rows: rows as i32,
+        ..problem_params(problem)
+    })
+}

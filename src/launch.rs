@@ -37,6 +37,7 @@ pub fn kernel_for(
     find(family, dtype, head_dim).ok_or_else(|| AttentionError::KernelUnsupported {
         kernel: match family {
             KernelFamily::Flash | KernelFamily::FlashVarlen => "flash",
+            KernelFamily::AppendKv => "append_kv",
             _ => "naive",
         },
         reason: format!("no {family:?} kernel for {dtype} at head_dim {head_dim} in this build"),
@@ -110,6 +111,32 @@ pub fn flash_launch(
         shared_bytes: kernel
             .shared_bytes_for(shape.head_dim)
             .min(u64::from(u32::MAX)) as u32,
+    })
+}
+
+/// The K/V append of `rows` new rows of `heads_kv` heads of `head_dim` (grid-stride over the elements).
+///
+/// # Errors
+/// As [`kernel_for`].
+pub fn append_launch(
+    heads_kv: usize,
+    head_dim: usize,
+    rows: usize,
+    dtype: DType,
+) -> Result<KernelLaunch> {
+    let kernel = kernel_for(KernelFamily::AppendKv, dtype, head_dim)?;
+    let elements = (rows as u64)
+        .saturating_mul(heads_kv as u64)
+        .saturating_mul(head_dim as u64);
+    Ok(KernelLaunch {
+        name: kernel.name,
+        grid: (
+            blocks(elements, u64::from(kernel.tile_rows), MAX_GRID_YZ),
+            1,
+            1,
+        ),
+        block: kernel.block,
+        shared_bytes: 0,
     })
 }
 

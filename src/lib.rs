@@ -57,10 +57,10 @@ pub mod problem;
 pub mod registry;
 pub mod sys;
 
-pub use binding::{AttentionOutput, HostOutput, HostTensors, Tensors};
+pub use binding::{AttentionOutput, HostKvAppend, HostOutput, HostTensors, KvAppend, Tensors};
 pub use dtype::{DType, Element};
 pub use error::{AttentionError, Memory, Result};
-pub use gpu::{DeviceInfo, DeviceOutput, DeviceTensors, Engine};
+pub use gpu::{DeviceInfo, DeviceKvAppend, DeviceOutput, DeviceTensors, Engine};
 pub use metadata::{validate_metadata, Metadata};
 pub use plan::{DeviceCaps, ForwardOptions, KernelChoice, KernelKind, Plan, Target};
 pub use problem::{

@@ -27,6 +27,8 @@ pub enum KernelFamily {
     Flash,
     /// The fused forward of a ragged batch (packed or paged K/V).
     FlashVarlen,
+    /// New K/V rows into a paged cache through a slot mapping.
+    AppendKv,
 }
 
 /// One registered kernel.
@@ -129,6 +131,7 @@ fn spec_of(info: &sys::KernelInfo) -> Option<KernelSpec> {
         sys::KERNEL_FAMILY_NAIVE_PV => KernelFamily::NaivePv,
         sys::KERNEL_FAMILY_FLASH => KernelFamily::Flash,
         sys::KERNEL_FAMILY_FLASH_VARLEN => KernelFamily::FlashVarlen,
+        sys::KERNEL_FAMILY_APPEND_KV => KernelFamily::AppendKv,
         _ => return None,
     };
     let dtype = match info.dtype as u32 {

@@ -137,6 +137,7 @@ fn child() {
         "capture_allocate_sync" => capture_allocate_sync(),
         "capture_allocate_async" => capture_allocate_async(),
         "graph_replay" => graph_replay(),
+        "ragged_graph_replay" => ragged_graph_replay(),
         "capture_with_event_tracking" => capture_with_event_tracking(),
         "events_stream_order" => events_stream_order(),
         "out_of_memory" => out_of_memory(),
@@ -187,6 +188,11 @@ fn a_stream_ordered_allocation_is_captured() {
 #[test]
 fn a_replayed_graph_runs_the_captured_launches_on_current_contents() {
     conformance("graph_replay");
+}
+
+#[test]
+fn a_captured_append_and_ragged_forward_replay_with_new_lengths() {
+    conformance("ragged_graph_replay");
 }
 
 #[test]
@@ -651,6 +657,190 @@ fn graph_replay() {
     graph.launch().unwrap();
     let out = stream.clone_dtoh(&buffers.out).unwrap();
     assert_matches_reference(&second, &out, "second replay");
+}
+
+/// The serving step as a server captures it: append one new token per sequence to a paged cache, then the
+/// ragged forward over the cache, captured once into a CUDA graph and replayed over several steps in
+/// which only device buffers change (the new rows, their slots, the key counts, the queries). Each replay
+/// is checked against the f64 reference of the host's mirror of the cache (appended by the CPU backend).
+/// The capture itself would fail if either call allocated, synchronised or copied (the driver's rules).
+fn ragged_graph_replay() {
+    use cuda_attention::cpu::ragged::for_each_sequence;
+    use cuda_attention::cpu::CpuBackend;
+    use cuda_attention::{DeviceKvAppend, HostKvAppend, KeyStorage, Metadata, Paging, Ragged};
+    let engine = Engine::new(0).unwrap();
+    unsafe { engine.context().disable_event_tracking() };
+    let stream = engine.context().new_stream().unwrap();
+    let (batch, heads_q, heads_kv, d, page_size, max_k) =
+        (3usize, 4usize, 2usize, 64usize, 16usize, 64usize);
+    let paging = Paging::new(batch * max_k / page_size, page_size, max_k);
+    let problem = AttentionProblem::ragged(
+        AttentionShape {
+            batch,
+            seq_q: 1,
+            seq_k: max_k,
+            heads_q,
+            heads_kv,
+            head_dim: d,
+        },
+        Ragged {
+            total_q: batch,
+            keys: KeyStorage::Paged(paging),
+            seqused_k: true,
+        },
+    )
+    .with_causal(true);
+    let plan = engine
+        .plan::<bf16>(&problem, ForwardOptions::default().with_lse(true))
+        .unwrap();
+    let mut rng = StdRng::seed_from_u64(31);
+    let cache_len = problem.required_len(Tensor::K).unwrap();
+    // The host mirror of the cache; unused slots hold NaN, which must never reach the output.
+    let mut k_host = vec![bf16::from_f32(f32::NAN); cache_len];
+    let mut v_host = k_host.clone();
+    let table: Vec<i32> = (0..batch * paging.block_table_stride)
+        .map(|i| ((i * 5) % paging.num_pages) as i32)
+        .collect();
+    let cu_q: Vec<i32> = (0..=batch as i32).collect();
+    let mut lengths = vec![3i32, 0, 20];
+    // Prefill on the host, then upload everything once.
+    for b in 0..batch {
+        for n in 0..lengths[b] as usize {
+            let slot = [
+                i64::from(table[b * paging.block_table_stride + n / page_size]) * page_size as i64
+                    + (n % page_size) as i64,
+            ];
+            let k_new = common::random::<bf16>(&mut rng, heads_kv * d, 1.0);
+            let v_new = common::random::<bf16>(&mut rng, heads_kv * d, 1.0);
+            CpuBackend
+                .append_kv_into(
+                    &problem,
+                    1,
+                    HostKvAppend {
+                        k_new: &k_new,
+                        v_new: &v_new,
+                        slot_mapping: &slot,
+                        k_cache: &mut k_host,
+                        v_cache: &mut v_host,
+                    },
+                )
+                .unwrap();
+        }
+    }
+    let mut k_cache = stream.clone_htod(&k_host).unwrap();
+    let mut v_cache = stream.clone_htod(&v_host).unwrap();
+    let mut q = stream.alloc_zeros::<bf16>(batch * heads_q * d).unwrap();
+    let mut k_new = stream.alloc_zeros::<bf16>(batch * heads_kv * d).unwrap();
+    let mut v_new = stream.alloc_zeros::<bf16>(batch * heads_kv * d).unwrap();
+    let mut slots = stream.alloc_zeros::<i64>(batch).unwrap();
+    let mut used = stream.alloc_zeros::<i32>(batch).unwrap();
+    let cu_q_dev = stream.clone_htod(&cu_q).unwrap();
+    let table_dev = stream.clone_htod(&table).unwrap();
+    let mut out = stream.alloc_zeros::<bf16>(batch * heads_q * d).unwrap();
+    let mut lse = stream.alloc_zeros::<f32>(batch * heads_q).unwrap();
+    stream.synchronize().unwrap();
+
+    stream
+        .begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL)
+        .unwrap();
+    let appended = engine.append_kv_into(
+        &stream,
+        &problem,
+        batch,
+        DeviceKvAppend {
+            k_new: &k_new,
+            v_new: &v_new,
+            slot_mapping: &slots,
+            k_cache: &mut k_cache,
+            v_cache: &mut v_cache,
+        },
+    );
+    let forward = engine.forward_into(
+        &stream,
+        &plan,
+        DeviceTensors::new(&q, &k_cache, &v_cache, &mut out)
+            .with_lse(&mut lse)
+            .with_metadata(&cu_q_dev, None, Some(&used), Some(&table_dev)),
+    );
+    let graph = stream
+        .end_capture(CUgraphInstantiate_flags(0))
+        .unwrap()
+        .expect("a graph");
+    appended.unwrap();
+    forward.unwrap();
+
+    for step in 0..3 {
+        // This step's new tokens: one per sequence, sequence 1 is padding at step 0 (slot -1).
+        let step_slots: Vec<i64> = (0..batch)
+            .map(|b| {
+                if step == 0 && b == 1 {
+                    return -1;
+                }
+                let n = lengths[b] as usize;
+                i64::from(table[b * paging.block_table_stride + n / page_size]) * page_size as i64
+                    + (n % page_size) as i64
+            })
+            .collect();
+        let k_rows = common::random::<bf16>(&mut rng, batch * heads_kv * d, 1.0);
+        let v_rows = common::random::<bf16>(&mut rng, batch * heads_kv * d, 1.0);
+        let q_rows = common::random::<bf16>(&mut rng, batch * heads_q * d, 1.0);
+        CpuBackend
+            .append_kv_into(
+                &problem,
+                batch,
+                HostKvAppend {
+                    k_new: &k_rows,
+                    v_new: &v_rows,
+                    slot_mapping: &step_slots,
+                    k_cache: &mut k_host,
+                    v_cache: &mut v_host,
+                },
+            )
+            .unwrap();
+        for (b, slot) in step_slots.iter().enumerate() {
+            if *slot >= 0 {
+                lengths[b] += 1;
+            }
+        }
+        stream.memcpy_htod(&step_slots, &mut slots).unwrap();
+        stream.memcpy_htod(&k_rows, &mut k_new).unwrap();
+        stream.memcpy_htod(&v_rows, &mut v_new).unwrap();
+        stream.memcpy_htod(&q_rows, &mut q).unwrap();
+        stream.memcpy_htod(&lengths, &mut used).unwrap();
+        graph.launch().unwrap();
+        let got = stream.clone_dtoh(&out).unwrap();
+        let metadata = Metadata {
+            cu_seqlens_q: &cu_q,
+            cu_seqlens_k: None,
+            seqused_k: Some(&lengths),
+            block_table: Some(&table),
+        };
+        for_each_sequence(&problem, &metadata, &q_rows, &k_host, &v_host, |seq| {
+            let expected = reference::reference(&seq.problem, &seq.q, &seq.k, &seq.v)?;
+            let allowed = compare::tolerance(&seq.problem, &seq.q, &seq.k, &seq.v, &expected)?;
+            let rows: Vec<f32> = got[seq.index * heads_q * d..][..heads_q * d]
+                .iter()
+                .map(|x| x.to_f32())
+                .collect();
+            let error = compare::compare_contiguous(&rows, &expected.out);
+            assert!(
+                error.max_abs <= allowed,
+                "step {step} sequence {}: {error}, allowed {allowed:.3e}",
+                seq.index
+            );
+            Ok(())
+        })
+        .unwrap();
+        // The replayed append wrote exactly what the host mirror holds.
+        let cache_now = stream.clone_dtoh(&k_cache).unwrap();
+        assert!(
+            cache_now
+                .iter()
+                .zip(&k_host)
+                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            "step {step}: k cache"
+        );
+    }
 }
 
 fn capture_with_event_tracking() {

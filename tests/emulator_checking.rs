@@ -488,6 +488,182 @@ fn flash_f32_kernel_runs_clean_under_both_sanitizers() {
     assert_cases_run_clean("flash f32", &flash_f32_cases(), flash_case_launches);
 }
 
+/// A ragged case for the checking mode: dtype, head dim, page size (0: packed K/V), and the (seq_q, seq_k)
+/// of each sequence (the first keeps every warp busy on two key tiles; the others are short, empty of keys,
+/// or empty of rows).
+type RaggedCase = (DType, usize, usize, [(usize, usize); 3]);
+
+/// The ragged kernels: a paged cache whose pages do not hold whole tiles (the row gather), one whose pages
+/// do (the tile copy), packed K/V, at head dims 64 (32 rows per warp), 136 (16 rows per warp, padded to
+/// 160) and the f32 path.
+fn ragged_cases() -> Vec<RaggedCase> {
+    vec![
+        (DType::F16, 64, 3, [(97, 130), (5, 0), (0, 7)]),
+        (DType::Bf16, 136, 32, [(49, 70), (3, 40), (0, 0)]),
+        (DType::F16, 40, 0, [(97, 65), (2, 9), (0, 3)]),
+        (DType::F32, 40, 5, [(8, 40), (3, 11), (0, 2)]),
+    ]
+}
+
+/// The problem, the exact-size job and the launch of one ragged case: two query heads on one key/value
+/// head, causal, sinks; the block table maps each sequence's pages to distinct shuffled pages.
+fn ragged_job(case: &RaggedCase, schedule: Schedule) -> (Job, KernelLaunch, AttentionShape) {
+    use cuda_attention::{KeyStorage, Paging, Ragged};
+    let &(dtype, d, page_size, lens) = case;
+    let (max_q, max_k) = (
+        lens.iter().map(|l| l.0).max().unwrap(),
+        lens.iter().map(|l| l.1).max().unwrap(),
+    );
+    let shape = AttentionShape {
+        batch: lens.len(),
+        seq_q: max_q,
+        seq_k: max_k,
+        heads_q: 2,
+        heads_kv: 1,
+        head_dim: d,
+    };
+    let total_q: usize = lens.iter().map(|l| l.0).sum();
+    let mut cu_q = vec![0i64];
+    let mut cu_k = vec![0i64];
+    for &(sq, sk) in &lens {
+        cu_q.push(cu_q.last().unwrap() + sq as i64);
+        cu_k.push(cu_k.last().unwrap() + sk as i64);
+    }
+    let keys = if page_size == 0 {
+        KeyStorage::Packed {
+            total_k: *cu_k.last().unwrap() as usize,
+        }
+    } else {
+        let mut paging = Paging::new(0, page_size, max_k);
+        paging.num_pages = lens.len() * paging.pages_per_seq;
+        KeyStorage::Paged(paging)
+    };
+    let problem = AttentionProblem::ragged(
+        shape,
+        Ragged {
+            total_q,
+            keys,
+            seqused_k: page_size > 0,
+        },
+    )
+    .with_causal(true)
+    .with_sinks(vec![0.5, -1.0]);
+    let launch = flash_launch(&shape, dtype, KernelFamily::FlashVarlen).unwrap();
+    let params = problem_params(&problem);
+    let mut job = Job::new(&params, dtype)
+        .input("q", problem.required_len(Tensor::Q).unwrap(), dtype)
+        .input("k", problem.required_len(Tensor::K).unwrap(), dtype)
+        .input("v", problem.required_len(Tensor::V).unwrap(), dtype)
+        .output(
+            "out",
+            problem.required_len(Tensor::Out).unwrap(),
+            dtype.size_bytes(),
+        )
+        .output("lse", problem.lse_elements().unwrap(), 4)
+        .input("sinks", 2, DType::F32)
+        .values("cu_seqlens_q", 4, &cu_q);
+    job = match problem.paging() {
+        None => job.values("cu_seqlens_k", 4, &cu_k),
+        Some(paging) => {
+            // Sequence b uses pages b, b + batch, b + 2 batch, ... (distinct, interleaved).
+            let table: Vec<i64> = (0..lens.len() * paging.block_table_stride)
+                .map(|i| {
+                    let (b, n) = (i / paging.block_table_stride, i % paging.block_table_stride);
+                    (n * lens.len() + b) as i64
+                })
+                .collect();
+            let used: Vec<i64> = lens.iter().map(|l| l.1 as i64).collect();
+            job.values("seqused_k", 4, &used)
+                .values("block_table", 4, &table)
+        }
+    };
+    let job = job.schedule(schedule).threads(2).launch(&launch);
+    let first = AttentionShape {
+        seq_q: lens[0].0,
+        seq_k: lens[0].1,
+        ..shape
+    };
+    (job, launch, first)
+}
+
+/// The ragged flash kernels on the sanitizer builds: no race, no access outside any buffer (exact-size q,
+/// k, v, out, lse, metadata and block table: a page or table entry read out of range shows), every
+/// output row written.
+#[test]
+fn ragged_kernels_run_clean_under_both_sanitizers() {
+    for sanitizer in [Sanitizer::Thread, Sanitizer::Address] {
+        for (index, case) in ragged_cases().iter().enumerate() {
+            let (job, _, _) = ragged_job(case, Schedule::Random { seed: index as u64 });
+            let run = checker(sanitizer).run(&job);
+            let nan = run.clean_nan_outputs().unwrap_or_else(|| {
+                panic!("ragged {case:?} under {sanitizer:?}:\n{}", run.describe())
+            });
+            assert_eq!(nan, 0, "ragged {case:?}: outputs left unwritten");
+        }
+    }
+}
+
+/// The K/V append on the sanitizer builds: slots in range, a padding slot (-1) and one past the cache;
+/// no access outside the new rows, the slots or the caches.
+#[test]
+fn append_kernel_runs_clean_under_both_sanitizers() {
+    for sanitizer in [Sanitizer::Thread, Sanitizer::Address] {
+        let (job, _) = append_job();
+        let run = checker(sanitizer).run(&job);
+        assert!(
+            run.clean_nan_outputs().is_some(),
+            "append under {sanitizer:?}:\n{}",
+            run.describe()
+        );
+    }
+}
+
+/// Five new rows of two heads of 40 (400 elements: every warp of a 256-thread block busy) into a
+/// 4-page cache of page size 3 (HND).
+fn append_job() -> (Job, KernelLaunch) {
+    use cuda_attention::launch::append_launch;
+    use cuda_attention::{KeyStorage, Paging, Ragged};
+    let (rows, heads, d) = (5usize, 2usize, 40usize);
+    let paging = Paging::new(4, 3, 6);
+    let shape = AttentionShape {
+        batch: 2,
+        seq_q: 1,
+        seq_k: 6,
+        heads_q: heads,
+        heads_kv: heads,
+        head_dim: d,
+    };
+    let problem = AttentionProblem::ragged(
+        shape,
+        Ragged {
+            total_q: 2,
+            keys: KeyStorage::Paged(paging),
+            seqused_k: true,
+        },
+    );
+    let strides = paging.hnd(heads, d);
+    let problem =
+        problem
+            .clone()
+            .with_strides(problem.q_strides, strides, strides, problem.out_strides);
+    let launch = append_launch(heads, d, rows, DType::F16).unwrap();
+    let mut params = problem_params(&problem);
+    params.new_rows = rows as i32;
+    params.new_seq_stride = (heads * d) as i64;
+    params.new_head_stride = d as i64;
+    let cache = problem.required_len(Tensor::K).unwrap();
+    let job = Job::new(&params, DType::F16)
+        .input("k_new", rows * heads * d, DType::F16)
+        .input("v_new", rows * heads * d, DType::F16)
+        .values("slot_mapping", 8, &[11, -1, 0, 12, 5])
+        .input("k_cache", cache, DType::F16)
+        .input("v_cache", cache, DType::F16)
+        .schedule(Schedule::Random { seed: 9 })
+        .threads(2)
+        .launch(&launch);
+    (job, launch)
+}
+
 /// Whether `shape` gives every warp of a block of `kernel` a valid query row (in the block of the first
 /// rows) and at least two key tiles (counted without masks): a race between warps needs two warps on the
 /// same tile, a tile overwritten too early needs a second tile. How warps own rows is each kernel's own
@@ -496,6 +672,11 @@ fn flash_f32_kernel_runs_clean_under_both_sanitizers() {
 fn every_warp_busy(kernel: &KernelSpec, shape: &AttentionShape) -> bool {
     let warps = (kernel.threads() / 32) as usize;
     let tile_rows = kernel.tile_rows as usize;
+    if kernel.family == KernelFamily::AppendKv {
+        // One element per thread: every warp busy when a block's worth of elements exists.
+        let elements = shape.seq_q * shape.heads_kv * shape.head_dim;
+        return elements >= kernel.tile_rows as usize;
+    }
     let (rows, key_tile) = match kernel.family {
         KernelFamily::NaiveSoftmax => (shape.batch * shape.heads_q * shape.seq_q, 32),
         _ => (shape.seq_q, kernel.tile_cols as usize),
@@ -537,6 +718,18 @@ fn every_kernel_geometry_is_checked_with_every_warp_busy() {
                 }
             }
         }
+    }
+    for case in ragged_cases() {
+        let (_, launch, first) = ragged_job(&case, Schedule::RoundRobin);
+        let kernel = spec(launch.name);
+        if every_warp_busy(kernel, &first) {
+            busy.push(geometry(kernel));
+        }
+    }
+    let (_, append) = append_job();
+    let append_shape = AttentionShape::new(1, 5, 2, 40); // 5 rows x 2 heads x 40
+    if every_warp_busy(spec(append.name), &append_shape) {
+        busy.push(geometry(spec(append.name)));
     }
     let mut missing: Vec<String> = registry::kernels()
         .iter()

@@ -710,15 +710,28 @@ std::string check_extents(const KernelInfo *info, const AttentionParams &p) {
     const int64_t rows = int64_t(p.batch) * p.heads_q * p.seq_q;
     const int64_t scores = rows * p.seq_k * 4;
     const bool flash = family == KERNEL_FAMILY_FLASH || varlen;
-    if (!flash && family != KERNEL_FAMILY_NAIVE_SCORES && family != KERNEL_FAMILY_NAIVE_SOFTMAX &&
-        family != KERNEL_FAMILY_NAIVE_PV) {
+    if (family == KERNEL_FAMILY_APPEND_KV) {
+        /* New rows [new_rows, heads_kv, d] into the paged caches [num_pages, page_size, heads_kv, d]. */
+        const int64_t rows =
+            extent(p.new_rows, 1, p.heads_kv, p.head_dim, p.new_seq_stride, 0, p.new_head_stride);
+        const int64_t cache_k =
+            extent(p.num_pages, p.page_size, p.heads_kv, p.head_dim, p.k_batch_stride, p.k_seq_stride, p.k_head_stride);
+        const int64_t cache_v =
+            extent(p.num_pages, p.page_size, p.heads_kv, p.head_dim, p.v_batch_stride, p.v_seq_stride, p.v_head_stride);
+        regions.push_back({"k_new", p.k_new, rows * elem});
+        regions.push_back({"v_new", p.v_new, rows * elem});
+        regions.push_back({"slot_mapping", p.slot_mapping, int64_t(p.new_rows) * 8});
+        regions.push_back({"k_cache", p.k_cache, cache_k * elem});
+        regions.push_back({"v_cache", p.v_cache, cache_v * elem});
+    } else if (!flash && family != KERNEL_FAMILY_NAIVE_SCORES && family != KERNEL_FAMILY_NAIVE_SOFTMAX &&
+               family != KERNEL_FAMILY_NAIVE_PV) {
         return std::string();
     }
     if (flash || family == KERNEL_FAMILY_NAIVE_SCORES) {
         regions.push_back({"q", p.q, q * elem});
         regions.push_back({"k", p.k, k * elem});
     }
-    if (!flash) {
+    if (!flash && family != KERNEL_FAMILY_APPEND_KV) {
         regions.push_back({"scores", p.scores, scores});
     }
     if (flash || family == KERNEL_FAMILY_NAIVE_PV) {

@@ -27,6 +27,11 @@
  * buffers (page indices into [0, num_pages)), so bad metadata gives wrong numbers, never an access out of
  * the buffers; the host's opt-in validation names the first bad entry.
  *
+ * Appending to a paged cache (append_kv_* kernels): row i of k_new and v_new [new_rows, heads_kv,
+ * head_dim] (strides new_seq_stride, new_head_stride) goes to slot slot_mapping[i] = page * page_size + row
+ * of k_cache and v_cache, addressed like a paged k and v above (k/v batch, seq and head strides); a negative
+ * slot (a padding token) or one past num_pages * page_size is skipped.
+ *
  * Sinks (sinks not NULL): the f32 logit sinks[h], in natural units of the scaled scores (not scaled, not
  * soft-capped, no ALiBi), joins every row's softmax denominator and contributes no value.
  *
@@ -59,6 +64,13 @@ typedef struct AttentionParams {
     const int32_t *seqused_k;
     const int32_t *block_table;
 
+    /* Appending to a paged cache (see above). */
+    void *k_cache;
+    void *v_cache;
+    const void *k_new;
+    const void *v_new;
+    const int64_t *slot_mapping;
+
     int64_t q_batch_stride;
     int64_t q_seq_stride;
     int64_t q_head_stride;
@@ -74,6 +86,8 @@ typedef struct AttentionParams {
     int64_t lse_batch_stride;
     int64_t lse_head_stride;
     int64_t block_table_stride;
+    int64_t new_seq_stride;
+    int64_t new_head_stride;
 
     int32_t batch;
     int32_t seq_q;
@@ -88,6 +102,7 @@ typedef struct AttentionParams {
     int32_t page_size;
     int32_t num_pages;
     int32_t pages_per_seq;
+    int32_t new_rows;
     /* heads_q / heads_kv: query head h reads key/value head h / heads_ratio. */
     int32_t heads_ratio;
     /* Non-zero: query i sees key j iff j <= i + seq_k - seq_q (bottom-right aligned). */

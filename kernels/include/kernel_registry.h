@@ -22,6 +22,7 @@
 #define KERNEL_FAMILY_NAIVE_PV 3      /* O = P V */
 #define KERNEL_FAMILY_FLASH 4         /* the fused forward: O and lse in one launch */
 #define KERNEL_FAMILY_FLASH_VARLEN 5  /* the same on a ragged batch (packed or paged K/V) */
+#define KERNEL_FAMILY_APPEND_KV 6     /* new K/V rows into a paged cache through slot_mapping */
 
 /* Element type of q, k, v and out; KERNEL_DTYPE_NONE for a kernel that touches none of them. */
 #define KERNEL_DTYPE_NONE 0

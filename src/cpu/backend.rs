@@ -28,7 +28,7 @@
 
 use std::sync::Mutex;
 
-use crate::binding::{bind, check_plan, HostOutput, HostTensors};
+use crate::binding::{bind, bind_append, check_plan, HostKvAppend, HostOutput, HostTensors};
 use crate::cpu::ragged::for_each_sequence;
 use crate::dtype::Element;
 use crate::error::{AttentionError, Result};
@@ -141,6 +141,45 @@ impl CpuBackend {
             lse,
             weights,
         )
+    }
+}
+
+impl CpuBackend {
+    /// Writes `rows` new K/V rows into the paged cache of `problem` through the slot mapping, as the
+    /// append kernel does (negative slots and slots past the cache are skipped); the buffers go through
+    /// the same binding step ([`crate::binding::bind_append`]).
+    ///
+    /// # Errors
+    /// The binding step's errors.
+    pub fn append_kv_into<T: Element>(
+        &self,
+        problem: &AttentionProblem,
+        rows: usize,
+        tensors: HostKvAppend<'_, T>,
+    ) -> Result<()> {
+        bind_append(problem, rows, &tensors.regions())?;
+        let Some(paging) = problem.paging() else {
+            return Ok(()); // bind_append refuses problems without a paged cache
+        };
+        let (heads, d) = (problem.shape.heads_kv, problem.shape.head_dim);
+        let slots = paging.num_pages * paging.page_size;
+        for (i, &slot) in tensors.slot_mapping[..rows].iter().enumerate() {
+            let Ok(slot) = usize::try_from(slot) else {
+                continue;
+            };
+            if slot >= slots {
+                continue;
+            }
+            let (page, row) = (slot / paging.page_size, slot % paging.page_size);
+            for h in 0..heads {
+                let from = (i * heads + h) * d;
+                let k_to = problem.k_strides.offset(page, row, h, 0);
+                let v_to = problem.v_strides.offset(page, row, h, 0);
+                tensors.k_cache[k_to..k_to + d].copy_from_slice(&tensors.k_new[from..from + d]);
+                tensors.v_cache[v_to..v_to + d].copy_from_slice(&tensors.v_new[from..from + d]);
+            }
+        }
+        Ok(())
     }
 }
 

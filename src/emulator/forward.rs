@@ -2,10 +2,11 @@
 //! the GPU engine.
 
 use super::Emulator;
-use crate::binding::{bind, check_plan, HostOutput, HostTensors};
+use crate::binding::{bind, bind_append, check_plan, HostKvAppend, HostOutput, HostTensors};
 use crate::dtype::Element;
 use crate::error::Result;
 use crate::host_memory::forward_host;
+use crate::launch::append_launch;
 use crate::metadata::Metadata;
 use crate::plan::{ForwardOptions, Plan};
 use crate::problem::AttentionProblem;
@@ -61,6 +62,26 @@ impl Emulator {
         forward_host(&plan, q, k, v, Some(metadata), |plan, tensors| {
             self.forward_into(plan, tensors)
         })
+    }
+
+    /// Writes `rows` new K/V rows into the paged cache of `problem` through the slot mapping, with the
+    /// append kernel (the binding step [`crate::binding::bind_append`] checks the buffers).
+    ///
+    /// # Errors
+    /// The binding step's errors; [`AttentionError::KernelUnsupported`] when no append kernel serves `T`;
+    /// [`AttentionError::Emulation`] when the kernel breaks a rule the emulator checks.
+    pub fn append_kv_into<T: Element>(
+        &self,
+        problem: &AttentionProblem,
+        rows: usize,
+        tensors: HostKvAppend<'_, T>,
+    ) -> Result<()> {
+        let params = bind_append(problem, rows, &tensors.regions())?;
+        let s = &problem.shape;
+        let launch = append_launch(s.heads_kv, s.head_dim, rows, T::DTYPE)?;
+        // SAFETY: the binding step checked every buffer against the validated problem, and the exclusive
+        // borrows of the caches keep other code away during the launch.
+        unsafe { self.launch(&launch, &params) }
     }
 
     /// Runs `plan` on the emulated device into caller-owned host buffers: the launches and the binding

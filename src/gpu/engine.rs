@@ -10,9 +10,13 @@ use cudarc::nvrtc::Ptx;
 use super::build_info::{FATBIN, KERNELS_BUILT};
 use super::driver::{open_context, DeviceInfo};
 use super::kernels::LoadedKernels;
-use crate::binding::{bind, check_inputs, check_plan, AttentionOutput, Region, Regions, Tensors};
+use crate::binding::{
+    bind, bind_append, check_inputs, check_plan, AttentionOutput, KvAppend, Region, Regions,
+    Tensors,
+};
 use crate::dtype::Element;
 use crate::error::{AttentionError, DriverContext, Memory, Result};
+use crate::launch::append_launch;
 use crate::plan::{ForwardOptions, Plan};
 use crate::problem::{AttentionProblem, Tensor};
 
@@ -31,6 +35,10 @@ pub type DeviceTensors<'a, T> = Tensors<
     &'a dyn DevicePtr<f32>,
     &'a dyn DevicePtr<i32>,
 >;
+
+/// Caller-owned device buffers of [`Engine::append_kv_into`].
+pub type DeviceKvAppend<'a, T> =
+    KvAppend<&'a dyn DevicePtr<T>, &'a mut dyn DevicePtrMut<T>, &'a dyn DevicePtr<i64>>;
 
 /// One CUDA device with the crate's kernels loaded. `Send + Sync`: share one engine across threads, each
 /// launching on its own stream with [`Engine::forward_into`].
@@ -304,6 +312,63 @@ impl Engine {
         };
         let params = bind(plan, &regions)?;
         self.kernels.launch(stream, plan.launches(), &params)
+    }
+}
+
+impl Engine {
+    /// Writes `rows` new K/V rows (`[rows, heads_kv, head_dim]`, contiguous) into the paged cache of
+    /// `problem` at their slots (`slot = page * page_size + row`; negative: a padding token, skipped) on
+    /// `stream`: one launch, no allocation, no host synchronisation, no host read of the slots, so a
+    /// server can capture it in a CUDA graph with the forward (as [`Engine::forward_into`]). The buffers go
+    /// through the binding step [`crate::binding::bind_append`].
+    ///
+    /// # Errors
+    /// The binding step's errors; [`AttentionError::InvalidArgument`] for a stream of another context; a
+    /// driver error from the launch.
+    pub fn append_kv_into<T: Element>(
+        &self,
+        stream: &CudaStream,
+        problem: &AttentionProblem,
+        rows: usize,
+        tensors: DeviceKvAppend<'_, T>,
+    ) -> Result<()> {
+        if stream.context().cu_ctx() != self.ctx.cu_ctx() {
+            return Err(AttentionError::InvalidArgument(
+                "the stream belongs to another CUDA context: create it from engine.context()"
+                    .into(),
+            ));
+        }
+        let KvAppend {
+            k_new,
+            v_new,
+            slot_mapping,
+            k_cache,
+            v_cache,
+        } = tensors;
+        let element = size_of::<T>();
+        let (k_new_ptr, _k_new_guard) = k_new.device_ptr(stream);
+        let (v_new_ptr, _v_new_guard) = v_new.device_ptr(stream);
+        let (slots_ptr, _slots_guard) = slot_mapping.device_ptr(stream);
+        let (k_cache_len, v_cache_len) = (k_cache.len(), v_cache.len());
+        let (k_cache_ptr, _k_cache_guard) = k_cache.device_ptr_mut(stream);
+        let (v_cache_ptr, _v_cache_guard) = v_cache.device_ptr_mut(stream);
+        let region = |address: u64, len: usize, elem_bytes: usize| Region {
+            address,
+            len,
+            elem_bytes,
+        };
+        let regions = KvAppend {
+            k_new: region(k_new_ptr, k_new.len(), element),
+            v_new: region(v_new_ptr, v_new.len(), element),
+            slot_mapping: region(slots_ptr, slot_mapping.len(), 8),
+            k_cache: region(k_cache_ptr, k_cache_len, element),
+            v_cache: region(v_cache_ptr, v_cache_len, element),
+        };
+        let params = bind_append(problem, rows, &regions)?;
+        let s = &problem.shape;
+        let launch = append_launch(s.heads_kv, s.head_dim, rows, T::DTYPE)?;
+        self.kernels
+            .launch(stream, std::slice::from_ref(&launch), &params)
     }
 }
 

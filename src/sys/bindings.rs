@@ -8,6 +8,7 @@ pub const KERNEL_FAMILY_NAIVE_SOFTMAX: u32 = 2;
 pub const KERNEL_FAMILY_NAIVE_PV: u32 = 3;
 pub const KERNEL_FAMILY_FLASH: u32 = 4;
 pub const KERNEL_FAMILY_FLASH_VARLEN: u32 = 5;
+pub const KERNEL_FAMILY_APPEND_KV: u32 = 6;
 pub const KERNEL_DTYPE_NONE: u32 = 0;
 pub const KERNEL_DTYPE_F32: u32 = 1;
 pub const KERNEL_DTYPE_F16: u32 = 2;
@@ -40,6 +41,11 @@ pub struct AttentionParams {
     pub cu_seqlens_k: *const i32,
     pub seqused_k: *const i32,
     pub block_table: *const i32,
+    pub k_cache: *mut ::std::os::raw::c_void,
+    pub v_cache: *mut ::std::os::raw::c_void,
+    pub k_new: *const ::std::os::raw::c_void,
+    pub v_new: *const ::std::os::raw::c_void,
+    pub slot_mapping: *const i64,
     pub q_batch_stride: i64,
     pub q_seq_stride: i64,
     pub q_head_stride: i64,
@@ -55,6 +61,8 @@ pub struct AttentionParams {
     pub lse_batch_stride: i64,
     pub lse_head_stride: i64,
     pub block_table_stride: i64,
+    pub new_seq_stride: i64,
+    pub new_head_stride: i64,
     pub batch: i32,
     pub seq_q: i32,
     pub seq_k: i32,
@@ -66,6 +74,7 @@ pub struct AttentionParams {
     pub page_size: i32,
     pub num_pages: i32,
     pub pages_per_seq: i32,
+    pub new_rows: i32,
     pub heads_ratio: i32,
     pub causal: i32,
     pub window_left: i32,
@@ -76,7 +85,7 @@ pub struct AttentionParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of AttentionParams"][::std::mem::size_of::<AttentionParams>() - 288usize];
+    ["Size of AttentionParams"][::std::mem::size_of::<AttentionParams>() - 352usize];
     ["Alignment of AttentionParams"][::std::mem::align_of::<AttentionParams>() - 8usize];
     [
         "Offset of field: AttentionParams::q",
@@ -115,104 +124,128 @@ const _: () = {
         "Offset of field: AttentionParams::block_table",
     ][::std::mem::offset_of!(AttentionParams, block_table) - 88usize];
     [
+        "Offset of field: AttentionParams::k_cache",
+    ][::std::mem::offset_of!(AttentionParams, k_cache) - 96usize];
+    [
+        "Offset of field: AttentionParams::v_cache",
+    ][::std::mem::offset_of!(AttentionParams, v_cache) - 104usize];
+    [
+        "Offset of field: AttentionParams::k_new",
+    ][::std::mem::offset_of!(AttentionParams, k_new) - 112usize];
+    [
+        "Offset of field: AttentionParams::v_new",
+    ][::std::mem::offset_of!(AttentionParams, v_new) - 120usize];
+    [
+        "Offset of field: AttentionParams::slot_mapping",
+    ][::std::mem::offset_of!(AttentionParams, slot_mapping) - 128usize];
+    [
         "Offset of field: AttentionParams::q_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, q_batch_stride) - 96usize];
+    ][::std::mem::offset_of!(AttentionParams, q_batch_stride) - 136usize];
     [
         "Offset of field: AttentionParams::q_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, q_seq_stride) - 104usize];
+    ][::std::mem::offset_of!(AttentionParams, q_seq_stride) - 144usize];
     [
         "Offset of field: AttentionParams::q_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, q_head_stride) - 112usize];
+    ][::std::mem::offset_of!(AttentionParams, q_head_stride) - 152usize];
     [
         "Offset of field: AttentionParams::k_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, k_batch_stride) - 120usize];
+    ][::std::mem::offset_of!(AttentionParams, k_batch_stride) - 160usize];
     [
         "Offset of field: AttentionParams::k_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, k_seq_stride) - 128usize];
+    ][::std::mem::offset_of!(AttentionParams, k_seq_stride) - 168usize];
     [
         "Offset of field: AttentionParams::k_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, k_head_stride) - 136usize];
+    ][::std::mem::offset_of!(AttentionParams, k_head_stride) - 176usize];
     [
         "Offset of field: AttentionParams::v_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, v_batch_stride) - 144usize];
+    ][::std::mem::offset_of!(AttentionParams, v_batch_stride) - 184usize];
     [
         "Offset of field: AttentionParams::v_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, v_seq_stride) - 152usize];
+    ][::std::mem::offset_of!(AttentionParams, v_seq_stride) - 192usize];
     [
         "Offset of field: AttentionParams::v_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, v_head_stride) - 160usize];
+    ][::std::mem::offset_of!(AttentionParams, v_head_stride) - 200usize];
     [
         "Offset of field: AttentionParams::out_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, out_batch_stride) - 168usize];
+    ][::std::mem::offset_of!(AttentionParams, out_batch_stride) - 208usize];
     [
         "Offset of field: AttentionParams::out_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, out_seq_stride) - 176usize];
+    ][::std::mem::offset_of!(AttentionParams, out_seq_stride) - 216usize];
     [
         "Offset of field: AttentionParams::out_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, out_head_stride) - 184usize];
+    ][::std::mem::offset_of!(AttentionParams, out_head_stride) - 224usize];
     [
         "Offset of field: AttentionParams::lse_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, lse_batch_stride) - 192usize];
+    ][::std::mem::offset_of!(AttentionParams, lse_batch_stride) - 232usize];
     [
         "Offset of field: AttentionParams::lse_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, lse_head_stride) - 200usize];
+    ][::std::mem::offset_of!(AttentionParams, lse_head_stride) - 240usize];
     [
         "Offset of field: AttentionParams::block_table_stride",
-    ][::std::mem::offset_of!(AttentionParams, block_table_stride) - 208usize];
+    ][::std::mem::offset_of!(AttentionParams, block_table_stride) - 248usize];
+    [
+        "Offset of field: AttentionParams::new_seq_stride",
+    ][::std::mem::offset_of!(AttentionParams, new_seq_stride) - 256usize];
+    [
+        "Offset of field: AttentionParams::new_head_stride",
+    ][::std::mem::offset_of!(AttentionParams, new_head_stride) - 264usize];
     [
         "Offset of field: AttentionParams::batch",
-    ][::std::mem::offset_of!(AttentionParams, batch) - 216usize];
+    ][::std::mem::offset_of!(AttentionParams, batch) - 272usize];
     [
         "Offset of field: AttentionParams::seq_q",
-    ][::std::mem::offset_of!(AttentionParams, seq_q) - 220usize];
+    ][::std::mem::offset_of!(AttentionParams, seq_q) - 276usize];
     [
         "Offset of field: AttentionParams::seq_k",
-    ][::std::mem::offset_of!(AttentionParams, seq_k) - 224usize];
+    ][::std::mem::offset_of!(AttentionParams, seq_k) - 280usize];
     [
         "Offset of field: AttentionParams::heads_q",
-    ][::std::mem::offset_of!(AttentionParams, heads_q) - 228usize];
+    ][::std::mem::offset_of!(AttentionParams, heads_q) - 284usize];
     [
         "Offset of field: AttentionParams::heads_kv",
-    ][::std::mem::offset_of!(AttentionParams, heads_kv) - 232usize];
+    ][::std::mem::offset_of!(AttentionParams, heads_kv) - 288usize];
     [
         "Offset of field: AttentionParams::head_dim",
-    ][::std::mem::offset_of!(AttentionParams, head_dim) - 236usize];
+    ][::std::mem::offset_of!(AttentionParams, head_dim) - 292usize];
     [
         "Offset of field: AttentionParams::total_q",
-    ][::std::mem::offset_of!(AttentionParams, total_q) - 240usize];
+    ][::std::mem::offset_of!(AttentionParams, total_q) - 296usize];
     [
         "Offset of field: AttentionParams::total_k",
-    ][::std::mem::offset_of!(AttentionParams, total_k) - 244usize];
+    ][::std::mem::offset_of!(AttentionParams, total_k) - 300usize];
     [
         "Offset of field: AttentionParams::page_size",
-    ][::std::mem::offset_of!(AttentionParams, page_size) - 248usize];
+    ][::std::mem::offset_of!(AttentionParams, page_size) - 304usize];
     [
         "Offset of field: AttentionParams::num_pages",
-    ][::std::mem::offset_of!(AttentionParams, num_pages) - 252usize];
+    ][::std::mem::offset_of!(AttentionParams, num_pages) - 308usize];
     [
         "Offset of field: AttentionParams::pages_per_seq",
-    ][::std::mem::offset_of!(AttentionParams, pages_per_seq) - 256usize];
+    ][::std::mem::offset_of!(AttentionParams, pages_per_seq) - 312usize];
+    [
+        "Offset of field: AttentionParams::new_rows",
+    ][::std::mem::offset_of!(AttentionParams, new_rows) - 316usize];
     [
         "Offset of field: AttentionParams::heads_ratio",
-    ][::std::mem::offset_of!(AttentionParams, heads_ratio) - 260usize];
+    ][::std::mem::offset_of!(AttentionParams, heads_ratio) - 320usize];
     [
         "Offset of field: AttentionParams::causal",
-    ][::std::mem::offset_of!(AttentionParams, causal) - 264usize];
+    ][::std::mem::offset_of!(AttentionParams, causal) - 324usize];
     [
         "Offset of field: AttentionParams::window_left",
-    ][::std::mem::offset_of!(AttentionParams, window_left) - 268usize];
+    ][::std::mem::offset_of!(AttentionParams, window_left) - 328usize];
     [
         "Offset of field: AttentionParams::window_right",
-    ][::std::mem::offset_of!(AttentionParams, window_right) - 272usize];
+    ][::std::mem::offset_of!(AttentionParams, window_right) - 332usize];
     [
         "Offset of field: AttentionParams::scale",
-    ][::std::mem::offset_of!(AttentionParams, scale) - 276usize];
+    ][::std::mem::offset_of!(AttentionParams, scale) - 336usize];
     [
         "Offset of field: AttentionParams::scale_log2",
-    ][::std::mem::offset_of!(AttentionParams, scale_log2) - 280usize];
+    ][::std::mem::offset_of!(AttentionParams, scale_log2) - 340usize];
     [
         "Offset of field: AttentionParams::softcap",
-    ][::std::mem::offset_of!(AttentionParams, softcap) - 284usize];
+    ][::std::mem::offset_of!(AttentionParams, softcap) - 344usize];
 };
 impl Default for AttentionParams {
     fn default() -> Self {

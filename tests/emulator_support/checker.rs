@@ -307,6 +307,18 @@ impl Job {
         self.buffer(name, elements, element_bytes, "poison")
     }
 
+    /// A buffer for pointer field `name` holding exactly `values`, as i32 (`element_bytes` 4) or i64 (8):
+    /// metadata such as cu_seqlens, block tables and slots.
+    pub fn values(self, name: &str, element_bytes: usize, values: &[i64]) -> Job {
+        let list: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        self.buffer(
+            name,
+            values.len(),
+            element_bytes,
+            &format!("values {}", list.join(" ")),
+        )
+    }
+
     fn buffer(mut self, name: &str, elements: usize, element_bytes: usize, fill: &str) -> Job {
         self.lines
             .push(format!("buffer {name} {elements} {element_bytes} {fill}"));

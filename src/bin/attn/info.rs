@@ -162,6 +162,7 @@ fn print_registry() {
             KernelFamily::NaivePv => "naive P V",
             KernelFamily::Flash => "flash",
             KernelFamily::FlashVarlen => "flash varlen",
+            KernelFamily::AppendKv => "append K/V",
         };
         println!(
             "  {:<24} {:<13} {:<5} {:>9} {:>7} {:>9} {:>14} {:>6} {:>5}",
