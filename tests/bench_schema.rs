@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use cuda_attention::cli::bench::results::{
-    BenchResults, Check, Device, Memory, Record, Settings, Status, Timing, SCHEMA,
+    BenchResults, Check, Device, Memory, Mode, Record, Settings, Status, Timing, SCHEMA,
 };
 use cuda_attention::cli::bench::sweep::{Case, Masks, Sweep, GPU_DEFAULTS, GPU_QUICK};
 use cuda_attention::cpu::backend;
@@ -21,6 +21,10 @@ use half::bf16;
 /// The torch script's results in its schema (hand-made, see the file's device name), compiled in so that
 /// the test binaries also run from the GPU suite's packed folder.
 const FIXTURE: &str = include_str!("fixtures/torch_sdpa_small.json");
+
+/// A results file written by `attn bench` before ragged batches (no `mode`, `page_size`, `seq_lens`,
+/// `settings.varlen`), compiled in for the same reason.
+const OLD_RESULTS: &str = include_str!("../docs/bench/cpu-results.json");
 
 fn record(kernel: &str, seq: usize, status: Status, median: Option<f64>) -> Record {
     let flops = 4.0 * 2.0 * 16.0 * (seq * seq) as f64 * 128.0;
@@ -32,6 +36,9 @@ fn record(kernel: &str, seq: usize, status: Status, median: Option<f64>) -> Reco
         seq,
         heads: 16,
         head_dim: 128,
+        mode: Mode::Dense,
+        page_size: None,
+        seq_lens: None,
         flops,
         status,
         reason: (status != Status::Ok).then(|| "because".to_string()),
@@ -77,6 +84,7 @@ fn sample_results() -> BenchResults {
             memory_method: "exact".into(),
             check_method: "rows".into(),
             max_seconds: Some(60.0),
+            varlen: None,
         },
         records: vec![
             record("naive", 512, Status::Ok, Some(2.0)),
@@ -120,6 +128,85 @@ fn the_schema_round_trips_through_json() {
     let error = BenchResults::load(&path).unwrap_err();
     assert!(error.contains("something-else/9"), "{error}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `record(kernel, 512, Ok, median)` as a ragged record of sequences `lengths` long: `paged` with a
+/// page size, else `varlen`; FLOPs on the lengths by hand (16 heads of 128).
+fn ragged_record(kernel: &str, lengths: &[usize], page_size: Option<usize>) -> Record {
+    let flops = lengths
+        .iter()
+        .map(|&l| 4.0 * 16.0 * (l * l) as f64 * 128.0)
+        .sum::<f64>();
+    Record {
+        mode: if page_size.is_some() {
+            Mode::Paged
+        } else {
+            Mode::Varlen
+        },
+        page_size,
+        seq_lens: Some(lengths.to_vec()),
+        batch: lengths.len(),
+        flops,
+        timing: Some(Timing::from_times(vec![0.5, 0.6, 0.4], flops)),
+        ..record(kernel, 512, Status::Ok, Some(0.5))
+    }
+}
+
+#[test]
+fn ragged_records_round_trip_and_old_files_load_as_dense() {
+    let mut results = sample_results();
+    results.settings.varlen = Some("uniform:1..1024:0".into());
+    results
+        .records
+        .push(ragged_record("flash", &[100, 924, 512, 512], None));
+    results
+        .records
+        .push(ragged_record("flash", &[100, 924, 512, 512], Some(16)));
+    let text = serde_json::to_string_pretty(&results).unwrap();
+    let back: BenchResults = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, results);
+    for word in [
+        "\"mode\": \"dense\"",
+        "\"mode\": \"varlen\"",
+        "\"mode\": \"paged\"",
+        "\"page_size\": 16",
+        "\"page_size\": null",
+        "\"seq_lens\": null",
+        "\"varlen\": \"uniform:1..1024:0\"",
+    ] {
+        assert!(text.contains(word), "{word} missing from\n{text}");
+    }
+    // Records of the same shape in different layouts are different shapes (never compared as one).
+    let (varlen, paged) = (&results.records[6], &results.records[7]);
+    assert_ne!(varlen.shape_key(), paged.shape_key());
+    assert_ne!(varlen.shape_key(), results.records[1].shape_key());
+    assert_eq!(
+        (varlen.layout(), paged.layout(), results.records[1].layout()),
+        ("varlen".into(), "paged:16".into(), "dense".into())
+    );
+    assert_eq!(paged.series(), "flash paged:16");
+    assert_eq!(results.records[1].series(), "flash");
+
+    // A file written before these fields: every record dense, no page size, no lengths, no varlen.
+    let dir = std::env::temp_dir().join(format!("attn-old-schema-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("results.json");
+    std::fs::write(&path, OLD_RESULTS).unwrap();
+    let old = BenchResults::load(&path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!OLD_RESULTS.contains("\"mode\"") && !OLD_RESULTS.contains("seq_lens"));
+    assert_eq!(old.records.len(), 10);
+    assert_eq!(old.settings.varlen, None);
+    for r in &old.records {
+        assert_eq!(
+            (r.mode, r.page_size, r.seq_lens.as_ref()),
+            (Mode::Dense, None, None),
+            "{r:?}"
+        );
+    }
+    // The torch fixture has none of them either.
+    let torch: BenchResults = serde_json::from_str(FIXTURE).unwrap();
+    assert!(torch.records.iter().all(|r| r.mode == Mode::Dense));
 }
 
 #[test]
@@ -456,6 +543,37 @@ fn tables_show_every_status_and_ratios() {
     );
     let none = table::render_ratios(&ours.records, &[]);
     assert!(none.contains("no shape was timed by both"), "{none}");
+    // Dense records only: no layout column. With a ragged record, every line says its layout after
+    // the kernel, and a ragged record never takes a dense record's ratio.
+    assert!(!text.contains("layout"), "{text}");
+    let mut mixed = ours.records.clone();
+    mixed.push(ragged_record("flash", &[100, 924], Some(16)));
+    let text = table::render(&table::by_shape(&mixed));
+    let words: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(words[0][7], "layout", "{text}");
+    assert!(
+        words[1..]
+            .iter()
+            .all(|w| w[7] == "dense" || w[7] == "paged:16"),
+        "{text}"
+    );
+    let paged = words.iter().find(|w| w[7] == "paged:16").unwrap();
+    assert_eq!(
+        (paged[4], paged[6], paged[8]),
+        ("2", "flash", "3"),
+        "{text}"
+    );
+    let theirs = vec![Record {
+        mode: Mode::Dense,
+        page_size: None,
+        seq_lens: None,
+        ..ragged_record("torch-flash", &[100, 924], Some(16))
+    }];
+    let ratios = table::render_ratios(&mixed[6..], &theirs);
+    assert!(ratios.contains("no shape was timed by both"), "{ratios}");
     assert_eq!(table::human_bytes(1536), "1.50 KiB");
     assert_eq!(table::human_bytes(16 << 30), "16.0 GiB");
 }

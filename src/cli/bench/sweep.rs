@@ -4,7 +4,7 @@
 use std::str::FromStr;
 
 use super::budget::MAX_SECONDS;
-use super::results::{Record, Status};
+use super::results::{Mode, Record, Status};
 use crate::cli::buffer_bytes;
 use crate::cli::runner::Runner;
 use crate::{AttentionError, AttentionProblem, AttentionShape, DType, Tensor};
@@ -185,6 +185,9 @@ impl Case {
             seq: self.seq,
             heads: self.heads,
             head_dim: self.head_dim,
+            mode: Mode::Dense,
+            page_size: None,
+            seq_lens: None,
             flops: self.flops(),
             status,
             reason,

@@ -349,6 +349,7 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
             memory_method: timing::MEMORY_METHOD.into(),
             check_method: timing::check_method(sweep.check_rows),
             max_seconds: sweep.max_seconds,
+            varlen: None,
         },
         records: Vec::new(),
     };
