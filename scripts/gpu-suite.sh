@@ -5,6 +5,8 @@
 # 2. every test binary with the device present;
 # 3. compute-sanitizer memcheck, racecheck, synccheck on small naive and flash runs (ragged, causal, GQA);
 # 4. PyTorch SDPA per backend (benches/torch_sdpa.py), then attn bench on the same sweep, compared;
+#    attn bench --varlen: a ragged batch (uniform lengths 1..4096, 16k tokens) beside the dense one,
+#    K/V packed and paged (16 and 256 tokens per page), flash, both masks;
 #    with a packed baseline (gpu-pack.sh --baseline REF), its flash kernel on the same sweep too;
 # and a short summary table, printed last. Budget: under 8 minutes on one H100.
 #
@@ -12,8 +14,8 @@
 # many results are written to a scratch folder, gpu-results/, and OUT_DIR gets just two files:
 #   gpu-results.tar.gz   everything: summary.md, facts.log, one log per step, layout_probe.txt (the
 #                        layout probe test writes it to $GPU_OUT, which is gpu-results/; commit it as
-#                        tests/golden/layout_probe.txt), torch.json, bench/ and bench-baseline/
-#                        (results.json and plots)
+#                        tests/golden/layout_probe.txt), torch.json, bench/, bench-varlen/ and
+#                        bench-baseline/ (results.json and plots)
 #   summary.md           the summary table, also inside the archive
 # The archive is re-packed before and after every step, and on TERM/INT/HUP, so a run stopped part way
 # (a step timing out, the device tool killing the suite at its limit) still leaves the results so far,
@@ -138,6 +140,8 @@ else
   echo "| torch-sdpa | PyTorch not importable | 0 |" >> "$table"
   step bench 240 "$ATTN_BIN" bench --out "$res/bench"
 fi
+step bench-varlen 120 "$ATTN_BIN" bench --kernels flash --varlen uniform:1..4096 --paged 16,256 \
+  --causal both --out "$res/bench-varlen"
 
 if [ -x "$here/baseline/attn" ]; then
   echo "baseline: $(cat "$here/baseline/COMMIT")" >> "$res/facts.log"

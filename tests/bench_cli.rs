@@ -11,7 +11,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use cuda_attention::cli::bench::results::{BenchResults, Status};
+use cuda_attention::cli::bench::results::{BenchResults, Mode, Status};
 use half::f16;
 use npyz::WriterBuilder;
 
@@ -381,6 +381,190 @@ fn the_time_budget_skips_a_shape_predicted_not_to_fit() {
     assert!(
         stdout.contains("time budget 2 s (--max-seconds)"),
         "{stdout}"
+    );
+}
+
+/// The FLOPs of a ragged batch by hand: the sum over `lengths` of 4 * heads * l^2 * head_dim, halved when
+/// causal.
+fn ragged_flops(lengths: &[usize], heads: usize, head_dim: usize, causal: bool) -> f64 {
+    let full: usize = lengths.iter().map(|l| 4 * heads * l * l * head_dim).sum();
+    full as f64 / if causal { 2.0 } else { 1.0 }
+}
+
+#[test]
+fn varlen_and_paged_batches_are_timed_beside_the_dense_one_on_the_cpu() {
+    let out = scratch("varlen");
+    let lengths = [17, 40, 64];
+    let (ok, stdout, all) = attn(&[
+        "bench",
+        "--cpu",
+        "--kernels",
+        "cpu,emulator-flash",
+        "--varlen",
+        "17,40,64",
+        "--paged",
+        "16",
+        "--hidden",
+        "64",
+        "--head-dims",
+        "32",
+        "--causal",
+        "both",
+        "--iters",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{all}");
+    assert!(
+        stdout.contains("a ragged batch of 3 sequences, 121 tokens (--varlen 17,40,64")
+            && stdout.contains("beside a dense batch of 3 x seq 40"),
+        "{stdout}"
+    );
+    let results = BenchResults::load(&out.join("results.json")).unwrap();
+    assert_eq!(results.settings.varlen.as_deref(), Some("17,40,64"));
+    assert_eq!(results.settings.tokens, 121);
+    // 2 kernels x 2 masks x (dense, varlen, paged).
+    assert_eq!(results.records.len(), 12, "{:#?}", results.records);
+    let mut layouts = Vec::new();
+    for r in &results.records {
+        assert_eq!(r.status, Status::Ok, "{r:?}");
+        assert!(
+            r.check.as_ref().is_some_and(|c| c.passed && c.rows == 32),
+            "{r:?}"
+        );
+        // The dense batch: 3 sequences of the mean length (121 / 3, rounded); the ragged ones the same
+        // batch and seq, with their real lengths.
+        assert_eq!(
+            (r.batch, r.seq, r.heads, r.head_dim),
+            (3, 40, 2, 32),
+            "{r:?}"
+        );
+        let (flops, lens) = match (r.mode, r.page_size) {
+            (Mode::Dense, None) => (ragged_flops(&[40; 3], 2, 32, r.causal), None),
+            (Mode::Varlen, None) | (Mode::Paged, Some(16)) => {
+                (ragged_flops(&lengths, 2, 32, r.causal), Some(&lengths[..]))
+            }
+            other => panic!("unexpected layout {other:?}: {r:?}"),
+        };
+        assert_eq!(r.flops, flops, "{r:?}");
+        assert_eq!(r.seq_lens.as_deref(), lens, "{r:?}");
+        let t = r.timing.as_ref().unwrap();
+        assert!((r.flops / (t.median_ms * 1e-3) / 1e12 - t.tflops).abs() <= 1e-9 * t.tflops);
+        layouts.push((r.kernel.clone(), r.causal, r.layout()));
+        // The table's line for the record, with its layout after the kernel.
+        assert!(
+            stdout.lines().any(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.len() > 8
+                    && w[2] == if r.causal { "yes" } else { "no" }
+                    && w[6] == r.kernel
+                    && w[7] == r.layout()
+            }),
+            "no table line for {} {}:\n{stdout}",
+            r.kernel,
+            r.layout()
+        );
+    }
+    layouts.sort();
+    layouts.dedup();
+    assert_eq!(layouts.len(), 12, "{layouts:?}");
+    // The paged cache holds 2 + 3 + 4 pages of 16 rows where the packed k and v hold 121 rows (bf16, 2
+    // heads of 32: 128 bytes a row); its i32 metadata is cu_seqlens_q (4), seqused_k (3) and a block
+    // table of 3 x 4 pages, the packed one's cu_seqlens_q and cu_seqlens_k (4 each).
+    let peak = |layout: &str| {
+        results
+            .records
+            .iter()
+            .find(|r| r.kernel == "cpu" && r.layout() == layout)
+            .and_then(|r| r.memory.as_ref())
+            .unwrap()
+            .peak_bytes
+    };
+    let kv_bytes = 2 * (9 * 16 - 121) * 128;
+    let metadata_bytes = ((4 + 3 + 3 * 4) - (4 + 4)) * 4;
+    assert_eq!(peak("paged:16") - peak("varlen"), kv_bytes + metadata_bytes);
+    assert_eq!(peak("varlen"), 4 * 121 * 128 + 8 * 4);
+    let redrawn = scratch("varlen-redrawn");
+    let (ok, again, all) = attn(&[
+        "bench",
+        "--results",
+        out.join("results.json").to_str().unwrap(),
+        "--out",
+        redrawn.to_str().unwrap(),
+    ]);
+    assert!(
+        ok && again.contains(" layout ") && again.contains("paged:16"),
+        "{all}"
+    );
+    check_svg(
+        &redrawn.join("timings.svg"),
+        &["cpu varlen", "emulator-flash paged:16", "mean length"],
+    );
+}
+
+#[test]
+fn varlen_and_paged_flags_are_refused_before_any_work() {
+    let cases: [(&[&str], &str); 9] = [
+        (
+            &["--varlen", "garbage"],
+            "unknown length distribution 'garbage': use uniform:MIN..MAX[:SEED]",
+        ),
+        (
+            &["--varlen", "uniform:0..64"],
+            "length 0 in 'uniform:0..64': every sequence needs at least 1 token",
+        ),
+        (
+            &["--varlen", "uniform:64..8"],
+            "the shortest length 64 is above the longest 8",
+        ),
+        (&["--varlen", "128,x"], "'x' in '128,x' is not a length"),
+        (
+            &["--varlen", "16", "--paged", "0"],
+            "page size 0: a page holds at least 1 token",
+        ),
+        (
+            &["--varlen", "16", "--paged", "sixteen"],
+            "'sixteen' is not a page size",
+        ),
+        (&["--paged", "16"], "--varlen <DIST>"),
+        (&["--varlen", "16", "--seqs", "64"], "cannot be used with"),
+        (
+            &["--varlen", "16,32", "--tokens", "4096"],
+            "--tokens 4096 with --varlen 16,32: a list of lengths fixes the tokens (their sum)",
+        ),
+    ];
+    let out = scratch("varlen-refused");
+    for (flags, message) in cases {
+        let mut args = vec!["bench", "--cpu", "--out", out.to_str().unwrap()];
+        args.extend(flags);
+        let (code, all, seconds) = attn_timed(&args);
+        let what = format!("attn {}", args.join(" "));
+        assert_eq!(code, Some(2), "{what}:\n{all}");
+        assert!(all.contains(message), "{what}: '{message}' missing:\n{all}");
+        assert!(
+            !all.contains("varlen:") && !all.contains("panicked"),
+            "{what}:\n{all}"
+        );
+        assert!(seconds < 1.0, "{what} took {seconds:.2} s");
+    }
+    // A uniform draw that cannot reach the tokens within the sequence limit.
+    let (code, all, _) = attn_timed(&[
+        "bench",
+        "--cpu",
+        "--varlen",
+        "uniform:1..1",
+        "--tokens",
+        "70000",
+    ]);
+    assert_eq!(code, Some(2), "{all}");
+    assert!(
+        all.contains("65535 sequences hold only 65535 of the 70000 tokens"),
+        "{all}"
+    );
+    assert!(
+        std::fs::read_dir(&out).unwrap().next().is_none(),
+        "nothing written"
     );
 }
 

@@ -1,6 +1,8 @@
 //! The benchmark's results schema, FLOP formula, statistics, sampled-row check, sweep order, time budget
 //! and tables, through the library half of the CLI (`cuda_attention::cli`, feature `cli`), and the schema of
-//! benches/torch_sdpa.py (its committed fixture, and its --dry-run output when python3 is here).
+//! benches/torch_sdpa.py (its committed fixture, and its --dry-run output when python3 is here); the
+//! ragged batches of `--varlen`/`--paged`: the length distributions, the dense comparison, the FLOPs on
+//! the real lengths, the metadata and the sampled-row check through it.
 
 use cuda_attention::cli::bench::budget::{Budget, Runs};
 use cuda_attention::cli::bench::{slice_check, table};
@@ -11,16 +13,22 @@ use std::path::Path;
 use std::process::Command;
 
 use cuda_attention::cli::bench::results::{
-    BenchResults, Check, Device, Memory, Record, Settings, Status, Timing, SCHEMA,
+    BenchResults, Check, Device, Memory, Mode, Record, Settings, Status, Timing, SCHEMA,
 };
-use cuda_attention::cli::bench::sweep::{Case, Masks, Sweep, GPU_DEFAULTS, GPU_QUICK};
-use cuda_attention::cpu::backend;
-use cuda_attention::{AttentionProblem, AttentionShape, DType, KernelChoice};
+use cuda_attention::cli::bench::sweep::{Case, Masks, Sweep, Varlen, GPU_DEFAULTS, GPU_QUICK};
+use cuda_attention::cli::bench::varlen::{self, parse_page_size, LengthDist, RaggedCase};
+use cuda_attention::cpu::{backend, CpuBackend};
+use cuda_attention::{validate_metadata, AttentionProblem, AttentionShape, DType, KernelChoice};
 use half::bf16;
+use std::sync::Arc;
 
 /// The torch script's results in its schema (hand-made, see the file's device name), compiled in so that
 /// the test binaries also run from the GPU suite's packed folder.
 const FIXTURE: &str = include_str!("fixtures/torch_sdpa_small.json");
+
+/// A results file written by `attn bench` before ragged batches (no `mode`, `page_size`, `seq_lens`,
+/// `settings.varlen`), compiled in for the same reason.
+const OLD_RESULTS: &str = include_str!("../docs/bench/cpu-results.json");
 
 fn record(kernel: &str, seq: usize, status: Status, median: Option<f64>) -> Record {
     let flops = 4.0 * 2.0 * 16.0 * (seq * seq) as f64 * 128.0;
@@ -32,6 +40,9 @@ fn record(kernel: &str, seq: usize, status: Status, median: Option<f64>) -> Reco
         seq,
         heads: 16,
         head_dim: 128,
+        mode: Mode::Dense,
+        page_size: None,
+        seq_lens: None,
         flops,
         status,
         reason: (status != Status::Ok).then(|| "because".to_string()),
@@ -77,6 +88,7 @@ fn sample_results() -> BenchResults {
             memory_method: "exact".into(),
             check_method: "rows".into(),
             max_seconds: Some(60.0),
+            varlen: None,
         },
         records: vec![
             record("naive", 512, Status::Ok, Some(2.0)),
@@ -122,6 +134,85 @@ fn the_schema_round_trips_through_json() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `record(kernel, 512, Ok, median)` as a ragged record of sequences `lengths` long: `paged` with a
+/// page size, else `varlen`; FLOPs on the lengths by hand (16 heads of 128).
+fn ragged_record(kernel: &str, lengths: &[usize], page_size: Option<usize>) -> Record {
+    let flops = lengths
+        .iter()
+        .map(|&l| 4.0 * 16.0 * (l * l) as f64 * 128.0)
+        .sum::<f64>();
+    Record {
+        mode: if page_size.is_some() {
+            Mode::Paged
+        } else {
+            Mode::Varlen
+        },
+        page_size,
+        seq_lens: Some(lengths.to_vec()),
+        batch: lengths.len(),
+        flops,
+        timing: Some(Timing::from_times(vec![0.5, 0.6, 0.4], flops)),
+        ..record(kernel, 512, Status::Ok, Some(0.5))
+    }
+}
+
+#[test]
+fn ragged_records_round_trip_and_old_files_load_as_dense() {
+    let mut results = sample_results();
+    results.settings.varlen = Some("uniform:1..1024:0".into());
+    results
+        .records
+        .push(ragged_record("flash", &[100, 924, 512, 512], None));
+    results
+        .records
+        .push(ragged_record("flash", &[100, 924, 512, 512], Some(16)));
+    let text = serde_json::to_string_pretty(&results).unwrap();
+    let back: BenchResults = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, results);
+    for word in [
+        "\"mode\": \"dense\"",
+        "\"mode\": \"varlen\"",
+        "\"mode\": \"paged\"",
+        "\"page_size\": 16",
+        "\"page_size\": null",
+        "\"seq_lens\": null",
+        "\"varlen\": \"uniform:1..1024:0\"",
+    ] {
+        assert!(text.contains(word), "{word} missing from\n{text}");
+    }
+    // Records of the same shape in different layouts are different shapes (never compared as one).
+    let (varlen, paged) = (&results.records[6], &results.records[7]);
+    assert_ne!(varlen.shape_key(), paged.shape_key());
+    assert_ne!(varlen.shape_key(), results.records[1].shape_key());
+    assert_eq!(
+        (varlen.layout(), paged.layout(), results.records[1].layout()),
+        ("varlen".into(), "paged:16".into(), "dense".into())
+    );
+    assert_eq!(paged.series(), "flash paged:16");
+    assert_eq!(results.records[1].series(), "flash");
+
+    // A file written before these fields: every record dense, no page size, no lengths, no varlen.
+    let dir = std::env::temp_dir().join(format!("attn-old-schema-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("results.json");
+    std::fs::write(&path, OLD_RESULTS).unwrap();
+    let old = BenchResults::load(&path).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(!OLD_RESULTS.contains("\"mode\"") && !OLD_RESULTS.contains("seq_lens"));
+    assert_eq!(old.records.len(), 10);
+    assert_eq!(old.settings.varlen, None);
+    for r in &old.records {
+        assert_eq!(
+            (r.mode, r.page_size, r.seq_lens.as_ref()),
+            (Mode::Dense, None, None),
+            "{r:?}"
+        );
+    }
+    // The torch fixture has none of them either.
+    let torch: BenchResults = serde_json::from_str(FIXTURE).unwrap();
+    assert!(torch.records.iter().all(|r| r.mode == Mode::Dense));
+}
+
 #[test]
 fn flops_follow_the_standard_formula_halved_when_causal() {
     // 4 * b * h * sq * sk * d by hand.
@@ -164,6 +255,7 @@ fn sweeps_hold_tokens_and_hidden_constant() {
         host_seconds: 2.0,
         check_rows: 32,
         max_seconds: None,
+        varlen: None,
     };
     let cases = sweep.cases().unwrap();
     assert_eq!(cases.len(), 2 * 2 * 6);
@@ -205,6 +297,7 @@ fn small_sweep(seqs: &[usize]) -> Sweep {
         host_seconds: 2.0,
         check_rows: 32,
         max_seconds: Some(10.0),
+        varlen: None,
     }
 }
 
@@ -271,7 +364,7 @@ fn the_time_budget_skips_a_shape_predicted_not_to_fit() {
     );
     let f16 = Case {
         dtype: DType::F16,
-        ..*large
+        ..large.clone()
     };
     assert_eq!(budget.skip(flash, &f16, 0.1), None);
     let mut unlimited = Budget::new(None);
@@ -456,6 +549,37 @@ fn tables_show_every_status_and_ratios() {
     );
     let none = table::render_ratios(&ours.records, &[]);
     assert!(none.contains("no shape was timed by both"), "{none}");
+    // Dense records only: no layout column. With a ragged record, every line says its layout after
+    // the kernel, and a ragged record never takes a dense record's ratio.
+    assert!(!text.contains("layout"), "{text}");
+    let mut mixed = ours.records.clone();
+    mixed.push(ragged_record("flash", &[100, 924], Some(16)));
+    let text = table::render(&table::by_shape(&mixed));
+    let words: Vec<Vec<&str>> = text
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(words[0][7], "layout", "{text}");
+    assert!(
+        words[1..]
+            .iter()
+            .all(|w| w[7] == "dense" || w[7] == "paged:16"),
+        "{text}"
+    );
+    let paged = words.iter().find(|w| w[7] == "paged:16").unwrap();
+    assert_eq!(
+        (paged[4], paged[6], paged[8]),
+        ("2", "flash", "3"),
+        "{text}"
+    );
+    let theirs = vec![Record {
+        mode: Mode::Dense,
+        page_size: None,
+        seq_lens: None,
+        ..ragged_record("torch-flash", &[100, 924], Some(16))
+    }];
+    let ratios = table::render_ratios(&mixed[6..], &theirs);
+    assert!(ratios.contains("no shape was timed by both"), "{ratios}");
     assert_eq!(table::human_bytes(1536), "1.50 KiB");
     assert_eq!(table::human_bytes(16 << 30), "16.0 GiB");
 }
@@ -536,6 +660,7 @@ fn the_torch_script_plans_attn_benchs_gpu_sweeps_in_the_same_schema() {
             host_seconds: 2.0,
             check_rows: 32,
             max_seconds: None,
+            varlen: None,
         };
         let ours: Vec<Record> = sweep
             .cases()
@@ -608,4 +733,327 @@ fn the_torch_script_plans_attn_benchs_gpu_sweeps_in_the_same_schema() {
     assert_eq!(shapes.len(), 2 * 2 * 2 * 2);
     assert_eq!(shapes[0], ("f16".into(), 32, false, 100, 6, 6));
     assert_eq!(shapes[15], ("bf16".into(), 64, true, 300, 2, 3));
+}
+
+#[test]
+fn length_distributions_parse_or_say_what_is_accepted() {
+    let uniform = |min, max, seed| Ok(LengthDist::Uniform { min, max, seed });
+    let cases: [(&str, Result<LengthDist, &str>); 14] = [
+        ("uniform:1..2048", uniform(1, 2048, 0)),
+        ("uniform:64..64:7", uniform(64, 64, 7)),
+        ("128,512,2048", Ok(LengthDist::List(vec![128, 512, 2048]))),
+        (" 3 , 5 ", Ok(LengthDist::List(vec![3, 5]))),
+        ("9", Ok(LengthDist::List(vec![9]))),
+        ("", Err("an empty length distribution: use uniform:MIN..MAX[:SEED]")),
+        ("normal:5", Err("unknown length distribution 'normal:5': use uniform:MIN..MAX[:SEED] (lengths MIN to MAX inclusive, drawn until they sum to --tokens) or a list of lengths such as 128,512,2048")),
+        ("uniform:1-8", Err("'uniform:1-8': expected uniform:MIN..MAX[:SEED], e.g. uniform:1..2048")),
+        ("uniform:0..8", Err("length 0 in 'uniform:0..8': every sequence needs at least 1 token")),
+        ("uniform:9..8", Err("'uniform:9..8': the shortest length 9 is above the longest 8")),
+        ("uniform:1..8:x", Err("'x' in 'uniform:1..8:x' is not a seed: use a whole number")),
+        ("128,0", Err("length 0 in '128,0': every sequence needs at least 1 token")),
+        ("128,,4", Err("'' in '128,,4' is not a length")),
+        ("12,abc", Err("'abc' in '12,abc' is not a length")),
+    ];
+    for (text, expected) in cases {
+        let parsed = text.parse::<LengthDist>();
+        match (&parsed, expected.clone()) {
+            (Ok(dist), Ok(want)) => {
+                assert_eq!(dist, &want, "{text:?}");
+                // The spelling written to results.json parses back to the same distribution.
+                assert_eq!(dist.to_string().parse::<LengthDist>().as_ref(), Ok(dist));
+            }
+            (Err(message), Err(want)) => {
+                assert!(message.starts_with(want), "{text:?}: {message}")
+            }
+            _ => panic!("{text:?}: {parsed:?}, expected {expected:?}"),
+        }
+    }
+    let many = vec!["1"; varlen::MAX_SEQUENCES + 1].join(",");
+    assert!(many
+        .parse::<LengthDist>()
+        .unwrap_err()
+        .contains("at most 65535"));
+    for (text, expected) in [
+        ("16", Ok(16)),
+        ("1", Ok(1)),
+        (
+            "0",
+            Err("page size 0: a page holds at least 1 token, e.g. 16"),
+        ),
+        ("-4", Err("'-4' is not a page size")),
+        ("big", Err("'big' is not a page size")),
+    ] {
+        match (parse_page_size(text), expected) {
+            (Ok(size), Ok(want)) => assert_eq!(size, want),
+            (Err(message), Err(want)) => assert!(message.starts_with(want), "{message}"),
+            (got, _) => panic!("{text:?}: {got:?}"),
+        }
+    }
+}
+
+#[test]
+fn uniform_lengths_are_seeded_draws_up_to_the_tokens() {
+    let dist = |seed| LengthDist::Uniform {
+        min: 3,
+        max: 40,
+        seed,
+    };
+    let lengths = dist(5).lengths(1000).unwrap();
+    assert!(lengths.iter().all(|l| (3..=40).contains(l)), "{lengths:?}");
+    let total: usize = lengths.iter().sum();
+    let last = *lengths.last().unwrap();
+    // Drawn until the sum reaches the tokens: the last draw crossed them.
+    assert!(total >= 1000 && total - last < 1000, "{total} {lengths:?}");
+    // A uniform draw over 38 values in ~46 draws: both ends of the range appear, and more than 20
+    // distinct lengths (a constant or a narrow generator would fail).
+    let mut distinct = lengths.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert!(distinct.len() > 20, "{distinct:?}");
+    assert_eq!(dist(5).lengths(1000).unwrap(), lengths, "seeded");
+    assert_ne!(dist(6).lengths(1000).unwrap(), lengths);
+    // A list ignores the tokens.
+    let list = LengthDist::List(vec![7, 1, 7]);
+    assert_eq!(list.lengths(1000).unwrap(), [7, 1, 7]);
+    assert!(list.is_list() && !dist(0).is_list());
+    let error = LengthDist::Uniform {
+        min: 1,
+        max: 1,
+        seed: 0,
+    }
+    .lengths(100_000)
+    .unwrap_err();
+    assert!(
+        error.contains("65535 sequences hold only 65535 of the 100000 tokens"),
+        "{error}"
+    );
+}
+
+/// The sum over `lengths` of 4 * heads * l^2 * head_dim, halved when causal: the FLOPs of a ragged
+/// batch, by hand.
+fn ragged_flops(lengths: &[usize], heads: usize, head_dim: usize, causal: bool) -> f64 {
+    let full: usize = lengths.iter().map(|l| 4 * heads * l * l * head_dim).sum();
+    full as f64 / if causal { 2.0 } else { 1.0 }
+}
+
+#[test]
+fn a_varlen_sweep_pairs_each_ragged_batch_with_a_dense_one() {
+    let sweep = Sweep {
+        kernels: vec![Runner::Cpu],
+        dtypes: vec![DType::Bf16],
+        head_dims: vec![32, 64],
+        masks: Masks::Both,
+        hidden: 128,
+        varlen: Some(Varlen {
+            dist: LengthDist::List(vec![17, 40, 64]),
+            page_sizes: vec![16, 64],
+        }),
+        ..small_sweep(&[512])
+    };
+    assert_eq!(sweep.lengths().unwrap(), Some(vec![17, 40, 64]));
+    let cases = sweep.cases().unwrap();
+    assert_eq!(cases.len(), 2 * 2 * 4);
+    for group in cases.chunks(4) {
+        let modes: Vec<Mode> = group.iter().map(Case::mode).collect();
+        assert_eq!(modes, [Mode::Dense, Mode::Varlen, Mode::Paged, Mode::Paged]);
+        for case in group {
+            // 121 tokens in 3 sequences: the dense batch is 3 x 40 (the mean, rounded).
+            assert_eq!((case.batch, case.seq), (3, 40), "{case:?}");
+            assert_eq!(case.heads * case.head_dim, 128);
+            let record = case.record("cpu", Status::Skipped, None);
+            let (heads, d) = (case.heads, case.head_dim);
+            match case.mode() {
+                Mode::Dense => {
+                    assert_eq!(record.flops, ragged_flops(&[40; 3], heads, d, case.causal));
+                    assert_eq!((record.page_size, record.seq_lens), (None, None));
+                }
+                mode => {
+                    assert_eq!(
+                        record.flops,
+                        ragged_flops(&[17, 40, 64], heads, d, case.causal)
+                    );
+                    assert_eq!(record.seq_lens.as_deref(), Some(&[17, 40, 64][..]));
+                    assert_eq!(record.page_size.is_some(), mode == Mode::Paged);
+                }
+            }
+        }
+        assert_eq!(
+            (
+                group[2].record("x", Status::Ok, None).page_size,
+                group[3].record("x", Status::Ok, None).page_size
+            ),
+            (Some(16), Some(64))
+        );
+    }
+    // Validation accepts every case, orders them cheapest first (the dense batch before the ragged
+    // ones, whose FLOPs are larger), and sizes the host storage for the largest paged cache.
+    let run = sweep.validate().unwrap();
+    assert_eq!(run.len(), cases.len());
+    assert_eq!(run[0].mode(), Mode::Dense);
+    let paged64 = cases
+        .iter()
+        .find(|c| c.record("x", Status::Ok, None).page_size == Some(64))
+        .unwrap();
+    // 64-token pages: 1 + 1 + 1 pages of 64 rows.
+    assert_eq!(
+        paged64.problem().required_len(Tensor::K).unwrap(),
+        3 * 64 * paged64.heads * paged64.head_dim
+    );
+    let (input_len, _) = Sweep::buffer_lens(&run).unwrap();
+    assert_eq!(input_len, 3 * 64 * 128);
+    // Repeated page sizes are refused; a list with --tokens is refused by the CLI (tests/bench_cli.rs).
+    let repeated = Sweep {
+        varlen: Some(Varlen {
+            dist: LengthDist::List(vec![4]),
+            page_sizes: vec![16, 16],
+        }),
+        ..sweep.clone()
+    };
+    assert_eq!(repeated.validate().unwrap_err(), "--paged lists 16 twice");
+}
+
+#[test]
+fn ragged_layouts_address_every_key_once() {
+    let lengths: Arc<[usize]> = Arc::from(vec![5, 33, 1, 16, 17]);
+    let packed = RaggedCase {
+        lengths: lengths.clone(),
+        page_size: None,
+    }
+    .layout()
+    .unwrap();
+    assert_eq!(packed.cu_seqlens_q, [0, 5, 38, 39, 55, 72]);
+    assert_eq!(
+        packed.cu_seqlens_k.as_deref(),
+        Some(&[0, 5, 38, 39, 55, 72][..])
+    );
+    assert_eq!(
+        (packed.seqused_k.as_ref(), packed.block_table.as_ref()),
+        (None, None)
+    );
+    assert_eq!(packed.key_position(1, 7), (0, 12));
+    assert_eq!(packed.bytes(), 12 * 4);
+
+    for page_size in [1, 3, 16, 64] {
+        let case = RaggedCase {
+            lengths: lengths.clone(),
+            page_size: Some(page_size),
+        };
+        let layout = case.layout().unwrap();
+        let problem = case.problem(2, 8, true);
+        validate_metadata(&problem, &layout.metadata()).unwrap();
+        let pages: usize = lengths.iter().map(|l| l.div_ceil(page_size)).sum();
+        assert_eq!(case.pages(), pages);
+        assert_eq!(
+            layout.seqused_k.as_deref(),
+            Some(&[5, 33, 1, 16, 17][..]),
+            "page {page_size}"
+        );
+        // Every (page, row) slot of the cache holds at most one key, every key a slot inside the cache.
+        let mut seen = std::collections::BTreeSet::new();
+        for (b, &length) in lengths.iter().enumerate() {
+            for j in 0..length {
+                let (page, row) = layout.key_position(b, j);
+                assert!(page < pages && row < page_size, "page {page_size}: {b} {j}");
+                assert!(
+                    seen.insert((page, row)),
+                    "page {page_size}: {b} {j} shares a slot"
+                );
+            }
+        }
+        // The pages are shuffled: not handed out in order (for more than a couple of pages).
+        let used: Vec<usize> = (0..lengths.len())
+            .flat_map(|b| (0..lengths[b].div_ceil(page_size)).map(move |p| (b, p)))
+            .map(|(b, p)| layout.key_position(b, p * page_size).0)
+            .collect();
+        assert_eq!(used.len(), pages);
+        if pages > 4 {
+            assert!(
+                used.windows(2).any(|w| w[1] != w[0] + 1),
+                "page {page_size}: {used:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_ragged_row_check_passes_a_right_output_and_fails_a_wrong_one() {
+    let lengths: Arc<[usize]> = Arc::from(vec![30, 1, 75, 12]);
+    for (page_size, causal) in [
+        (None, false),
+        (None, true),
+        (Some(16), true),
+        (Some(7), false),
+    ] {
+        let case = RaggedCase {
+            lengths: lengths.clone(),
+            page_size,
+        };
+        let problem = case.problem(4, 64, causal);
+        let layout = case.layout().unwrap();
+        let values = |tensor: Tensor, seed: usize| -> Vec<bf16> {
+            (0..problem.required_len(tensor).unwrap())
+                .map(|i| {
+                    bf16::from_f32((((i * 7919 + seed * 104_729) % 2003) as f32 / 1001.5) - 1.0)
+                })
+                .collect()
+        };
+        let (q, k, v) = (
+            values(Tensor::Q, 1),
+            values(Tensor::K, 2),
+            values(Tensor::V, 3),
+        );
+        let out = CpuBackend
+            .forward_ragged(
+                &problem,
+                cuda_attention::ForwardOptions::default(),
+                &q,
+                &k,
+                &v,
+                &layout.metadata(),
+            )
+            .unwrap()
+            .out;
+        let rows = slice_check::sample_ragged_rows(&lengths, 4, 24, 9);
+        assert_eq!(rows.len(), 24);
+        assert!(
+            rows.contains(&(0, 0, 0)) && rows.contains(&(3, 3, 11)) && rows.contains(&(2, 2, 37)),
+            "{rows:?}"
+        );
+        assert!(
+            rows.iter().all(|&(b, h, i)| h < 4 && i < lengths[b]),
+            "{rows:?}"
+        );
+        let what = format!("page {page_size:?} causal {causal}");
+        let check = |out: &[bf16]| {
+            slice_check::check_ragged_rows(&problem, &layout, &lengths, [&q, &k, &v, out], &rows)
+                .unwrap()
+        };
+        let good = check(&out);
+        assert!(good.passed && good.max_abs_error > 0.0, "{what}: {good:?}");
+
+        // One wrong element in a sampled row of the long sequence, then a row never written (NaN).
+        let (b, h, i) = *rows.iter().find(|r| r.0 == 2).unwrap();
+        let at = problem.out_strides.offset(0, layout.query_row(b) + i, h, 5);
+        let mut wrong = out.clone();
+        wrong[at] = bf16::from_f32(wrong[at].to_f32() + 0.05);
+        let bad = check(&wrong);
+        assert!(!bad.passed && bad.max_abs_error > 0.04, "{what}: {bad:?}");
+        wrong[at] = bf16::NAN;
+        assert!(check(&wrong).max_abs_error.is_infinite(), "{what}");
+        // A row outside its sequence is an error, not a silent pass.
+        let error = slice_check::check_ragged_rows(
+            &problem,
+            &layout,
+            &lengths,
+            [&q, &k, &v, &out],
+            &[(1, 0, 1)],
+        )
+        .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("row 1 of sequence 1 is outside its 1 rows"),
+            "{error}"
+        );
+    }
 }

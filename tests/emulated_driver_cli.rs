@@ -1,7 +1,8 @@
 //! The `attn` binary on the emulated CUDA driver (docs/emulated-driver.md): `info` shows the emulated
 //! device, `check --kernel flash` runs the GPU path, `bench` runs the GPU timing loop end to end (CUDA
-//! events, L2 flush, input rotation, results.json, plots) on a tiny sweep and keeps to a time budget, and
-//! a driver that sees no device makes `bench` fall back to the CPU backend. Skipped where the emulated
+//! events, L2 flush, input rotation, results.json, plots) on a tiny sweep and on a tiny ragged batch
+//! (`--varlen`, `--paged`: the metadata as device buffers) and keeps to a time budget, and a driver that
+//! sees no device makes `bench` fall back to the CPU backend. Skipped where the emulated
 //! driver is not (not Linux, or the binary was packed for the GPU machine); the GPU runs are skipped
 //! without GPU kernels in the build.
 
@@ -293,6 +294,93 @@ fn bench_keeps_to_its_time_budget_on_a_slow_device() {
     );
     for plot in ["timings.png", "timings.svg", "memory.png"] {
         assert!(dir.join(plot).is_file(), "{plot} missing");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_times_a_ragged_batch_packed_and_paged_through_the_engine() {
+    if skip(true) {
+        return;
+    }
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("attn-emulated-varlen-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.to_str().expect("a UTF-8 temporary path");
+    // Three sequences (37 tokens), 2 heads of 64, causal: the dense batch is 3 x 12 (37 / 3, rounded).
+    let (ok, text) = attn(
+        &[
+            "bench",
+            "--varlen",
+            "5,24,8",
+            "--paged",
+            "16",
+            "--hidden",
+            "128",
+            "--head-dims",
+            "64",
+            "--causal",
+            "--iters",
+            "2",
+            "--warmup",
+            "1",
+            "--out",
+            out,
+        ],
+        &[("CUDA_EMU_DEVICE_L2", "1M")],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("backend: GPU Emulated CUDA device"), "{text}");
+    let json = std::fs::read_to_string(dir.join("results.json")).expect("results.json");
+    let results: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    assert_eq!(results["settings"]["timer"], "cuda events");
+    assert_eq!(results["settings"]["varlen"], "5,24,8");
+    assert_eq!(results["settings"]["tokens"], 37);
+    let records = results["records"].as_array().expect("records");
+    // Without --kernels, flash alone: the naive kernels take dense batches only.
+    let layouts: Vec<(&str, &str, Option<u64>)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["kernel"].as_str().unwrap_or("?"),
+                r["mode"].as_str().unwrap_or("?"),
+                r["page_size"].as_u64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        layouts,
+        [
+            ("flash", "dense", None),
+            ("flash", "varlen", None),
+            ("flash", "paged", Some(16))
+        ],
+        "{json}"
+    );
+    // 4 * heads * length^2 * head_dim, halved (causal), summed over the lengths; the dense batch 3 x 12.
+    let ragged: f64 = [5.0f64, 24.0, 8.0]
+        .iter()
+        .map(|l| 4.0 * 2.0 * l * l * 64.0 / 2.0)
+        .sum();
+    let dense = 4.0 * 3.0 * 2.0 * 12.0 * 12.0 * 64.0 / 2.0;
+    for record in records {
+        assert_eq!(record["status"], "ok", "{record}");
+        assert_eq!(record["check"]["passed"], true, "{record}");
+        assert_eq!(
+            (&record["batch"], &record["seq"]),
+            (&3.into(), &12.into()),
+            "{record}"
+        );
+        assert_eq!(record["memory"]["space"], "device", "{record}");
+        let times = record["timing"]["times_ms"].as_array().expect("times");
+        assert_eq!(times.len(), 2, "{record}");
+        let (flops, lens) = if record["mode"] == "dense" {
+            (dense, serde_json::Value::Null)
+        } else {
+            (ragged, serde_json::json!([5, 24, 8]))
+        };
+        assert_eq!(record["flops"].as_f64(), Some(flops), "{record}");
+        assert_eq!(record["seq_lens"], lens, "{record}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -25,6 +25,7 @@ case "$1" in
   info) echo "stub attn info: kernels in this build: stub" ;;
   check) echo "stub attn check: ok" ;;
   bench)
+    echo "stub bench args: $*"
     dir=""
     while [ $# -gt 0 ]; do [ "$1" = --out ] && dir="$2"; shift; done
     mkdir -p "$dir"
@@ -231,6 +232,9 @@ fn a_full_run_packs_everything_into_one_archive_and_prints_the_summary_last() {
         "bench.log",
         "bench/results.json",
         "bench/timings.png",
+        "bench-varlen.log",
+        "bench-varlen/results.json",
+        "bench-varlen/timings.png",
         "bench-baseline.log",
         "bench-baseline/results.json",
         "bench-baseline/timings.png",
@@ -265,6 +269,13 @@ fn a_full_run_packs_everything_into_one_archive_and_prints_the_summary_last() {
         .contains("broken_test ... FAILED"));
     assert_eq!(fake.member("torch.json").trim(), r#"{"stub": "torch"}"#);
     assert!(fake.member("bench.log").contains("stub bench table"));
+    let varlen = fake.member("bench-varlen.log");
+    assert!(
+        varlen.contains(
+            "--kernels flash --varlen uniform:1..4096 --paged 16,256 --causal both --out "
+        ) && varlen.contains("stub bench table"),
+        "{varlen}"
+    );
 
     let summary = fake.member("summary.md");
     assert_eq!(
@@ -278,6 +289,7 @@ fn a_full_run_packs_everything_into_one_archive_and_prints_the_summary_last() {
         "| sanitizer-flash-racecheck | ok |",
         "| torch-sdpa | ok |",
         "| bench | ok |",
+        "| bench-varlen | ok |",
         "| bench-baseline | ok |",
         "| archive | gpu-results.tar.gz: ",
     ] {

@@ -5,6 +5,13 @@
 //! (halved when causal), TFLOP/s from the median time. A record that was not timed (skipped, out of
 //! memory, failed check, error) has no `timing` and says why in `reason`; one skipped because of the time
 //! budget (`settings.max_seconds`) says `over the time budget` and the prediction.
+//!
+//! Ragged batches (`attn bench --varlen`, `settings.varlen`): a record's `mode` is `varlen` (packed K/V)
+//! or `paged` (a paged KV cache of `page_size` tokens per page) and `seq_lens` holds the real lengths of
+//! its sequences; `batch` is their number, `seq` their mean rounded to the nearest integer (the dense
+//! comparison's sequence length), and `flops` is counted on the real lengths: the sum over sequences of
+//! 4 * heads * seq_len^2 * head_dim, halved when causal. Files written before these fields load as dense
+//! records (`mode` `dense`, `page_size` and `seq_lens` null).
 
 use std::path::Path;
 
@@ -84,6 +91,10 @@ pub struct Settings {
     /// The time budget of the sweep in seconds (`attn bench --max-seconds`); `null`: none.
     #[serde(default)]
     pub max_seconds: Option<f64>,
+    /// The length distribution of the ragged batch (`attn bench --varlen`), e.g. `uniform:1..2048:0` or
+    /// `128,512,2048`; `null`: a sweep of dense shapes. With it, `tokens` is the ragged batch's.
+    #[serde(default)]
+    pub varlen: Option<String>,
 }
 
 /// What happened to one kernel on one shape.
@@ -115,6 +126,32 @@ impl Status {
     }
 }
 
+/// How the sequences of a record's batch are laid out.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// `[batch, seq, heads, head_dim]` tensors, every sequence `seq` long.
+    #[default]
+    Dense,
+    /// A ragged batch, K/V packed `[total, heads, head_dim]`.
+    Varlen,
+    /// A ragged batch, K/V in a paged cache `[pages, page_size, heads, head_dim]` (NHD).
+    Paged,
+}
+
+impl Mode {
+    /// The word in the schema and the tables.
+    pub fn word(self) -> &'static str {
+        match self {
+            Mode::Dense => "dense",
+            Mode::Varlen => "varlen",
+            Mode::Paged => "paged",
+        }
+    }
+}
+
 /// One kernel on one shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
@@ -124,13 +161,24 @@ pub struct Record {
     pub dtype: String,
     /// Bottom-right-aligned causal mask (seq_q = seq_k here, so also top-left).
     pub causal: bool,
+    /// Sequences in the batch.
     pub batch: usize,
-    /// seq_q = seq_k.
+    /// seq_q = seq_k; for a ragged record the mean of `seq_lens`, rounded to the nearest integer.
     pub seq: usize,
     /// Query heads = key/value heads.
     pub heads: usize,
     pub head_dim: usize,
-    /// Floating-point operations of one call (4 * b * h * seq^2 * d, halved when causal).
+    /// `dense`, `varlen` or `paged` (`dense` in files that predate the field).
+    #[serde(default)]
+    pub mode: Mode,
+    /// Tokens per page of a `paged` record's KV cache; `null` otherwise.
+    #[serde(default)]
+    pub page_size: Option<usize>,
+    /// The length of each sequence of a ragged record (seq_q = seq_k); `null` for a dense one.
+    #[serde(default)]
+    pub seq_lens: Option<Vec<usize>>,
+    /// Floating-point operations of one call (4 * b * h * seq^2 * d, halved when causal; for a ragged
+    /// record the sum of 4 * h * seq_len^2 * d over `seq_lens`, halved when causal).
     pub flops: f64,
     pub status: Status,
     /// Why the record is not `ok`, in words; for an `ok` record what cut its runs (the time budget), or
@@ -158,6 +206,24 @@ impl Record {
             seq: self.seq,
             batch: self.batch,
             heads: self.heads,
+            mode: self.mode,
+            page_size: self.page_size,
+        }
+    }
+
+    /// The layout in one word: `dense`, `varlen`, or `paged:PAGE_SIZE`.
+    pub fn layout(&self) -> String {
+        match (self.mode, self.page_size) {
+            (Mode::Paged, Some(size)) => format!("paged:{size}"),
+            (mode, _) => mode.word().to_string(),
+        }
+    }
+
+    /// The line a record is plotted on: the kernel, followed by the layout when it is not dense.
+    pub fn series(&self) -> String {
+        match self.mode {
+            Mode::Dense => self.kernel.clone(),
+            _ => format!("{} {}", self.kernel, self.layout()),
         }
     }
 
@@ -181,6 +247,8 @@ pub struct ShapeKey {
     pub seq: usize,
     pub batch: usize,
     pub heads: usize,
+    pub mode: Mode,
+    pub page_size: Option<usize>,
 }
 
 /// A correctness check: sampled query rows of the checked output against the f64 reference computed

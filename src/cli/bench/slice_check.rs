@@ -6,6 +6,10 @@
 //! ([`crate::cpu::compare::tolerance`]) cost `seq_k * head_dim` per row however large the
 //! benchmarked problem is. The rule is applied to the sampled rows as one tensor: the largest error over
 //! them against the largest allowance over them.
+//!
+//! A ragged batch's rows are (sequence, query head, row of the sequence): the query is found through
+//! `cu_seqlens_q`, the keys one by one through `cu_seqlens_k` or the block table ([`RaggedLayout`]), and
+//! the mask is the sequence's own (causal bottom-right on its lengths).
 
 use std::collections::BTreeSet;
 
@@ -13,6 +17,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::results::Check;
+use super::varlen::RaggedLayout;
 use crate::cpu::{compare, reference};
 use crate::{AttentionError, AttentionProblem, AttentionShape, Element, Result, Strides};
 
@@ -42,6 +47,47 @@ pub fn sample_rows(shape: &AttentionShape, count: usize, seed: u64) -> Vec<(usiz
     rows.into_iter().take(target).collect()
 }
 
+/// `count` distinct (sequence, query head, row of the sequence) triples of a ragged batch of sequences
+/// `lengths` long: the first and last rows of the first and last sequence, the middle of the middle
+/// one, and seeded random rows (a sequence drawn uniformly, then a row of it).
+pub fn sample_ragged_rows(
+    lengths: &[usize],
+    heads: usize,
+    count: usize,
+    seed: u64,
+) -> Vec<(usize, usize, usize)> {
+    let nonempty: Vec<usize> = (0..lengths.len()).filter(|&b| lengths[b] > 0).collect();
+    let (Some(&first), Some(&last)) = (nonempty.first(), nonempty.last()) else {
+        return Vec::new();
+    };
+    let rows_total: usize = lengths.iter().sum::<usize>() * heads;
+    let target = count.min(rows_total).max(1);
+    let middle = nonempty[nonempty.len() / 2];
+    let mut rows = BTreeSet::from([
+        (first, 0, 0),
+        (first, 0, lengths[first] - 1),
+        (last, heads - 1, lengths[last] - 1),
+        (last, heads - 1, 0),
+        (middle, heads / 2, lengths[middle] / 2),
+    ]);
+    let mut rng = StdRng::seed_from_u64(seed);
+    while rows.len() < target {
+        let b = nonempty[rng.random_range(0..nonempty.len())];
+        rows.insert((
+            b,
+            rng.random_range(0..heads),
+            rng.random_range(0..lengths[b]),
+        ));
+    }
+    rows.into_iter().take(target).collect()
+}
+
+/// One checked query row: where it and the keys it sees live, as (batch, seq) indices of the strides.
+struct RowView {
+    query: (usize, usize),
+    keys: Vec<(usize, usize)>,
+}
+
 /// Compares `out` (laid out by `problem.out_strides`) on `rows` with the f64 reference.
 ///
 /// # Errors
@@ -55,6 +101,55 @@ pub fn check_rows<T: Element>(
     out: &[T],
     rows: &[(usize, usize, usize)],
 ) -> Result<Check> {
+    check_views(problem, [q, k, v, out], rows, |b, i| {
+        let (begin, end) = problem.key_range(i);
+        Ok(RowView {
+            query: (b, i),
+            keys: (begin..end).map(|j| (b, j)).collect(),
+        })
+    })
+}
+
+/// Compares the output of a ragged batch (`problem` a self-attention prefill whose sequence b has
+/// `lengths[b]` queries and keys, its metadata `layout`) on `rows` from [`sample_ragged_rows`] with the
+/// f64 reference.
+///
+/// # Errors
+/// [`AttentionError::InvalidArgument`] for a row outside its sequence or a problem with ALiBi slopes;
+/// the reference's or the tolerance rule's errors.
+pub fn check_ragged_rows<T: Element>(
+    problem: &AttentionProblem,
+    layout: &RaggedLayout,
+    lengths: &[usize],
+    [q, k, v, out]: [&[T]; 4],
+    rows: &[(usize, usize, usize)],
+) -> Result<Check> {
+    check_views(problem, [q, k, v, out], rows, |b, i| {
+        let length = lengths.get(b).copied().unwrap_or(0);
+        if i >= length {
+            return Err(AttentionError::InvalidArgument(format!(
+                "row {i} of sequence {b} is outside its {length} rows"
+            )));
+        }
+        // The sequence alone: its own lengths, the problem's mask.
+        let shape = AttentionShape::new(1, length, 1, problem.shape.head_dim);
+        let mut sequence = AttentionProblem::new(shape).with_causal(problem.causal);
+        sequence.window = problem.window;
+        let (begin, end) = sequence.key_range(i);
+        Ok(RowView {
+            query: (0, layout.query_row(b) + i),
+            keys: (begin..end).map(|j| layout.key_position(b, j)).collect(),
+        })
+    })
+}
+
+/// The check of both layouts: `view(b, i)` says where row i of batch entry b and its keys live.
+fn check_views<T: Element>(
+    problem: &AttentionProblem,
+    [q, k, v, out]: [&[T]; 4],
+    rows: &[(usize, usize, usize)],
+    view: impl Fn(usize, usize) -> Result<RowView>,
+) -> Result<Check> {
     if problem.alibi_slopes.is_some() {
         return Err(AttentionError::InvalidArgument(
             "the sampled-row check does not rebuild ALiBi biases".into(),
@@ -65,19 +160,21 @@ pub fn check_rows<T: Element>(
     let mut max_abs_error = 0.0f64;
     let mut allowed = 0.0f64;
     for &(b, h, i) in rows {
-        let (begin, end) = problem.key_range(i);
-        let keys = end.saturating_sub(begin);
+        let RowView { query, keys } = view(b, i)?;
         let hk = h / ratio;
-        let gather = |x: &[T], strides: &Strides, s: usize, head: usize| -> Vec<T> {
-            (0..d).map(|c| x[strides.offset(b, s, head, c)]).collect()
+        let gather = |x: &[T], strides: &Strides, (at, s): (usize, usize), head: usize| -> Vec<T> {
+            (0..d).map(|c| x[strides.offset(at, s, head, c)]).collect()
         };
-        let q_row = gather(q, &problem.q_strides, i, h);
-        let k_rows: Vec<T> = (begin..end)
-            .flat_map(|j| gather(k, &problem.k_strides, j, hk))
+        let q_row = gather(q, &problem.q_strides, query, h);
+        let k_rows: Vec<T> = keys
+            .iter()
+            .flat_map(|&key| gather(k, &problem.k_strides, key, hk))
             .collect();
-        let v_rows: Vec<T> = (begin..end)
-            .flat_map(|j| gather(v, &problem.v_strides, j, hk))
+        let v_rows: Vec<T> = keys
+            .iter()
+            .flat_map(|&key| gather(v, &problem.v_strides, key, hk))
             .collect();
+        let keys = keys.len();
         // One query over exactly the keys row i sees: no mask left to apply.
         let mut row_problem =
             AttentionProblem::new(AttentionShape::new(1, 1, 1, d).with_seq_k(keys))
@@ -94,7 +191,7 @@ pub fn check_rows<T: Element>(
             &expected,
         )?);
         for (c, &e) in expected.out.iter().enumerate() {
-            let actual = out[problem.out_strides.offset(b, i, h, c)].to_f64();
+            let actual = out[problem.out_strides.offset(query.0, query.1, h, c)].to_f64();
             let error = if actual.is_finite() {
                 (actual - e).abs()
             } else {

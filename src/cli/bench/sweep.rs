@@ -1,10 +1,14 @@
 //! What a benchmark sweep covers: kernels, dtypes, head dims, masks and sequence lengths, with
-//! batch * seq and heads * head_dim held constant (FlashAttention's convention: 16k tokens, hidden 2048).
+//! batch * seq and heads * head_dim held constant (FlashAttention's convention: 16k tokens, hidden 2048);
+//! or, with `--varlen`, one ragged batch beside a dense batch of as many sequences of the mean length
+//! ([`Varlen`]).
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use super::budget::MAX_SECONDS;
-use super::results::{Record, Status};
+use super::results::{Mode, Record, Status};
+use super::varlen::{LengthDist, RaggedCase};
 use crate::cli::buffer_bytes;
 use crate::cli::runner::Runner;
 use crate::{AttentionError, AttentionProblem, AttentionShape, DType, Tensor};
@@ -145,34 +149,73 @@ pub struct Sweep {
     pub check_rows: usize,
     /// The time budget of the whole sweep in seconds ([`super::budget`]); `None`: no budget.
     pub max_seconds: Option<f64>,
+    /// A ragged batch timed beside a dense one, in place of the sweep of `seqs` (`--varlen`).
+    pub varlen: Option<Varlen>,
+}
+
+/// `attn bench --varlen DIST [--paged PAGE_SIZE,...]`: for each dtype, head dim and mask, one ragged
+/// batch of self-attention prefill with K/V packed (and, per page size, in a paged cache), beside a dense
+/// batch of as many sequences of the mean length (rounded to the nearest integer): the same sequences
+/// and, within half a token per sequence, the same tokens. Not the same FLOPs: a ragged batch's are the
+/// sum of its squared lengths, at least those of the dense batch, so the two compare by TFLOP/s, each
+/// counted on its own lengths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Varlen {
+    /// The lengths (uniform draws up to the sweep's tokens, or a list).
+    pub dist: LengthDist,
+    /// Page sizes of the paged runs (`--paged`); empty: packed K/V only.
+    pub page_sizes: Vec<usize>,
 }
 
 /// One shape of a sweep.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Case {
     pub dtype: DType,
     pub head_dim: usize,
     pub causal: bool,
+    /// seq_q = seq_k; for a ragged batch its mean length, rounded (the dense comparison's).
     pub seq: usize,
+    /// Sequences.
     pub batch: usize,
     pub heads: usize,
+    /// `None`: a dense batch of `batch` x `seq`; else the ragged batch and its K/V storage.
+    pub ragged: Option<RaggedCase>,
 }
 
 impl Case {
-    /// Floating-point operations of one call (4 * b * h * seq^2 * d, halved when causal).
+    /// Floating-point operations of one call (4 * b * h * seq^2 * d, halved when causal; a ragged batch
+    /// on its real lengths, [`RaggedCase::flops`]).
     pub fn flops(&self) -> f64 {
-        self.problem().shape.flops(self.causal)
+        match &self.ragged {
+            None => self.problem().shape.flops(self.causal),
+            Some(ragged) => ragged.flops(self.heads, self.head_dim, self.causal),
+        }
     }
 
-    /// Self-attention, contiguous `[b, s, h, d]`, default scale.
+    /// Self-attention, contiguous `[b, s, h, d]`, default scale; a ragged batch as
+    /// [`RaggedCase::problem`] lays it out.
     pub fn problem(&self) -> AttentionProblem {
-        AttentionProblem::new(AttentionShape::new(
-            self.batch,
-            self.seq,
-            self.heads,
-            self.head_dim,
-        ))
-        .with_causal(self.causal)
+        match &self.ragged {
+            None => AttentionProblem::new(AttentionShape::new(
+                self.batch,
+                self.seq,
+                self.heads,
+                self.head_dim,
+            ))
+            .with_causal(self.causal),
+            Some(ragged) => ragged.problem(self.heads, self.head_dim, self.causal),
+        }
+    }
+
+    /// `dense`, `varlen` or `paged`.
+    pub fn mode(&self) -> Mode {
+        match &self.ragged {
+            None => Mode::Dense,
+            Some(RaggedCase {
+                page_size: None, ..
+            }) => Mode::Varlen,
+            Some(_) => Mode::Paged,
+        }
     }
 
     /// A record for `kernel` on this shape, not yet run.
@@ -185,6 +228,9 @@ impl Case {
             seq: self.seq,
             heads: self.heads,
             head_dim: self.head_dim,
+            mode: self.mode(),
+            page_size: self.ragged.as_ref().and_then(|r| r.page_size),
+            seq_lens: self.ragged.as_ref().map(|r| r.lengths.to_vec()),
             flops: self.flops(),
             status,
             reason,
@@ -234,12 +280,20 @@ impl Sweep {
         no_repeats("--dtypes", &self.dtypes)?;
         no_repeats("--head-dims", &self.head_dims)?;
         no_repeats("--seqs", &self.seqs)?;
+        if let Some(varlen) = &self.varlen {
+            no_repeats("--paged", &varlen.page_sizes)?;
+        }
         let mut cases = self.cases()?;
         for case in &cases {
             case.problem().validate().map_err(|e| {
                 format!(
-                    "the sweep's shape {} d{} seq {} batch {} heads {}: {e}",
-                    case.dtype, case.head_dim, case.seq, case.batch, case.heads
+                    "the sweep's shape {} d{} seq {} batch {} heads {} {}: {e}",
+                    case.dtype,
+                    case.head_dim,
+                    case.seq,
+                    case.batch,
+                    case.heads,
+                    case.mode().word()
                 )
             })?;
         }
@@ -278,7 +332,7 @@ impl Sweep {
     pub fn host_bytes(&self, cases: &[Case]) -> Result<Option<usize>, AttentionError> {
         let mut most = Some(0usize);
         for &dtype in &self.dtypes {
-            let of_dtype: Vec<Case> = cases.iter().filter(|c| c.dtype == dtype).copied().collect();
+            let of_dtype: Vec<Case> = cases.iter().filter(|c| c.dtype == dtype).cloned().collect();
             let (input_len, out_len) = Sweep::buffer_lens(&of_dtype)?;
             let bytes = buffer_bytes(&[self.input_sets, 3, input_len], dtype.size_bytes())
                 .zip(buffer_bytes(&[2, out_len], dtype.size_bytes()))
@@ -288,7 +342,19 @@ impl Sweep {
         Ok(most)
     }
 
-    /// Every shape, ordered by dtype, head dim, mask, sequence length.
+    /// The lengths of the ragged batch (`--varlen`), drawn (seeded) or listed; `None` without one.
+    ///
+    /// # Errors
+    /// [`LengthDist::lengths`]'s.
+    pub fn lengths(&self) -> Result<Option<Vec<usize>>, String> {
+        self.varlen
+            .as_ref()
+            .map(|varlen| varlen.dist.lengths(self.tokens))
+            .transpose()
+    }
+
+    /// Every shape, ordered by dtype, head dim, mask, sequence length; with `--varlen`, by dtype, head
+    /// dim and mask, each the dense batch, then the ragged one packed, then paged per page size.
     ///
     /// # Errors
     /// When `hidden` is not a multiple of a head dim (and no head count is fixed), or a size is 0.
@@ -296,6 +362,14 @@ impl Sweep {
         if self.tokens == 0 || self.seqs.contains(&0) || self.head_dims.contains(&0) {
             return Err("tokens, sequence lengths and head dims must be at least 1".into());
         }
+        if self
+            .varlen
+            .as_ref()
+            .is_some_and(|v| v.page_sizes.contains(&0))
+        {
+            return Err("--paged 0: a page holds at least 1 token".into());
+        }
+        let lengths: Option<Arc<[usize]>> = self.lengths()?.map(Arc::from);
         let mut cases = Vec::new();
         for &dtype in &self.dtypes {
             for &head_dim in &self.head_dims {
@@ -312,6 +386,33 @@ impl Sweep {
                     }
                 };
                 for causal in self.masks.causal_flags() {
+                    if let (Some(lengths), Some(varlen)) = (&lengths, &self.varlen) {
+                        let batch = lengths.len();
+                        let total: usize = lengths.iter().sum();
+                        let dense = Case {
+                            dtype,
+                            head_dim,
+                            causal,
+                            seq: ((total + batch / 2) / batch.max(1)).max(1),
+                            batch,
+                            heads,
+                            ragged: None,
+                        };
+                        let storages = std::iter::once(None)
+                            .chain(varlen.page_sizes.iter().map(|&size| Some(size)));
+                        let ragged: Vec<Case> = storages
+                            .map(|page_size| Case {
+                                ragged: Some(RaggedCase {
+                                    lengths: lengths.clone(),
+                                    page_size,
+                                }),
+                                ..dense.clone()
+                            })
+                            .collect();
+                        cases.push(dense);
+                        cases.extend(ragged);
+                        continue;
+                    }
                     for &seq in &self.seqs {
                         cases.push(Case {
                             dtype,
@@ -320,6 +421,7 @@ impl Sweep {
                             seq,
                             batch: (self.tokens / seq).max(1),
                             heads,
+                            ragged: None,
                         });
                     }
                 }

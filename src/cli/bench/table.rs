@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::results::{BenchResults, Record, ShapeKey, Status};
+use super::results::{BenchResults, Mode, Record, ShapeKey, Status};
 
 /// A short description of where and how `results` were measured, one line per fact.
 pub fn describe(results: &BenchResults) -> Vec<String> {
@@ -26,7 +26,7 @@ pub fn describe(results: &BenchResults) -> Vec<String> {
     let budget = s.max_seconds.map_or(String::new(), |seconds| {
         format!("; time budget {seconds} s (--max-seconds): shapes predicted not to fit skipped")
     });
-    vec![
+    let mut lines = vec![
         format!("{} ({}), {}", results.tool, results.software, device),
         format!(
             "commit {}, {}, `{}`",
@@ -36,7 +36,15 @@ pub fn describe(results: &BenchResults) -> Vec<String> {
             "{}: median of up to {} timed runs after {} warm-up runs, {} input sets rotated{flush}{budget}",
             s.timer, s.iters, s.warmup, s.input_sets
         ),
-    ]
+    ];
+    if let Some(dist) = &s.varlen {
+        lines.push(format!(
+            "ragged batch of {} tokens, lengths {dist}, beside a dense batch of as many sequences of \
+             the mean length; TFLOP/s on each batch's own lengths",
+            s.tokens
+        ));
+    }
+    lines
 }
 
 /// TFLOP/s with about three significant digits.
@@ -70,10 +78,19 @@ pub fn by_shape<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<&'a Re
     sorted
 }
 
-/// The main table: one line per record.
+/// The main table: one line per record. When a record is ragged, a `layout` column after the kernel
+/// says `dense`, `varlen` or `paged:PAGE_SIZE` (and `seq` is a ragged batch's mean length).
 pub fn render(records: &[&Record]) -> String {
+    let ragged = records.iter().any(|r| r.mode != Mode::Dense);
+    let layout = |word: &str| {
+        if ragged {
+            format!(" {word:<10}")
+        } else {
+            String::new()
+        }
+    };
     let mut text = format!(
-        "{:<5} {:>4} {:<6} {:>6} {:>5} {:>5}  {:<15} {:>4} {:>11} {:>7} {:>9} {:>10}  {}\n",
+        "{:<5} {:>4} {:<6} {:>6} {:>5} {:>5}  {:<15}{} {:>4} {:>11} {:>7} {:>9} {:>10}  {}\n",
         "dtype",
         "d",
         "causal",
@@ -81,6 +98,7 @@ pub fn render(records: &[&Record]) -> String {
         "batch",
         "heads",
         "kernel",
+        layout("layout"),
         "runs",
         "median ms",
         "spread",
@@ -90,14 +108,15 @@ pub fn render(records: &[&Record]) -> String {
     );
     for r in records {
         let head = format!(
-            "{:<5} {:>4} {:<6} {:>6} {:>5} {:>5}  {:<15}",
+            "{:<5} {:>4} {:<6} {:>6} {:>5} {:>5}  {:<15}{}",
             r.dtype,
             r.head_dim,
             if r.causal { "yes" } else { "no" },
             r.seq,
             r.batch,
             r.heads,
-            r.kernel
+            r.kernel,
+            layout(&r.layout())
         );
         let memory = r.memory.as_ref().map_or("-".to_string(), |m| {
             let bytes = human_bytes(m.peak_bytes);

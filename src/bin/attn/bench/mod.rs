@@ -10,6 +10,11 @@
 //! flush on the GPU, the wall clock on the host); the median, the spread and TFLOP/s
 //! (4 * b * h * seq^2 * d, halved when causal); the exact bytes one call reads and writes. A table on
 //! stdout; with `--out DIR`, DIR/results.json, DIR/timings.png, DIR/timings.svg and DIR/memory.png.
+//!
+//! `--varlen DIST` replaces the sweep of sequence lengths by one ragged batch per dtype, head dim and
+//! mask, timed beside a dense batch of as many sequences of the mean length, with `--paged PAGE_SIZE`
+//! also in a paged KV cache (`cuda_attention::cli::bench::sweep::Varlen`); TFLOP/s are counted on each
+//! batch's real lengths.
 
 mod meta;
 mod plots;
@@ -23,12 +28,13 @@ use clap::Args;
 use cuda_attention::cli::bench::budget::{Budget, QUICK_SECONDS};
 use cuda_attention::cli::bench::results::{BenchResults, Record, Settings, Status, SCHEMA};
 use cuda_attention::cli::bench::sweep::{
-    Case, Masks, Sweep, CPU_DEFAULTS, CPU_QUICK, GPU_DEFAULTS, GPU_QUICK,
+    Case, Masks, Sweep, Varlen, CPU_DEFAULTS, CPU_QUICK, GPU_DEFAULTS, GPU_QUICK,
 };
+use cuda_attention::cli::bench::varlen::{parse_page_size, LengthDist};
 use cuda_attention::cli::bench::{slice_check, table};
 use cuda_attention::cli::output::prepare_dir;
 use cuda_attention::cli::runner::{no_gpu, open_gpu, Runner};
-use cuda_attention::cli::{check_host_memory, reject, CliResult};
+use cuda_attention::cli::{check_host_memory, reject, CliError, CliResult};
 use cuda_attention::{DType, Engine, KernelChoice};
 use half::{bf16, f16};
 
@@ -43,9 +49,26 @@ const EMULATOR_FLOP_LIMIT: f64 = 3e8;
 #[derive(Args)]
 pub struct BenchArgs {
     /// Kernels, comma separated: naive, flash (GPU), cpu, emulator-naive, emulator-flash (the spellings
-    /// of `attn check --kernel` that name one kernel). Default: naive,flash on a GPU, cpu without one.
+    /// of `attn check --kernel` that name one kernel). Default: naive,flash on a GPU (flash with
+    /// --varlen: naive takes dense batches only), cpu without one.
     #[arg(long, value_delimiter = ',')]
     kernels: Option<Vec<Runner>>,
+    /// Instead of the sweep of --seqs, a ragged (varlen) batch of self-attention prefill timed beside a
+    /// dense batch of as many sequences of the mean length: `uniform:MIN..MAX[:SEED]` (lengths MIN to MAX
+    /// inclusive, drawn with SEED, default 0, until they sum to --tokens) or a list of lengths, e.g.
+    /// 128,512,2048 (one sequence each).
+    #[arg(long, value_name = "DIST", conflicts_with = "seqs")]
+    varlen: Option<LengthDist>,
+    /// With --varlen: also time the ragged batch with its K/V in a paged cache of PAGE_SIZE tokens per
+    /// page (NHD, pages in a shuffled order); comma separated for several sizes.
+    #[arg(
+        long,
+        value_name = "PAGE_SIZE",
+        value_delimiter = ',',
+        value_parser = parse_page_size,
+        requires = "varlen"
+    )]
+    paged: Option<Vec<usize>>,
     /// Sequence lengths, comma separated. Default: 512,1024,...,16384 on a GPU; 128,...,2048 on the CPU.
     #[arg(long, value_delimiter = ',')]
     seqs: Option<Vec<usize>>,
@@ -126,13 +149,13 @@ fn resolve(args: &BenchArgs, gpu: bool) -> Sweep {
         (false, true) => CPU_QUICK,
     };
     let host_seconds = if args.quick { 0.3 } else { 2.0 };
-    let kernels = if gpu {
-        vec![
+    let kernels = match (gpu, &args.varlen) {
+        (true, None) => vec![
             Runner::Gpu(KernelChoice::Naive),
             Runner::Gpu(KernelChoice::Flash),
-        ]
-    } else {
-        vec![Runner::Cpu]
+        ],
+        (true, Some(_)) => vec![Runner::Gpu(KernelChoice::Flash)],
+        (false, _) => vec![Runner::Cpu],
     };
     Sweep {
         kernels: args.kernels.clone().unwrap_or(kernels),
@@ -153,7 +176,24 @@ fn resolve(args: &BenchArgs, gpu: bool) -> Sweep {
         host_seconds: args.host_seconds.unwrap_or(host_seconds),
         check_rows: args.check_rows,
         max_seconds: args.max_seconds.or(args.quick.then_some(QUICK_SECONDS)),
+        varlen: args.varlen.clone().map(|dist| Varlen {
+            dist,
+            page_sizes: args.paged.clone().unwrap_or_default(),
+        }),
     }
+}
+
+/// Refuses flags that contradict each other in ways clap does not see.
+fn check_flags(args: &BenchArgs) -> CliResult<()> {
+    if let (Some(dist), Some(tokens)) = (&args.varlen, args.tokens) {
+        if dist.is_list() {
+            return Err(CliError::Rejected(format!(
+                "--tokens {tokens} with --varlen {dist}: a list of lengths fixes the tokens (their sum); \
+                 drop --tokens, or draw lengths with --varlen uniform:MIN..MAX"
+            )));
+        }
+    }
+    Ok(())
 }
 
 pub fn run(args: &BenchArgs) -> CliResult<ExitCode> {
@@ -216,7 +256,16 @@ pub fn run(args: &BenchArgs) -> CliResult<ExitCode> {
         .records
         .iter()
         .filter(|r| matches!(r.status, Status::FailedCheck | Status::Error))
-        .map(|r| format!("{} {} d{} seq {}", r.kernel, r.dtype, r.head_dim, r.seq))
+        .map(|r| {
+            format!(
+                "{} {} d{} seq {} {}",
+                r.kernel,
+                r.dtype,
+                r.head_dim,
+                r.seq,
+                r.layout()
+            )
+        })
         .collect();
     if failed.is_empty() {
         Ok(ExitCode::SUCCESS)
@@ -272,6 +321,7 @@ fn write_outputs(
 /// Runs the sweep (or prints it with --dry-run, returning `None`).
 fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
     let date = meta::now_utc();
+    check_flags(args)?;
     // The GPU, or why the sweep runs without one.
     let gpu: Result<Engine, String> = if args.cpu {
         Err("--cpu given".into())
@@ -285,6 +335,7 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
     let sweep = resolve(args, gpu.is_ok());
     // Every flag and every shape, then the memory the input sets take, before anything runs.
     let cases = sweep.validate().map_err(reject)?;
+    let lengths = sweep.lengths().map_err(reject)?;
     check_host_memory(
         "attn bench",
         &[("input sets and outputs", sweep.host_bytes(&cases)?)],
@@ -339,7 +390,9 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
         date,
         command: meta::command_line(),
         settings: Settings {
-            tokens: sweep.tokens,
+            tokens: lengths
+                .as_ref()
+                .map_or(sweep.tokens, |l| l.iter().sum::<usize>()),
             hidden: sweep.heads.map_or(sweep.hidden, |h| h * sweep.head_dims[0]),
             warmup: sweep.warmup,
             iters: sweep.iters,
@@ -349,6 +402,7 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
             memory_method: timing::MEMORY_METHOD.into(),
             check_method: timing::check_method(sweep.check_rows),
             max_seconds: sweep.max_seconds,
+            varlen: sweep.varlen.as_ref().map(|v| v.dist.to_string()),
         },
         records: Vec::new(),
     };
@@ -365,21 +419,46 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
         println!("{}", serde_json::to_string_pretty(&results)?);
         return Ok(None);
     }
-    println!(
-        "sweep: {} x {} shapes (seq {:?}, batch * seq = {}, head dims {:?}, {:?}, causal {:?})",
-        sweep
-            .kernels
-            .iter()
-            .map(|k| k.name())
-            .collect::<Vec<_>>()
-            .join(","),
-        cases.len(),
-        sweep.seqs,
-        sweep.tokens,
-        sweep.head_dims,
-        sweep.dtypes.iter().map(|d| d.name()).collect::<Vec<_>>(),
-        sweep.masks
-    );
+    let kernels = sweep
+        .kernels
+        .iter()
+        .map(|k| k.name())
+        .collect::<Vec<_>>()
+        .join(",");
+    let dtypes: Vec<&str> = sweep.dtypes.iter().map(|d| d.name()).collect();
+    match (&lengths, &sweep.varlen) {
+        (Some(lengths), Some(varlen)) => {
+            let total: usize = lengths.iter().sum();
+            let dense = cases.iter().find(|c| c.ragged.is_none()).map_or(0, |c| c.seq);
+            println!(
+                "varlen: {kernels} x {} shapes: a ragged batch of {} sequences, {total} tokens (--varlen \
+                 {}, lengths {} to {}), K/V packed{}, beside a dense batch of {} x seq {dense} (head dims \
+                 {:?}, {dtypes:?}, causal {:?})",
+                cases.len(),
+                lengths.len(),
+                varlen.dist,
+                lengths.iter().min().unwrap_or(&0),
+                lengths.iter().max().unwrap_or(&0),
+                varlen
+                    .page_sizes
+                    .iter()
+                    .map(|size| format!(" and paged ({size} tokens per page)"))
+                    .collect::<String>(),
+                lengths.len(),
+                sweep.head_dims,
+                sweep.masks
+            );
+        }
+        _ => println!(
+            "sweep: {kernels} x {} shapes (seq {:?}, batch * seq = {}, head dims {:?}, {dtypes:?}, causal \
+             {:?})",
+            cases.len(),
+            sweep.seqs,
+            sweep.tokens,
+            sweep.head_dims,
+            sweep.masks
+        ),
+    }
     if let Some(seconds) = sweep.max_seconds {
         println!(
             "time budget: {seconds} s (--max-seconds), cheapest shapes first; a shape predicted not to \
@@ -389,7 +468,7 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
     let mut budget = Budget::new(sweep.max_seconds);
     let mut progress = Progress::new(cases.len() * sweep.kernels.len());
     for &dtype in &sweep.dtypes {
-        let of_dtype: Vec<Case> = cases.iter().filter(|c| c.dtype == dtype).copied().collect();
+        let of_dtype: Vec<Case> = cases.iter().filter(|c| c.dtype == dtype).cloned().collect();
         let (progress, budget, records) = (&mut progress, &mut budget, &mut results.records);
         match dtype {
             DType::F32 => run_dtype::<f32>(&gpu, &sweep, &of_dtype, progress, budget, records)?,
@@ -477,8 +556,15 @@ impl Progress {
 
     fn start(&mut self, case: &Case, kernel: Runner) {
         self.done += 1;
+        let layout = match &case.ragged {
+            None => String::new(),
+            Some(ragged) => match ragged.page_size {
+                None => " varlen".into(),
+                Some(size) => format!(" paged:{size}"),
+            },
+        };
         eprint!(
-            "[{:>3}/{} {:>6.1}s] {:<14} {} d{} {}seq {:>5} batch {:>4} heads {:>3} ... ",
+            "[{:>3}/{} {:>6.1}s] {:<14} {} d{} {}seq {:>5} batch {:>4} heads {:>3}{layout} ... ",
             self.done,
             self.total,
             self.started.elapsed().as_secs_f64(),

@@ -3,7 +3,8 @@
 //! one call against sequence length, one panel per dtype and head dim).
 //!
 //! Only timed records are drawn; failed, skipped and out-of-memory records are in the table and the
-//! JSON. PyTorch's backends (kernels named `torch-*`) are dashed.
+//! JSON. PyTorch's backends (kernels named `torch-*`) are dashed. Ragged records (`--varlen`) are lines
+//! of their own, named by kernel and layout (`flash varlen`, `flash paged:16`), at their mean length.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -57,8 +58,8 @@ fn tick(value: f64) -> String {
     }
 }
 
-/// Timed records grouped into panels by `key`, then by kernel (in order of first appearance), as
-/// (seq, value) points sorted by seq.
+/// Timed records grouped into panels by `key`, then by series (kernel and layout, [`Record::series`],
+/// in order of first appearance), as (seq, value) points sorted by seq.
 type Panels<K> = BTreeMap<K, Vec<(String, Vec<(f64, f64)>)>>;
 
 fn panels<K: Ord>(
@@ -72,10 +73,11 @@ fn panels<K: Ord>(
             continue;
         };
         let lines = panels.entry(key(r)).or_default();
-        let index = match lines.iter().position(|(k, _)| *k == r.kernel) {
+        let series = r.series();
+        let index = match lines.iter().position(|(k, _)| *k == series) {
             Some(index) => index,
             None => {
-                lines.push((r.kernel.clone(), Vec::new()));
+                lines.push((series, Vec::new()));
                 lines.len() - 1
             }
         };
@@ -93,8 +95,20 @@ fn panels<K: Ord>(
     panels
 }
 
-/// The x range and key points of every panel: the sequence lengths of all records, log scale.
-fn seq_axis(records: &[&Record]) -> (std::ops::Range<f64>, Vec<f64>) {
+/// The x axis of every panel: its range and key points (the sequence lengths of all records, log scale)
+/// and its description.
+struct SeqAxis {
+    range: std::ops::Range<f64>,
+    keys: Vec<f64>,
+    description: &'static str,
+}
+
+fn seq_axis(records: &[&Record]) -> SeqAxis {
+    let description = if records.iter().any(|r| r.seq_lens.is_some()) {
+        "sequence length (ragged batches: their mean length)"
+    } else {
+        "sequence length"
+    };
     let mut seqs: Vec<f64> = records.iter().map(|r| r.seq as f64).collect();
     seqs.sort_by(f64::total_cmp);
     seqs.dedup();
@@ -102,7 +116,11 @@ fn seq_axis(records: &[&Record]) -> (std::ops::Range<f64>, Vec<f64>) {
         seqs.push(1.0);
     }
     let (lo, hi) = (seqs[0], seqs[seqs.len() - 1]);
-    (lo / 1.25..hi * 1.25, seqs)
+    SeqAxis {
+        range: lo / 1.25..hi * 1.25,
+        keys: seqs,
+        description,
+    }
 }
 
 /// The y range covering `lines`, padded; log scale when asked.
@@ -172,7 +190,7 @@ fn draw_chart<DB: DrawingBackend>(
     caption: &str,
     y_label: &str,
     lines: &[(String, Vec<(f64, f64)>)],
-    x_axis: &(std::ops::Range<f64>, Vec<f64>),
+    x_axis: &SeqAxis,
     y_scale: YScale,
     y_format: &dyn Fn(f64) -> String,
     legend_note: &dyn Fn(&str) -> String,
@@ -185,17 +203,17 @@ fn draw_chart<DB: DrawingBackend>(
         .x_label_area_size(45)
         .y_label_area_size(75);
     let x_spec = x_axis
-        .0
+        .range
         .clone()
         .log_scale()
-        .with_key_points(x_axis.1.clone());
+        .with_key_points(x_axis.keys.clone());
     // Two coordinate types (log or linear y) share the drawing code through this macro.
     macro_rules! draw {
         ($chart:expr) => {{
             let mut chart = $chart;
             chart
                 .configure_mesh()
-                .x_desc("sequence length")
+                .x_desc(x_axis.description)
                 .y_desc(y_label)
                 .x_label_formatter(&|x| format!("{x:.0}"))
                 .y_label_formatter(&|y| y_format(*y))
@@ -357,11 +375,7 @@ pub fn write_memory(records: &[&Record], title: &str, png: &Path) -> Result<(), 
     );
     let spaces: BTreeMap<String, String> = records
         .iter()
-        .filter_map(|r| {
-            r.memory
-                .as_ref()
-                .map(|m| (r.kernel.clone(), m.space.clone()))
-        })
+        .filter_map(|r| r.memory.as_ref().map(|m| (r.series(), m.space.clone())))
         .collect();
     let size = (1000, 60 + 420 * peaks.len().max(1) as u32);
     let draw = |root: DrawingArea<BitMapBackend<'_>, Shift>| -> Result<(), String> {

@@ -3,16 +3,21 @@
 //! checking launch is timed on the wall clock for the time budget, which may cut the runs after it.
 //!
 //! Every shape of one dtype is a slice of the same storage: batch * seq * hidden is (at most) the same
-//! for every shape, so the input sets are generated and uploaded once per dtype.
+//! for every shape, so the input sets are generated and uploaded once per dtype. A ragged batch
+//! (`--varlen`) slices its packed q, k, v (or its paged cache) from the same storage and passes its i32
+//! metadata with every call (uploaded once per record on the GPU, outside the timed runs).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use cuda_attention::cli::bench::budget::{Budget, Runs};
 use cuda_attention::cli::bench::results::{Check, Memory, Record, Status, Timing};
-use cuda_attention::cli::bench::slice_check::{check_rows, sample_rows};
+use cuda_attention::cli::bench::slice_check::{
+    check_ragged_rows, check_rows, sample_ragged_rows, sample_rows,
+};
 use cuda_attention::cli::bench::sweep::{Case, Sweep};
 use cuda_attention::cli::bench::table::human_bytes;
+use cuda_attention::cli::bench::varlen::RaggedLayout;
 use cuda_attention::cli::inputs::{Aligned, Inputs};
 use cuda_attention::cli::runner::Runner;
 use cuda_attention::cli::{buffer_bytes, CliError, CliResult};
@@ -23,7 +28,7 @@ use cuda_attention::{
     Plan, Tensor,
 };
 use cudarc::driver::sys::{cudaError_enum, CUdevice_attribute, CUevent_flags};
-use cudarc::driver::{CudaSlice, CudaStream, DriverError};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DriverError};
 
 /// Free device memory kept in reserve when deciding whether a naive score workspace fits.
 const MEMORY_MARGIN: usize = 256 << 20;
@@ -32,16 +37,18 @@ const MIN_HOST_RUNS: usize = 3;
 
 /// What `memory.peak_bytes` means, for the results' settings.
 pub const MEMORY_METHOD: &str = "exact accounting: bytes of the buffers one call reads and writes \
-     (q, k, v, out, and the naive kernels' f32 score workspace); device memory for GPU kernels, host \
-     memory for cpu and emulator kernels (the CPU backend's per-thread scratch is not counted)";
+     (q, k, v, out, the naive kernels' f32 score workspace, and a ragged batch's i32 metadata; a paged \
+     cache counted whole, page tails included); device memory for GPU kernels, host memory for cpu and \
+     emulator kernels (the CPU backend's per-thread scratch is not counted)";
 
 /// What a record's `check` compares, for the results' settings.
 pub fn check_method(rows: usize) -> String {
     format!(
         "before timing, {rows} sampled query rows of the kernel's output on the timed shape (input set \
-         0, output poisoned with NaN first) against the f64 reference for those rows, by \
-         FlashAttention's rule (2 x the error of the naive formula in the input precision, plus an f32 \
-         floor), applied to the sampled rows"
+         0, output poisoned with NaN first; a ragged batch's rows through its metadata, each over its own \
+         sequence's keys) against the f64 reference for those rows, by FlashAttention's rule (2 x the \
+         error of the naive formula in the input precision, plus an f32 floor), applied to the sampled \
+         rows"
     )
 }
 
@@ -91,6 +98,27 @@ fn keep_check(record: &mut Record, check: Check) -> bool {
         record.reason = Some("wrong output on the checked rows: not timed".into());
     }
     passed
+}
+
+/// Checks sampled rows of `out`, the output of `case` (its `problem`, and `layout` when ragged) on input
+/// set `inputs`, against the f64 reference.
+fn check_case<T: Element>(
+    case: &Case,
+    problem: &AttentionProblem,
+    layout: Option<&RaggedLayout>,
+    [q, k, v, out]: [&[T]; 4],
+    rows: usize,
+) -> Result<Check, AttentionError> {
+    match (&case.ragged, layout) {
+        (Some(ragged), Some(layout)) => {
+            let sampled = sample_ragged_rows(&ragged.lengths, case.heads, rows, case.seq as u64);
+            check_ragged_rows(problem, layout, &ragged.lengths, [q, k, v, out], &sampled)
+        }
+        _ => {
+            let sampled = sample_rows(&problem.shape, rows, case.seq as u64);
+            check_rows(problem, q, k, v, out, &sampled)
+        }
+    }
 }
 
 /// Bytes of q, k, v and out of `problem` in element type `T`.
@@ -163,6 +191,7 @@ impl<'a, T: Element> HostRunner<'a, T> {
         let workspace = plan.workspace_bytes();
         let mut scratch = HostWorkspace::new(workspace)?;
         let lens = Lens::of(&problem)?;
+        let layout = case.ragged.as_ref().map(|r| r.layout()).transpose()?;
         let out = &mut self.out[..lens.out];
         let mut run = |set: &Inputs<T>, out: &mut [T]| -> Result<(), AttentionError> {
             let (q, k, v) = (&set.q[..lens.q], &set.k[..lens.k], &set.v[..lens.v]);
@@ -170,11 +199,20 @@ impl<'a, T: Element> HostRunner<'a, T> {
             if workspace > 0 {
                 tensors.workspace = Some(scratch.as_bytes_mut());
             }
+            if let Some(layout) = &layout {
+                tensors = tensors.with_metadata(
+                    &layout.cu_seqlens_q,
+                    layout.cu_seqlens_k.as_deref(),
+                    layout.seqused_k.as_deref(),
+                    layout.block_table.as_deref(),
+                );
+            }
             backend.forward_into_host(&plan, tensors)
         };
         let mut record = case.record(kernel.name(), Status::Ok, None);
+        let metadata_bytes = layout.as_ref().map_or(0, RaggedLayout::bytes);
         record.memory = Some(Memory {
-            peak_bytes: (tensor_bytes::<T>(&problem)? + workspace) as u64,
+            peak_bytes: (tensor_bytes::<T>(&problem)? + workspace + metadata_bytes) as u64,
             space: "host".into(),
         });
 
@@ -184,14 +222,17 @@ impl<'a, T: Element> HostRunner<'a, T> {
         let launched = Instant::now();
         run(first, out)?;
         let seconds = launched.elapsed().as_secs_f64();
-        let rows = sample_rows(&problem.shape, self.sweep.check_rows, case.seq as u64);
-        let check = check_rows(
+        let check = check_case(
+            case,
             &problem,
-            &first.q[..lens.q],
-            &first.k[..lens.k],
-            &first.v[..lens.v],
-            out,
-            &rows,
+            layout.as_ref(),
+            [
+                &first.q[..lens.q],
+                &first.k[..lens.k],
+                &first.v[..lens.v],
+                out,
+            ],
+            self.sweep.check_rows,
         )?;
         let runs = budget_runs(budget, self.sweep, &mut record, case, kernel, seconds);
         if !keep_check(&mut record, check) {
@@ -247,6 +288,39 @@ struct DeviceSet<T> {
     v: CudaSlice<T>,
 }
 
+/// An optional device buffer as the tensor bundle takes it.
+fn device_i32(buffer: &Option<CudaSlice<i32>>) -> Option<&dyn DevicePtr<i32>> {
+    buffer.as_ref().map(|b| b as &dyn DevicePtr<i32>)
+}
+
+/// A ragged batch's metadata in device memory.
+struct DeviceLayout {
+    cu_seqlens_q: CudaSlice<i32>,
+    cu_seqlens_k: Option<CudaSlice<i32>>,
+    seqused_k: Option<CudaSlice<i32>>,
+    block_table: Option<CudaSlice<i32>>,
+}
+
+impl DeviceLayout {
+    fn upload(stream: &Arc<CudaStream>, layout: &RaggedLayout) -> Result<Self, AttentionError> {
+        let upload = |buffer: &Option<Vec<i32>>| {
+            buffer
+                .as_deref()
+                .map(|b| stream.clone_htod(b))
+                .transpose()
+                .map_err(driver("uploading the ragged metadata"))
+        };
+        Ok(DeviceLayout {
+            cu_seqlens_q: stream
+                .clone_htod(&layout.cu_seqlens_q)
+                .map_err(driver("uploading the ragged metadata"))?,
+            cu_seqlens_k: upload(&layout.cu_seqlens_k)?,
+            seqused_k: upload(&layout.seqused_k)?,
+            block_table: upload(&layout.block_table)?,
+        })
+    }
+}
+
 /// Times the GPU kernels of one dtype: the input sets uploaded once, one output buffer, an optional L2
 /// flush buffer.
 pub struct GpuRunner<'a, T> {
@@ -285,7 +359,7 @@ pub fn check_device_memory(
         .mem_get_info()
         .map_err(driver("reading free device memory"))?;
     for &dtype in &sweep.dtypes {
-        let of_dtype: Vec<Case> = cases.iter().filter(|c| c.dtype == dtype).copied().collect();
+        let of_dtype: Vec<Case> = cases.iter().filter(|c| c.dtype == dtype).cloned().collect();
         let (input_len, out_len) = Sweep::buffer_lens(&of_dtype)?;
         let needed = buffer_bytes(
             &[sweep.input_sets * 3 + 1, input_len.max(out_len)],
@@ -364,19 +438,25 @@ impl<'a, T: Element> GpuRunner<'a, T> {
         lens: Lens,
         set: usize,
         workspace: &mut CudaSlice<u8>,
+        layout: Option<&DeviceLayout>,
     ) -> Result<(), AttentionError> {
         let set = &self.sets[set];
-        self.engine.forward_into(
-            &self.stream,
-            plan,
-            DeviceTensors::new(
-                &set.q.slice(..lens.q),
-                &set.k.slice(..lens.k),
-                &set.v.slice(..lens.v),
-                &mut self.out.slice_mut(..lens.out),
-            )
-            .with_workspace(workspace),
-        )
+        let (q, k, v) = (
+            set.q.slice(..lens.q),
+            set.k.slice(..lens.k),
+            set.v.slice(..lens.v),
+        );
+        let mut out = self.out.slice_mut(..lens.out);
+        let mut tensors = DeviceTensors::new(&q, &k, &v, &mut out).with_workspace(workspace);
+        if let Some(layout) = layout {
+            tensors = tensors.with_metadata(
+                &layout.cu_seqlens_q,
+                device_i32(&layout.cu_seqlens_k),
+                device_i32(&layout.seqused_k),
+                device_i32(&layout.block_table),
+            );
+        }
+        self.engine.forward_into(&self.stream, plan, tensors)
     }
 
     fn try_measure(
@@ -391,9 +471,12 @@ impl<'a, T: Element> GpuRunner<'a, T> {
             ForwardOptions::default().with_kernel(kernel.kernel()),
         )?;
         let lens = Lens::of(&problem)?;
+        let layout = case.ragged.as_ref().map(|r| r.layout()).transpose()?;
         let mut record = case.record(kernel.name(), Status::Ok, None);
+        let metadata_bytes = layout.as_ref().map_or(0, RaggedLayout::bytes);
         record.memory = Some(Memory {
-            peak_bytes: (tensor_bytes::<T>(&problem)? + plan.workspace_bytes()) as u64,
+            peak_bytes: (tensor_bytes::<T>(&problem)? + plan.workspace_bytes() + metadata_bytes)
+                as u64,
             space: "device".into(),
         });
 
@@ -420,6 +503,11 @@ impl<'a, T: Element> GpuRunner<'a, T> {
             .stream
             .alloc_zeros::<u8>(plan.workspace_bytes().max(16))
             .map_err(driver("allocating the naive score workspace"))?;
+        let device_layout = layout
+            .as_ref()
+            .map(|layout| DeviceLayout::upload(&self.stream, layout))
+            .transpose()?;
+        let device_layout = device_layout.as_ref();
 
         // Check on input set 0, into a NaN-poisoned output.
         self.stream
@@ -432,7 +520,7 @@ impl<'a, T: Element> GpuRunner<'a, T> {
             .synchronize()
             .map_err(driver("waiting for the stream"))?;
         let launched = Instant::now();
-        self.launch(&plan, lens, 0, &mut workspace)?;
+        self.launch(&plan, lens, 0, &mut workspace, device_layout)?;
         self.stream
             .synchronize()
             .map_err(driver("waiting for the checking run"))?;
@@ -442,14 +530,17 @@ impl<'a, T: Element> GpuRunner<'a, T> {
             .clone_dtoh(&self.out.slice(..lens.out))
             .map_err(driver("downloading the output"))?;
         let first = &self.host.sets[0];
-        let rows = sample_rows(&problem.shape, self.sweep.check_rows, case.seq as u64);
-        let check = check_rows(
+        let check = check_case(
+            case,
             &problem,
-            &first.q[..lens.q],
-            &first.k[..lens.k],
-            &first.v[..lens.v],
-            &out,
-            &rows,
+            layout.as_ref(),
+            [
+                &first.q[..lens.q],
+                &first.k[..lens.k],
+                &first.v[..lens.v],
+                &out,
+            ],
+            self.sweep.check_rows,
         )?;
         let runs = budget_runs(budget, self.sweep, &mut record, case, kernel, seconds);
         if !keep_check(&mut record, check) {
@@ -458,7 +549,7 @@ impl<'a, T: Element> GpuRunner<'a, T> {
 
         let n = self.sets.len();
         for w in 0..runs.warmup {
-            self.launch(&plan, lens, (w + 1) % n, &mut workspace)?;
+            self.launch(&plan, lens, (w + 1) % n, &mut workspace, device_layout)?;
         }
         let ctx = self.engine.context().clone();
         let event = || {
@@ -476,7 +567,7 @@ impl<'a, T: Element> GpuRunner<'a, T> {
             start
                 .record(&self.stream)
                 .map_err(driver("recording an event"))?;
-            self.launch(&plan, lens, i % n, &mut workspace)?;
+            self.launch(&plan, lens, i % n, &mut workspace, device_layout)?;
             end.record(&self.stream)
                 .map_err(driver("recording an event"))?;
             pairs.push((start, end));
