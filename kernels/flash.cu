@@ -43,6 +43,10 @@
  * through the block table. Rows past a sequence's key count are zero-filled, never read: garbage (NaN) in
  * unused cache slots never reaches the output.
  *
+ * Split-KV (p.num_splits > 1, flash-decoding): the grid's z holds sequence * num_splits + split; a block
+ * runs its split's share of the key tiles (split_tiles) and writes a partial state (WritePartial); the
+ * combine kernel (combine.cu) merges the splits. One copy of the main loop serves both epilogues.
+ *
  * Exports: flash_fwd_d<HEAD_DIM>_<dtype> (dense) and flash_varlen_d<HEAD_DIM>_<dtype> (ragged) for HEAD_DIM
  * in 32, 64, 96, 128, 160, 192, 224, 256 and dtype f16, bf16.
  */
@@ -53,21 +57,24 @@ template <int HEAD_DIM, typename T, bool kVarlen> __device__ void flash_forward(
     /* Heavy (late) query tiles first: with a causal mask they have the most keys. */
     const int m0 = (gridDim.x - 1 - blockIdx.x) * Traits::kBlockM;
     const int head = blockIdx.y;
+    /* z = sequence * num_splits + split (num_splits is 1 without split-KV). */
+    const int splits = max(p.num_splits, 1);
+    const int sequence = (int)blockIdx.z / splits;
+    const int split = (int)blockIdx.z % splits;
     if constexpr (kVarlen) {
         int q_begin;
-        const AttentionParams s = sequence_params<T>(p, blockIdx.z, q_begin);
+        const AttentionParams s = sequence_params<T>(p, sequence, q_begin);
         if (m0 >= s.seq_q) {
             return;
         }
         flash_main_loop<Traits, T>(s, q_begin, head, m0, varlen_kv_rows<T, Traits::kBlockN>(p, s, head / p.heads_ratio),
-                                   block_tiles<Traits>(s, m0), WriteNormalized());
+                                   split_tiles(block_tiles<Traits>(s, m0), split, splits), WriteOutput());
     } else {
-        const int batch = blockIdx.z;
         if (m0 >= p.seq_q) {
             return;
         }
-        flash_main_loop<Traits, T>(p, batch, head, m0, dense_kv_rows<T>(p, batch, head / p.heads_ratio),
-                                   block_tiles<Traits>(p, m0), WriteNormalized());
+        flash_main_loop<Traits, T>(p, sequence, head, m0, dense_kv_rows<T>(p, sequence, head / p.heads_ratio),
+                                   split_tiles(block_tiles<Traits>(p, m0), split, splits), WriteOutput());
     }
 }
 

@@ -415,6 +415,16 @@ pub fn bind(plan: &Plan, regions: &Regions) -> Result<AttentionParams> {
         }
     }
 
+    let split_layout = (plan.splits() > 1)
+        .then(|| crate::plan::split_workspace(problem, plan.splits()))
+        .transpose()?;
+    let (partial_lse, partial_out) = match (split_layout, regions.workspace) {
+        (Some(layout), Some(workspace)) => (
+            workspace.address,
+            workspace.address + layout.out_offset as u64,
+        ),
+        _ => (0, 0),
+    };
     let scores = match plan.kernel() {
         KernelKind::Naive => regions
             .weights
@@ -439,6 +449,9 @@ pub fn bind(plan: &Plan, regions: &Regions) -> Result<AttentionParams> {
         cu_seqlens_k: optional(regions.cu_seqlens_k, cu_seqlens_k) as *const i32,
         seqused_k: optional(regions.seqused_k, seqused_k) as *const i32,
         block_table: optional(regions.block_table, block_table) as *const i32,
+        partial_lse: partial_lse as *mut f32,
+        partial_out: partial_out as *mut f32,
+        num_splits: plan.splits() as i32,
         ..problem_params(problem)
     })
 }
@@ -504,7 +517,15 @@ pub fn problem_params(problem: &AttentionProblem) -> AttentionParams {
         None => ((s.heads_q * s.seq_q) as i64, s.seq_q as i64),
         Some(ragged) => (0, ragged.total_q as i64),
     };
+    // Split-KV row slots (attention_params.h): dense rows by batch and row, ragged by packed row.
+    let (partial_rows, partial_batch_rows) = match problem.ragged_layout() {
+        None => ((s.batch * s.seq_q) as i64, s.seq_q as i64),
+        Some(ragged) => (ragged.total_q as i64, 1),
+    };
     AttentionParams {
+        num_splits: 1,
+        partial_rows,
+        partial_batch_rows,
         lse_batch_stride,
         lse_head_stride,
         total_q: total_q as i32,

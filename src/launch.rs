@@ -38,6 +38,7 @@ pub fn kernel_for(
         kernel: match family {
             KernelFamily::Flash | KernelFamily::FlashVarlen => "flash",
             KernelFamily::AppendKv => "append_kv",
+            KernelFamily::Combine | KernelFamily::MergeStates => "combine",
             _ => "naive",
         },
         reason: format!("no {family:?} kernel for {dtype} at head_dim {head_dim} in this build"),

@@ -62,7 +62,7 @@ pub use dtype::{DType, Element};
 pub use error::{AttentionError, Memory, Result};
 pub use gpu::{DeviceInfo, DeviceKvAppend, DeviceOutput, DeviceTensors, Engine};
 pub use metadata::{validate_metadata, Metadata};
-pub use plan::{DeviceCaps, ForwardOptions, KernelChoice, KernelKind, Plan, Target};
+pub use plan::{DeviceCaps, ForwardOptions, KernelChoice, KernelKind, Plan, Splits, Target};
 pub use problem::{
     AttentionProblem, AttentionShape, Batching, KeyStorage, Layout, Paging, Ragged, Strides,
     Tensor, Window, MAX_HEAD_DIM,

@@ -4,7 +4,7 @@
 use crate::dtype::DType;
 use crate::error::{AttentionError, Result};
 use crate::launch::{flash_launch, kernel_for, naive_launches, KernelLaunch, MAX_GRID_YZ};
-use crate::problem::{AttentionProblem, Tensor};
+use crate::problem::{checked_product, AttentionProblem, Tensor};
 use crate::registry::KernelFamily;
 
 /// What the caller asks for.
@@ -61,6 +61,21 @@ impl std::fmt::Display for KernelKind {
     }
 }
 
+/// How many splits of the keys the flash kernel runs (split-KV, flash-decoding; see [`Plan::splits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Splits {
+    /// The heuristic: split only when the grid does not fill the device (see [`split_heuristic`]).
+    #[default]
+    Auto,
+    /// Exactly this many (at least 1; at most [`MAX_SPLITS`]).
+    Fixed(usize),
+    /// The heuristic, capped at this many (a server's static maximum for graph capture).
+    AtMost(usize),
+}
+
+/// Largest number of splits a plan runs.
+pub const MAX_SPLITS: usize = 128;
+
 /// Options of one forward call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct ForwardOptions {
@@ -70,6 +85,8 @@ pub struct ForwardOptions {
     pub return_lse: bool,
     /// Also write the f32 attention weights `[batch, heads_q, seq_q, seq_k]` (naive only).
     pub return_weights: bool,
+    /// Split-KV for the f16/bf16 flash kernels (ignored by the others, which run one split).
+    pub splits: Splits,
 }
 
 impl ForwardOptions {
@@ -88,6 +105,41 @@ impl ForwardOptions {
         self.return_weights = return_weights;
         self
     }
+    /// Sets the split-KV choice.
+    pub fn with_splits(mut self, splits: Splits) -> Self {
+        self.splits = splits;
+        self
+    }
+}
+
+/// FlashAttention-2's split heuristic (`num_splits_heuristic`), in words: with `blocks` thread blocks
+/// without splitting and `slots = 2 * multiprocessors` (two 128-thread blocks per SM), no split when
+/// `blocks >= 0.8 * slots`; otherwise, among split counts `s` of `1..=min(max, slots, key_tiles)` that
+/// really differ (`ceil(key_tiles / s) != ceil(key_tiles / (s - 1))`), the smallest whose wave
+/// efficiency `w / ceil(w)` with `w = blocks * s / slots` reaches 85% of the best.
+pub fn split_heuristic(
+    blocks: usize,
+    multiprocessors: usize,
+    key_tiles: usize,
+    max: usize,
+) -> usize {
+    let slots = 2 * multiprocessors.max(1);
+    if blocks * 5 >= slots * 4 || key_tiles <= 1 {
+        return 1;
+    }
+    let limit = max.min(slots).min(key_tiles).clamp(1, MAX_SPLITS);
+    let efficiency = |s: usize| {
+        let waves = (blocks * s) as f64 / slots as f64;
+        waves / waves.ceil()
+    };
+    let distinct = |s: usize| s == 1 || key_tiles.div_ceil(s) != key_tiles.div_ceil(s - 1);
+    let best = (1..=limit)
+        .filter(|&s| distinct(s))
+        .map(efficiency)
+        .fold(0.0f64, f64::max);
+    (1..=limit)
+        .find(|&s| distinct(s) && efficiency(s) >= 0.85 * best)
+        .unwrap_or(1)
 }
 
 /// What the selector knows about the device.
@@ -97,6 +149,8 @@ pub struct DeviceCaps {
     pub compute_capability: (u32, u32),
     /// Dynamic shared memory a block may opt in to (bytes).
     pub shared_memory_per_block_optin: usize,
+    /// Streaming multiprocessors (the split-KV heuristic).
+    pub multiprocessors: usize,
 }
 
 /// Where a plan runs: a CUDA device (real, or the emulator, which runs the same kernels) or the CPU
@@ -131,6 +185,7 @@ pub struct Plan {
     workspace_bytes: usize,
     launches: Vec<KernelLaunch>,
     input_alignment: usize,
+    splits: usize,
 }
 
 impl Plan {
@@ -194,6 +249,7 @@ impl Plan {
                 "auto: flash supports this problem".to_string(),
             ),
         };
+        let mut splits = 1;
         let (launches, workspace_bytes, input_alignment) = match kernel {
             KernelKind::Naive => {
                 // The scores live in the caller's weights buffer when weights are returned.
@@ -210,9 +266,25 @@ impl Plan {
                 (naive_launches(shape, dtype)?, workspace, dtype.size_bytes())
             }
             _ => {
-                let launch = flash?;
+                let mut launch = flash?;
                 let spec = kernel_for(family, dtype, shape.head_dim)?;
-                (vec![launch], 0, spec.base_alignment.max(dtype.size_bytes()))
+                let alignment = spec.base_alignment.max(dtype.size_bytes());
+                splits = plan_splits(
+                    problem,
+                    dtype,
+                    options.splits,
+                    caps,
+                    &launch,
+                    spec.tile_cols as usize,
+                )?;
+                if splits == 1 {
+                    (vec![launch], 0, alignment)
+                } else {
+                    launch.grid.2 = (shape.batch * splits) as u32;
+                    let combine = combine_launch(problem, dtype)?;
+                    let workspace = split_workspace(problem, splits)?.total;
+                    (vec![launch, combine], workspace, alignment)
+                }
             }
         };
         let reason = match kernel {
@@ -234,8 +306,24 @@ impl Plan {
                 } else {
                     String::new()
                 };
+                let split = if splits > 1 {
+                    format!(
+                        "; split-KV: {splits} splits of the keys ({}), merged by {}",
+                        match options.splits {
+                            Splits::Fixed(_) => "fixed by the caller".to_string(),
+                            _ => format!(
+                                "{} blocks without splitting on {} SMs",
+                                launch_blocks(&launches[0], splits),
+                                caps.multiprocessors
+                            ),
+                        },
+                        launches[1].name
+                    )
+                } else {
+                    String::new()
+                };
                 format!(
-                    "{reason}: {} ({units}; {} query rows x {} keys per tile{alignment})",
+                    "{reason}: {} ({units}; {} query rows x {} keys per tile{alignment}{split})",
                     spec.name, spec.tile_rows, spec.tile_cols
                 )
             }
@@ -251,6 +339,7 @@ impl Plan {
             workspace_bytes,
             launches,
             input_alignment,
+            splits,
         })
     }
 
@@ -288,6 +377,7 @@ impl Plan {
             workspace_bytes: 0,
             launches: Vec::new(),
             input_alignment: dtype.size_bytes(),
+            splits: 1,
         })
     }
 
@@ -335,6 +425,132 @@ impl Plan {
     pub fn input_alignment(&self) -> usize {
         self.input_alignment
     }
+
+    /// Splits of the keys (split-KV) the flash launch runs; 1 without splitting. Fixed at plan time (a
+    /// static count: each block derives its own share of the key tiles from the real lengths on the
+    /// device, and empty splits are harmless), so a split plan is graph-capturable like any other.
+    pub fn splits(&self) -> usize {
+        self.splits
+    }
+}
+
+/// Where the split-KV partial states live in the workspace: `[splits, heads_q, rows]` f32 lse at 0,
+/// `[splits, rows, heads_q, head_dim]` f32 outputs at `out_offset` (16-byte aligned); `rows` is
+/// `batch * seq_q`, or `total_q` for a ragged batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitWorkspace {
+    /// Row slots of the partial states.
+    pub rows: usize,
+    /// Byte offset of the partial outputs.
+    pub out_offset: usize,
+    /// Bytes in all.
+    pub total: usize,
+}
+
+/// The workspace layout of `splits` partial states of `problem`.
+///
+/// # Errors
+/// [`AttentionError::SizeOverflow`] when it does not fit the address space.
+pub fn split_workspace(problem: &AttentionProblem, splits: usize) -> Result<SplitWorkspace> {
+    let s = &problem.shape;
+    let rows = match problem.ragged_layout() {
+        Some(ragged) => ragged.total_q,
+        None => checked_product("split rows", &[s.batch, s.seq_q])?,
+    };
+    let lse_bytes = checked_product("split-KV partial lse bytes", &[splits, s.heads_q, rows, 4])?;
+    let out_offset = lse_bytes.div_ceil(16) * 16;
+    let out_bytes = checked_product(
+        "split-KV partial output bytes",
+        &[splits, rows, s.heads_q, s.head_dim, 4],
+    )?;
+    let total = out_offset
+        .checked_add(out_bytes)
+        .ok_or_else(|| AttentionError::SizeOverflow {
+            what: "split-KV workspace",
+            detail: format!("{out_offset} + {out_bytes} bytes"),
+        })?;
+    Ok(SplitWorkspace {
+        rows,
+        out_offset,
+        total,
+    })
+}
+
+/// Blocks of a flash launch without its splits.
+fn launch_blocks(launch: &KernelLaunch, splits: usize) -> usize {
+    launch.grid.0 as usize * launch.grid.1 as usize * (launch.grid.2 as usize / splits.max(1))
+}
+
+/// The split count of a flash plan: 1 for the f32 path; the caller's fixed count; or the heuristic
+/// (capped), from the blocks of the launch and the key tiles of the longest sequence.
+fn plan_splits(
+    problem: &AttentionProblem,
+    dtype: DType,
+    choice: Splits,
+    caps: DeviceCaps,
+    launch: &KernelLaunch,
+    key_tile: usize,
+) -> Result<usize> {
+    let s = &problem.shape;
+    let key_tiles = s.seq_k.div_ceil(key_tile.max(1));
+    let grid_room = (MAX_GRID_YZ as usize / s.batch.max(1)).max(1);
+    let heuristic = |max: usize| {
+        split_heuristic(
+            launch_blocks(launch, 1),
+            caps.multiprocessors,
+            key_tiles,
+            max.min(grid_room),
+        )
+    };
+    let splits = match choice {
+        Splits::Fixed(n) => {
+            if n == 0 || n > MAX_SPLITS || n > grid_room {
+                return Err(AttentionError::InvalidArgument(format!(
+                    "{n} splits: use 1 to {} (at most {MAX_SPLITS}, and batch * splits within the grid's 65535)",
+                    MAX_SPLITS.min(grid_room)
+                )));
+            }
+            n
+        }
+        Splits::AtMost(0) => {
+            return Err(AttentionError::InvalidArgument(
+                "a split cap of 0: use at least 1 (1 turns split-KV off)".into(),
+            ))
+        }
+        Splits::AtMost(max) => heuristic(max),
+        Splits::Auto => heuristic(MAX_SPLITS),
+    };
+    if dtype == DType::F32 && splits > 1 {
+        if let Splits::Fixed(_) = choice {
+            return Err(AttentionError::KernelUnsupported {
+                kernel: "flash",
+                reason:
+                    "split-KV runs on the f16/bf16 tensor-core kernels; the f32 path runs one split"
+                        .into(),
+            });
+        }
+        return Ok(1);
+    }
+    Ok(splits)
+}
+
+/// The combine launch of split-KV: one warp per (row slot, head).
+fn combine_launch(problem: &AttentionProblem, dtype: DType) -> Result<KernelLaunch> {
+    let kernel = kernel_for(KernelFamily::Combine, dtype, problem.shape.head_dim)?;
+    let rows = split_workspace(problem, 1)?.rows;
+    let units = (rows as u64).saturating_mul(problem.shape.heads_q as u64);
+    Ok(KernelLaunch {
+        name: kernel.name,
+        grid: (
+            units
+                .div_ceil(u64::from(kernel.tile_rows))
+                .clamp(1, crate::launch::MAX_GRID_X) as u32,
+            1,
+            1,
+        ),
+        block: kernel.block,
+        shared_bytes: 0,
+    })
 }
 
 /// Why the flash kernel cannot run, or `None` when it can.

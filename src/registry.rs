@@ -29,6 +29,10 @@ pub enum KernelFamily {
     FlashVarlen,
     /// New K/V rows into a paged cache through a slot mapping.
     AppendKv,
+    /// Split-KV partial states merged into the output.
+    Combine,
+    /// Two attention states merged into one.
+    MergeStates,
 }
 
 /// One registered kernel.
@@ -132,6 +136,8 @@ fn spec_of(info: &sys::KernelInfo) -> Option<KernelSpec> {
         sys::KERNEL_FAMILY_FLASH => KernelFamily::Flash,
         sys::KERNEL_FAMILY_FLASH_VARLEN => KernelFamily::FlashVarlen,
         sys::KERNEL_FAMILY_APPEND_KV => KernelFamily::AppendKv,
+        sys::KERNEL_FAMILY_COMBINE => KernelFamily::Combine,
+        sys::KERNEL_FAMILY_MERGE_STATES => KernelFamily::MergeStates,
         _ => return None,
     };
     let dtype = match info.dtype as u32 {

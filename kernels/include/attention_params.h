@@ -32,6 +32,19 @@
  * of k_cache and v_cache, addressed like a paged k and v above (k/v batch, seq and head strides); a negative
  * slot (a padding token) or one past num_pages * page_size is skipped.
  *
+ * Split-KV (flash-decoding, num_splits > 1): the key tiles a block would visit are cut into num_splits
+ * contiguous ranges and the grid's z dimension holds batch * num_splits blocks (z = b * num_splits + s).
+ * Split s writes its normalised partial output and its natural-log lse (without the sink) for every row
+ * slot it owns: partial_out [num_splits, partial_rows, heads_q, head_dim] and partial_lse [num_splits,
+ * heads_q, partial_rows], f32, where a row's slot is batch * partial_batch_rows + row (dense: partial_rows =
+ * batch * seq_q, partial_batch_rows = seq_q; ragged: the packed row, partial_rows = total_q,
+ * partial_batch_rows = 1). A split with no tiles writes lse -inf and 0. The combine kernel then merges
+ * the splits of each (slot, head) into out and lse (with the sink). num_splits is 1 otherwise.
+ *
+ * Merging two attention states (merge_states_* kernels): state_a, state_b [rows, heads_q, head_dim] in the
+ * dtype (strides state_row_stride, state_head_stride) with f32 natural-log lse_a, lse_b [heads_q, rows]
+ * (head stride rows) into out (out_seq_stride, out_head_stride) and lse [heads_q, rows]; rows = total_q.
+ *
  * Sinks (sinks not NULL): the f32 logit sinks[h], in natural units of the scaled scores (not scaled, not
  * soft-capped, no ALiBi), joins every row's softmax denominator and contributes no value.
  *
@@ -71,6 +84,14 @@ typedef struct AttentionParams {
     const void *v_new;
     const int64_t *slot_mapping;
 
+    /* Split-KV partial states (see above), and the two states of a merge. */
+    float *partial_out;
+    float *partial_lse;
+    const void *state_a;
+    const void *state_b;
+    const float *lse_a;
+    const float *lse_b;
+
     int64_t q_batch_stride;
     int64_t q_seq_stride;
     int64_t q_head_stride;
@@ -88,6 +109,10 @@ typedef struct AttentionParams {
     int64_t block_table_stride;
     int64_t new_seq_stride;
     int64_t new_head_stride;
+    int64_t state_row_stride;
+    int64_t state_head_stride;
+    int64_t partial_rows;
+    int64_t partial_batch_rows;
 
     int32_t batch;
     int32_t seq_q;
@@ -103,6 +128,7 @@ typedef struct AttentionParams {
     int32_t num_pages;
     int32_t pages_per_seq;
     int32_t new_rows;
+    int32_t num_splits;
     /* heads_q / heads_kv: query head h reads key/value head h / heads_ratio. */
     int32_t heads_ratio;
     /* Non-zero: query i sees key j iff j <= i + seq_k - seq_q (bottom-right aligned). */

@@ -42,6 +42,16 @@ template <typename Traits> __device__ __forceinline__ TileRange block_tiles(cons
     return tiles;
 }
 
+/* Split `split` of `splits` of the key tiles `tiles` (split-KV): contiguous ranges of ceil(n / splits)
+ * tiles, the last ones possibly empty. */
+__device__ __forceinline__ TileRange split_tiles(TileRange tiles, int split, int splits) {
+    const int per_split = (tiles.end - tiles.begin + splits - 1) / splits;
+    TileRange range;
+    range.begin = min(tiles.end, tiles.begin + split * per_split);
+    range.end = min(tiles.end, range.begin + per_split);
+    return range;
+}
+
 /* Which keys the warp's rows see, for the per-tile decisions (fixed for the block). */
 struct WarpKeys {
     int full_begin; /* [full_begin, full_end): keys every row of the warp sees (no per-element mask) */

@@ -361,4 +361,61 @@ struct WriteNormalized {
     }
 };
 
+/* The epilogue of one split of split-KV (attention_params.h): the split's normalised partial output and
+ * its natural-log lse, without the sink (the combine adds it once), in f32 at the row's slot. A row that
+ * saw no key of the split writes 0 and lse -inf. */
+struct WritePartial {
+    int split;
+    template <typename Traits, typename T>
+    __device__ __forceinline__ void operator()(const AttentionParams &p, const SoftmaxState<Traits> &state, int batch,
+                                               int head, int row0, int lane, float scale) const {
+        const int group = lane / 4;
+        const int thread_in_group = lane % 4;
+        UNROLL
+        for (int mt = 0; mt < Traits::kMTiles; ++mt) {
+            UNROLL
+            for (int r = 0; r < 2; ++r) {
+                float sum = state.row_sum[mt][r];
+                sum += __shfl_xor_sync(FULL_WARP_MASK, sum, 1);
+                sum += __shfl_xor_sync(FULL_WARP_MASK, sum, 2);
+                const RowEnd end = finish_row(state.row_max[mt][r], scale, sum, -INFINITY);
+                const int row = row0 + mt * 16 + group + 8 * r;
+                if (row < p.seq_q) {
+                    const int64_t slot = batch * p.partial_batch_rows + row;
+                    float *out_row = p.partial_out + ((split * p.partial_rows + slot) * p.heads_q + head) * p.head_dim;
+                    UNROLL
+                    for (int dt = 0; dt < Traits::kDTiles; ++dt) {
+                        const int col = dt * 8 + 2 * thread_in_group;
+                        if (col < p.head_dim) {
+                            out_row[col] = end.seen ? state.acc_o[mt][dt][2 * r] * end.factor : 0.0f;
+                        }
+                        if (col + 1 < p.head_dim) {
+                            out_row[col + 1] = end.seen ? state.acc_o[mt][dt][2 * r + 1] * end.factor : 0.0f;
+                        }
+                    }
+                    if (thread_in_group == 0) {
+                        p.partial_lse[(split * p.heads_q + head) * p.partial_rows + slot] = end.lse;
+                    }
+                }
+            }
+        }
+    }
+};
+
+/* The flash epilogue: the normalised output, or a split's partial state when the launch splits the keys
+ * (a uniform branch after the loop: one copy of the main loop serves both). The split index is read from
+ * the grid here (z = sequence * num_splits + split), not carried through the loop in a register. */
+struct WriteOutput {
+    template <typename Traits, typename T>
+    __device__ __forceinline__ void operator()(const AttentionParams &p, const SoftmaxState<Traits> &state, int batch,
+                                               int head, int row0, int lane, float scale) const {
+        if (p.num_splits > 1) {
+            const int split = (int)blockIdx.z % p.num_splits;
+            WritePartial{split}.template operator()<Traits, T>(p, state, batch, head, row0, lane, scale);
+        } else {
+            WriteNormalized().template operator()<Traits, T>(p, state, batch, head, row0, lane, scale);
+        }
+    }
+};
+
 #endif /* CUDA_ATTENTION_FLASH_STEPS_CUH */

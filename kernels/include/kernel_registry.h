@@ -23,6 +23,8 @@
 #define KERNEL_FAMILY_FLASH 4         /* the fused forward: O and lse in one launch */
 #define KERNEL_FAMILY_FLASH_VARLEN 5  /* the same on a ragged batch (packed or paged K/V) */
 #define KERNEL_FAMILY_APPEND_KV 6     /* new K/V rows into a paged cache through slot_mapping */
+#define KERNEL_FAMILY_COMBINE 7       /* split-KV partial states merged into out and lse */
+#define KERNEL_FAMILY_MERGE_STATES 8  /* two attention states merged into one */
 
 /* Element type of q, k, v and out; KERNEL_DTYPE_NONE for a kernel that touches none of them. */
 #define KERNEL_DTYPE_NONE 0

@@ -135,11 +135,16 @@ impl Emulator {
     /// emulator does not model smaller devices; defined once, in emulator_api.h).
     pub const MAX_SHARED_BYTES: usize = ffi::CUDA_EMU_MAX_SHARED_BYTES as usize;
 
+    /// Multiprocessors the planner assumes for the emulated device (an A100's), for the split-KV
+    /// heuristic; the emulator itself runs blocks on host threads.
+    pub const MULTIPROCESSORS: usize = 108;
+
     /// What kernel selection knows about the emulated device.
     pub fn caps(&self) -> DeviceCaps {
         DeviceCaps {
             compute_capability: Self::COMPUTE_CAPABILITY,
             shared_memory_per_block_optin: Self::MAX_SHARED_BYTES,
+            multiprocessors: Self::MULTIPROCESSORS,
         }
     }
 

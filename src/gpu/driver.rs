@@ -73,6 +73,7 @@ impl DeviceInfo {
         crate::plan::DeviceCaps {
             compute_capability: self.compute_capability,
             shared_memory_per_block_optin: self.shared_memory_per_block_optin,
+            multiprocessors: self.sm_count as usize,
         }
     }
 

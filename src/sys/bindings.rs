@@ -9,6 +9,8 @@ pub const KERNEL_FAMILY_NAIVE_PV: u32 = 3;
 pub const KERNEL_FAMILY_FLASH: u32 = 4;
 pub const KERNEL_FAMILY_FLASH_VARLEN: u32 = 5;
 pub const KERNEL_FAMILY_APPEND_KV: u32 = 6;
+pub const KERNEL_FAMILY_COMBINE: u32 = 7;
+pub const KERNEL_FAMILY_MERGE_STATES: u32 = 8;
 pub const KERNEL_DTYPE_NONE: u32 = 0;
 pub const KERNEL_DTYPE_F32: u32 = 1;
 pub const KERNEL_DTYPE_F16: u32 = 2;
@@ -46,6 +48,12 @@ pub struct AttentionParams {
     pub k_new: *const ::std::os::raw::c_void,
     pub v_new: *const ::std::os::raw::c_void,
     pub slot_mapping: *const i64,
+    pub partial_out: *mut f32,
+    pub partial_lse: *mut f32,
+    pub state_a: *const ::std::os::raw::c_void,
+    pub state_b: *const ::std::os::raw::c_void,
+    pub lse_a: *const f32,
+    pub lse_b: *const f32,
     pub q_batch_stride: i64,
     pub q_seq_stride: i64,
     pub q_head_stride: i64,
@@ -63,6 +71,10 @@ pub struct AttentionParams {
     pub block_table_stride: i64,
     pub new_seq_stride: i64,
     pub new_head_stride: i64,
+    pub state_row_stride: i64,
+    pub state_head_stride: i64,
+    pub partial_rows: i64,
+    pub partial_batch_rows: i64,
     pub batch: i32,
     pub seq_q: i32,
     pub seq_k: i32,
@@ -75,6 +87,7 @@ pub struct AttentionParams {
     pub num_pages: i32,
     pub pages_per_seq: i32,
     pub new_rows: i32,
+    pub num_splits: i32,
     pub heads_ratio: i32,
     pub causal: i32,
     pub window_left: i32,
@@ -85,7 +98,7 @@ pub struct AttentionParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of AttentionParams"][::std::mem::size_of::<AttentionParams>() - 352usize];
+    ["Size of AttentionParams"][::std::mem::size_of::<AttentionParams>() - 432usize];
     ["Alignment of AttentionParams"][::std::mem::align_of::<AttentionParams>() - 8usize];
     [
         "Offset of field: AttentionParams::q",
@@ -139,113 +152,146 @@ const _: () = {
         "Offset of field: AttentionParams::slot_mapping",
     ][::std::mem::offset_of!(AttentionParams, slot_mapping) - 128usize];
     [
+        "Offset of field: AttentionParams::partial_out",
+    ][::std::mem::offset_of!(AttentionParams, partial_out) - 136usize];
+    [
+        "Offset of field: AttentionParams::partial_lse",
+    ][::std::mem::offset_of!(AttentionParams, partial_lse) - 144usize];
+    [
+        "Offset of field: AttentionParams::state_a",
+    ][::std::mem::offset_of!(AttentionParams, state_a) - 152usize];
+    [
+        "Offset of field: AttentionParams::state_b",
+    ][::std::mem::offset_of!(AttentionParams, state_b) - 160usize];
+    [
+        "Offset of field: AttentionParams::lse_a",
+    ][::std::mem::offset_of!(AttentionParams, lse_a) - 168usize];
+    [
+        "Offset of field: AttentionParams::lse_b",
+    ][::std::mem::offset_of!(AttentionParams, lse_b) - 176usize];
+    [
         "Offset of field: AttentionParams::q_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, q_batch_stride) - 136usize];
+    ][::std::mem::offset_of!(AttentionParams, q_batch_stride) - 184usize];
     [
         "Offset of field: AttentionParams::q_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, q_seq_stride) - 144usize];
+    ][::std::mem::offset_of!(AttentionParams, q_seq_stride) - 192usize];
     [
         "Offset of field: AttentionParams::q_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, q_head_stride) - 152usize];
+    ][::std::mem::offset_of!(AttentionParams, q_head_stride) - 200usize];
     [
         "Offset of field: AttentionParams::k_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, k_batch_stride) - 160usize];
+    ][::std::mem::offset_of!(AttentionParams, k_batch_stride) - 208usize];
     [
         "Offset of field: AttentionParams::k_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, k_seq_stride) - 168usize];
+    ][::std::mem::offset_of!(AttentionParams, k_seq_stride) - 216usize];
     [
         "Offset of field: AttentionParams::k_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, k_head_stride) - 176usize];
+    ][::std::mem::offset_of!(AttentionParams, k_head_stride) - 224usize];
     [
         "Offset of field: AttentionParams::v_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, v_batch_stride) - 184usize];
+    ][::std::mem::offset_of!(AttentionParams, v_batch_stride) - 232usize];
     [
         "Offset of field: AttentionParams::v_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, v_seq_stride) - 192usize];
+    ][::std::mem::offset_of!(AttentionParams, v_seq_stride) - 240usize];
     [
         "Offset of field: AttentionParams::v_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, v_head_stride) - 200usize];
+    ][::std::mem::offset_of!(AttentionParams, v_head_stride) - 248usize];
     [
         "Offset of field: AttentionParams::out_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, out_batch_stride) - 208usize];
+    ][::std::mem::offset_of!(AttentionParams, out_batch_stride) - 256usize];
     [
         "Offset of field: AttentionParams::out_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, out_seq_stride) - 216usize];
+    ][::std::mem::offset_of!(AttentionParams, out_seq_stride) - 264usize];
     [
         "Offset of field: AttentionParams::out_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, out_head_stride) - 224usize];
+    ][::std::mem::offset_of!(AttentionParams, out_head_stride) - 272usize];
     [
         "Offset of field: AttentionParams::lse_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, lse_batch_stride) - 232usize];
+    ][::std::mem::offset_of!(AttentionParams, lse_batch_stride) - 280usize];
     [
         "Offset of field: AttentionParams::lse_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, lse_head_stride) - 240usize];
+    ][::std::mem::offset_of!(AttentionParams, lse_head_stride) - 288usize];
     [
         "Offset of field: AttentionParams::block_table_stride",
-    ][::std::mem::offset_of!(AttentionParams, block_table_stride) - 248usize];
+    ][::std::mem::offset_of!(AttentionParams, block_table_stride) - 296usize];
     [
         "Offset of field: AttentionParams::new_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, new_seq_stride) - 256usize];
+    ][::std::mem::offset_of!(AttentionParams, new_seq_stride) - 304usize];
     [
         "Offset of field: AttentionParams::new_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, new_head_stride) - 264usize];
+    ][::std::mem::offset_of!(AttentionParams, new_head_stride) - 312usize];
+    [
+        "Offset of field: AttentionParams::state_row_stride",
+    ][::std::mem::offset_of!(AttentionParams, state_row_stride) - 320usize];
+    [
+        "Offset of field: AttentionParams::state_head_stride",
+    ][::std::mem::offset_of!(AttentionParams, state_head_stride) - 328usize];
+    [
+        "Offset of field: AttentionParams::partial_rows",
+    ][::std::mem::offset_of!(AttentionParams, partial_rows) - 336usize];
+    [
+        "Offset of field: AttentionParams::partial_batch_rows",
+    ][::std::mem::offset_of!(AttentionParams, partial_batch_rows) - 344usize];
     [
         "Offset of field: AttentionParams::batch",
-    ][::std::mem::offset_of!(AttentionParams, batch) - 272usize];
+    ][::std::mem::offset_of!(AttentionParams, batch) - 352usize];
     [
         "Offset of field: AttentionParams::seq_q",
-    ][::std::mem::offset_of!(AttentionParams, seq_q) - 276usize];
+    ][::std::mem::offset_of!(AttentionParams, seq_q) - 356usize];
     [
         "Offset of field: AttentionParams::seq_k",
-    ][::std::mem::offset_of!(AttentionParams, seq_k) - 280usize];
+    ][::std::mem::offset_of!(AttentionParams, seq_k) - 360usize];
     [
         "Offset of field: AttentionParams::heads_q",
-    ][::std::mem::offset_of!(AttentionParams, heads_q) - 284usize];
+    ][::std::mem::offset_of!(AttentionParams, heads_q) - 364usize];
     [
         "Offset of field: AttentionParams::heads_kv",
-    ][::std::mem::offset_of!(AttentionParams, heads_kv) - 288usize];
+    ][::std::mem::offset_of!(AttentionParams, heads_kv) - 368usize];
     [
         "Offset of field: AttentionParams::head_dim",
-    ][::std::mem::offset_of!(AttentionParams, head_dim) - 292usize];
+    ][::std::mem::offset_of!(AttentionParams, head_dim) - 372usize];
     [
         "Offset of field: AttentionParams::total_q",
-    ][::std::mem::offset_of!(AttentionParams, total_q) - 296usize];
+    ][::std::mem::offset_of!(AttentionParams, total_q) - 376usize];
     [
         "Offset of field: AttentionParams::total_k",
-    ][::std::mem::offset_of!(AttentionParams, total_k) - 300usize];
+    ][::std::mem::offset_of!(AttentionParams, total_k) - 380usize];
     [
         "Offset of field: AttentionParams::page_size",
-    ][::std::mem::offset_of!(AttentionParams, page_size) - 304usize];
+    ][::std::mem::offset_of!(AttentionParams, page_size) - 384usize];
     [
         "Offset of field: AttentionParams::num_pages",
-    ][::std::mem::offset_of!(AttentionParams, num_pages) - 308usize];
+    ][::std::mem::offset_of!(AttentionParams, num_pages) - 388usize];
     [
         "Offset of field: AttentionParams::pages_per_seq",
-    ][::std::mem::offset_of!(AttentionParams, pages_per_seq) - 312usize];
+    ][::std::mem::offset_of!(AttentionParams, pages_per_seq) - 392usize];
     [
         "Offset of field: AttentionParams::new_rows",
-    ][::std::mem::offset_of!(AttentionParams, new_rows) - 316usize];
+    ][::std::mem::offset_of!(AttentionParams, new_rows) - 396usize];
+    [
+        "Offset of field: AttentionParams::num_splits",
+    ][::std::mem::offset_of!(AttentionParams, num_splits) - 400usize];
     [
         "Offset of field: AttentionParams::heads_ratio",
-    ][::std::mem::offset_of!(AttentionParams, heads_ratio) - 320usize];
+    ][::std::mem::offset_of!(AttentionParams, heads_ratio) - 404usize];
     [
         "Offset of field: AttentionParams::causal",
-    ][::std::mem::offset_of!(AttentionParams, causal) - 324usize];
+    ][::std::mem::offset_of!(AttentionParams, causal) - 408usize];
     [
         "Offset of field: AttentionParams::window_left",
-    ][::std::mem::offset_of!(AttentionParams, window_left) - 328usize];
+    ][::std::mem::offset_of!(AttentionParams, window_left) - 412usize];
     [
         "Offset of field: AttentionParams::window_right",
-    ][::std::mem::offset_of!(AttentionParams, window_right) - 332usize];
+    ][::std::mem::offset_of!(AttentionParams, window_right) - 416usize];
     [
         "Offset of field: AttentionParams::scale",
-    ][::std::mem::offset_of!(AttentionParams, scale) - 336usize];
+    ][::std::mem::offset_of!(AttentionParams, scale) - 420usize];
     [
         "Offset of field: AttentionParams::scale_log2",
-    ][::std::mem::offset_of!(AttentionParams, scale_log2) - 340usize];
+    ][::std::mem::offset_of!(AttentionParams, scale_log2) - 424usize];
     [
         "Offset of field: AttentionParams::softcap",
-    ][::std::mem::offset_of!(AttentionParams, softcap) - 344usize];
+    ][::std::mem::offset_of!(AttentionParams, softcap) - 428usize];
 };
 impl Default for AttentionParams {
     fn default() -> Self {

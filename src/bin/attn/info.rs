@@ -163,6 +163,8 @@ fn print_registry() {
             KernelFamily::Flash => "flash",
             KernelFamily::FlashVarlen => "flash varlen",
             KernelFamily::AppendKv => "append K/V",
+            KernelFamily::Combine => "split combine",
+            KernelFamily::MergeStates => "merge states",
         };
         println!(
             "  {:<24} {:<13} {:<5} {:>9} {:>7} {:>9} {:>14} {:>6} {:>5}",

@@ -286,14 +286,14 @@ impl Sweep {
         let mut cases = self.cases()?;
         for case in &cases {
             case.problem().validate().map_err(|e| {
+                // The layout is named when it is not the dense default.
+                let mode = match case.mode().word() {
+                    "dense" => String::new(),
+                    word => format!(" ({word})"),
+                };
                 format!(
-                    "the sweep's shape {} d{} seq {} batch {} heads {} {}: {e}",
-                    case.dtype,
-                    case.head_dim,
-                    case.seq,
-                    case.batch,
-                    case.heads,
-                    case.mode().word()
+                    "the sweep's shape {} d{} seq {} batch {} heads {}{mode}: {e}",
+                    case.dtype, case.head_dim, case.seq, case.batch, case.heads,
                 )
             })?;
         }
