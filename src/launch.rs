@@ -141,6 +141,26 @@ pub fn append_launch(
     })
 }
 
+/// The merge of two states of `rows` rows of `heads` heads of `head_dim`: one warp per (row, head).
+///
+/// # Errors
+/// As [`kernel_for`].
+pub fn merge_launch(
+    rows: usize,
+    heads: usize,
+    head_dim: usize,
+    dtype: DType,
+) -> Result<KernelLaunch> {
+    let kernel = kernel_for(KernelFamily::MergeStates, dtype, head_dim)?;
+    let units = (rows as u64).saturating_mul(heads as u64);
+    Ok(KernelLaunch {
+        name: kernel.name,
+        grid: (blocks(units, u64::from(kernel.tile_rows), MAX_GRID_X), 1, 1),
+        block: kernel.block,
+        shared_bytes: 0,
+    })
+}
+
 /// ceil(n / per_block), at least 1, at most `limit`.
 fn blocks(n: u64, per_block: u64, limit: u64) -> u32 {
     n.div_ceil(per_block.max(1)).clamp(1, limit) as u32

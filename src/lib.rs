@@ -51,6 +51,7 @@ pub mod error;
 pub mod gpu;
 pub mod host_memory;
 pub mod launch;
+pub mod merge;
 pub mod metadata;
 pub mod plan;
 pub mod problem;
@@ -60,7 +61,10 @@ pub mod sys;
 pub use binding::{AttentionOutput, HostKvAppend, HostOutput, HostTensors, KvAppend, Tensors};
 pub use dtype::{DType, Element};
 pub use error::{AttentionError, Memory, Result};
-pub use gpu::{DeviceInfo, DeviceKvAppend, DeviceOutput, DeviceTensors, Engine};
+pub use gpu::{
+    DeviceInfo, DeviceKvAppend, DeviceMergeTensors, DeviceOutput, DeviceTensors, Engine,
+};
+pub use merge::{HostMergeTensors, MergeLayout, MergeTensors};
 pub use metadata::{validate_metadata, Metadata};
 pub use plan::{DeviceCaps, ForwardOptions, KernelChoice, KernelKind, Plan, Splits, Target};
 pub use problem::{

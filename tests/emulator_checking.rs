@@ -664,6 +664,98 @@ fn append_job() -> (Job, KernelLaunch) {
     (job, launch)
 }
 
+/// Split-KV on the sanitizer builds: the flash kernel writing partial states (three splits of a 200-key
+/// decode, the last ones sharing tiles unevenly) and the combine reading them, on exact-size buffers.
+fn split_job(schedule: Schedule) -> (Job, Vec<KernelLaunch>, AttentionShape) {
+    use cuda_attention::plan::{split_workspace, Plan};
+    use cuda_attention::{ForwardOptions, Splits};
+    let shape = AttentionShape::new(2, 3, 4, 64)
+        .with_seq_k(200)
+        .with_heads_kv(2);
+    let problem = AttentionProblem::new(shape)
+        .with_causal(true)
+        .with_sinks(vec![0.5, -1.0, 1.0, 0.0]);
+    let caps = cuda_attention::emulator::Emulator::new().caps();
+    let options = ForwardOptions::default()
+        .with_lse(true)
+        .with_splits(Splits::Fixed(3));
+    let plan = Plan::new(&problem, DType::F16, options, caps).unwrap();
+    let layout = split_workspace(&problem, plan.splits()).unwrap();
+    let mut params = problem_params(&problem);
+    params.num_splits = plan.splits() as i32;
+    let mut job = Job::new(&params, DType::F16)
+        .input("q", problem.required_len(Tensor::Q).unwrap(), DType::F16)
+        .input("k", problem.required_len(Tensor::K).unwrap(), DType::F16)
+        .input("v", problem.required_len(Tensor::V).unwrap(), DType::F16)
+        .input("sinks", 4, DType::F32)
+        .output("out", problem.required_len(Tensor::Out).unwrap(), 2)
+        .output("lse", problem.lse_elements().unwrap(), 4)
+        .output(
+            "partial_lse",
+            plan.splits() * shape.heads_q * layout.rows,
+            4,
+        )
+        .output(
+            "partial_out",
+            plan.splits() * layout.rows * shape.heads_q * 64,
+            4,
+        )
+        .schedule(schedule)
+        .threads(2);
+    for launch in plan.launches() {
+        job = job.launch(launch);
+    }
+    (job, plan.launches().to_vec(), shape)
+}
+
+/// merge_states on the sanitizer builds: 5 rows of 4 heads (20 warps' work) of two f16 states.
+fn merge_job(schedule: Schedule) -> (Job, KernelLaunch) {
+    use cuda_attention::launch::merge_launch;
+    let (rows, heads, d) = (5usize, 4usize, 40usize);
+    let launch = merge_launch(rows, heads, d, DType::F16).unwrap();
+    let params = AttentionParams {
+        total_q: rows as i32,
+        heads_q: heads as i32,
+        head_dim: d as i32,
+        state_row_stride: (heads * d) as i64,
+        state_head_stride: d as i64,
+        out_seq_stride: (heads * d) as i64,
+        out_head_stride: d as i64,
+        lse_head_stride: rows as i64,
+        num_splits: 1,
+        ..AttentionParams::default()
+    };
+    let job = Job::new(&params, DType::F16)
+        .input("state_a", rows * heads * d, DType::F16)
+        .input("state_b", rows * heads * d, DType::F16)
+        .input("lse_a", heads * rows, DType::F32)
+        .input("lse_b", heads * rows, DType::F32)
+        .output("out", rows * heads * d, 2)
+        .output("lse", heads * rows, 4)
+        .schedule(schedule)
+        .threads(2)
+        .launch(&launch);
+    (job, launch)
+}
+
+/// The split flash kernel, the combine and the merge of two states on the sanitizer builds: no race, no
+/// access outside a buffer, every output written.
+#[test]
+fn split_combine_and_merge_run_clean_under_both_sanitizers() {
+    for sanitizer in [Sanitizer::Thread, Sanitizer::Address] {
+        for (name, job) in [
+            ("split", split_job(Schedule::Random { seed: 1 }).0),
+            ("merge", merge_job(Schedule::Random { seed: 2 }).0),
+        ] {
+            let run = checker(sanitizer).run(&job);
+            let nan = run
+                .clean_nan_outputs()
+                .unwrap_or_else(|| panic!("{name} under {sanitizer:?}:\n{}", run.describe()));
+            assert_eq!(nan, 0, "{name}: outputs left unwritten");
+        }
+    }
+}
+
 /// Whether `shape` gives every warp of a block of `kernel` a valid query row (in the block of the first
 /// rows) and at least two key tiles (counted without masks): a race between warps needs two warps on the
 /// same tile, a tile overwritten too early needs a second tile. How warps own rows is each kernel's own
@@ -672,6 +764,15 @@ fn append_job() -> (Job, KernelLaunch) {
 fn every_warp_busy(kernel: &KernelSpec, shape: &AttentionShape) -> bool {
     let warps = (kernel.threads() / 32) as usize;
     let tile_rows = kernel.tile_rows as usize;
+    if matches!(
+        kernel.family,
+        KernelFamily::Combine | KernelFamily::MergeStates
+    ) {
+        // One warp per (row, head): every warp busy when a block's worth of units exists, each merging
+        // at least two states (seq_k stands for the number of states).
+        return shape.batch * shape.seq_q * shape.heads_q >= kernel.tile_rows as usize
+            && shape.seq_k >= 2;
+    }
     if kernel.family == KernelFamily::AppendKv {
         // One element per thread: every warp busy when a block's worth of elements exists.
         let elements = shape.seq_q * shape.heads_kv * shape.head_dim;
@@ -725,6 +826,25 @@ fn every_kernel_geometry_is_checked_with_every_warp_busy() {
         if every_warp_busy(kernel, &first) {
             busy.push(geometry(kernel));
         }
+    }
+    let (_, launches, shape) = split_job(Schedule::RoundRobin);
+    for launch in launches {
+        let kernel = spec(launch.name);
+        // The combine merges 3 states of 6 rows x 4 heads; the flash launch is checked as a dense one.
+        let seen = match kernel.family {
+            KernelFamily::Combine => AttentionShape { seq_k: 3, ..shape },
+            _ => shape,
+        };
+        if every_warp_busy(kernel, &seen) {
+            busy.push(geometry(kernel));
+        }
+    }
+    let (_, merge) = merge_job(Schedule::RoundRobin);
+    if every_warp_busy(
+        spec(merge.name),
+        &AttentionShape::new(1, 5, 4, 40).with_seq_k(2),
+    ) {
+        busy.push(geometry(spec(merge.name)));
     }
     let (_, append) = append_job();
     let append_shape = AttentionShape::new(1, 5, 2, 40); // 5 rows x 2 heads x 40

@@ -33,6 +33,7 @@ use crate::cpu::ragged::for_each_sequence;
 use crate::dtype::Element;
 use crate::error::{AttentionError, Result};
 use crate::host_memory::{check_budget, forward_host, vec_filled};
+use crate::merge::{bind_merge, merge_host, HostMergeTensors, MergeLayout};
 use crate::metadata::Metadata;
 use crate::plan::{ForwardOptions, Plan};
 use crate::problem::{checked_product, AttentionProblem};
@@ -179,6 +180,21 @@ impl CpuBackend {
                 tensors.v_cache[v_to..v_to + d].copy_from_slice(&tensors.v_new[from..from + d]);
             }
         }
+        Ok(())
+    }
+
+    /// Merges two attention states (see [`crate::merge`]) in f32 on the host; the buffers go through the
+    /// same binding step as the kernels' ([`crate::merge::bind_merge`]).
+    ///
+    /// # Errors
+    /// The binding step's errors.
+    pub fn merge_states_into<T: Element>(
+        &self,
+        layout: &MergeLayout,
+        tensors: HostMergeTensors<'_, T>,
+    ) -> Result<()> {
+        bind_merge(layout, &tensors.regions())?;
+        merge_host(layout, tensors);
         Ok(())
     }
 }

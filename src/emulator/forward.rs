@@ -6,7 +6,8 @@ use crate::binding::{bind, bind_append, check_plan, HostKvAppend, HostOutput, Ho
 use crate::dtype::Element;
 use crate::error::Result;
 use crate::host_memory::forward_host;
-use crate::launch::append_launch;
+use crate::launch::{append_launch, merge_launch};
+use crate::merge::{bind_merge, HostMergeTensors, MergeLayout};
 use crate::metadata::Metadata;
 use crate::plan::{ForwardOptions, Plan};
 use crate::problem::AttentionProblem;
@@ -81,6 +82,23 @@ impl Emulator {
         let launch = append_launch(s.heads_kv, s.head_dim, rows, T::DTYPE)?;
         // SAFETY: the binding step checked every buffer against the validated problem, and the exclusive
         // borrows of the caches keep other code away during the launch.
+        unsafe { self.launch(&launch, &params) }
+    }
+
+    /// Merges two attention states (see [`crate::merge`]) with the merge kernel.
+    ///
+    /// # Errors
+    /// The binding step's errors ([`crate::merge::bind_merge`]); no merge kernel for `T`; an emulation
+    /// error.
+    pub fn merge_states_into<T: Element>(
+        &self,
+        layout: &MergeLayout,
+        tensors: HostMergeTensors<'_, T>,
+    ) -> Result<()> {
+        let params = bind_merge(layout, &tensors.regions())?;
+        let launch = merge_launch(layout.rows, layout.heads, layout.head_dim, T::DTYPE)?;
+        // SAFETY: the binding step checked every buffer against the layout; the exclusive borrows of the
+        // outputs keep other code away during the launch.
         unsafe { self.launch(&launch, &params) }
     }
 

@@ -16,7 +16,8 @@ use crate::binding::{
 };
 use crate::dtype::Element;
 use crate::error::{AttentionError, DriverContext, Memory, Result};
-use crate::launch::append_launch;
+use crate::launch::{append_launch, merge_launch};
+use crate::merge::{bind_merge, MergeLayout, MergeTensors};
 use crate::plan::{ForwardOptions, Plan};
 use crate::problem::{AttentionProblem, Tensor};
 
@@ -367,6 +368,70 @@ impl Engine {
         let params = bind_append(problem, rows, &regions)?;
         let s = &problem.shape;
         let launch = append_launch(s.heads_kv, s.head_dim, rows, T::DTYPE)?;
+        self.kernels
+            .launch(stream, std::slice::from_ref(&launch), &params)
+    }
+}
+
+/// Caller-owned device buffers of [`Engine::merge_states_into`].
+pub type DeviceMergeTensors<'a, T> = MergeTensors<
+    &'a dyn DevicePtr<T>,
+    &'a dyn DevicePtr<f32>,
+    &'a mut dyn DevicePtrMut<T>,
+    &'a mut dyn DevicePtrMut<f32>,
+>;
+
+impl Engine {
+    /// Merges two attention states (see [`crate::merge`]) on `stream` with the merge kernel: one launch,
+    /// no allocation, no host synchronisation (graph-capturable).
+    ///
+    /// # Errors
+    /// The binding step's errors ([`crate::merge::bind_merge`]); a stream of another context; a driver
+    /// error from the launch.
+    pub fn merge_states_into<T: Element>(
+        &self,
+        stream: &CudaStream,
+        layout: &MergeLayout,
+        tensors: DeviceMergeTensors<'_, T>,
+    ) -> Result<()> {
+        if stream.context().cu_ctx() != self.ctx.cu_ctx() {
+            return Err(AttentionError::InvalidArgument(
+                "the stream belongs to another CUDA context: create it from engine.context()"
+                    .into(),
+            ));
+        }
+        let MergeTensors {
+            out_a,
+            lse_a,
+            out_b,
+            lse_b,
+            out,
+            lse,
+        } = tensors;
+        let element = size_of::<T>();
+        let region = |address: u64, len: usize, elem_bytes: usize| Region {
+            address,
+            len,
+            elem_bytes,
+        };
+        let (a_ptr, _a_guard) = out_a.device_ptr(stream);
+        let (b_ptr, _b_guard) = out_b.device_ptr(stream);
+        let (la_ptr, _la_guard) = lse_a.device_ptr(stream);
+        let (lb_ptr, _lb_guard) = lse_b.device_ptr(stream);
+        let out_len = out.len();
+        let (out_ptr, _out_guard) = out.device_ptr_mut(stream);
+        let lse_len = lse.as_ref().map(|b| b.len());
+        let (lse_ptr, _lse_guard) = lse.map(|b| b.device_ptr_mut(stream)).unzip();
+        let regions = MergeTensors {
+            out_a: region(a_ptr, out_a.len(), element),
+            lse_a: region(la_ptr, lse_a.len(), 4),
+            out_b: region(b_ptr, out_b.len(), element),
+            lse_b: region(lb_ptr, lse_b.len(), 4),
+            out: region(out_ptr, out_len, element),
+            lse: lse_ptr.zip(lse_len).map(|(a, n)| region(a, n, 4)),
+        };
+        let params = bind_merge(layout, &regions)?;
+        let launch = merge_launch(layout.rows, layout.heads, layout.head_dim, T::DTYPE)?;
         self.kernels
             .launch(stream, std::slice::from_ref(&launch), &params)
     }

@@ -7,4 +7,4 @@ mod kernels;
 pub mod resources;
 
 pub use driver::{device_count, device_info, driver_present, DeviceInfo};
-pub use engine::{DeviceKvAppend, DeviceOutput, DeviceTensors, Engine};
+pub use engine::{DeviceKvAppend, DeviceMergeTensors, DeviceOutput, DeviceTensors, Engine};
