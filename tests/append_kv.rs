@@ -6,7 +6,7 @@
 mod common;
 
 use common::Aligned;
-use cuda_attention::cpu::ragged::for_each_sequence;
+use cuda_attention::cpu::ragged::tolerance_ragged;
 use cuda_attention::cpu::{self, compare, CpuBackend};
 use cuda_attention::emulator::Emulator;
 use cuda_attention::{
@@ -234,24 +234,12 @@ fn decode_steps_append_then_attend() {
         let got_out: Vec<f32> = got.out.iter().map(|x| x.to_f32()).collect();
         let error = compare::compare_contiguous(&got_out, &expected.out);
         // FlashAttention's tolerance rule, sequence by sequence; the largest bound over the batch.
-        let mut allowed = 0.0f64;
-        for_each_sequence(
+        let allowed = tolerance_ragged(
             &problem,
             &metadata,
             q.as_slice(),
             k.as_slice(),
             v.as_slice(),
-            |seq| {
-                let reference = cpu::reference(&seq.problem, &seq.q, &seq.k, &seq.v)?;
-                allowed = allowed.max(compare::tolerance(
-                    &seq.problem,
-                    &seq.q,
-                    &seq.k,
-                    &seq.v,
-                    &reference,
-                )?);
-                Ok(())
-            },
         )
         .unwrap();
         assert!(

@@ -28,7 +28,7 @@ use cuda_attention::cpu::{self, compare, reference};
 use cuda_attention::emulator::Emulator;
 use cuda_attention::{
     AttentionProblem, AttentionShape, DType, Element, ForwardOptions, KernelChoice, KernelKind,
-    Strides,
+    Splits, Strides,
 };
 use half::{bf16, f16};
 use rand::rngs::StdRng;
@@ -120,10 +120,12 @@ fn run_emulator<T: Element>(
         KernelKind::Flash => (KernelChoice::Flash, false),
         other => panic!("the emulator has no {other} kernel"),
     };
+    // The unsplit kernels: their tiles are the README's exact rule (split-KV can only remove a leak).
     let options = ForwardOptions::default()
         .with_kernel(choice)
         .with_lse(true)
-        .with_weights(weights);
+        .with_weights(weights)
+        .with_splits(Splits::Fixed(1));
     let emulator = Emulator::new();
     let plan = emulator.plan::<T>(problem, options).unwrap();
     assert_eq!(plan.kernel(), kernel, "{}", plan.reason());

@@ -11,9 +11,10 @@ use common::Aligned;
 use cuda_attention::cpu::ragged::for_each_sequence;
 use cuda_attention::cpu::{self, compare, CpuBackend};
 use cuda_attention::emulator::{Emulator, Schedule};
+use cuda_attention::host_memory::HostWorkspace;
 use cuda_attention::{
     validate_metadata, AttentionError, AttentionProblem, AttentionShape, Element, ForwardOptions,
-    HostTensors, KernelChoice, KeyStorage, Metadata, Paging, Ragged,
+    HostTensors, KernelChoice, KeyStorage, Metadata, Paging, Ragged, Splits,
 };
 use half::{bf16, f16};
 use rand::rngs::StdRng;
@@ -218,7 +219,10 @@ fn check<T: Element>(case: &Case<T>, emulator: &Emulator) {
         let lse_allowed = compare::softmax_tolerance(&seq.problem, &seq.q, &seq.k)?.lse;
         let dense = emulator.forward(
             &seq.problem,
-            options.with_kernel(KernelChoice::Flash),
+            // The same split count as the ragged plan: the same tiles in the same order.
+            options
+                .with_kernel(KernelChoice::Flash)
+                .with_splits(Splits::Fixed(plan.splits())),
             Aligned::from_slice(&seq.q).as_slice(),
             Aligned::from_slice(&seq.k).as_slice(),
             Aligned::from_slice(&seq.v).as_slice(),
@@ -456,6 +460,13 @@ fn one_plan_serves_several_length_sets() {
             case.used.as_deref(),
             case.table.as_deref(),
         );
+        // The split-KV workspace, when the plan splits the keys.
+        let mut workspace = HostWorkspace::new(plan.workspace_bytes()).unwrap();
+        let tensors = if plan.workspace_bytes() > 0 {
+            tensors.with_workspace(workspace.as_bytes_mut())
+        } else {
+            tensors
+        };
         emulator.forward_into(&plan, tensors).unwrap();
         let expected = emulator
             .forward_ragged(

@@ -317,6 +317,12 @@ __device__ __forceinline__ void pv_product(SoftmaxState<Traits> &state, const PT
     }
 }
 
+/* A row's sum over the four threads of its quad (each holds its own columns' share). */
+__device__ __forceinline__ float quad_sum(float x) {
+    x += __shfl_xor_sync(FULL_WARP_MASK, x, 1);
+    return x + __shfl_xor_sync(FULL_WARP_MASK, x, 2);
+}
+
 /* The epilogue of a complete softmax: O / l written once in the output dtype through the out strides of
  * (batch, head), and lse = (m * scale + log2 l) * ln 2 (natural log) at lse[batch * lse_batch_stride +
  * head * lse_head_stride + row]; with a sink, finish_row (device_helpers.cuh) folds it into both. l == 0
@@ -334,9 +340,7 @@ struct WriteNormalized {
         for (int mt = 0; mt < Traits::kMTiles; ++mt) {
             UNROLL
             for (int r = 0; r < 2; ++r) {
-                float sum = state.row_sum[mt][r];
-                sum += __shfl_xor_sync(FULL_WARP_MASK, sum, 1);
-                sum += __shfl_xor_sync(FULL_WARP_MASK, sum, 2);
+                const float sum = quad_sum(state.row_sum[mt][r]);
                 const RowEnd end = finish_row(state.row_max[mt][r], scale, sum, sink);
                 const int row = row0 + mt * 16 + group + 8 * r;
                 if (row < p.seq_q) {
@@ -375,9 +379,7 @@ struct WritePartial {
         for (int mt = 0; mt < Traits::kMTiles; ++mt) {
             UNROLL
             for (int r = 0; r < 2; ++r) {
-                float sum = state.row_sum[mt][r];
-                sum += __shfl_xor_sync(FULL_WARP_MASK, sum, 1);
-                sum += __shfl_xor_sync(FULL_WARP_MASK, sum, 2);
+                const float sum = quad_sum(state.row_sum[mt][r]);
                 const RowEnd end = finish_row(state.row_max[mt][r], scale, sum, -INFINITY);
                 const int row = row0 + mt * 16 + group + 8 * r;
                 if (row < p.seq_q) {

@@ -104,3 +104,25 @@ pub fn for_each_sequence<T: Element>(
         })
     })
 }
+
+/// FlashAttention's tolerance rule ([`crate::cpu::tolerance`]) for a ragged batch: the rule of each
+/// sequence as a dense problem, the largest over the batch.
+///
+/// # Errors
+/// As [`for_each_sequence`], and the reference's.
+pub fn tolerance_ragged<T: Element>(
+    problem: &AttentionProblem,
+    metadata: &Metadata<'_>,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+) -> Result<f64> {
+    let mut allowed = 0.0f64;
+    for_each_sequence(problem, metadata, q, k, v, |seq| {
+        let reference = crate::cpu::reference(&seq.problem, &seq.q, &seq.k, &seq.v)?;
+        let bound = crate::cpu::tolerance(&seq.problem, &seq.q, &seq.k, &seq.v, &reference)?;
+        allowed = allowed.max(bound);
+        Ok(())
+    })?;
+    Ok(allowed)
+}
