@@ -175,6 +175,53 @@ fn naive_matches_the_reference_bf16_with_large_logits() {
     }
 }
 
+/// Split-KV through the engine (the split workspace allocated by `forward`, the flash launch over
+/// sequence x splits, the combine): decode rows with GQA and sinks against the reference.
+#[test]
+fn split_kv_decode_matches_the_reference() {
+    let Some(engine) = engine() else { return };
+    for (splits, context) in [(4, 300), (7, 65)] {
+        let problem = AttentionProblem::new(
+            AttentionShape::new(2, 2, 8, 64)
+                .with_seq_k(context)
+                .with_heads_kv(2),
+        )
+        .with_causal(true)
+        .with_sinks(vec![0.5, -1.0, 2.0, 0.0, 1.0, -2.0, 0.25, 3.0]);
+        let options = ForwardOptions::default()
+            .with_lse(true)
+            .with_splits(cuda_attention::Splits::Fixed(splits));
+        let plan = engine.plan::<bf16>(&problem, options).unwrap();
+        assert_eq!(plan.splits(), splits, "{}", plan.reason());
+        let mut rng = StdRng::seed_from_u64(splits as u64);
+        let len = |t| problem.required_len(t).unwrap();
+        let (q, k, v) = (
+            common::random::<bf16>(&mut rng, len(Tensor::Q), 1.0),
+            common::random::<bf16>(&mut rng, len(Tensor::K), 1.0),
+            common::random::<bf16>(&mut rng, len(Tensor::V), 1.0),
+        );
+        let stream = engine.default_stream();
+        let (d_q, d_k, d_v) = (
+            stream.clone_htod(&q).unwrap(),
+            stream.clone_htod(&k).unwrap(),
+            stream.clone_htod(&v).unwrap(),
+        );
+        let result = engine.forward(&problem, options, &d_q, &d_k, &d_v).unwrap();
+        let out = stream.clone_dtoh(&result.out).unwrap();
+        let lse = stream.clone_dtoh(result.lse.as_ref().unwrap()).unwrap();
+        let expected = reference::reference(&problem, &q, &k, &v).unwrap();
+        let allowed = compare::tolerance(&problem, &q, &k, &v, &expected).unwrap();
+        let error = compare::compare_output(&problem, &out, &expected.out);
+        assert!(error.max_abs <= allowed, "{splits} splits: {error}");
+        let lse_allowed = compare::softmax_tolerance(&problem, &q, &k).unwrap().lse;
+        let lse_error = compare::compare_lse(&problem, &lse, &expected.lse);
+        assert!(
+            lse_error.max_abs <= lse_allowed,
+            "{splits} splits: lse {lse_error}"
+        );
+    }
+}
+
 #[test]
 fn convenient_forward_matches_forward_into_bit_for_bit() {
     let Some(engine) = engine() else { return };

@@ -723,15 +723,46 @@ std::string check_extents(const KernelInfo *info, const AttentionParams &p) {
         regions.push_back({"slot_mapping", p.slot_mapping, int64_t(p.new_rows) * 8});
         regions.push_back({"k_cache", p.k_cache, cache_k * elem});
         regions.push_back({"v_cache", p.v_cache, cache_v * elem});
+    } else if (family == KERNEL_FAMILY_MERGE_STATES) {
+        /* Two states [total_q, heads, d] with lse [heads, total_q] into out and lse. */
+        const int64_t states =
+            extent(1, p.total_q, p.heads_q, p.head_dim, 0, p.state_row_stride, p.state_head_stride);
+        const int64_t merged = extent(1, p.total_q, p.heads_q, p.head_dim, 0, p.out_seq_stride, p.out_head_stride);
+        const int64_t lse_bytes = int64_t(p.heads_q) * p.total_q * 4;
+        regions.push_back({"state_a", p.state_a, states * elem});
+        regions.push_back({"state_b", p.state_b, states * elem});
+        regions.push_back({"lse_a", p.lse_a, lse_bytes});
+        regions.push_back({"lse_b", p.lse_b, lse_bytes});
+        regions.push_back({"out", p.out, merged * elem});
+        if (p.lse != nullptr) {
+            regions.push_back({"lse", p.lse, lse_bytes});
+        }
     } else if (!flash && family != KERNEL_FAMILY_NAIVE_SCORES && family != KERNEL_FAMILY_NAIVE_SOFTMAX &&
-               family != KERNEL_FAMILY_NAIVE_PV) {
+               family != KERNEL_FAMILY_NAIVE_PV && family != KERNEL_FAMILY_COMBINE) {
         return std::string();
+    }
+    /* Split-KV partial states, written by a splitting flash launch and read by the combine. */
+    const bool combine = family == KERNEL_FAMILY_COMBINE;
+    if (combine || (flash && p.num_splits > 1)) {
+        const int64_t splits = p.num_splits;
+        regions.push_back({"partial_lse", p.partial_lse, splits * p.heads_q * p.partial_rows * 4});
+        regions.push_back({"partial_out", p.partial_out, splits * p.partial_rows * p.heads_q * p.head_dim * 4});
+    }
+    if (combine) {
+        regions.push_back({"out", p.out, out * elem});
+        if (p.lse != nullptr) {
+            const int64_t lse = p.cu_seqlens_q != nullptr ? (int64_t(p.heads_q) - 1) * p.lse_head_stride + p.total_q : rows;
+            regions.push_back({"lse", p.lse, lse * 4});
+        }
+        if (p.cu_seqlens_q != nullptr) {
+            regions.push_back({"cu_seqlens_q", p.cu_seqlens_q, (int64_t(p.batch) + 1) * 4});
+        }
     }
     if (flash || family == KERNEL_FAMILY_NAIVE_SCORES) {
         regions.push_back({"q", p.q, q * elem});
         regions.push_back({"k", p.k, k * elem});
     }
-    if (!flash && family != KERNEL_FAMILY_APPEND_KV) {
+    if (family == KERNEL_FAMILY_NAIVE_SCORES || family == KERNEL_FAMILY_NAIVE_SOFTMAX || family == KERNEL_FAMILY_NAIVE_PV) {
         regions.push_back({"scores", p.scores, scores});
     }
     if (flash || family == KERNEL_FAMILY_NAIVE_PV) {
