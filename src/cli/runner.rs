@@ -426,7 +426,7 @@ fn run_on_gpu<T: Element>(
     let mut workspace = (plan.workspace_bytes() > 0)
         .then(|| stream.alloc_zeros::<u8>(plan.workspace_bytes()))
         .transpose()
-        .context("allocating the naive score workspace")?;
+        .context("allocating the workspace")?;
     let slopes_device = slopes
         .map(|s| stream.clone_htod(s))
         .transpose()

@@ -178,7 +178,8 @@ impl Engine {
         // SAFETY (lse, weights, workspace): every element is written by the kernels before anything reads
         // it: each lse row by the flash or naive softmax kernel, each weight by naive_scores then
         // naive_softmax (masked ones as 0), the workspace by naive_scores before naive_softmax and
-        // naive_pv read it.
+        // naive_pv read it, or, split-KV, every partial state of a row the combine reads by the split flash
+        // launch before it.
         let mut lse = options
             .return_lse
             .then(|| unsafe { stream.alloc::<f32>(lse_len) })
@@ -192,7 +193,7 @@ impl Engine {
         let mut workspace = (plan.workspace_bytes() > 0)
             .then(|| unsafe { stream.alloc::<u8>(plan.workspace_bytes()) })
             .transpose()
-            .context("allocating the naive score workspace")?;
+            .context("allocating the workspace (naive scores or split-KV partial states)")?;
         let alibi_slopes = problem
             .alibi_slopes
             .as_ref()
