@@ -10,6 +10,7 @@
 //! ```
 //! use cuda_attention::cpu::{self, CpuBackend};
 //! use cuda_attention::emulator::Emulator;
+//! use cuda_attention::host_memory::HostWorkspace;
 //! use cuda_attention::{
 //!     AttentionProblem, AttentionShape, ForwardOptions, HostTensors, KernelChoice, KernelKind, Tensor,
 //! };
@@ -36,7 +37,14 @@
 //! assert_eq!(plan.kernel(), KernelKind::Flash);
 //! let mut out = vec![half::bf16::ZERO; problem.required_len(Tensor::Out)?];
 //! let mut lse = vec![0.0f32; shape.lse_elements()?];
-//! emulator.forward_into(&plan, HostTensors::new(&q, &k, &v, &mut out).with_lse(&mut lse))?;
+//! // This small grid leaves most of the device idle, so the plan splits the keys (split-KV) and needs a
+//! // workspace for the partial states: the plan says how much.
+//! let mut workspace = HostWorkspace::new(plan.workspace_bytes())?;
+//! let mut tensors = HostTensors::new(&q, &k, &v, &mut out).with_lse(&mut lse);
+//! if plan.workspace_bytes() > 0 {
+//!     tensors = tensors.with_workspace(workspace.as_bytes_mut());
+//! }
+//! emulator.forward_into(&plan, tensors)?;
 //! assert!(cpu::compare_output(&problem, &out, &expected.out).max_abs <= tolerance);
 //! # Ok(()) }
 //! ```
