@@ -180,6 +180,7 @@ fn resolve(args: &BenchArgs, gpu: bool) -> Sweep {
             dist,
             page_sizes: args.paged.clone().unwrap_or_default(),
         }),
+        decode: None,
     }
 }
 
@@ -403,6 +404,7 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
             check_method: timing::check_method(sweep.check_rows),
             max_seconds: sweep.max_seconds,
             varlen: sweep.varlen.as_ref().map(|v| v.dist.to_string()),
+            copy_bandwidth: Vec::new(),
         },
         records: Vec::new(),
     };

@@ -304,7 +304,7 @@ fn draw_timings<DB: DrawingBackend>(
     }
     let areas = root.split_evenly((times.len(), 2));
     for (row, (config, lines)) in times.iter().enumerate() {
-        let (dtype, head_dim, causal) = config;
+        let (dtype, head_dim, causal, _) = config;
         let name = format!("{dtype}, head_dim {head_dim}, {}", mask_words(*causal));
         let no_note = |k: &str| k.to_string();
         draw_chart(
