@@ -4,7 +4,7 @@
 //! ragged batches of `--varlen`/`--paged`: the length distributions, the dense comparison, the FLOPs on
 //! the real lengths, the metadata and the sampled-row check through it; the decode steps of `--decode`:
 //! their records, bytes, FLOPs and bandwidth, the split-KV choices, the budget per choice, the periodic
-//! K and V and the check through them.
+//! K and V and the check through them, and the decode table.
 
 use cuda_attention::cli::bench::budget::{Budget, Runs};
 use cuda_attention::cli::bench::{slice_check, table};
@@ -1424,4 +1424,112 @@ fn decode_k_and_v_repeat_their_pattern_and_the_check_reads_them_so() {
         &rows,
     );
     assert!(short.is_err());
+}
+
+#[test]
+fn the_decode_table_shows_bandwidth_and_the_split_choice() {
+    let mut auto = decode_record("flash", Some(SplitKv::Auto), 0.5);
+    auto.bytes = Some(1_000_000_000);
+    auto.set_bandwidth(Some(4000.0));
+    let mut off = decode_record("flash", Some(SplitKv::Off), 2.0);
+    off.bytes = Some(1_000_000_000);
+    off.set_bandwidth(Some(4000.0));
+    let mut skipped = decode_record("cpu", None, 1.0);
+    skipped.status = Status::Skipped;
+    skipped.timing = None;
+    skipped.reason = Some("too slow".into());
+    let dense = record("flash", 512, Status::Ok, Some(0.25));
+    let text = table::render(&[&dense, &auto, &off, &skipped]);
+    let header = text
+        .lines()
+        .find(|l| l.contains("context"))
+        .unwrap_or_else(|| panic!("no decode table:\n{text}"));
+    let columns: Vec<&str> = header.split_whitespace().collect();
+    assert_eq!(
+        columns,
+        [
+            "dtype", "d", "causal", "batch", "context", "q", "heads", "kernel", "splits", "runs",
+            "median", "ms", "spread", "GB/s", "copy", "memory", "check"
+        ]
+    );
+    let line = |needle: &str| -> Vec<String> {
+        text.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle} line:\n{text}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    // 1e9 bytes in 0.5 ms: 2000 GB/s, 50% of the copy; in 2 ms: 500 GB/s, 12.5%.
+    let auto = line("split:auto");
+    assert_eq!(
+        auto[..14].join(" "),
+        "bf16 128 no 4 8192 1 32/8 flash split:auto 3 3 0.5000 10.0% 2000"
+    );
+    assert_eq!(auto[14], "50.0%");
+    let off = line("split:off");
+    assert_eq!(
+        (off[9].as_str(), off[13].as_str(), off[14].as_str()),
+        ("1", "500", "12.5%")
+    );
+    assert!(line(" cpu ").join(" ").ends_with("- skipped: too slow"));
+    // The prefill table comes first, as before.
+    assert!(text.starts_with("dtype"));
+    assert!(text.contains(" seq "));
+    // Ratios of decode records name the batch, the context and the split choice.
+    let theirs = vec![Record {
+        kernel: "torch-flash".into(),
+        split_kv: None,
+        splits: None,
+        ..decode_record("torch-flash", None, 1.0)
+    }];
+    let ours = vec![
+        decode_record("flash", Some(SplitKv::Auto), 0.5),
+        decode_record("flash", Some(SplitKv::Off), 2.0),
+    ];
+    let ratios = table::render_ratios(&ours, &theirs);
+    let words: Vec<Vec<&str>> = ratios
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(words[0][3..6], ["batch", "context", "ours"], "{ratios}");
+    assert_eq!(
+        words[1],
+        [
+            "bf16",
+            "128",
+            "no",
+            "4",
+            "8192",
+            "flash",
+            "split:auto",
+            "0.50"
+        ]
+    );
+    assert_eq!(
+        words[2],
+        [
+            "bf16",
+            "128",
+            "no",
+            "4",
+            "8192",
+            "flash",
+            "split:off",
+            "2.00"
+        ]
+    );
+    // The copy is described with the run.
+    let mut results = sample_results();
+    results.settings.copy_bandwidth = vec![CopyBandwidth::from_times(
+        4_000_000_000,
+        vec![1.0],
+        "device".into(),
+        "a device-to-device copy".into(),
+    )];
+    let described = table::describe(&results).join("\n");
+    assert!(
+        described.contains("device copy bandwidth 4000 GB/s (median 1.000 ms of 3.73 GiB read + written; a device-to-device copy)"),
+        "{described}"
+    );
 }
