@@ -1338,14 +1338,20 @@ fn decode_sweeps_refuse_what_they_cannot_run() {
 }
 
 #[test]
-fn the_budget_predicts_each_split_choice_from_its_own_launches() {
+fn the_budget_predicts_each_split_choice_from_its_own_launches_and_keeps_room_for_first_ones() {
     let cases = decode_sweep().validate().unwrap();
     let flash = Runner::Gpu(KernelChoice::Flash);
     let small = &cases[0].variants(flash);
     let large = &cases[3].variants(flash);
-    let small_auto = &small[0];
+    let (small_auto, small_off) = (&small[0], &small[1]);
     let (large_auto, large_off) = (&large[0], &large[1]);
     let mut budget = Budget::new(Some(100.0));
+    for case in [small_auto, small_off] {
+        budget.expect(flash, case);
+    }
+    // Two first records to come: the runs of a 1 s launch keep 2 x 2 s for them.
+    let left = budget.left();
+    assert!((left - budget.left_for_runs(1.0) - 4.0).abs() < 1e-3);
     budget.observe(flash, small_auto, 0.5);
     // The unsplit launch is not predicted from the split one (a GPU runs them 10x apart).
     assert_eq!(budget.predict(flash, large_off), None);
@@ -1357,6 +1363,13 @@ fn the_budget_predicts_each_split_choice_from_its_own_launches() {
         reason.contains("scaled by FLOPs from 500 ms at batch 1 context 1024 d128)"),
         "{reason}"
     );
+    // One first record to come, then none.
+    assert!((budget.left() - budget.left_for_runs(1.0) - 2.0).abs() < 1e-3);
+    budget.observe(flash, small_off, 2.0);
+    assert!((budget.left() - budget.left_for_runs(1.0)).abs() < 1e-3);
+    // A kernel that already ran is not expected again.
+    budget.expect(flash, large_auto);
+    assert!((budget.left() - budget.left_for_runs(1.0)).abs() < 1e-3);
 }
 
 #[test]

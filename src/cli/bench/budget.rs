@@ -9,9 +9,12 @@
 //! its reason. The first record of each kernel and dtype (and split choice) has nothing to predict from:
 //! it always runs, so every kernel gets a measurement even when that one record overruns the budget.
 //! Within a record, the first (checking) launch is timed on the wall clock and the warm-up and timed runs
-//! are cut to what fits in the time left, keeping at least one timed run.
+//! are cut to what fits in the time left, keeping at least one timed run. The time left for them keeps
+//! room for the first records still to come ([`Budget::expect`]): a check and one timed run each,
+//! predicted at the time of this launch (first records run the cheapest shapes: the same shape, or one
+//! close to it), so that the sweep as a whole ends near its budget.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use super::results::SplitKv;
@@ -42,6 +45,8 @@ pub struct Budget {
     seconds: Option<f64>,
     started: Instant,
     launches: HashMap<Key, Launch>,
+    /// Kernels (with dtype and split choice) expected to run whose first record has not run yet.
+    pending: HashSet<Key>,
 }
 
 /// Untimed and timed runs one record makes after its checking launch.
@@ -89,7 +94,24 @@ impl Budget {
             seconds,
             started: Instant::now(),
             launches: HashMap::new(),
+            pending: HashSet::new(),
         }
+    }
+
+    /// Says that `kernel` will run `case`: until its kernel (with the dtype and split choice) has run a
+    /// first record, [`Budget::left_for_runs`] keeps room for that record.
+    pub fn expect(&mut self, kernel: Runner, case: &Case) {
+        let key = (kernel, case.dtype, case.split());
+        if !self.launches.contains_key(&key) {
+            self.pending.insert(key);
+        }
+    }
+
+    /// Seconds left for the warm-up and timed runs of a record whose launch took `seconds`: what is
+    /// left, less a check and one timed run at that time for each expected kernel whose first record has
+    /// not run yet.
+    pub fn left_for_runs(&self, seconds: f64) -> f64 {
+        self.left() - self.pending.len() as f64 * 2.0 * seconds.max(0.0)
     }
 
     /// Seconds since the budget started.
@@ -106,8 +128,10 @@ impl Budget {
     /// Keeps the first launch of `kernel` on `case`, which took `seconds`, as the source of its
     /// predictions.
     pub fn observe(&mut self, kernel: Runner, case: &Case, seconds: f64) {
+        let key = (kernel, case.dtype, case.split());
+        self.pending.remove(&key);
         self.launches.insert(
-            (kernel, case.dtype, case.split()),
+            key,
             Launch {
                 shape: case.words(),
                 flops: case.flops(),

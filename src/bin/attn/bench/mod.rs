@@ -468,6 +468,20 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
         );
     }
     let mut budget = Budget::new(sweep.max_seconds);
+    // Every kernel that will run a record, so that the budget keeps room for its first one.
+    for case in &cases {
+        for &kernel in &sweep.kernels {
+            for case in case.variants(kernel) {
+                let runs = match kernel.on_gpu() {
+                    true => gpu.is_ok(),
+                    false => too_slow(kernel, case.flops()).is_none(),
+                };
+                if runs {
+                    budget.expect(kernel, &case);
+                }
+            }
+        }
+    }
     let mut progress = Progress::new(cases.len() * sweep.kernels.len());
     for &dtype in &sweep.dtypes {
         let of_dtype: Vec<Case> = cases.iter().filter(|c| c.dtype == dtype).cloned().collect();

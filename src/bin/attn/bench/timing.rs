@@ -83,7 +83,8 @@ fn budget_runs(
     seconds: f64,
 ) -> Runs {
     budget.observe(kernel, case, seconds);
-    let runs = Runs::fitting(sweep.warmup, sweep.iters.max(1), seconds, budget.left());
+    let left = budget.left_for_runs(seconds);
+    let runs = Runs::fitting(sweep.warmup, sweep.iters.max(1), seconds, left);
     record.reason = runs.note(sweep.warmup, sweep.iters.max(1));
     runs
 }
