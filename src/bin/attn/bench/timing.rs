@@ -33,12 +33,12 @@ use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DriverError}
 /// Free device memory kept in reserve when deciding whether a naive score workspace fits.
 const MEMORY_MARGIN: usize = 256 << 20;
 /// Host kernels always make at least this many timed runs, whatever the time budget.
-const MIN_HOST_RUNS: usize = 3;
+pub(super) const MIN_HOST_RUNS: usize = 3;
 
 /// What `memory.peak_bytes` means, for the results' settings.
 pub const MEMORY_METHOD: &str = "exact accounting: bytes of the buffers one call reads and writes \
-     (q, k, v, out, the naive kernels' f32 score workspace, and a ragged batch's i32 metadata; a paged \
-     cache counted whole, page tails included); device memory for GPU kernels, host memory for cpu and \
+     (q, k, v, out, the naive kernels' f32 score workspace, flash's split-KV partial states, and a ragged \
+     batch's i32 metadata; a paged cache counted whole, page tails included); device memory for GPU kernels, host memory for cpu and \
      emulator kernels (the CPU backend's per-thread scratch is not counted)";
 
 /// What a record's `check` compares, for the results' settings.
@@ -53,12 +53,12 @@ pub fn check_method(rows: usize) -> String {
 }
 
 /// Converts a driver error into the crate's error with a context.
-fn driver(context: &'static str) -> impl Fn(DriverError) -> AttentionError {
+pub(super) fn driver(context: &'static str) -> impl Fn(DriverError) -> AttentionError {
     move |source| AttentionError::Driver { context, source }
 }
 
 /// The record of a run that failed with `error`: out of memory, unsupported, or another error.
-fn failed(case: &Case, kernel: &str, error: AttentionError) -> Record {
+pub(super) fn failed(case: &Case, kernel: &str, error: AttentionError) -> Record {
     match error {
         AttentionError::KernelUnsupported { reason, .. } => {
             case.record(kernel, Status::Skipped, Some(reason))
@@ -74,7 +74,7 @@ fn failed(case: &Case, kernel: &str, error: AttentionError) -> Record {
 
 /// Keeps the checking launch's `seconds` in the budget and returns the runs that fit after it, noting in
 /// the record what the budget cut.
-fn budget_runs(
+pub(super) fn budget_runs(
     budget: &mut Budget,
     sweep: &Sweep,
     record: &mut Record,
@@ -91,7 +91,7 @@ fn budget_runs(
 
 /// Stores the slice check in the record; false, with the record marked as a failed check, when the kernel
 /// got the checked rows wrong (such a kernel is never timed).
-fn keep_check(record: &mut Record, check: Check) -> bool {
+pub(super) fn keep_check(record: &mut Record, check: Check) -> bool {
     let passed = check.passed;
     record.check = Some(check);
     if !passed {
@@ -123,7 +123,7 @@ fn check_case<T: Element>(
 }
 
 /// Bytes of q, k, v and out of `problem` in element type `T`.
-fn tensor_bytes<T>(problem: &AttentionProblem) -> Result<usize, AttentionError> {
+pub(super) fn tensor_bytes<T>(problem: &AttentionProblem) -> Result<usize, AttentionError> {
     let mut elements = 0;
     for tensor in Tensor::ALL {
         elements += problem.required_len(tensor)?;
@@ -264,15 +264,15 @@ impl<'a, T: Element> HostRunner<'a, T> {
 
 /// Element counts of the four tensors of one problem.
 #[derive(Clone, Copy)]
-struct Lens {
-    q: usize,
-    k: usize,
-    v: usize,
-    out: usize,
+pub(super) struct Lens {
+    pub q: usize,
+    pub k: usize,
+    pub v: usize,
+    pub out: usize,
 }
 
 impl Lens {
-    fn of(problem: &AttentionProblem) -> Result<Lens, AttentionError> {
+    pub(super) fn of(problem: &AttentionProblem) -> Result<Lens, AttentionError> {
         Ok(Lens {
             q: problem.required_len(Tensor::Q)?,
             k: problem.required_len(Tensor::K)?,
