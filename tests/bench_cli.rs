@@ -1018,6 +1018,15 @@ fn decode_steps_report_bandwidth_on_the_cpu_and_the_emulator() {
     seen.dedup();
     assert_eq!(seen.len(), 12, "{seen:?}");
     assert!(stdout.contains("host copy bandwidth"), "{stdout}");
+    check_svg(
+        &out.join("timings.svg"),
+        &[
+            "context length",
+            "GB/s",
+            "emulator-flash split:auto",
+            "batch 3",
+        ],
+    );
 }
 
 #[test]

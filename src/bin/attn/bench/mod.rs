@@ -359,9 +359,12 @@ fn write_outputs(
     ours.save(&json)?;
     let title = title(ours, theirs);
     let sorted = table::by_shape(merged.iter().copied());
+    // The ceiling of the decode panels: the device's copy when there is one, else the host's.
+    let copy = ours.settings.copy_bandwidth.first();
     plots::write_timings(
         &sorted,
         &title,
+        copy,
         &dir.join("timings.png"),
         &dir.join("timings.svg"),
     )?;
