@@ -4,7 +4,7 @@
 //! ragged batches of `--varlen`/`--paged`: the length distributions, the dense comparison, the FLOPs on
 //! the real lengths, the metadata and the sampled-row check through it; the decode steps of `--decode`:
 //! their records, bytes, FLOPs and bandwidth, the split-KV choices, the budget per choice, the periodic
-//! K and V and the check through them, and the decode table.
+//! K and V and the check through them, the decode table, and the torch script's decode sweeps.
 
 use cuda_attention::cli::bench::budget::{Budget, Runs};
 use cuda_attention::cli::bench::{slice_check, table};
@@ -14,7 +14,9 @@ use cuda_attention::Tensor;
 use std::path::Path;
 use std::process::Command;
 
-use cuda_attention::cli::bench::decode::{self, Decode};
+use cuda_attention::cli::bench::decode::{
+    self, Decode, DEFAULT_HEADS_KV, DEFAULT_HEADS_Q, GPU_DECODE, GPU_DECODE_QUICK,
+};
 use cuda_attention::cli::bench::results::{
     self, BenchResults, Check, CopyBandwidth, Device, Memory, Mode, Record, Settings, SplitKv,
     Status, Timing, SCHEMA,
@@ -1545,4 +1547,93 @@ fn the_decode_table_shows_bandwidth_and_the_split_choice() {
         described.contains("device copy bandwidth 4000 GB/s (median 1.000 ms of 3.73 GiB read + written; a device-to-device copy)"),
         "{described}"
     );
+}
+
+#[test]
+fn the_torch_script_plans_attn_benchs_decode_sweeps_in_the_same_schema() {
+    let defaults = [
+        (&["--decode"][..], GPU_DECODE),
+        (&["--decode", "--quick"][..], GPU_DECODE_QUICK),
+    ];
+    for (flags, sizes) in defaults {
+        let Some(planned) = torch_dry_run(flags) else {
+            return;
+        };
+        let sweep = Sweep {
+            head_dims: sizes.head_dims.to_vec(),
+            heads: Some(DEFAULT_HEADS_Q),
+            decode: Some(Decode {
+                batches: sizes.batches.to_vec(),
+                contexts: sizes.contexts.to_vec(),
+                heads_kv: DEFAULT_HEADS_KV,
+                seq_q: 1,
+            }),
+            ..small_sweep(&[512])
+        };
+        let key = |r: &Record| (r.shape_key(), r.flops.to_bits(), r.bytes);
+        let ours: Vec<_> = sweep
+            .cases()
+            .unwrap()
+            .iter()
+            .map(|c| key(&c.record("x", Status::Skipped, None)))
+            .collect();
+        let theirs: Vec<_> = planned
+            .records
+            .iter()
+            .filter(|r| r.kernel == "torch-flash")
+            .map(key)
+            .collect();
+        assert_eq!(theirs, ours, "flags {flags:?}");
+        assert!(planned
+            .records
+            .iter()
+            .all(|r| r.mode == Mode::Decode && r.split_kv.is_none() && r.splits.is_none()));
+        // The largest batch of one query each.
+        assert_eq!(Some(&planned.settings.tokens), sizes.batches.iter().max());
+    }
+    // The same flags give the same shapes, FLOPs and bytes in both tools (speculative, causal, f16).
+    let flags = [
+        "--batches",
+        "2,3",
+        "--contexts",
+        "100,300",
+        "--heads",
+        "12",
+        "--heads-kv",
+        "4",
+        "--seq-q",
+        "3",
+        "--head-dims",
+        "64",
+        "--causal",
+        "both",
+        "--dtypes",
+        "f16",
+    ];
+    let Some(planned) = torch_dry_run(&[&["--decode", "--backends", "math"][..], &flags].concat())
+    else {
+        return;
+    };
+    let mut args = vec!["bench", "--dry-run", "--kernels", "flash", "--decode"];
+    args.extend(flags);
+    let output = Command::new(env!("CARGO_BIN_EXE_attn"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let ours: BenchResults = serde_json::from_slice(&output.stdout).unwrap();
+    let shapes = |r: &BenchResults| {
+        let mut shapes: Vec<_> = r
+            .records
+            .iter()
+            .map(|r| (r.shape_key(), r.flops.to_bits(), r.bytes))
+            .collect();
+        shapes.sort();
+        shapes.dedup();
+        shapes
+    };
+    assert_eq!(shapes(&ours), shapes(&planned));
+    assert_eq!(shapes(&ours).len(), 2 * 2 * 2);
+    // attn plans flash twice per shape, with and without split-KV.
+    assert_eq!(ours.records.len(), 2 * 2 * 2 * 2);
 }
