@@ -117,7 +117,7 @@ pub struct BenchArgs {
     /// given).
     #[arg(long)]
     heads: Option<usize>,
-    /// Head dims, comma separated. Default: 64,128 (128 with --quick on a GPU or with --decode).
+    /// Head dims, comma separated. Default: 64,128 (128 with --quick on a GPU, and with --decode --quick).
     #[arg(long, value_delimiter = ',')]
     head_dims: Option<Vec<usize>>,
     /// Element types, comma separated: f32, f16, bf16. Default: bf16.
