@@ -19,6 +19,16 @@ the naive formula computed in the input precision, plus an f32 floor); a backend
 timed. A backend that is unsupported or errors is recorded as skipped with the reason; one that runs
 out of memory as out_of_memory.
 
+--decode times decode steps instead, as `attn bench --decode` does: --seq-q queries per sequence (1
+by default) against a context of keys, GQA (--heads query heads, 32 by default; --heads-kv key/value
+heads, 8 by default, passed to SDPA with enable_gqa), over --batches x --contexts x --head-dims (the
+same defaults as attn's GPU decode sweep). Each record has the same bandwidth accounting: bytes of
+K, V, Q and O (each counted once) over the median time, and that as a fraction of a device-to-device
+copy (Tensor.copy_) timed in the same run, recorded in settings.copy_bandwidth. K and V are one
+buffer each (tens of GiB at batch 64 x 128k keys), so only q rotates between input sets; the L2 flush
+makes every run read them cold. With the causal mask and more than one query, the mask is aligned
+bottom-right (torch.nn.attention.bias.causal_lower_right), as attn aligns it.
+
 --dry-run prints the planned records in the schema without importing torch (for tests and to see
 the sweep). Exit status: 0 when every record is ok, skipped or out of memory; 1 when a check
 failed; 2 for bad arguments or no CUDA device.
@@ -39,6 +49,11 @@ F32_EPSILON = 2.0**-23
 # The sweeps of `attn bench` on a GPU: (seqs, tokens, head dims) by default and with --quick.
 DEFAULT_SWEEP = ([512, 1024, 2048, 4096, 8192, 16384], 16384, [64, 128])
 QUICK_SWEEP = ([512, 1024, 2048], 4096, [128])
+# The decode sweeps of `attn bench --decode` on a GPU: (batches, contexts, head dims), default and --quick.
+DECODE_SWEEP = ([1, 4, 16, 64], [1024, 4096, 16384, 32768, 131072], [64, 128])
+DECODE_QUICK_SWEEP = ([1, 16], [1024, 8192], [128])
+DECODE_HEADS, DECODE_HEADS_KV = 32, 8
+COPY_RUNS = 10
 
 
 def int_list(text):
@@ -56,7 +71,14 @@ def parse_args(argv):
     p.add_argument("--seqs", type=int_list, help="sequence lengths (default: attn bench's GPU sweep)")
     p.add_argument("--tokens", type=int, help="batch * seq, held constant (default 16384)")
     p.add_argument("--hidden", type=int, default=2048, help="heads * head_dim (default 2048)")
-    p.add_argument("--heads", type=int, help="a fixed number of heads instead of hidden / head_dim")
+    p.add_argument("--heads", type=int,
+                   help="a fixed number of heads instead of hidden / head_dim (query heads with --decode: 32)")
+    p.add_argument("--decode", action="store_true",
+                   help="decode steps over --batches x --contexts instead of the sweep of --seqs")
+    p.add_argument("--batches", type=int_list, help="with --decode: batch sizes (default: attn's decode sweep)")
+    p.add_argument("--contexts", type=int_list, help="with --decode: keys per sequence (default: attn's)")
+    p.add_argument("--heads-kv", type=int, help="with --decode: key/value heads (default 8)")
+    p.add_argument("--seq-q", type=int, help="with --decode: queries per sequence (default 1)")
     p.add_argument("--head-dims", type=int_list, help="head dims (default 64,128)")
     p.add_argument("--dtypes", type=str_list, default=["bf16"], help="f16, bf16, f32 (default bf16)")
     p.add_argument(
@@ -75,6 +97,14 @@ def parse_args(argv):
     p.add_argument("--dry-run", action="store_true", help="print the planned records; no torch needed")
     args = p.parse_args(argv)
     args.iters = max(1, args.iters)
+    decode_only = [f"--{name.replace('_', '-')}" for name in ("batches", "contexts", "heads_kv", "seq_q")
+                   if getattr(args, name) is not None]
+    if decode_only and not args.decode:
+        p.error(f"{', '.join(decode_only)} need --decode")
+    if args.decode and (args.seqs or args.tokens):
+        p.error("--seqs and --tokens do not apply to --decode (use --batches and --contexts)")
+    if args.decode and not 1 <= (args.seq_q or 1) <= 16:
+        p.error("--seq-q: use 1 to 16")
     for backend in args.backends:
         if backend not in BACKENDS:
             p.error(f"unknown backend {backend!r}: use {', '.join(BACKENDS)}")
@@ -90,8 +120,50 @@ def flops(batch, heads, seq, head_dim, causal):
     return full / 2.0 if causal else full
 
 
+def decode_flops(batch, heads, seq_q, context, head_dim, causal):
+    """4 * b * h * d times the keys the queries see: all of the context, or with the causal mask
+    (bottom-right) context - seq_q + 1 + i for query i, as attn counts them."""
+    keys = sum(min(context, max(0, i + context - seq_q + 1)) if causal else context for i in range(seq_q))
+    return 4.0 * batch * heads * head_dim * keys
+
+
+def decode_bytes(case, element_bytes):
+    """Bytes of K, V, Q and O one call moves, each counted once (attn's formula)."""
+    kv = 2 * case["batch"] * case["context"] * case["heads_kv"]
+    qo = 2 * case["batch"] * case["seq"] * case["heads"]
+    return (kv + qo) * case["head_dim"] * element_bytes
+
+
+ELEMENT_BYTES = {"f16": 2, "bf16": 2, "f32": 4}
+
+
+def decode_cases(args):
+    """attn bench --decode's sweep, ordered as attn orders it: dtype, head dim, mask, batch, context."""
+    batches, contexts, head_dims = DECODE_QUICK_SWEEP if args.quick else DECODE_SWEEP
+    batches = args.batches or batches
+    contexts = args.contexts or contexts
+    head_dims = args.head_dims or head_dims
+    heads = args.heads or DECODE_HEADS
+    heads_kv = args.heads_kv or DECODE_HEADS_KV
+    seq_q = args.seq_q or 1
+    if heads % heads_kv:
+        raise SystemExit(f"--heads {heads} is not a multiple of --heads-kv {heads_kv}")
+    masks = {"no": [False], "yes": [True], "both": [False, True]}[args.causal]
+    planned = []
+    for dtype in args.dtypes:
+        for head_dim in head_dims:
+            for causal in masks:
+                for batch in batches:
+                    for context in contexts:
+                        planned.append(dict(dtype=dtype, head_dim=head_dim, causal=causal, seq=seq_q,
+                                            batch=batch, heads=heads, heads_kv=heads_kv, context=context))
+    return planned, max(batches) * seq_q
+
+
 def cases(args):
     """The sweep, ordered as attn orders it: dtype, head dim, mask, sequence length."""
+    if args.decode:
+        return decode_cases(args)
     seqs, tokens, head_dims = QUICK_SWEEP if args.quick else DEFAULT_SWEEP
     seqs = args.seqs or seqs
     tokens = args.tokens or tokens
@@ -114,6 +186,12 @@ def cases(args):
 
 
 def record(case, kernel, status, reason=None):
+    decode = "context" in case
+    if decode:
+        count = decode_flops(case["batch"], case["heads"], case["seq"], case["context"], case["head_dim"],
+                             case["causal"])
+    else:
+        count = flops(case["batch"], case["heads"], case["seq"], case["head_dim"], case["causal"])
     return {
         "kernel": kernel,
         "dtype": case["dtype"],
@@ -122,10 +200,17 @@ def record(case, kernel, status, reason=None):
         "seq": case["seq"],
         "heads": case["heads"],
         "head_dim": case["head_dim"],
-        "mode": "dense",
+        "mode": "decode" if decode else "dense",
         "page_size": None,
         "seq_lens": None,
-        "flops": flops(case["batch"], case["heads"], case["seq"], case["head_dim"], case["causal"]),
+        "context": case.get("context"),
+        "heads_kv": case.get("heads_kv"),
+        "split_kv": None,
+        "splits": None,
+        "bytes": decode_bytes(case, ELEMENT_BYTES[case["dtype"]]) if decode else None,
+        "bandwidth_gb_s": None,
+        "copy_fraction": None,
+        "flops": count,
         "status": status,
         "reason": reason,
         "check": None,
@@ -199,7 +284,12 @@ def driver_version(ordinal):
     return smi or cuda
 
 
-def document(args, tokens, device, software, l2_flush_bytes, records):
+def document(args, tokens, device, software, l2_flush_bytes, records, copies=()):
+    hidden = args.hidden
+    if args.decode:
+        # attn's: query heads * the first head dim.
+        head_dims = args.head_dims or (DECODE_QUICK_SWEEP if args.quick else DECODE_SWEEP)[2]
+        hidden = (args.heads or DECODE_HEADS) * head_dims[0]
     return {
         "schema": SCHEMA,
         "tool": "torch_sdpa.py",
@@ -211,7 +301,7 @@ def document(args, tokens, device, software, l2_flush_bytes, records):
         "command": " ".join(["python3", "benches/torch_sdpa.py"] + sys.argv[1:]),
         "settings": {
             "tokens": tokens,
-            "hidden": args.hidden,
+            "hidden": hidden,
             "warmup": args.warmup,
             "iters": args.iters,
             "input_sets": args.input_sets,
@@ -224,6 +314,7 @@ def document(args, tokens, device, software, l2_flush_bytes, records):
                             "output (input set 0) against a float64 reference for those rows, by "
                             "FlashAttention's rule (2 x the error of the naive formula in the input "
                             "precision, plus an f32 floor), applied to the sampled rows",
+            "copy_bandwidth": list(copies),
         },
         "records": records,
     }
@@ -248,13 +339,16 @@ def sample_rows(case, count, generator):
 
 
 def check_rows(torch, q, k, v, out, case, rows):
-    """Max error over the sampled rows against float64, and what attn's rule allows there."""
+    """Max error over the sampled rows against float64, and what attn's rule allows there. Query head h
+    reads key/value head h // (heads / heads_kv); the causal mask is aligned bottom-right."""
     dtype = q.dtype
     scale = 1.0 / math.sqrt(case["head_dim"])
+    keys_total = case.get("context", case["seq"])
+    group = case["heads"] // case.get("heads_kv", case["heads"])
     max_error, allowed = 0.0, 0.0
     for b, h, i in rows:
-        end = i + 1 if case["causal"] else case["seq"]
-        q_row, keys, values = q[b, h, i], k[b, h, :end], v[b, h, :end]
+        end = min(keys_total, i + keys_total - case["seq"] + 1) if case["causal"] else keys_total
+        q_row, keys, values = q[b, h, i], k[b, h // group, :end], v[b, h // group, :end]
         scores = (keys.double() @ q_row.double()) * scale
         reference = torch.softmax(scores, 0) @ values.double()
         # The naive formula in the input precision, as PyTorch computes it (attn's naive_in_precision).
@@ -269,6 +363,33 @@ def check_rows(torch, q, k, v, out, case, rows):
         max_error = max(max_error, error)
     return {"rows": len(rows), "max_abs_error": max_error, "allowed": allowed,
             "passed": max_error <= allowed}
+
+
+def gb_per_s(count, ms):
+    """count bytes in ms milliseconds, in GB/s (1e9 bytes); 0 for a time that is not positive."""
+    return count / (ms * 1e-3) / 1e9 if ms > 0 else 0.0
+
+
+def copy_bandwidth(torch, src, dst, flush, name):
+    """A device-to-device copy of src into dst (Tensor.copy_), timed by CUDA events after the L2 flush,
+    median of COPY_RUNS after one untimed copy; bytes counted read + written, as attn counts them."""
+    dst.copy_(src)
+    starts = [torch.cuda.Event(enable_timing=True) for _ in range(COPY_RUNS)]
+    ends = [torch.cuda.Event(enable_timing=True) for _ in range(COPY_RUNS)]
+    for i in range(COPY_RUNS):
+        if flush is not None:
+            flush.zero_()
+        starts[i].record()
+        dst.copy_(src)
+        ends[i].record()
+    torch.cuda.synchronize()
+    times = [a.elapsed_time(z) for a, z in zip(starts, ends)]
+    median = timing_stats(times, 0.0)["median_ms"]
+    count = 2 * src.numel() * src.element_size()
+    return {"space": "device", "bytes": count, "times_ms": times, "median_ms": median,
+            "bandwidth_gb_s": gb_per_s(count, median),
+            "method": f"device-to-device copy (torch Tensor.copy_) of {count // 2} bytes on {name}, timed by "
+                      f"CUDA events after the L2 flush, median of {COPY_RUNS}"}
 
 
 def short_reason(error, caught):
@@ -292,6 +413,7 @@ def run(args):
     import torch
     import torch.nn.functional as F
     from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.attention.bias import causal_lower_right
 
     if not torch.cuda.is_available():
         print("error: no CUDA device visible to torch", file=sys.stderr)
@@ -315,6 +437,7 @@ def run(args):
     dtypes = {"f16": torch.float16, "bf16": torch.bfloat16, "f32": torch.float32}
     sets_n = max(1, args.input_sets)
     records = []
+    copies = []
     total = len(planned) * len(args.backends)
     done = 0
     for dtype_name in args.dtypes:
@@ -322,31 +445,59 @@ def run(args):
         if not of_dtype:
             continue
         dtype = dtypes[dtype_name]
-        length = max(c["batch"] * c["seq"] * c["heads"] * c["head_dim"] for c in of_dtype)
         generator = torch.Generator(device=dev)
-        sets = []
-        for s in range(sets_n):
-            generator.manual_seed(2024 + s)
-            sets.append([torch.empty(length, dtype=dtype, device=dev).uniform_(-1.0, 1.0, generator=generator)
-                         for _ in range(3)])
+        k_all = v_all = None
+
+        def uniform(length, seed):
+            generator.manual_seed(seed)
+            return torch.empty(length, dtype=dtype, device=dev).uniform_(-1.0, 1.0, generator=generator)
+
+        if args.decode:
+            # q per input set; K and V one buffer each, for the largest step.
+            q_len = max(c["batch"] * c["seq"] * c["heads"] * c["head_dim"] for c in of_dtype)
+            kv_len = max(c["batch"] * c["context"] * c["heads_kv"] * c["head_dim"] for c in of_dtype)
+            sets = [[uniform(q_len, 2024 + s)] for s in range(sets_n)]
+            k_all = uniform(kv_len, 7001)
+            v_all = torch.empty_like(k_all)
+            if not copies:
+                copies.append(copy_bandwidth(torch, k_all, v_all, flush, props.name))
+            v_all.uniform_(-1.0, 1.0, generator=generator)
+        else:
+            length = max(c["batch"] * c["seq"] * c["heads"] * c["head_dim"] for c in of_dtype)
+            sets = [[uniform(length, 2024 + s) for _ in range(3)] for s in range(sets_n)]
         for case in of_dtype:
             b, s, h, d = case["batch"], case["seq"], case["heads"], case["head_dim"]
             n = b * s * h * d
+            context, heads_kv = case.get("context", s), case.get("heads_kv", h)
+            n_kv = b * context * heads_kv * d
+            # Bytes of the inputs in use, beside what the call allocates.
+            input_bytes = (n + 2 * n_kv) * ELEMENT_BYTES[dtype_name]
 
             def views(index):
                 # [b, s, h, d] storage seen as [b, h, s, d], as attn lays its tensors out.
+                if args.decode:
+                    q = sets[index][0][:n].view(b, s, h, d).transpose(1, 2)
+                    k, v = (x[:n_kv].view(b, context, heads_kv, d).transpose(1, 2) for x in (k_all, v_all))
+                    return [q, k, v]
                 return [x[:n].view(b, s, h, d).transpose(1, 2) for x in sets[index]]
 
             for backend in args.backends:
                 done += 1
                 kernel = "torch-" + backend
+                shape = f"context {context:>6} heads_kv {heads_kv:>2}" if args.decode else ""
                 print(f"[{done:>3}/{total}] {kernel:<16} {dtype_name} d{d} {'causal ' if case['causal'] else ''}"
-                      f"seq {s:>5} batch {b:>4} heads {h:>3} ... ", end="", file=sys.stderr, flush=True)
+                      f"seq {s:>5} batch {b:>4} heads {h:>3} {shape}... ", end="", file=sys.stderr, flush=True)
                 rec = record(case, kernel, "ok")
 
                 def call(index):
                     q, k, v = views(index)
-                    return F.scaled_dot_product_attention(q, k, v, is_causal=case["causal"])
+                    if not args.decode:
+                        return F.scaled_dot_product_attention(q, k, v, is_causal=case["causal"])
+                    extra = {"enable_gqa": True} if heads_kv != h else {}
+                    if case["causal"] and s > 1:
+                        # SDPA's is_causal is aligned top-left; decode's queries are the last rows.
+                        extra["attn_mask"] = causal_lower_right(s, context)
+                    return F.scaled_dot_product_attention(q, k, v, **extra)
 
                 try:
                     with sdpa_kernel(enums[backend]), warnings.catch_warnings(record=True) as caught:
@@ -359,11 +510,12 @@ def run(args):
                             before = torch.cuda.memory_allocated()
                             out = call(0)
                             torch.cuda.synchronize()
-                            peak = torch.cuda.max_memory_allocated() - before + 3 * n * out.element_size()
+                            peak = torch.cuda.max_memory_allocated() - before + input_bytes
                         except torch.cuda.OutOfMemoryError as e:
                             rec.update(status="out_of_memory", reason=short_reason(e, []))
                             raise _Recorded()
-                        except RuntimeError as e:
+                        except (RuntimeError, TypeError) as e:
+                            # TypeError: an argument this torch does not take (enable_gqa before 2.5).
                             rec.update(status="skipped", reason=short_reason(e, caught))
                             raise _Recorded()
                         rec["memory"] = {"peak_bytes": int(peak), "space": "device"}
@@ -388,28 +540,45 @@ def run(args):
                         torch.cuda.synchronize()
                         times = [a.elapsed_time(z) for a, z in zip(starts, ends)]
                         rec["timing"] = timing_stats(times, rec["flops"])
+                        if args.decode:
+                            median = rec["timing"]["median_ms"]
+                            rec["bandwidth_gb_s"] = gb_per_s(rec["bytes"], median)
+                            if copies and copies[0]["bandwidth_gb_s"] > 0:
+                                rec["copy_fraction"] = rec["bandwidth_gb_s"] / copies[0]["bandwidth_gb_s"]
                 except _Recorded:
                     pass
                 except torch.cuda.OutOfMemoryError as e:
                     rec.update(status="out_of_memory", reason=short_reason(e, []), timing=None)
-                except RuntimeError as e:
+                except (RuntimeError, TypeError) as e:
                     rec.update(status="skipped", reason=short_reason(e, []), timing=None)
                 torch.cuda.empty_cache()
                 records.append(rec)
                 if rec["timing"]:
                     t = rec["timing"]
-                    print(f"{t['median_ms']:.4f} ms, {t['tflops']:.3g} TFLOP/s", file=sys.stderr)
+                    rate = (f"{rec['bandwidth_gb_s']:.4g} GB/s" if args.decode else f"{t['tflops']:.3g} TFLOP/s")
+                    print(f"{t['median_ms']:.4f} ms, {rate}", file=sys.stderr)
                 else:
                     print(f"{rec['status']}: {rec['reason']}", file=sys.stderr)
-        del sets
+        del sets, k_all, v_all
         torch.cuda.empty_cache()
 
-    doc = document(args, tokens, device, software, l2_flush_bytes, records)
+    doc = document(args, tokens, device, software, l2_flush_bytes, records, copies)
     emit(doc, args)
-    print(f"{'dtype':<5} {'d':>4} {'causal':<6} {'seq':>6} {'kernel':<16} {'median ms':>10} {'TFLOP/s':>8}")
+    if args.decode:
+        print(f"{'dtype':<5} {'d':>4} {'causal':<6} {'batch':>5} {'context':>7} {'kernel':<16} {'median ms':>10} "
+              f"{'GB/s':>8} {'copy':>6}")
+    else:
+        print(f"{'dtype':<5} {'d':>4} {'causal':<6} {'seq':>6} {'kernel':<16} {'median ms':>10} {'TFLOP/s':>8}")
     for r in records:
-        head = f"{r['dtype']:<5} {r['head_dim']:>4} {'yes' if r['causal'] else 'no':<6} {r['seq']:>6} {r['kernel']:<16}"
-        if r["timing"]:
+        mask = "yes" if r["causal"] else "no"
+        if args.decode:
+            head = f"{r['dtype']:<5} {r['head_dim']:>4} {mask:<6} {r['batch']:>5} {r['context']:>7} {r['kernel']:<16}"
+        else:
+            head = f"{r['dtype']:<5} {r['head_dim']:>4} {mask:<6} {r['seq']:>6} {r['kernel']:<16}"
+        if r["timing"] and args.decode:
+            copy = f"{100 * r['copy_fraction']:.1f}%" if r["copy_fraction"] is not None else "-"
+            print(f"{head} {r['timing']['median_ms']:>10.4f} {r['bandwidth_gb_s']:>8.4g} {copy:>6}")
+        elif r["timing"]:
             print(f"{head} {r['timing']['median_ms']:>10.4f} {r['timing']['tflops']:>8.3g}")
         else:
             print(f"{head} {r['status']}: {r['reason']}")

@@ -7,15 +7,18 @@
 # 4. PyTorch SDPA per backend (benches/torch_sdpa.py), then attn bench on the same sweep, compared;
 #    attn bench --varlen: a ragged batch (uniform lengths 1..4096, 16k tokens) beside the dense one,
 #    K/V packed and paged (16 and 256 tokens per page), flash, both masks;
+#    attn bench --decode: decode steps (seq_q 1, 32/8 heads, d128, batch 1 to 64, contexts 1k to 128k),
+#    flash with and without split-KV, as bandwidth against a device copy timed in the same run, beside
+#    PyTorch SDPA's decode on the same shapes (torch_sdpa.py --decode);
 #    with a packed baseline (gpu-pack.sh --baseline REF), its flash kernel on the same sweep too;
-# and a short summary table, printed last. Budget: under 8 minutes on one H100.
+# and a short summary table, printed last. Budget: under 10 minutes on one H100.
 #
 # The device tool returns only a few files from OUT_DIR (8 of at most 16 MiB, 2 folders deep), so the
 # many results are written to a scratch folder, gpu-results/, and OUT_DIR gets just two files:
 #   gpu-results.tar.gz   everything: summary.md, facts.log, one log per step, layout_probe.txt (the
 #                        layout probe test writes it to $GPU_OUT, which is gpu-results/; commit it as
-#                        tests/golden/layout_probe.txt), torch.json, bench/, bench-varlen/ and
-#                        bench-baseline/ (results.json and plots)
+#                        tests/golden/layout_probe.txt), torch.json, torch-decode.json, bench/,
+#                        bench-varlen/, bench-decode/ and bench-baseline/ (results.json and plots)
 #   summary.md           the summary table, also inside the archive
 # The archive is re-packed before and after every step, and on TERM/INT/HUP, so a run stopped part way
 # (a step timing out, the device tool killing the suite at its limit) still leaves the results so far,
@@ -133,7 +136,9 @@ else
   echo "| sanitizer | compute-sanitizer not found | 0 |" >> "$table"
 fi
 
-if python3 -c "import torch" 2>/dev/null; then
+torch=no
+python3 -c "import torch" 2>/dev/null && torch=yes
+if [ "$torch" = yes ]; then
   step torch-sdpa 150 python3 "$here/torch_sdpa.py" --out "$res/torch.json"
   step bench 240 "$ATTN_BIN" bench --out "$res/bench" --compare "$res/torch.json"
 else
@@ -142,6 +147,18 @@ else
 fi
 step bench-varlen 120 "$ATTN_BIN" bench --kernels flash --varlen uniform:1..4096 --paged 16,256 \
   --causal both --out "$res/bench-varlen"
+
+# Decode: the issue's targets are read from these contexts (>= 80% of the copy from 8k; batch 1 flat
+# within 2x from 1k to 32k); 4096 and 16384 are left to a full `attn bench --decode`.
+decode=(--decode --contexts 1024,8192,32768,131072 --head-dims 128)
+if [ "$torch" = yes ]; then
+  step torch-decode 150 python3 "$here/torch_sdpa.py" "${decode[@]}" --out "$res/torch-decode.json"
+  step bench-decode 150 "$ATTN_BIN" bench "${decode[@]}" --max-seconds 120 --out "$res/bench-decode" \
+    --compare "$res/torch-decode.json"
+else
+  echo "| torch-decode | PyTorch not importable | 0 |" >> "$table"
+  step bench-decode 150 "$ATTN_BIN" bench "${decode[@]}" --max-seconds 120 --out "$res/bench-decode"
+fi
 
 if [ -x "$here/baseline/attn" ]; then
   echo "baseline: $(cat "$here/baseline/COMMIT")" >> "$res/facts.log"

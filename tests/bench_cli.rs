@@ -2,6 +2,9 @@
 //! plots (on a machine without a GPU it runs the CPU backend and says so); `--compare` merges the torch
 //! script's results; `attn weights` writes a heatmap of a pooled matrix from random or .npy inputs.
 //!
+//! `attn bench --decode` on the CPU backend and the emulator reports bandwidth (bytes over time, and its
+//! fraction of a host copy), flash with split-KV auto and off; its flags are refused before any work.
+//!
 //! An unwritable output and a corrupt .npy header are refused at once (exit code 2), not after the work.
 //!
 //! Uses the binary at `$ATTN_BIN` when set (the GPU suite runs the tests from a packed folder).
@@ -11,7 +14,7 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use cuda_attention::cli::bench::results::{BenchResults, Mode, Status};
+use cuda_attention::cli::bench::results::{BenchResults, Mode, SplitKv, Status};
 use half::f16;
 use npyz::WriterBuilder;
 
@@ -917,4 +920,175 @@ fn a_corrupt_npy_header_is_an_error_naming_the_file() {
         );
         assert!(seconds < 5.0, "{name}: {seconds:.1} s");
     }
+}
+
+#[test]
+fn decode_steps_report_bandwidth_on_the_cpu_and_the_emulator() {
+    let out = scratch("decode");
+    // 4 query heads, 2 key/value heads of 32, one query each: the CPU backend, and the flash kernel's
+    // source on the emulator with split-KV auto and off.
+    let (ok, stdout, all) = attn(&[
+        "bench",
+        "--cpu",
+        "--decode",
+        "--kernels",
+        "cpu,emulator-flash",
+        "--batches",
+        "1,3",
+        "--contexts",
+        "40,200",
+        "--heads",
+        "4",
+        "--heads-kv",
+        "2",
+        "--head-dims",
+        "32",
+        "--iters",
+        "3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{all}");
+    assert!(
+        stdout
+            .contains("decode: cpu,emulator-flash, 12 records (flash with split-KV auto and off)"),
+        "{stdout}"
+    );
+    let results = BenchResults::load(&out.join("results.json")).unwrap();
+    assert_eq!(results.backend, "cpu");
+    // The copy: K (3 x 200 x 2 x 32 bf16, the largest step's) into V, read + written.
+    let [copy] = &results.settings.copy_bandwidth[..] else {
+        panic!("one copy: {:?}", results.settings.copy_bandwidth);
+    };
+    assert_eq!(copy.space, "host");
+    assert_eq!(copy.bytes, 2 * 3 * 200 * 2 * 32 * 2);
+    assert!(copy.method.contains("not a GPU number"), "{}", copy.method);
+    let copy_rate = copy.bytes as f64 / (copy.median_ms * 1e-3) / 1e9;
+    assert!((copy.bandwidth_gb_s - copy_rate).abs() <= 1e-9 * copy_rate);
+    assert_eq!(results.records.len(), 2 * 2 * 3, "{all}");
+    let mut seen = Vec::new();
+    for r in &results.records {
+        assert_eq!(r.status, Status::Ok, "{r:?}");
+        assert!(r.check.as_ref().is_some_and(|c| c.passed), "{r:?}");
+        let (batch, context) = (r.batch, r.context.expect("a context"));
+        assert_eq!(
+            (r.mode, r.seq, r.heads, r.heads_kv, r.head_dim),
+            (Mode::Decode, 1, 4, Some(2), 32),
+            "{r:?}"
+        );
+        // K and V: batch * context * 2 heads * 32; Q and O: batch * 4 heads * 32; 2 bytes each.
+        let bytes = (2 * batch * context * 2 * 32 + 2 * batch * 4 * 32) * 2;
+        assert_eq!(r.bytes, Some(bytes as u64), "{r:?}");
+        assert_eq!(r.flops, (4 * batch * 4 * context * 32) as f64, "{r:?}");
+        let t = r.timing.as_ref().unwrap();
+        let rate = bytes as f64 / (t.median_ms * 1e-3) / 1e9;
+        let bandwidth = r.bandwidth_gb_s.unwrap();
+        assert!((bandwidth - rate).abs() <= 1e-9 * rate, "{r:?}");
+        let fraction = r.copy_fraction.unwrap();
+        assert!(
+            (fraction - bandwidth / copy.bandwidth_gb_s).abs() <= 1e-9 * fraction,
+            "{r:?}"
+        );
+        // The split-KV choices: none for the CPU backend; auto splits the 4 key tiles of context 200
+        // (64 keys each at head dim 32) when a batch leaves the emulated SMs idle, never the 1 of 40.
+        let splits = r.splits.unwrap();
+        match (r.kernel.as_str(), r.split_kv) {
+            ("cpu", None) => assert_eq!(splits, 1),
+            ("emulator-flash", Some(SplitKv::Off)) => assert_eq!(splits, 1),
+            ("emulator-flash", Some(SplitKv::Auto)) if context == 40 => assert_eq!(splits, 1),
+            ("emulator-flash", Some(SplitKv::Auto)) => assert!((2..=4).contains(&splits), "{r:?}"),
+            other => panic!("unexpected record {other:?}"),
+        }
+        seen.push((r.kernel.clone(), r.split_kv, batch, context));
+        // The decode table's line for the record.
+        assert!(
+            stdout.lines().any(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                w.len() > 10
+                    && w[3] == batch.to_string()
+                    && w[4] == context.to_string()
+                    && w[6] == "4/2"
+                    && l.contains(&format!(" {} ", r.series()))
+            }),
+            "no table line for {}:\n{stdout}",
+            r.series()
+        );
+    }
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 12, "{seen:?}");
+    assert!(stdout.contains("host copy bandwidth"), "{stdout}");
+    check_svg(
+        &out.join("timings.svg"),
+        &[
+            "context length",
+            "GB/s",
+            "emulator-flash split:auto",
+            "batch 3",
+        ],
+    );
+}
+
+#[test]
+fn decode_flags_are_refused_before_any_work() {
+    let cases: [(&[&str], &str); 12] = [
+        (&["--decode", "--seqs", "64"], "cannot be used with"),
+        (&["--decode", "--tokens", "64"], "cannot be used with"),
+        (&["--decode", "--hidden", "64"], "cannot be used with"),
+        (&["--decode", "--varlen", "16"], "cannot be used with"),
+        (&["--decode", "--paged", "16"], "cannot be used with"),
+        (&["--batches", "1"], "--decode"),
+        (&["--heads-kv", "2"], "--decode"),
+        (
+            &["--decode", "--contexts", "0"],
+            "--batches, --contexts and --head-dims need at least one value each, every one at least 1",
+        ),
+        (
+            &["--decode", "--seq-q", "17"],
+            "--seq-q 17 is out of range: use 1 to 16",
+        ),
+        (
+            &["--decode", "--heads", "6", "--heads-kv", "4"],
+            "heads_q (6) is not a multiple of heads_kv (4)",
+        ),
+        (
+            &["--decode", "--kernels", "naive"],
+            "--kernels naive with --decode: decode times flash with and without split-KV",
+        ),
+        (&["--decode", "--batches", "4,4"], "--batches lists 4 twice"),
+    ];
+    let out = scratch("decode-refused");
+    for (flags, message) in cases {
+        let mut args = vec!["bench", "--cpu", "--out", out.to_str().unwrap()];
+        args.extend(flags);
+        let (code, all, seconds) = attn_timed(&args);
+        let what = format!("attn {}", args.join(" "));
+        assert_eq!(code, Some(2), "{what}:\n{all}");
+        assert!(all.contains(message), "{what}: '{message}' missing:\n{all}");
+        assert!(
+            !all.contains("backend:") && !all.contains("panicked"),
+            "{what}:\n{all}"
+        );
+        assert!(seconds < 1.0, "{what} took {seconds:.2} s");
+    }
+    // A sweep whose K and V do not fit in host memory is refused with what would.
+    let (code, all, _) = attn_timed(&[
+        "bench",
+        "--cpu",
+        "--decode",
+        "--batches",
+        "100000",
+        "--contexts",
+        "1000000",
+    ]);
+    assert_eq!(code, Some(2), "{all}");
+    assert!(
+        all.contains("q sets, K and V, outputs")
+            && all.contains("use smaller --batches or shorter --contexts"),
+        "{all}"
+    );
+    assert!(
+        std::fs::read_dir(&out).unwrap().next().is_none(),
+        "nothing written"
+    );
 }

@@ -2,7 +2,9 @@
 //! and tables, through the library half of the CLI (`cuda_attention::cli`, feature `cli`), and the schema of
 //! benches/torch_sdpa.py (its committed fixture, and its --dry-run output when python3 is here); the
 //! ragged batches of `--varlen`/`--paged`: the length distributions, the dense comparison, the FLOPs on
-//! the real lengths, the metadata and the sampled-row check through it.
+//! the real lengths, the metadata and the sampled-row check through it; the decode steps of `--decode`:
+//! their records, bytes, FLOPs and bandwidth, the split-KV choices, the budget per choice, the periodic
+//! K and V and the check through them, the decode table, and the torch script's decode sweeps.
 
 use cuda_attention::cli::bench::budget::{Budget, Runs};
 use cuda_attention::cli::bench::{slice_check, table};
@@ -12,9 +14,14 @@ use cuda_attention::Tensor;
 use std::path::Path;
 use std::process::Command;
 
-use cuda_attention::cli::bench::results::{
-    BenchResults, Check, Device, Memory, Mode, Record, Settings, Status, Timing, SCHEMA,
+use cuda_attention::cli::bench::decode::{
+    self, Decode, DEFAULT_HEADS_KV, DEFAULT_HEADS_Q, GPU_DECODE, GPU_DECODE_QUICK,
 };
+use cuda_attention::cli::bench::results::{
+    self, BenchResults, Check, CopyBandwidth, Device, Memory, Mode, Record, Settings, SplitKv,
+    Status, Timing, SCHEMA,
+};
+use cuda_attention::cli::bench::slice_check::Elements;
 use cuda_attention::cli::bench::sweep::{Case, Masks, Sweep, Varlen, GPU_DEFAULTS, GPU_QUICK};
 use cuda_attention::cli::bench::varlen::{self, parse_page_size, LengthDist, RaggedCase};
 use cuda_attention::cpu::{backend, CpuBackend};
@@ -43,6 +50,13 @@ fn record(kernel: &str, seq: usize, status: Status, median: Option<f64>) -> Reco
         mode: Mode::Dense,
         page_size: None,
         seq_lens: None,
+        context: None,
+        heads_kv: None,
+        split_kv: None,
+        splits: None,
+        bytes: None,
+        bandwidth_gb_s: None,
+        copy_fraction: None,
         flops,
         status,
         reason: (status != Status::Ok).then(|| "because".to_string()),
@@ -89,6 +103,7 @@ fn sample_results() -> BenchResults {
             check_method: "rows".into(),
             max_seconds: Some(60.0),
             varlen: None,
+            copy_bandwidth: Vec::new(),
         },
         records: vec![
             record("naive", 512, Status::Ok, Some(2.0)),
@@ -256,6 +271,7 @@ fn sweeps_hold_tokens_and_hidden_constant() {
         check_rows: 32,
         max_seconds: None,
         varlen: None,
+        decode: None,
     };
     let cases = sweep.cases().unwrap();
     assert_eq!(cases.len(), 2 * 2 * 6);
@@ -298,6 +314,7 @@ fn small_sweep(seqs: &[usize]) -> Sweep {
         check_rows: 32,
         max_seconds: Some(10.0),
         varlen: None,
+        decode: None,
     }
 }
 
@@ -661,6 +678,7 @@ fn the_torch_script_plans_attn_benchs_gpu_sweeps_in_the_same_schema() {
             check_rows: 32,
             max_seconds: None,
             varlen: None,
+            decode: None,
         };
         let ours: Vec<Record> = sweep
             .cases()
@@ -1056,4 +1074,566 @@ fn the_ragged_row_check_passes_a_right_output_and_fails_a_wrong_one() {
             "{error}"
         );
     }
+}
+
+/// `record(kernel, 1, Ok, median)` as a decode record: batch 4, context 8192, 32 query heads of 128, 8
+/// key/value heads; bytes and FLOPs by hand.
+fn decode_record(kernel: &str, split_kv: Option<SplitKv>, median: f64) -> Record {
+    // K and V: 4 * 8192 * 8 * 128 elements each; Q and O: 4 * 32 * 128 each; bf16.
+    let bytes = (2 * 4 * 8192 * 8 * 128 + 2 * 4 * 32 * 128) * 2;
+    let flops = 4.0 * 4.0 * 32.0 * 8192.0 * 128.0;
+    Record {
+        batch: 4,
+        heads: 32,
+        mode: Mode::Decode,
+        context: Some(8192),
+        heads_kv: Some(8),
+        split_kv,
+        splits: split_kv.map(|s| if s == SplitKv::Auto { 3 } else { 1 }),
+        bytes: Some(bytes),
+        flops,
+        timing: Some(Timing::from_times(
+            vec![median, median * 1.1, median * 0.9],
+            flops,
+        )),
+        ..record(kernel, 1, Status::Ok, Some(median))
+    }
+}
+
+#[test]
+fn decode_records_round_trip_and_older_files_have_none_of_their_fields() {
+    let mut results = sample_results();
+    results.settings.copy_bandwidth = vec![CopyBandwidth::from_times(
+        2 << 30,
+        vec![1.0, 0.5, 0.75],
+        "device".into(),
+        "a copy".into(),
+    )];
+    let mut auto = decode_record("flash", Some(SplitKv::Auto), 0.05);
+    auto.set_bandwidth(Some(4000.0));
+    results.records.push(auto);
+    results
+        .records
+        .push(decode_record("flash", Some(SplitKv::Off), 0.2));
+    let text = serde_json::to_string_pretty(&results).unwrap();
+    let back: BenchResults = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, results);
+    for word in [
+        "\"mode\": \"decode\"",
+        "\"context\": 8192",
+        "\"heads_kv\": 8",
+        "\"split_kv\": \"auto\"",
+        "\"split_kv\": \"off\"",
+        "\"splits\": 3",
+        "\"split_kv\": null",
+        "\"bandwidth_gb_s\": null",
+        "\"space\": \"device\"",
+    ] {
+        assert!(text.contains(word), "{word} missing from\n{text}");
+    }
+    // The two split choices are one shape (both compare with the same PyTorch record), two lines.
+    let (auto, off) = (&results.records[6], &results.records[7]);
+    assert_eq!(auto.shape_key(), off.shape_key());
+    assert_ne!(auto.shape_key(), results.records[0].shape_key());
+    assert_eq!(
+        (auto.series(), off.series(), auto.layout()),
+        (
+            "flash split:auto".into(),
+            "flash split:off".into(),
+            "decode".into()
+        )
+    );
+    assert_eq!(auto.x_position(), 8192);
+    assert_eq!(results.records[0].x_position(), 512);
+    assert_eq!(auto.config_key(), ("bf16".into(), 128, false, Some(4)));
+    assert_eq!(results.records[0].config_key().3, None);
+
+    // Files that predate decode (attn's and the torch fixture): no decode field, no copy.
+    for old in [OLD_RESULTS, FIXTURE] {
+        assert!(!old.contains("context") && !old.contains("copy_bandwidth"));
+        let old: BenchResults = serde_json::from_str(old).unwrap();
+        assert!(old.settings.copy_bandwidth.is_empty());
+        for r in &old.records {
+            assert_ne!(r.mode, Mode::Decode);
+            assert_eq!(
+                (r.context, r.heads_kv, r.split_kv, r.splits),
+                (None, None, None, None),
+                "{r:?}"
+            );
+            assert_eq!(
+                (r.bytes, r.bandwidth_gb_s, r.copy_fraction),
+                (None, None, None),
+                "{r:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn decode_bandwidth_is_the_bytes_over_the_median_time() {
+    // 1e9 bytes in a median of 0.5 ms: 2000 GB/s; half of a 4000 GB/s copy.
+    let mut r = decode_record("flash", Some(SplitKv::Auto), 0.5);
+    r.bytes = Some(1_000_000_000);
+    r.set_bandwidth(Some(4000.0));
+    assert_eq!(r.bandwidth_gb_s, Some(2000.0));
+    assert_eq!(r.copy_fraction, Some(0.5));
+    // No copy measured: bandwidth, no fraction; not timed or not decode: neither.
+    r.set_bandwidth(None);
+    assert_eq!((r.bandwidth_gb_s, r.copy_fraction), (Some(2000.0), None));
+    let mut untimed = decode_record("flash", Some(SplitKv::Off), 0.5);
+    untimed.timing = None;
+    untimed.set_bandwidth(Some(4000.0));
+    assert_eq!(
+        (untimed.bandwidth_gb_s, untimed.copy_fraction),
+        (None, None)
+    );
+    let mut dense = record("flash", 512, Status::Ok, Some(0.5));
+    dense.set_bandwidth(Some(4000.0));
+    assert_eq!((dense.bandwidth_gb_s, dense.copy_fraction), (None, None));
+    // A copy of 3 GiB (read + written) with a median of 1.5 ms (of 1, 1.5, 2).
+    let copy =
+        CopyBandwidth::from_times(3 << 30, vec![2.0, 1.0, 1.5], "host".into(), "memcpy".into());
+    assert_eq!(copy.median_ms, 1.5);
+    assert_eq!(copy.bandwidth_gb_s, (3u64 << 30) as f64 / 1.5e-3 / 1e9);
+    assert_eq!(results::gb_per_s(1_000, 0.0), 0.0);
+}
+
+/// A decode sweep on the GPU kernels: bf16, head dim 128, batches 1 and 4, contexts 1024 and 4096, 32
+/// query heads, 8 key/value heads.
+fn decode_sweep() -> Sweep {
+    Sweep {
+        head_dims: vec![128],
+        heads: Some(32),
+        decode: Some(Decode {
+            batches: vec![4, 1],
+            contexts: vec![4096, 1024],
+            heads_kv: 8,
+            seq_q: 1,
+        }),
+        ..small_sweep(&[512])
+    }
+}
+
+#[test]
+fn a_decode_sweep_covers_batches_and_contexts_with_both_split_choices_on_flash() {
+    let sweep = decode_sweep();
+    let cases = sweep.validate().unwrap();
+    // Cheapest first: FLOPs grow with batch * context (equal FLOPs keep the order given, by batch).
+    let shapes: Vec<(usize, usize)> = cases
+        .iter()
+        .map(|c| (c.batch, c.decode.unwrap().context))
+        .collect();
+    assert_eq!(shapes, [(1, 1024), (4, 1024), (1, 4096), (4, 4096)]);
+    for case in &cases {
+        let context = case.decode.unwrap().context;
+        assert_eq!((case.mode(), case.seq, case.heads), (Mode::Decode, 1, 32));
+        let shape = case.problem().shape;
+        assert_eq!(
+            (shape.seq_q, shape.seq_k, shape.heads_q, shape.heads_kv),
+            (1, context, 32, 8)
+        );
+        // K and V: batch * context * 8 * 128 bf16 each; Q and O: batch * 32 * 128 bf16 each.
+        let bytes = (2 * case.batch * context * 8 * 128 + 2 * case.batch * 32 * 128) * 2;
+        assert_eq!(case.bytes(), Some(bytes as u64), "{case:?}");
+        assert_eq!(
+            case.flops(),
+            4.0 * (case.batch * 32 * context * 128) as f64,
+            "{case:?}"
+        );
+        // Flash twice (split-KV auto, then off), the CPU backend once, with no split choice.
+        let flash = case.variants(Runner::Gpu(KernelChoice::Flash));
+        let splits: Vec<Option<SplitKv>> = flash.iter().map(Case::split).collect();
+        assert_eq!(splits, [Some(SplitKv::Auto), Some(SplitKv::Off)]);
+        let emulated = case.variants(Runner::Emulator(KernelChoice::Flash));
+        assert_eq!(emulated.len(), 2);
+        let cpu = case.variants(Runner::Cpu);
+        assert_eq!(cpu.len(), 1);
+        assert_eq!(cpu[0].split(), None);
+        let record = flash[0].record("flash", Status::Ok, None);
+        assert_eq!(
+            (
+                record.mode,
+                record.context,
+                record.heads_kv,
+                record.split_kv
+            ),
+            (Mode::Decode, Some(context), Some(8), Some(SplitKv::Auto))
+        );
+        assert_eq!(record.bytes, Some(bytes as u64));
+    }
+    // The storage: the largest q and k (16M elements), repeating a pattern of 4M elements; a smaller
+    // k is its own pattern.
+    let storage = Sweep::decode_storage(&cases).unwrap();
+    assert_eq!(
+        (storage.q_len, storage.kv_len, storage.pattern_len),
+        (4 * 32 * 128, 4 * 4096 * 8 * 128, 1 << 22)
+    );
+    let small = Sweep::decode_storage(&cases[..1]).unwrap();
+    assert_eq!(small.pattern_len, 1024 * 8 * 128);
+    // Dense cases have no decode figures and one variant.
+    let dense = small_sweep(&[512]).cases().unwrap();
+    assert_eq!(dense[0].bytes(), None);
+    assert_eq!(dense[0].variants(Runner::Gpu(KernelChoice::Flash)).len(), 1);
+}
+
+#[test]
+fn speculative_decode_counts_the_keys_each_causal_query_sees() {
+    let mut sweep = decode_sweep();
+    sweep.masks = Masks::Both;
+    if let Some(decode) = sweep.decode.as_mut() {
+        decode.seq_q = 4;
+        decode.batches = vec![2];
+        decode.contexts = vec![100];
+    }
+    let cases = sweep.validate().unwrap();
+    assert_eq!(cases.len(), 2);
+    for case in &cases {
+        // Causal, bottom-right: query i of 4 sees 100 - 4 + 1 + i keys, 394 in all; else 4 * 100.
+        let keys = if case.causal { 97 + 98 + 99 + 100 } else { 400 };
+        assert_eq!(case.flops(), 4.0 * (2 * 32 * 128 * keys) as f64, "{case:?}");
+        // Q and O hold 4 rows per sequence.
+        let bytes = (2 * 2 * 100 * 8 * 128 + 2 * 2 * 4 * 32 * 128) * 2;
+        assert_eq!(case.bytes(), Some(bytes as u64));
+    }
+}
+
+#[test]
+fn decode_sweeps_refuse_what_they_cannot_run() {
+    let with = |edit: &dyn Fn(&mut Sweep)| {
+        let mut sweep = decode_sweep();
+        edit(&mut sweep);
+        sweep.validate().unwrap_err()
+    };
+    let decode = |edit: &'static dyn Fn(&mut Decode)| {
+        move |sweep: &mut Sweep| {
+            if let Some(d) = sweep.decode.as_mut() {
+                edit(d)
+            }
+        }
+    };
+    assert_eq!(
+        with(&decode(&|d| d.seq_q = 17)),
+        "--seq-q 17 is out of range: use 1 to 16"
+    );
+    assert_eq!(
+        with(&decode(&|d| d.batches = vec![1, 1])),
+        "--batches lists 1 twice"
+    );
+    assert_eq!(
+        with(&decode(&|d| d.contexts = vec![0])),
+        "--batches, --contexts and --head-dims need at least one value each, every one at least 1"
+    );
+    assert!(
+        with(&|s| s.kernels = vec![Runner::Emulator(KernelChoice::Naive)])
+            .starts_with("--kernels emulator-naive with --decode:")
+    );
+    let error = with(&decode(&|d| d.heads_kv = 5));
+    assert!(
+        error.contains("batch 4 heads 32 (decode: context 4096, heads_kv 5)")
+            && error.contains("is not a multiple of heads_kv (5)"),
+        "{error}"
+    );
+    assert_eq!(
+        with(&|s| s.heads = None),
+        "--decode needs the query heads (--heads)"
+    );
+}
+
+#[test]
+fn the_budget_predicts_each_split_choice_from_its_own_launches_and_keeps_room_for_first_ones() {
+    let cases = decode_sweep().validate().unwrap();
+    let flash = Runner::Gpu(KernelChoice::Flash);
+    let small = &cases[0].variants(flash);
+    let large = &cases[3].variants(flash);
+    let (small_auto, small_off) = (&small[0], &small[1]);
+    let (large_auto, large_off) = (&large[0], &large[1]);
+    let mut budget = Budget::new(Some(100.0));
+    for case in [small_auto, small_off] {
+        budget.expect(flash, case);
+    }
+    // Two first records to come: the runs of a 1 s launch keep 2 x 2 s for them.
+    let left = budget.left();
+    assert!((left - budget.left_for_runs(1.0) - 4.0).abs() < 1e-3);
+    budget.observe(flash, small_auto, 0.5);
+    // The unsplit launch is not predicted from the split one (a GPU runs them 10x apart).
+    assert_eq!(budget.predict(flash, large_off), None);
+    assert_eq!(budget.skip(flash, large_off, 0.0), None);
+    // 16 times the FLOPs of the small step.
+    assert_eq!(budget.predict(flash, large_auto), Some(8.0));
+    let reason = budget.skip(flash, large_auto, 10.0).unwrap();
+    assert!(
+        reason.contains("scaled by FLOPs from 500 ms at batch 1 context 1024 d128)"),
+        "{reason}"
+    );
+    // One first record to come, then none.
+    assert!((budget.left() - budget.left_for_runs(1.0) - 2.0).abs() < 1e-3);
+    budget.observe(flash, small_off, 2.0);
+    assert!((budget.left() - budget.left_for_runs(1.0)).abs() < 1e-3);
+    // A kernel that already ran is not expected again.
+    budget.expect(flash, large_auto);
+    assert!((budget.left() - budget.left_for_runs(1.0)).abs() < 1e-3);
+}
+
+#[test]
+fn decode_k_and_v_repeat_their_pattern_and_the_check_reads_them_so() {
+    let pattern: Vec<bf16> = (0..7)
+        .map(|i| bf16::from_f32(i as f32 / 8.0 - 0.4))
+        .collect();
+    let tiled = decode::tile("k", &pattern, 30).unwrap();
+    assert_eq!(tiled.len(), 30);
+    for (i, x) in tiled.iter().enumerate() {
+        assert_eq!(*x, pattern[i % 7], "element {i}");
+    }
+    assert!(decode::tile::<bf16>("k", &[], 3).is_err());
+    // A decode step on the CPU backend: the check through the pattern agrees with the check on the
+    // tiled tensors, and fails an output that is off in one row.
+    let problem = AttentionProblem::new(
+        AttentionShape::new(2, 1, 4, 16)
+            .with_seq_k(45)
+            .with_heads_kv(2),
+    );
+    let len = |t| problem.required_len(t).unwrap();
+    let q = decode::tile("q", &pattern, len(Tensor::Q)).unwrap();
+    let k_pattern: Vec<bf16> = (0..61)
+        .map(|i| bf16::from_f32(((i * 37) % 61) as f32 / 30.0 - 1.0))
+        .collect();
+    let v_pattern: Vec<bf16> = k_pattern.iter().rev().copied().collect();
+    let k = decode::tile("k", &k_pattern, len(Tensor::K)).unwrap();
+    let v = decode::tile("v", &v_pattern, len(Tensor::V)).unwrap();
+    let (q, k, v) = (&q[..], &k[..], &v[..]);
+    let mut out = CpuBackend::new()
+        .forward(&problem, Default::default(), q, k, v)
+        .unwrap()
+        .out;
+    let rows = slice_check::sample_rows(&problem.shape, 8, 1);
+    let periodic = |out: &[bf16]| {
+        slice_check::check_rows_in(
+            &problem,
+            [
+                Elements::Slice(q),
+                Elements::Periodic(&k_pattern),
+                Elements::Periodic(&v_pattern),
+            ],
+            out,
+            &rows,
+        )
+        .unwrap()
+    };
+    let whole = slice_check::check_rows(&problem, q, k, v, &out, &rows).unwrap();
+    assert!(whole.passed);
+    assert_eq!(periodic(&out), whole);
+    // Row (b, h) of the [2, 1, 4, 16] output starts at b * 64 + h * 16.
+    let (b, h, _) = rows[0];
+    let at = b * 64 + h * 16;
+    out[at] = bf16::from_f32(out[at].to_f32() + 0.5);
+    assert!(!periodic(&out).passed);
+    // An element past a slice is an error, not a panic.
+    let short = slice_check::check_rows_in(
+        &problem,
+        [
+            Elements::Slice(q),
+            Elements::Slice(&k[..10]),
+            Elements::Slice(v),
+        ],
+        &out,
+        &rows,
+    );
+    assert!(short.is_err());
+}
+
+#[test]
+fn the_decode_table_shows_bandwidth_and_the_split_choice() {
+    let mut auto = decode_record("flash", Some(SplitKv::Auto), 0.5);
+    auto.bytes = Some(1_000_000_000);
+    auto.set_bandwidth(Some(4000.0));
+    let mut off = decode_record("flash", Some(SplitKv::Off), 2.0);
+    off.bytes = Some(1_000_000_000);
+    off.set_bandwidth(Some(4000.0));
+    let mut skipped = decode_record("cpu", None, 1.0);
+    skipped.status = Status::Skipped;
+    skipped.timing = None;
+    skipped.reason = Some("too slow".into());
+    let dense = record("flash", 512, Status::Ok, Some(0.25));
+    let text = table::render(&[&dense, &auto, &off, &skipped]);
+    let header = text
+        .lines()
+        .find(|l| l.contains("context"))
+        .unwrap_or_else(|| panic!("no decode table:\n{text}"));
+    let columns: Vec<&str> = header.split_whitespace().collect();
+    assert_eq!(
+        columns,
+        [
+            "dtype", "d", "causal", "batch", "context", "q", "heads", "kernel", "splits", "runs",
+            "median", "ms", "spread", "GB/s", "copy", "memory", "check"
+        ]
+    );
+    let line = |needle: &str| -> Vec<String> {
+        text.lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle} line:\n{text}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    // 1e9 bytes in 0.5 ms: 2000 GB/s, 50% of the copy; in 2 ms: 500 GB/s, 12.5%.
+    let auto = line("split:auto");
+    assert_eq!(
+        auto[..14].join(" "),
+        "bf16 128 no 4 8192 1 32/8 flash split:auto 3 3 0.5000 10.0% 2000"
+    );
+    assert_eq!(auto[14], "50.0%");
+    let off = line("split:off");
+    assert_eq!(
+        (off[9].as_str(), off[13].as_str(), off[14].as_str()),
+        ("1", "500", "12.5%")
+    );
+    assert!(line(" cpu ").join(" ").ends_with("- skipped: too slow"));
+    // The prefill table comes first, as before.
+    assert!(text.starts_with("dtype"));
+    assert!(text.contains(" seq "));
+    // Ratios of decode records name the batch, the context and the split choice.
+    let theirs = vec![Record {
+        kernel: "torch-flash".into(),
+        split_kv: None,
+        splits: None,
+        ..decode_record("torch-flash", None, 1.0)
+    }];
+    let ours = vec![
+        decode_record("flash", Some(SplitKv::Auto), 0.5),
+        decode_record("flash", Some(SplitKv::Off), 2.0),
+    ];
+    let ratios = table::render_ratios(&ours, &theirs);
+    let words: Vec<Vec<&str>> = ratios
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(words[0][3..6], ["batch", "context", "ours"], "{ratios}");
+    assert_eq!(
+        words[1],
+        [
+            "bf16",
+            "128",
+            "no",
+            "4",
+            "8192",
+            "flash",
+            "split:auto",
+            "0.50"
+        ]
+    );
+    assert_eq!(
+        words[2],
+        [
+            "bf16",
+            "128",
+            "no",
+            "4",
+            "8192",
+            "flash",
+            "split:off",
+            "2.00"
+        ]
+    );
+    // The copy is described with the run.
+    let mut results = sample_results();
+    results.settings.copy_bandwidth = vec![CopyBandwidth::from_times(
+        4_000_000_000,
+        vec![1.0],
+        "device".into(),
+        "a device-to-device copy".into(),
+    )];
+    let described = table::describe(&results).join("\n");
+    assert!(
+        described.contains("device copy bandwidth 4000 GB/s (median 1.000 ms of 3.73 GiB read + written; a device-to-device copy)"),
+        "{described}"
+    );
+}
+
+#[test]
+fn the_torch_script_plans_attn_benchs_decode_sweeps_in_the_same_schema() {
+    let defaults = [
+        (&["--decode"][..], GPU_DECODE),
+        (&["--decode", "--quick"][..], GPU_DECODE_QUICK),
+    ];
+    for (flags, sizes) in defaults {
+        let Some(planned) = torch_dry_run(flags) else {
+            return;
+        };
+        let sweep = Sweep {
+            head_dims: sizes.head_dims.to_vec(),
+            heads: Some(DEFAULT_HEADS_Q),
+            decode: Some(Decode {
+                batches: sizes.batches.to_vec(),
+                contexts: sizes.contexts.to_vec(),
+                heads_kv: DEFAULT_HEADS_KV,
+                seq_q: 1,
+            }),
+            ..small_sweep(&[512])
+        };
+        let key = |r: &Record| (r.shape_key(), r.flops.to_bits(), r.bytes);
+        let ours: Vec<_> = sweep
+            .cases()
+            .unwrap()
+            .iter()
+            .map(|c| key(&c.record("x", Status::Skipped, None)))
+            .collect();
+        let theirs: Vec<_> = planned
+            .records
+            .iter()
+            .filter(|r| r.kernel == "torch-flash")
+            .map(key)
+            .collect();
+        assert_eq!(theirs, ours, "flags {flags:?}");
+        assert!(planned
+            .records
+            .iter()
+            .all(|r| r.mode == Mode::Decode && r.split_kv.is_none() && r.splits.is_none()));
+        // The largest batch of one query each.
+        assert_eq!(Some(&planned.settings.tokens), sizes.batches.iter().max());
+    }
+    // The same flags give the same shapes, FLOPs and bytes in both tools (speculative, causal, f16).
+    let flags = [
+        "--batches",
+        "2,3",
+        "--contexts",
+        "100,300",
+        "--heads",
+        "12",
+        "--heads-kv",
+        "4",
+        "--seq-q",
+        "3",
+        "--head-dims",
+        "64",
+        "--causal",
+        "both",
+        "--dtypes",
+        "f16",
+    ];
+    let Some(planned) = torch_dry_run(&[&["--decode", "--backends", "math"][..], &flags].concat())
+    else {
+        return;
+    };
+    let mut args = vec!["bench", "--dry-run", "--kernels", "flash", "--decode"];
+    args.extend(flags);
+    let output = Command::new(env!("CARGO_BIN_EXE_attn"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let ours: BenchResults = serde_json::from_slice(&output.stdout).unwrap();
+    let shapes = |r: &BenchResults| {
+        let mut shapes: Vec<_> = r
+            .records
+            .iter()
+            .map(|r| (r.shape_key(), r.flops.to_bits(), r.bytes))
+            .collect();
+        shapes.sort();
+        shapes.dedup();
+        shapes
+    };
+    assert_eq!(shapes(&ours), shapes(&planned));
+    assert_eq!(shapes(&ours).len(), 2 * 2 * 2);
+    // attn plans flash twice per shape, with and without split-KV.
+    assert_eq!(ours.records.len(), 2 * 2 * 2 * 2);
 }

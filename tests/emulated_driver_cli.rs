@@ -1,7 +1,8 @@
 //! The `attn` binary on the emulated CUDA driver (docs/emulated-driver.md): `info` shows the emulated
 //! device, `check --kernel flash` runs the GPU path, `bench` runs the GPU timing loop end to end (CUDA
 //! events, L2 flush, input rotation, results.json, plots) on a tiny sweep and on a tiny ragged batch
-//! (`--varlen`, `--paged`: the metadata as device buffers) and keeps to a time budget, and a driver that
+//! (`--varlen`, `--paged`: the metadata as device buffers) and on a decode step (`--decode`: split-KV
+//! auto and off, the device copy, bandwidth), and keeps to a time budget, and a driver that
 //! sees no device makes `bench` fall back to the CPU backend. Skipped where the emulated
 //! driver is not (not Linux, or the binary was packed for the GPU machine); the GPU runs are skipped
 //! without GPU kernels in the build.
@@ -382,6 +383,114 @@ fn bench_times_a_ragged_batch_packed_and_paged_through_the_engine() {
         assert_eq!(record["flops"].as_f64(), Some(flops), "{record}");
         assert_eq!(record["seq_lens"], lens, "{record}");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_times_a_decode_step_split_and_unsplit_through_the_engine() {
+    if skip(true) {
+        return;
+    }
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("attn-emulated-decode-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let out = dir.to_str().expect("a UTF-8 temporary path");
+    // One sequence, 4 query heads on 1 key/value head of 64, 256 keys: 4 blocks on the 132 SMs of the
+    // emulated sm_90, so the heuristic splits the 4 key tiles (64 keys each).
+    let (ok, text) = attn(
+        &[
+            "bench",
+            "--decode",
+            "--batches",
+            "1",
+            "--contexts",
+            "256",
+            "--heads",
+            "4",
+            "--heads-kv",
+            "1",
+            "--head-dims",
+            "64",
+            "--iters",
+            "2",
+            "--warmup",
+            "1",
+            "--out",
+            out,
+        ],
+        &[("CUDA_EMU_DEVICE_L2", "1M")],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("backend: GPU Emulated CUDA device"), "{text}");
+    let json = std::fs::read_to_string(dir.join("results.json")).expect("results.json");
+    let results: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    assert_eq!(results["settings"]["timer"], "cuda events");
+    // The copy of K (256 x 64 bf16) into V, on the device, read + written.
+    let copies = results["settings"]["copy_bandwidth"]
+        .as_array()
+        .expect("copies");
+    assert_eq!(copies.len(), 1, "{json}");
+    let copy = &copies[0];
+    assert_eq!(copy["space"], "device");
+    assert_eq!(copy["bytes"], 2 * 256 * 64 * 2);
+    assert!(
+        copy["method"]
+            .as_str()
+            .is_some_and(|m| m.contains("device-to-device copy")),
+        "{copy}"
+    );
+    let copy_rate = copy["bandwidth_gb_s"].as_f64().expect("a copy bandwidth");
+    let records = results["records"].as_array().expect("records");
+    let choices: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| {
+            (
+                r["kernel"].as_str().unwrap_or("?"),
+                r["split_kv"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(choices, [("flash", "auto"), ("flash", "off")], "{json}");
+    // K and V: 256 x 64 each; Q and O: 4 x 64 each; bf16.
+    let bytes = (2 * 256 * 64 + 2 * 4 * 64) * 2;
+    for record in records {
+        assert_eq!(record["status"], "ok", "{record}");
+        assert_eq!(record["check"]["passed"], true, "{record}");
+        assert_eq!(
+            (&record["mode"], &record["context"], &record["heads_kv"]),
+            (&"decode".into(), &256.into(), &1.into()),
+            "{record}"
+        );
+        assert_eq!(record["bytes"], bytes, "{record}");
+        assert_eq!(
+            record["timing"]["times_ms"].as_array().map(Vec::len),
+            Some(2)
+        );
+        let median = record["timing"]["median_ms"].as_f64().expect("a median");
+        let rate = bytes as f64 / (median * 1e-3) / 1e9;
+        let bandwidth = record["bandwidth_gb_s"].as_f64().expect("a bandwidth");
+        assert!((bandwidth - rate).abs() <= 1e-9 * rate, "{record}");
+        let fraction = record["copy_fraction"].as_f64().expect("a fraction");
+        assert!(
+            (fraction - rate / copy_rate).abs() <= 1e-6 * fraction,
+            "{record}"
+        );
+    }
+    let (auto, off) = (&records[0], &records[1]);
+    let splits = auto["splits"].as_u64().expect("splits");
+    assert!((2..=4).contains(&splits), "{auto}");
+    assert_eq!(off["splits"], 1, "{off}");
+    // The split plan's workspace: f32 partial lse [splits, 4 heads, 1 row] at 0, then (16-byte aligned)
+    // f32 partial outputs [splits, 1 row, 4 heads, 64].
+    let lse = splits * 4 * 4;
+    let workspace = lse.div_ceil(16) * 16 + splits * 4 * 64 * 4;
+    let peak = |r: &serde_json::Value| r["memory"]["peak_bytes"].as_u64().expect("memory");
+    assert_eq!(peak(auto) - peak(off), workspace, "{json}");
+    assert_eq!(peak(off), bytes as u64);
+    assert!(
+        text.contains("device copy bandwidth") && text.contains("flash split:auto"),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

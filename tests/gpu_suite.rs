@@ -208,8 +208,9 @@ fn a_full_run_packs_everything_into_one_archive_and_prints_the_summary_last() {
     fake.exe(
         "bin/python3",
         "#!/bin/sh\n[ \"$1\" = -c ] && exit 0\n\
-         while [ $# -gt 0 ]; do [ \"$1\" = --out ] && echo '{\"stub\": \"torch\"}' > \"$2\"; shift; done\n\
-         echo 'stub torch sdpa'\n",
+         shift\n\
+         echo \"stub torch sdpa args: $*\"\n\
+         while [ $# -gt 0 ]; do [ \"$1\" = --out ] && echo '{\"stub\": \"torch\"}' > \"$2\"; shift; done\n",
     );
     fake.exe("pack/baseline/attn", STUB_ATTN);
     fs::write(fake.root.join("pack/baseline/COMMIT"), "0dba6ec\n").unwrap();
@@ -235,6 +236,11 @@ fn a_full_run_packs_everything_into_one_archive_and_prints_the_summary_last() {
         "bench-varlen.log",
         "bench-varlen/results.json",
         "bench-varlen/timings.png",
+        "torch-decode.log",
+        "torch-decode.json",
+        "bench-decode.log",
+        "bench-decode/results.json",
+        "bench-decode/timings.png",
         "bench-baseline.log",
         "bench-baseline/results.json",
         "bench-baseline/timings.png",
@@ -268,6 +274,10 @@ fn a_full_run_packs_everything_into_one_archive_and_prints_the_summary_last() {
         .member("test-broken.log")
         .contains("broken_test ... FAILED"));
     assert_eq!(fake.member("torch.json").trim(), r#"{"stub": "torch"}"#);
+    assert_eq!(
+        fake.member("torch-decode.json").trim(),
+        r#"{"stub": "torch"}"#
+    );
     assert!(fake.member("bench.log").contains("stub bench table"));
     let varlen = fake.member("bench-varlen.log");
     assert!(
@@ -275,6 +285,20 @@ fn a_full_run_packs_everything_into_one_archive_and_prints_the_summary_last() {
             "--kernels flash --varlen uniform:1..4096 --paged 16,256 --causal both --out "
         ) && varlen.contains("stub bench table"),
         "{varlen}"
+    );
+    // The decode steps: PyTorch on the decode shapes, then attn on the same flags, compared with it.
+    let decode_flags = "--decode --contexts 1024,8192,32768,131072 --head-dims 128";
+    let torch = fake.member("torch-decode.log");
+    assert!(
+        torch.contains(&format!("stub torch sdpa args: {decode_flags} --out ")),
+        "{torch}"
+    );
+    let decode = fake.member("bench-decode.log");
+    assert!(
+        decode.contains(&format!("bench {decode_flags} --max-seconds 120 --out "))
+            && decode.contains("/torch-decode.json")
+            && decode.contains("stub bench table"),
+        "{decode}"
     );
 
     let summary = fake.member("summary.md");
@@ -290,6 +314,8 @@ fn a_full_run_packs_everything_into_one_archive_and_prints_the_summary_last() {
         "| torch-sdpa | ok |",
         "| bench | ok |",
         "| bench-varlen | ok |",
+        "| torch-decode | ok |",
+        "| bench-decode | ok |",
         "| bench-baseline | ok |",
         "| archive | gpu-results.tar.gz: ",
     ] {
@@ -418,10 +444,13 @@ fn an_archive_over_the_limit_is_flagged_in_the_summary() {
         summary.contains("| sanitizer | compute-sanitizer not found |"),
         "{summary}"
     );
-    assert!(
-        summary.contains("| torch-sdpa | PyTorch not importable |"),
-        "{summary}"
-    );
-    assert!(summary.contains("| bench | ok |"), "{summary}");
+    for row in [
+        "| torch-sdpa | PyTorch not importable |",
+        "| torch-decode | PyTorch not importable |",
+        "| bench | ok |",
+        "| bench-decode | ok |",
+    ] {
+        assert!(summary.contains(row), "no row {row:?} in\n{summary}");
+    }
     assert!(!summary.contains("| test-"), "{summary}");
 }

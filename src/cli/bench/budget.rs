@@ -3,16 +3,21 @@
 //!
 //! The shapes run cheapest first ([`Sweep::validate`](super::sweep::Sweep::validate)). Before a record
 //! runs, the time of one launch is predicted from the first launch of the last record of the same kernel
-//! and dtype, scaled by the ratio of FLOPs; a record whose check and one timed run are predicted not to
-//! fit in what is left of the budget is skipped, with the prediction as its reason. The first record of
-//! each kernel and dtype has nothing to predict from: it always runs, so every kernel gets a measurement
-//! even when that one record overruns the budget. Within a record, the first (checking) launch is timed
-//! on the wall clock and the warm-up and timed runs are cut to what fits in the time left, keeping at
-//! least one timed run.
+//! and dtype (and, for a decode step, the same split-KV choice: split and unsplit launches of one shape
+//! differ by an order of magnitude on a GPU), scaled by the ratio of FLOPs; a record whose check and one
+//! timed run are predicted not to fit in what is left of the budget is skipped, with the prediction as
+//! its reason. The first record of each kernel and dtype (and split choice) has nothing to predict from:
+//! it always runs, so every kernel gets a measurement even when that one record overruns the budget.
+//! Within a record, the first (checking) launch is timed on the wall clock and the warm-up and timed runs
+//! are cut to what fits in the time left, keeping at least one timed run. The time left for them keeps
+//! room for the first records still to come ([`Budget::expect`]): a check and one timed run each,
+//! predicted at the time of this launch (first records run the cheapest shapes: the same shape, or one
+//! close to it), so that the sweep as a whole ends near its budget.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
+use super::results::SplitKv;
 use super::sweep::Case;
 use crate::cli::runner::Runner;
 use crate::DType;
@@ -23,20 +28,25 @@ pub const MAX_SECONDS: f64 = 7.0 * 24.0 * 3600.0;
 pub const QUICK_SECONDS: f64 = 60.0;
 
 /// One timed launch, the source of predictions for its kernel and dtype.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Launch {
-    seq: usize,
-    head_dim: usize,
+    /// The shape in words ([`Case::words`]).
+    shape: String,
     flops: f64,
     seconds: f64,
 }
+
+/// What predictions are kept per: the kernel, the dtype and a decode step's split-KV choice.
+type Key = (Runner, DType, Option<SplitKv>);
 
 /// The budget of one sweep and the launches measured so far.
 #[derive(Debug)]
 pub struct Budget {
     seconds: Option<f64>,
     started: Instant,
-    launches: HashMap<(Runner, DType), Launch>,
+    launches: HashMap<Key, Launch>,
+    /// Kernels (with dtype and split choice) expected to run whose first record has not run yet.
+    pending: HashSet<Key>,
 }
 
 /// Untimed and timed runs one record makes after its checking launch.
@@ -84,7 +94,24 @@ impl Budget {
             seconds,
             started: Instant::now(),
             launches: HashMap::new(),
+            pending: HashSet::new(),
         }
+    }
+
+    /// Says that `kernel` will run `case`: until its kernel (with the dtype and split choice) has run a
+    /// first record, [`Budget::left_for_runs`] keeps room for that record.
+    pub fn expect(&mut self, kernel: Runner, case: &Case) {
+        let key = (kernel, case.dtype, case.split());
+        if !self.launches.contains_key(&key) {
+            self.pending.insert(key);
+        }
+    }
+
+    /// Seconds left for the warm-up and timed runs of a record whose launch took `seconds`: what is
+    /// left, less a check and one timed run at that time for each expected kernel whose first record has
+    /// not run yet.
+    pub fn left_for_runs(&self, seconds: f64) -> f64 {
+        self.left() - self.pending.len() as f64 * 2.0 * seconds.max(0.0)
     }
 
     /// Seconds since the budget started.
@@ -101,21 +128,23 @@ impl Budget {
     /// Keeps the first launch of `kernel` on `case`, which took `seconds`, as the source of its
     /// predictions.
     pub fn observe(&mut self, kernel: Runner, case: &Case, seconds: f64) {
+        let key = (kernel, case.dtype, case.split());
+        self.pending.remove(&key);
         self.launches.insert(
-            (kernel, case.dtype),
+            key,
             Launch {
-                seq: case.seq,
-                head_dim: case.head_dim,
+                shape: case.words(),
                 flops: case.flops(),
                 seconds,
             },
         );
     }
 
-    /// The launch `kernel` on `case` is predicted from: the last measured one of the kernel in the dtype.
+    /// The launch `kernel` on `case` is predicted from: the last measured one of the kernel in the dtype
+    /// (with the same split-KV choice).
     fn source(&self, kernel: Runner, case: &Case) -> Option<&Launch> {
         self.launches
-            .get(&(kernel, case.dtype))
+            .get(&(kernel, case.dtype, case.split()))
             .filter(|launch| launch.flops > 0.0)
     }
 
@@ -136,10 +165,9 @@ impl Budget {
             return None;
         }
         let from = format!(
-            "scaled by FLOPs from {} at seq {} d{}",
+            "scaled by FLOPs from {} at {}",
             duration(launch.seconds),
-            launch.seq,
-            launch.head_dim
+            launch.shape
         );
         Some(if left > 0.0 {
             format!(

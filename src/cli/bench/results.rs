@@ -12,6 +12,17 @@
 //! comparison's sequence length), and `flops` is counted on the real lengths: the sum over sequences of
 //! 4 * heads * seq_len^2 * head_dim, halved when causal. Files written before these fields load as dense
 //! records (`mode` `dense`, `page_size` and `seq_lens` null).
+//!
+//! Decode (`attn bench --decode`): a record's `mode` is `decode`, `seq` is seq_q (1, or a few queries of
+//! speculative decoding), `context` the keys each sequence attends to, `heads` the query heads and
+//! `heads_kv` the key/value heads (GQA). `split_kv` is what was asked of the flash kernel (`auto`: the
+//! split heuristic; `off`: one split) and `splits` what its plan ran; `bytes` counts K, V, Q and O once
+//! (`(2 * batch * context * heads_kv + 2 * batch * seq * heads) * head_dim * element size`),
+//! `bandwidth_gb_s` is bytes / median (1e9 bytes per GB) and `copy_fraction` that over the copy of
+//! `settings.copy_bandwidth` in the record's memory space, measured in the same run (bytes read +
+//! written): a device-to-device copy, or on the host a memcpy (a host number, not a GPU one). `flops` is 4 * batch * heads * head_dim times the keys each
+//! query sees (all `context` of them; with the causal mask the i-th of `seq` queries sees
+//! `context - seq + 1 + i`). These fields are null in records of other modes and in older files.
 
 use std::path::Path;
 
@@ -95,6 +106,58 @@ pub struct Settings {
     /// `128,512,2048`; `null`: a sweep of dense shapes. With it, `tokens` is the ragged batch's.
     #[serde(default)]
     pub varlen: Option<String>,
+    /// The copies decode records are compared with (`attn bench --decode`), one per memory space the
+    /// timed kernels ran in: `device` (a device-to-device copy) and `host` (a memcpy); empty otherwise.
+    #[serde(default)]
+    pub copy_bandwidth: Vec<CopyBandwidth>,
+}
+
+/// A memory copy timed in the same run as the decode records: the ceiling their bandwidth is a
+/// fraction of.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CopyBandwidth {
+    /// `device` or `host`: the memory copied, and the records (by their `memory.space`) compared with it.
+    pub space: String,
+    /// Bytes one copy moves: read plus written (twice the bytes copied).
+    pub bytes: u64,
+    /// Every timed copy, in order.
+    pub times_ms: Vec<f64>,
+    pub median_ms: f64,
+    /// bytes / median, 1e9 bytes per GB.
+    pub bandwidth_gb_s: f64,
+    /// What was copied and how it was timed, e.g. a device-to-device copy timed by CUDA events, or a
+    /// host memcpy (then not a GPU number).
+    pub method: String,
+}
+
+impl CopyBandwidth {
+    /// The copy of `bytes` (read plus written) in `space`, timed at `times_ms` (at least one), described
+    /// by `method`.
+    pub fn from_times(
+        bytes: u64,
+        times_ms: Vec<f64>,
+        space: String,
+        method: String,
+    ) -> CopyBandwidth {
+        let median_ms = Timing::from_times(times_ms.clone(), 0.0).median_ms;
+        CopyBandwidth {
+            space,
+            bytes,
+            times_ms,
+            median_ms,
+            bandwidth_gb_s: gb_per_s(bytes, median_ms),
+            method,
+        }
+    }
+}
+
+/// `bytes` moved in `ms` milliseconds, in GB/s (1e9 bytes); 0 for a time that is not positive.
+pub fn gb_per_s(bytes: u64, ms: f64) -> f64 {
+    if ms > 0.0 {
+        bytes as f64 / (ms * 1e-3) / 1e9
+    } else {
+        0.0
+    }
 }
 
 /// What happened to one kernel on one shape.
@@ -139,6 +202,28 @@ pub enum Mode {
     Varlen,
     /// A ragged batch, K/V in a paged cache `[pages, page_size, heads, head_dim]` (NHD).
     Paged,
+    /// Decode: `seq` queries per sequence (1, or a few) against `context` keys, GQA.
+    Decode,
+}
+
+/// What a decode record asked of the flash kernel's split-KV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitKv {
+    /// `Splits::Auto`: the split heuristic picks the count (the record's `splits`).
+    Auto,
+    /// `Splits::Fixed(1)`: no split, the prefill kernel as it is.
+    Off,
+}
+
+impl SplitKv {
+    /// The word in the schema and the tables.
+    pub fn word(self) -> &'static str {
+        match self {
+            SplitKv::Auto => "auto",
+            SplitKv::Off => "off",
+        }
+    }
 }
 
 impl Mode {
@@ -148,6 +233,7 @@ impl Mode {
             Mode::Dense => "dense",
             Mode::Varlen => "varlen",
             Mode::Paged => "paged",
+            Mode::Decode => "decode",
         }
     }
 }
@@ -159,16 +245,17 @@ pub struct Record {
     pub kernel: String,
     /// `f32`, `f16` or `bf16`.
     pub dtype: String,
-    /// Bottom-right-aligned causal mask (seq_q = seq_k here, so also top-left).
+    /// Bottom-right-aligned causal mask (seq_q = seq_k here but in decode records, so also top-left).
     pub causal: bool,
     /// Sequences in the batch.
     pub batch: usize,
-    /// seq_q = seq_k; for a ragged record the mean of `seq_lens`, rounded to the nearest integer.
+    /// seq_q = seq_k; for a ragged record the mean of `seq_lens`, rounded to the nearest integer; for a
+    /// decode record seq_q alone (the keys are `context`).
     pub seq: usize,
-    /// Query heads = key/value heads.
+    /// Query heads (= key/value heads but in decode records, see `heads_kv`).
     pub heads: usize,
     pub head_dim: usize,
-    /// `dense`, `varlen` or `paged` (`dense` in files that predate the field).
+    /// `dense`, `varlen`, `paged` or `decode` (`dense` in files that predate the field).
     #[serde(default)]
     pub mode: Mode,
     /// Tokens per page of a `paged` record's KV cache; `null` otherwise.
@@ -177,8 +264,33 @@ pub struct Record {
     /// The length of each sequence of a ragged record (seq_q = seq_k); `null` for a dense one.
     #[serde(default)]
     pub seq_lens: Option<Vec<usize>>,
+    /// Keys each sequence of a `decode` record attends to (seq_k); `null` otherwise.
+    #[serde(default)]
+    pub context: Option<usize>,
+    /// Key/value heads of a `decode` record (`heads` a multiple of it); `null` otherwise.
+    #[serde(default)]
+    pub heads_kv: Option<usize>,
+    /// What a `decode` record of a flash kernel asked of split-KV; `null` otherwise (and for kernels
+    /// without a split choice: the CPU backend, PyTorch).
+    #[serde(default)]
+    pub split_kv: Option<SplitKv>,
+    /// Splits of the keys the plan of a `decode` record ran (1: none); `null` when not planned or not
+    /// known (PyTorch).
+    #[serde(default)]
+    pub splits: Option<usize>,
+    /// Bytes of K, V, Q and O one call of a `decode` record moves, each counted once; `null` otherwise.
+    #[serde(default)]
+    pub bytes: Option<u64>,
+    /// `bytes` / median time of a timed `decode` record, in GB/s (1e9 bytes); `null` otherwise.
+    #[serde(default)]
+    pub bandwidth_gb_s: Option<f64>,
+    /// `bandwidth_gb_s` over the bandwidth of the copy in `settings.copy_bandwidth` of the record's memory
+    /// space; `null` without both.
+    #[serde(default)]
+    pub copy_fraction: Option<f64>,
     /// Floating-point operations of one call (4 * b * h * seq^2 * d, halved when causal; for a ragged
-    /// record the sum of 4 * h * seq_len^2 * d over `seq_lens`, halved when causal).
+    /// record the sum of 4 * h * seq_len^2 * d over `seq_lens`, halved when causal; for a decode record
+    /// 4 * b * h * d times the keys its queries see, see the module documentation).
     pub flops: f64,
     pub status: Status,
     /// Why the record is not `ok`, in words; for an `ok` record what cut its runs (the time budget), or
@@ -208,10 +320,12 @@ impl Record {
             heads: self.heads,
             mode: self.mode,
             page_size: self.page_size,
+            context: self.context,
+            heads_kv: self.heads_kv,
         }
     }
 
-    /// The layout in one word: `dense`, `varlen`, or `paged:PAGE_SIZE`.
+    /// The layout in one word: `dense`, `varlen`, `paged:PAGE_SIZE` or `decode`.
     pub fn layout(&self) -> String {
         match (self.mode, self.page_size) {
             (Mode::Paged, Some(size)) => format!("paged:{size}"),
@@ -219,17 +333,39 @@ impl Record {
         }
     }
 
-    /// The line a record is plotted on: the kernel, followed by the layout when it is not dense.
+    /// The line a record is plotted on: the kernel, followed by the layout when it is not dense; a decode
+    /// record's kernel followed by its split-KV choice (`flash split:auto`), when it has one.
     pub fn series(&self) -> String {
-        match self.mode {
-            Mode::Dense => self.kernel.clone(),
+        match (self.mode, self.split_kv) {
+            (Mode::Dense, _) | (Mode::Decode, None) => self.kernel.clone(),
+            (Mode::Decode, Some(split)) => format!("{} split:{}", self.kernel, split.word()),
             _ => format!("{} {}", self.kernel, self.layout()),
         }
     }
 
-    /// The panel a record is plotted in: dtype, head dim, mask.
-    pub fn config_key(&self) -> (String, usize, bool) {
-        (self.dtype.clone(), self.head_dim, self.causal)
+    /// Fills a timed decode record's `bandwidth_gb_s` (its `bytes` over its median time) and
+    /// `copy_fraction` (that over `copy_gb_s`, when given); leaves both null for other records.
+    pub fn set_bandwidth(&mut self, copy_gb_s: Option<f64>) {
+        let bandwidth = self
+            .bytes
+            .zip(self.median_ms())
+            .map(|(bytes, ms)| gb_per_s(bytes, ms));
+        self.bandwidth_gb_s = bandwidth;
+        self.copy_fraction = bandwidth
+            .zip(copy_gb_s.filter(|copy| *copy > 0.0))
+            .map(|(ours, copy)| ours / copy);
+    }
+
+    /// The panel a record is plotted in: dtype, head dim, mask, and a decode record's batch (its lines
+    /// run over the context, one panel per batch size).
+    pub fn config_key(&self) -> (String, usize, bool, Option<usize>) {
+        let batch = (self.mode == Mode::Decode).then_some(self.batch);
+        (self.dtype.clone(), self.head_dim, self.causal, batch)
+    }
+
+    /// Where a record sits on the plots' x axis: its sequence length, or a decode record's context.
+    pub fn x_position(&self) -> usize {
+        self.context.unwrap_or(self.seq)
     }
 
     /// Median milliseconds when timed.
@@ -249,6 +385,8 @@ pub struct ShapeKey {
     pub heads: usize,
     pub mode: Mode,
     pub page_size: Option<usize>,
+    pub context: Option<usize>,
+    pub heads_kv: Option<usize>,
 }
 
 /// A correctness check: sampled query rows of the checked output against the f64 reference computed

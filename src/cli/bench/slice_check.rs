@@ -10,6 +10,9 @@
 //! A ragged batch's rows are (sequence, query head, row of the sequence): the query is found through
 //! `cu_seqlens_q`, the keys one by one through `cu_seqlens_k` or the block table ([`RaggedLayout`]), and
 //! the mask is the sequence's own (causal bottom-right on its lengths).
+//!
+//! A decode step's K and V repeat a pattern on the device ([`super::decode`]); the check reads them
+//! through [`Elements::Periodic`], element `i` being `pattern[i % pattern.len()]`.
 
 use std::collections::BTreeSet;
 
@@ -82,6 +85,33 @@ pub fn sample_ragged_rows(
     rows.into_iter().take(target).collect()
 }
 
+/// A tensor's elements as the check reads them.
+#[derive(Debug, Clone, Copy)]
+pub enum Elements<'a, T> {
+    /// The elements themselves.
+    Slice(&'a [T]),
+    /// Element `i` is `pattern[i % pattern.len()]`.
+    Periodic(&'a [T]),
+}
+
+impl<T: Copy> Elements<'_, T> {
+    /// Element `i`.
+    ///
+    /// # Errors
+    /// [`AttentionError::InvalidArgument`] for an index past a slice, or an empty pattern.
+    fn get(&self, i: usize) -> Result<T> {
+        let value = match self {
+            Elements::Slice(x) => x.get(i),
+            Elements::Periodic(pattern) => pattern.get(i.checked_rem(pattern.len()).unwrap_or(0)),
+        };
+        value.copied().ok_or_else(|| {
+            AttentionError::InvalidArgument(format!(
+                "element {i} is outside the checked tensor's storage"
+            ))
+        })
+    }
+}
+
 /// One checked query row: where it and the keys it sees live, as (batch, seq) indices of the strides.
 struct RowView {
     query: (usize, usize),
@@ -101,7 +131,25 @@ pub fn check_rows<T: Element>(
     out: &[T],
     rows: &[(usize, usize, usize)],
 ) -> Result<Check> {
-    check_views(problem, [q, k, v, out], rows, |b, i| {
+    check_rows_in(
+        problem,
+        [Elements::Slice(q), Elements::Slice(k), Elements::Slice(v)],
+        out,
+        rows,
+    )
+}
+
+/// [`check_rows`] with q, k and v read as [`Elements`] (a decode step's periodic K and V).
+///
+/// # Errors
+/// As [`check_rows`], and [`AttentionError::InvalidArgument`] for an element outside a tensor.
+pub fn check_rows_in<T: Element>(
+    problem: &AttentionProblem,
+    inputs: [Elements<'_, T>; 3],
+    out: &[T],
+    rows: &[(usize, usize, usize)],
+) -> Result<Check> {
+    check_views(problem, inputs, out, rows, |b, i| {
         let (begin, end) = problem.key_range(i);
         Ok(RowView {
             query: (b, i),
@@ -124,7 +172,8 @@ pub fn check_ragged_rows<T: Element>(
     [q, k, v, out]: [&[T]; 4],
     rows: &[(usize, usize, usize)],
 ) -> Result<Check> {
-    check_views(problem, [q, k, v, out], rows, |b, i| {
+    let inputs = [Elements::Slice(q), Elements::Slice(k), Elements::Slice(v)];
+    check_views(problem, inputs, out, rows, |b, i| {
         let length = lengths.get(b).copied().unwrap_or(0);
         if i >= length {
             return Err(AttentionError::InvalidArgument(format!(
@@ -146,7 +195,8 @@ pub fn check_ragged_rows<T: Element>(
 /// The check of both layouts: `view(b, i)` says where row i of batch entry b and its keys live.
 fn check_views<T: Element>(
     problem: &AttentionProblem,
-    [q, k, v, out]: [&[T]; 4],
+    [q, k, v]: [Elements<'_, T>; 3],
+    out: &[T],
     rows: &[(usize, usize, usize)],
     view: impl Fn(usize, usize) -> Result<RowView>,
 ) -> Result<Check> {
@@ -162,18 +212,22 @@ fn check_views<T: Element>(
     for &(b, h, i) in rows {
         let RowView { query, keys } = view(b, i)?;
         let hk = h / ratio;
-        let gather = |x: &[T], strides: &Strides, (at, s): (usize, usize), head: usize| -> Vec<T> {
-            (0..d).map(|c| x[strides.offset(at, s, head, c)]).collect()
+        let gather = |x: &Elements<'_, T>,
+                      strides: &Strides,
+                      rows: &[(usize, usize)],
+                      head: usize|
+         -> Result<Vec<T>> {
+            let mut gathered = Vec::with_capacity(rows.len() * d);
+            for &(at, s) in rows {
+                for c in 0..d {
+                    gathered.push(x.get(strides.offset(at, s, head, c))?);
+                }
+            }
+            Ok(gathered)
         };
-        let q_row = gather(q, &problem.q_strides, query, h);
-        let k_rows: Vec<T> = keys
-            .iter()
-            .flat_map(|&key| gather(k, &problem.k_strides, key, hk))
-            .collect();
-        let v_rows: Vec<T> = keys
-            .iter()
-            .flat_map(|&key| gather(v, &problem.v_strides, key, hk))
-            .collect();
+        let q_row = gather(&q, &problem.q_strides, &[query], h)?;
+        let k_rows = gather(&k, &problem.k_strides, &keys, hk)?;
+        let v_rows = gather(&v, &problem.v_strides, &keys, hk)?;
         let keys = keys.len();
         // One query over exactly the keys row i sees: no mask left to apply.
         let mut row_problem =

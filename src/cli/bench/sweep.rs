@@ -1,17 +1,19 @@
 //! What a benchmark sweep covers: kernels, dtypes, head dims, masks and sequence lengths, with
 //! batch * seq and heads * head_dim held constant (FlashAttention's convention: 16k tokens, hidden 2048);
 //! or, with `--varlen`, one ragged batch beside a dense batch of as many sequences of the mean length
-//! ([`Varlen`]).
+//! ([`Varlen`]); or, with `--decode`, decode steps over batch sizes and context lengths
+//! ([`super::decode`]).
 
 use std::str::FromStr;
 use std::sync::Arc;
 
 use super::budget::MAX_SECONDS;
-use super::results::{Mode, Record, Status};
+use super::decode::{self, Decode, DecodeCase, Storage, MAX_SEQ_Q};
+use super::results::{Mode, Record, SplitKv, Status};
 use super::varlen::{LengthDist, RaggedCase};
 use crate::cli::buffer_bytes;
 use crate::cli::runner::Runner;
-use crate::{AttentionError, AttentionProblem, AttentionShape, DType, Tensor};
+use crate::{AttentionError, AttentionProblem, AttentionShape, DType, KernelChoice, Tensor};
 
 /// Most timed runs per kernel and shape (`--iters`): beyond this a sweep takes days.
 pub const MAX_ITERS: usize = 10_000;
@@ -151,6 +153,9 @@ pub struct Sweep {
     pub max_seconds: Option<f64>,
     /// A ragged batch timed beside a dense one, in place of the sweep of `seqs` (`--varlen`).
     pub varlen: Option<Varlen>,
+    /// Decode steps over batch sizes and contexts, in place of the sweep of `seqs` (`--decode`); the
+    /// query heads are `heads` (required with it).
+    pub decode: Option<Decode>,
 }
 
 /// `attn bench --varlen DIST [--paged PAGE_SIZE,...]`: for each dtype, head dim and mask, one ragged
@@ -173,48 +178,129 @@ pub struct Case {
     pub dtype: DType,
     pub head_dim: usize,
     pub causal: bool,
-    /// seq_q = seq_k; for a ragged batch its mean length, rounded (the dense comparison's).
+    /// seq_q = seq_k; for a ragged batch its mean length, rounded (the dense comparison's); for a decode
+    /// step seq_q alone.
     pub seq: usize,
     /// Sequences.
     pub batch: usize,
+    /// Query heads (= key/value heads but in a decode step).
     pub heads: usize,
     /// `None`: a dense batch of `batch` x `seq`; else the ragged batch and its K/V storage.
     pub ragged: Option<RaggedCase>,
+    /// A decode step: `seq` queries against `context` keys, GQA (never with `ragged`).
+    pub decode: Option<DecodeCase>,
 }
 
 impl Case {
     /// Floating-point operations of one call (4 * b * h * seq^2 * d, halved when causal; a ragged batch
-    /// on its real lengths, [`RaggedCase::flops`]).
+    /// on its real lengths, [`RaggedCase::flops`]; a decode step 4 * b * h * d times the keys its queries
+    /// see, every key of the context without the causal mask).
     pub fn flops(&self) -> f64 {
-        match &self.ragged {
-            None => self.problem().shape.flops(self.causal),
-            Some(ragged) => ragged.flops(self.heads, self.head_dim, self.causal),
+        match (&self.ragged, &self.decode) {
+            (Some(ragged), _) => ragged.flops(self.heads, self.head_dim, self.causal),
+            (None, Some(_)) => {
+                let problem = self.problem();
+                let keys: usize = (0..self.seq)
+                    .map(|i| {
+                        let (begin, end) = problem.key_range(i);
+                        end.saturating_sub(begin)
+                    })
+                    .sum();
+                4.0 * self.batch as f64 * self.heads as f64 * self.head_dim as f64 * keys as f64
+            }
+            (None, None) => self.problem().shape.flops(self.causal),
         }
     }
 
     /// Self-attention, contiguous `[b, s, h, d]`, default scale; a ragged batch as
-    /// [`RaggedCase::problem`] lays it out.
+    /// [`RaggedCase::problem`] lays it out; a decode step with `context` keys and `heads_kv` key/value
+    /// heads, contiguous `[b, s, h, d]` too.
     pub fn problem(&self) -> AttentionProblem {
-        match &self.ragged {
-            None => AttentionProblem::new(AttentionShape::new(
+        match (&self.ragged, &self.decode) {
+            (Some(ragged), _) => ragged.problem(self.heads, self.head_dim, self.causal),
+            (None, Some(step)) => AttentionProblem::new(
+                AttentionShape::new(self.batch, self.seq, self.heads, self.head_dim)
+                    .with_seq_k(step.context)
+                    .with_heads_kv(step.heads_kv),
+            )
+            .with_causal(self.causal),
+            (None, None) => AttentionProblem::new(AttentionShape::new(
                 self.batch,
                 self.seq,
                 self.heads,
                 self.head_dim,
             ))
             .with_causal(self.causal),
-            Some(ragged) => ragged.problem(self.heads, self.head_dim, self.causal),
         }
     }
 
-    /// `dense`, `varlen` or `paged`.
+    /// `dense`, `varlen`, `paged` or `decode`.
     pub fn mode(&self) -> Mode {
-        match &self.ragged {
-            None => Mode::Dense,
-            Some(RaggedCase {
-                page_size: None, ..
-            }) => Mode::Varlen,
-            Some(_) => Mode::Paged,
+        match (&self.ragged, &self.decode) {
+            (None, None) => Mode::Dense,
+            (None, Some(_)) => Mode::Decode,
+            (
+                Some(RaggedCase {
+                    page_size: None, ..
+                }),
+                _,
+            ) => Mode::Varlen,
+            (Some(_), _) => Mode::Paged,
+        }
+    }
+
+    /// The split-KV choice of a decode step (`None` otherwise, or before a kernel chose).
+    pub fn split(&self) -> Option<SplitKv> {
+        self.decode.and_then(|step| step.split)
+    }
+
+    /// Bytes of K, V, Q and O one call of a decode step moves ([`decode::bytes`]); `None` otherwise.
+    pub fn bytes(&self) -> Option<u64> {
+        self.decode.map(|step| {
+            decode::bytes(
+                [
+                    self.batch,
+                    self.seq,
+                    step.context,
+                    self.heads,
+                    step.heads_kv,
+                    self.head_dim,
+                ],
+                self.dtype.size_bytes(),
+            )
+        })
+    }
+
+    /// The records `kernel` makes of this case: a decode step on a flash kernel twice, with split-KV
+    /// ([`SplitKv::Auto`]) and without ([`SplitKv::Off`]); every other case and kernel once, as it is.
+    pub fn variants(&self, kernel: Runner) -> Vec<Case> {
+        let splits = matches!(
+            kernel,
+            Runner::Gpu(KernelChoice::Flash) | Runner::Emulator(KernelChoice::Flash)
+        );
+        match self.decode {
+            Some(step) if splits => [SplitKv::Auto, SplitKv::Off]
+                .into_iter()
+                .map(|split| Case {
+                    decode: Some(DecodeCase {
+                        split: Some(split),
+                        ..step
+                    }),
+                    ..self.clone()
+                })
+                .collect(),
+            _ => vec![self.clone()],
+        }
+    }
+
+    /// The shape in words, for messages: `seq 512 d64`, or `batch 4 context 8192 d128` for a decode step.
+    pub fn words(&self) -> String {
+        match &self.decode {
+            Some(step) => format!(
+                "batch {} context {} d{}",
+                self.batch, step.context, self.head_dim
+            ),
+            None => format!("seq {} d{}", self.seq, self.head_dim),
         }
     }
 
@@ -231,6 +317,13 @@ impl Case {
             mode: self.mode(),
             page_size: self.ragged.as_ref().and_then(|r| r.page_size),
             seq_lens: self.ragged.as_ref().map(|r| r.lengths.to_vec()),
+            context: self.decode.map(|step| step.context),
+            heads_kv: self.decode.map(|step| step.heads_kv),
+            split_kv: self.split(),
+            splits: None,
+            bytes: self.bytes(),
+            bandwidth_gb_s: None,
+            copy_fraction: None,
             flops: self.flops(),
             status,
             reason,
@@ -283,13 +376,32 @@ impl Sweep {
         if let Some(varlen) = &self.varlen {
             no_repeats("--paged", &varlen.page_sizes)?;
         }
+        if let Some(decode) = &self.decode {
+            no_repeats("--batches", &decode.batches)?;
+            no_repeats("--contexts", &decode.contexts)?;
+            in_range("--seq-q", decode.seq_q, 1, MAX_SEQ_Q)?;
+            if let Some(kernel) = self
+                .kernels
+                .iter()
+                .find(|k| k.kernel() == KernelChoice::Naive)
+            {
+                return Err(format!(
+                    "--kernels {kernel} with --decode: decode times flash with and without split-KV (and \
+                     the CPU backend); use flash, emulator-flash or cpu"
+                ));
+            }
+        }
         let mut cases = self.cases()?;
         for case in &cases {
             case.problem().validate().map_err(|e| {
                 // The layout is named when it is not the dense default.
-                let mode = match case.mode().word() {
-                    "dense" => String::new(),
-                    word => format!(" ({word})"),
+                let mode = match (case.mode().word(), &case.decode) {
+                    ("dense", _) => String::new(),
+                    (_, Some(step)) => format!(
+                        " (decode: context {}, heads_kv {})",
+                        step.context, step.heads_kv
+                    ),
+                    (word, None) => format!(" ({word})"),
                 };
                 format!(
                     "the sweep's shape {} d{} seq {} batch {} heads {}{mode}: {e}",
@@ -324,15 +436,39 @@ impl Sweep {
         Ok((input_len, out_len))
     }
 
+    /// The storage of the decode cases in `cases` ([`Storage`]): the largest q and k.
+    ///
+    /// # Errors
+    /// The shapes' size errors.
+    pub fn decode_storage(cases: &[Case]) -> Result<Storage, AttentionError> {
+        let mut lens = Vec::with_capacity(cases.len());
+        for case in cases {
+            let problem = case.problem();
+            lens.push((
+                problem.required_len(Tensor::Q)?,
+                problem.required_len(Tensor::K)?,
+            ));
+        }
+        Ok(Storage::of(lens))
+    }
+
     /// Host bytes the sweep holds at once, for the dtype that needs most: `input_sets` copies of q, k and
-    /// v, an output and (on the GPU) its NaN poison. `None` when the size overflows.
+    /// v, an output and (on the GPU) its NaN poison; for a decode sweep [`Storage::host_bytes`]. `None`
+    /// when the size overflows.
     ///
     /// # Errors
     /// The shapes' size errors.
     pub fn host_bytes(&self, cases: &[Case]) -> Result<Option<usize>, AttentionError> {
         let mut most = Some(0usize);
+        let host_kernels = self.kernels.iter().any(|k| !k.on_gpu());
         for &dtype in &self.dtypes {
             let of_dtype: Vec<Case> = cases.iter().filter(|c| c.dtype == dtype).cloned().collect();
+            if self.decode.is_some() {
+                let storage = Sweep::decode_storage(&of_dtype)?;
+                let bytes = storage.host_bytes(self.input_sets, dtype.size_bytes(), host_kernels);
+                most = most.zip(bytes).map(|(a, b)| a.max(b));
+                continue;
+            }
             let (input_len, out_len) = Sweep::buffer_lens(&of_dtype)?;
             let bytes = buffer_bytes(&[self.input_sets, 3, input_len], dtype.size_bytes())
                 .zip(buffer_bytes(&[2, out_len], dtype.size_bytes()))
@@ -354,11 +490,15 @@ impl Sweep {
     }
 
     /// Every shape, ordered by dtype, head dim, mask, sequence length; with `--varlen`, by dtype, head
-    /// dim and mask, each the dense batch, then the ragged one packed, then paged per page size.
+    /// dim and mask, each the dense batch, then the ragged one packed, then paged per page size; with
+    /// `--decode`, by dtype, head dim, mask, batch and context.
     ///
     /// # Errors
     /// When `hidden` is not a multiple of a head dim (and no head count is fixed), or a size is 0.
     pub fn cases(&self) -> Result<Vec<Case>, String> {
+        if let Some(decode) = &self.decode {
+            return self.decode_cases(decode);
+        }
         if self.tokens == 0 || self.seqs.contains(&0) || self.head_dims.contains(&0) {
             return Err("tokens, sequence lengths and head dims must be at least 1".into());
         }
@@ -397,6 +537,7 @@ impl Sweep {
                             batch,
                             heads,
                             ragged: None,
+                            decode: None,
                         };
                         let storages = std::iter::once(None)
                             .chain(varlen.page_sizes.iter().map(|&size| Some(size)));
@@ -422,7 +563,55 @@ impl Sweep {
                             batch: (self.tokens / seq).max(1),
                             heads,
                             ragged: None,
+                            decode: None,
                         });
+                    }
+                }
+            }
+        }
+        Ok(cases)
+    }
+
+    /// The decode steps: every dtype, head dim, mask, batch and context (in that order), `seq_q` queries
+    /// and `heads` query heads each (no split choice yet: [`Case::variants`]).
+    ///
+    /// # Errors
+    /// When a size is 0 or the query heads are not set.
+    fn decode_cases(&self, decode: &Decode) -> Result<Vec<Case>, String> {
+        let sizes = [&decode.batches, &decode.contexts, &self.head_dims];
+        if sizes
+            .iter()
+            .any(|list| list.is_empty() || list.contains(&0))
+        {
+            return Err(
+                "--batches, --contexts and --head-dims need at least one value each, every one at least 1"
+                    .into(),
+            );
+        }
+        let heads = self
+            .heads
+            .ok_or("--decode needs the query heads (--heads)")?;
+        let mut cases = Vec::new();
+        for &dtype in &self.dtypes {
+            for &head_dim in &self.head_dims {
+                for causal in self.masks.causal_flags() {
+                    for &batch in &decode.batches {
+                        for &context in &decode.contexts {
+                            cases.push(Case {
+                                dtype,
+                                head_dim,
+                                causal,
+                                seq: decode.seq_q,
+                                batch,
+                                heads,
+                                ragged: None,
+                                decode: Some(DecodeCase {
+                                    context,
+                                    heads_kv: decode.heads_kv,
+                                    split: None,
+                                }),
+                            });
+                        }
                     }
                 }
             }

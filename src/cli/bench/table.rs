@@ -1,4 +1,6 @@
 //! The tables `attn bench` prints: every record, then (with `--compare`) time ratios ours / theirs.
+//! Decode records (`--decode`) have a table of their own: batch and context instead of seq, the split-KV
+//! choice and count, and bandwidth (GB/s and the fraction of the measured copy) instead of TFLOP/s.
 
 use std::collections::BTreeMap;
 
@@ -44,7 +46,30 @@ pub fn describe(results: &BenchResults) -> Vec<String> {
             s.tokens
         ));
     }
+    for copy in &s.copy_bandwidth {
+        lines.push(format!(
+            "{} copy bandwidth {} GB/s (median {} ms of {} read + written; {}): the ceiling of the \
+             decode records' bandwidth in {} memory",
+            copy.space,
+            rate(copy.bandwidth_gb_s),
+            millis(copy.median_ms),
+            human_bytes(copy.bytes),
+            copy.method,
+            copy.space
+        ));
+    }
     lines
+}
+
+/// GB/s with about four significant digits.
+fn rate(value: f64) -> String {
+    if value >= 100.0 {
+        format!("{value:.0}")
+    } else if value >= 1.0 {
+        format!("{value:.2}")
+    } else {
+        format!("{value:.4}")
+    }
 }
 
 /// TFLOP/s with about three significant digits.
@@ -79,8 +104,123 @@ pub fn by_shape<'a>(records: impl IntoIterator<Item = &'a Record>) -> Vec<&'a Re
 }
 
 /// The main table: one line per record. When a record is ragged, a `layout` column after the kernel
-/// says `dense`, `varlen` or `paged:PAGE_SIZE` (and `seq` is a ragged batch's mean length).
+/// says `dense`, `varlen` or `paged:PAGE_SIZE` (and `seq` is a ragged batch's mean length). Decode
+/// records follow in their own table ([`render_decode`]).
 pub fn render(records: &[&Record]) -> String {
+    let (decode, others): (Vec<&Record>, Vec<&Record>) =
+        records.iter().partition(|r| r.mode == Mode::Decode);
+    match (decode.is_empty(), others.is_empty()) {
+        (true, _) => render_prefill(&others),
+        (false, true) => render_decode(&decode),
+        (false, false) => format!("{}\n{}", render_prefill(&others), render_decode(&decode)),
+    }
+}
+
+/// The memory column: the bytes, marked `h` for host memory.
+fn memory_words(r: &Record) -> String {
+    r.memory.as_ref().map_or("-".to_string(), |m| {
+        let bytes = human_bytes(m.peak_bytes);
+        if m.space == "host" {
+            format!("{bytes} h")
+        } else {
+            bytes
+        }
+    })
+}
+
+/// The check column: `ok 1.2e-3 <= 4.0e-3`.
+fn check_words(r: &Record) -> String {
+    r.check.as_ref().map_or(String::new(), |c| {
+        format!(
+            "{} {:.1e} <= {:.1e}",
+            if c.passed { "ok" } else { "FAILED" },
+            c.max_abs_error,
+            c.allowed
+        )
+    })
+}
+
+/// The end of a line of a record that was not timed: its status and reason.
+fn untimed_words(r: &Record) -> String {
+    match r.status {
+        Status::FailedCheck => format!(
+            "FAILED CHECK (not timed): max error {}",
+            r.check.as_ref().map_or("?".into(), |c| format!(
+                "{:.2e} > allowed {:.2e} over {} rows",
+                c.max_abs_error, c.allowed, c.rows
+            ))
+        ),
+        status => format!(
+            "{}: {}",
+            status.words(),
+            r.reason.as_deref().unwrap_or("no reason given")
+        ),
+    }
+}
+
+/// The decode table: one line per decode record, by dtype, head dim, mask, batch and context. `q` is
+/// seq_q, `heads` query/key-value heads, `kernel` the kernel and its split-KV choice, `splits` what its
+/// plan ran; `GB/s` is the record's bytes over its median time and `copy` that as a percentage of the
+/// copy bandwidth measured in the same run.
+pub fn render_decode(records: &[&Record]) -> String {
+    let mut text = format!(
+        "{:<5} {:>4} {:<6} {:>5} {:>7} {:>2} {:>6}  {:<25} {:>6} {:>4} {:>11} {:>7} {:>9} {:>6} {:>10}  {}\n",
+        "dtype",
+        "d",
+        "causal",
+        "batch",
+        "context",
+        "q",
+        "heads",
+        "kernel",
+        "splits",
+        "runs",
+        "median ms",
+        "spread",
+        "GB/s",
+        "copy",
+        "memory",
+        "check"
+    );
+    for r in records {
+        let heads = format!("{}/{}", r.heads, r.heads_kv.unwrap_or(r.heads));
+        let head = format!(
+            "{:<5} {:>4} {:<6} {:>5} {:>7} {:>2} {:>6}  {:<25} {:>6}",
+            r.dtype,
+            r.head_dim,
+            if r.causal { "yes" } else { "no" },
+            r.batch,
+            r.context.map_or("-".into(), |c| c.to_string()),
+            r.seq,
+            heads,
+            r.series(),
+            r.splits.map_or("-".into(), |s| s.to_string())
+        );
+        let line = match (&r.status, &r.timing) {
+            (Status::Ok, Some(t)) => format!(
+                "{head} {:>4} {:>11} {:>6.1}% {:>9} {:>6} {:>10}  {}{}",
+                t.times_ms.len(),
+                millis(t.median_ms),
+                t.spread_percent(),
+                r.bandwidth_gb_s.map_or("-".into(), rate),
+                r.copy_fraction
+                    .map_or("-".into(), |f| format!("{:.1}%", 100.0 * f)),
+                memory_words(r),
+                check_words(r),
+                r.reason
+                    .as_ref()
+                    .map_or(String::new(), |note| format!("; {note}"))
+            ),
+            _ => format!("{head} {}", untimed_words(r)),
+        };
+        text += line.trim_end();
+        text.push('\n');
+    }
+    text
+}
+
+/// The table of prefill records (dense and ragged).
+fn render_prefill(records: &[&Record]) -> String {
     let ragged = records.iter().any(|r| r.mode != Mode::Dense);
     let layout = |word: &str| {
         if ragged {
@@ -118,22 +258,8 @@ pub fn render(records: &[&Record]) -> String {
             r.kernel,
             layout(&r.layout())
         );
-        let memory = r.memory.as_ref().map_or("-".to_string(), |m| {
-            let bytes = human_bytes(m.peak_bytes);
-            if m.space == "host" {
-                format!("{bytes} h")
-            } else {
-                bytes
-            }
-        });
-        let check = r.check.as_ref().map_or(String::new(), |c| {
-            format!(
-                "{} {:.1e} <= {:.1e}",
-                if c.passed { "ok" } else { "FAILED" },
-                c.max_abs_error,
-                c.allowed
-            )
-        });
+        let memory = memory_words(r);
+        let check = check_words(r);
         let line = match (&r.status, &r.timing) {
             (Status::Ok, Some(t)) => format!(
                 "{head} {:>4} {:>11} {:>6.1}% {:>9} {:>10}  {check}{}",
@@ -146,18 +272,7 @@ pub fn render(records: &[&Record]) -> String {
                     .as_ref()
                     .map_or(String::new(), |note| format!("; {note}"))
             ),
-            (Status::FailedCheck, _) => format!(
-                "{head} FAILED CHECK (not timed): max error {}",
-                r.check.as_ref().map_or("?".into(), |c| format!(
-                    "{:.2e} > allowed {:.2e} over {} rows",
-                    c.max_abs_error, c.allowed, c.rows
-                ))
-            ),
-            (status, _) => format!(
-                "{head} {}: {}",
-                status.words(),
-                r.reason.as_deref().unwrap_or("no reason given")
-            ),
+            _ => format!("{head} {}", untimed_words(r)),
         };
         text += line.trim_end();
         text.push('\n');
@@ -180,10 +295,19 @@ pub fn render_ratios(ours: &[Record], theirs: &[Record]) -> String {
             their_times.insert((r.shape_key(), r.kernel.as_str()), ms);
         }
     }
-    let mut text = format!(
-        "{:<5} {:>4} {:<6} {:>6}  {:<15}",
-        "dtype", "d", "causal", "seq", "ours"
-    );
+    // Decode records are told apart by batch and context, and ours by split-KV choice.
+    let decode = ours.iter().any(|r| r.mode == Mode::Decode);
+    let mut text = if decode {
+        format!(
+            "{:<5} {:>4} {:<6} {:>5} {:>7}  {:<25}",
+            "dtype", "d", "causal", "batch", "context", "ours"
+        )
+    } else {
+        format!(
+            "{:<5} {:>4} {:<6} {:>6}  {:<15}",
+            "dtype", "d", "causal", "seq", "ours"
+        )
+    };
     for k in &their_kernels {
         text += &format!(" {k:>16}");
     }
@@ -192,14 +316,23 @@ pub fn render_ratios(ours: &[Record], theirs: &[Record]) -> String {
     for r in by_shape(ours) {
         let Some(ms) = r.median_ms() else { continue };
         let key = r.shape_key();
-        let mut line = format!(
-            "{:<5} {:>4} {:<6} {:>6}  {:<15}",
-            r.dtype,
-            r.head_dim,
-            if r.causal { "yes" } else { "no" },
-            r.seq,
-            r.kernel
-        );
+        let causal = if r.causal { "yes" } else { "no" };
+        let mut line = if decode {
+            format!(
+                "{:<5} {:>4} {:<6} {:>5} {:>7}  {:<25}",
+                r.dtype,
+                r.head_dim,
+                causal,
+                r.batch,
+                r.context.map_or("-".into(), |c| c.to_string()),
+                r.series()
+            )
+        } else {
+            format!(
+                "{:<5} {:>4} {:<6} {:>6}  {:<15}",
+                r.dtype, r.head_dim, causal, r.seq, r.kernel
+            )
+        };
         let mut any = false;
         for k in &their_kernels {
             match their_times.get(&(key.clone(), *k)) {

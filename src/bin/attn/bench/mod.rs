@@ -15,7 +15,13 @@
 //! mask, timed beside a dense batch of as many sequences of the mean length, with `--paged PAGE_SIZE`
 //! also in a paged KV cache (`cuda_attention::cli::bench::sweep::Varlen`); TFLOP/s are counted on each
 //! batch's real lengths.
+//!
+//! `--decode` replaces it by decode steps (seq_q 1 against long contexts, GQA) over batch sizes and
+//! contexts, flash timed with and without split-KV, reported as bandwidth: bytes of K, V, Q and O over
+//! the median time, and as a fraction of a memory copy timed in the same run
+//! (`cuda_attention::cli::bench::decode`).
 
+mod decode;
 mod meta;
 mod plots;
 mod timing;
@@ -26,7 +32,13 @@ use std::time::Instant;
 
 use clap::Args;
 use cuda_attention::cli::bench::budget::{Budget, QUICK_SECONDS};
-use cuda_attention::cli::bench::results::{BenchResults, Record, Settings, Status, SCHEMA};
+use cuda_attention::cli::bench::decode::{
+    Decode, DecodeInputs, CPU_DECODE, CPU_DECODE_QUICK, DEFAULT_HEADS_KV, DEFAULT_HEADS_Q,
+    GPU_DECODE, GPU_DECODE_QUICK,
+};
+use cuda_attention::cli::bench::results::{
+    BenchResults, CopyBandwidth, Record, Settings, Status, SCHEMA,
+};
 use cuda_attention::cli::bench::sweep::{
     Case, Masks, Sweep, Varlen, CPU_DEFAULTS, CPU_QUICK, GPU_DEFAULTS, GPU_QUICK,
 };
@@ -38,6 +50,7 @@ use cuda_attention::cli::{check_host_memory, reject, CliError, CliResult};
 use cuda_attention::{DType, Engine, KernelChoice};
 use half::{bf16, f16};
 
+use decode::{DecodeGpuRunner, DecodeHostRunner};
 use timing::{GpuRunner, HostRunner, HostSets};
 
 /// The CPU backend skips shapes above this many FLOPs per call (about 10 s on 2 cores).
@@ -50,9 +63,30 @@ const EMULATOR_FLOP_LIMIT: f64 = 3e8;
 pub struct BenchArgs {
     /// Kernels, comma separated: naive, flash (GPU), cpu, emulator-naive, emulator-flash (the spellings
     /// of `attn check --kernel` that name one kernel). Default: naive,flash on a GPU (flash with
-    /// --varlen: naive takes dense batches only), cpu without one.
+    /// --varlen: naive takes dense batches only; flash with --decode), cpu without one.
     #[arg(long, value_delimiter = ',')]
     kernels: Option<Vec<Runner>>,
+    /// Instead of the sweep of --seqs, decode steps: --seq-q queries per sequence against a context of
+    /// keys, GQA (--heads query heads, 32 by default, --heads-kv key/value heads, 8 by default), over
+    /// --batches x --contexts x --head-dims. Flash is timed with split-KV (the heuristic) and without
+    /// (one split); each record reports bandwidth: bytes of K, V, Q and O over the median time, and its
+    /// fraction of a memory copy timed in the same run.
+    #[arg(long, conflicts_with_all = ["seqs", "tokens", "hidden", "varlen", "paged"])]
+    decode: bool,
+    /// With --decode: batch sizes, comma separated. Default: 1,4,16,64 on a GPU, 1,4,16 on the CPU; 1,16
+    /// with --quick.
+    #[arg(long, value_delimiter = ',', requires = "decode")]
+    batches: Option<Vec<usize>>,
+    /// With --decode: keys per sequence, comma separated. Default: 1024,4096,16384,32768,131072 on a
+    /// GPU, 1024,4096,16384 on the CPU; 1024,8192 with --quick.
+    #[arg(long, value_delimiter = ',', requires = "decode")]
+    contexts: Option<Vec<usize>>,
+    /// With --decode: key/value heads (--heads must be a multiple). Default: 8.
+    #[arg(long, requires = "decode")]
+    heads_kv: Option<usize>,
+    /// With --decode: queries per sequence, 1 to 16 (a few for speculative decoding). Default: 1.
+    #[arg(long, requires = "decode")]
+    seq_q: Option<usize>,
     /// Instead of the sweep of --seqs, a ragged (varlen) batch of self-attention prefill timed beside a
     /// dense batch of as many sequences of the mean length: `uniform:MIN..MAX[:SEED]` (lengths MIN to MAX
     /// inclusive, drawn with SEED, default 0, until they sum to --tokens) or a list of lengths, e.g.
@@ -79,10 +113,11 @@ pub struct BenchArgs {
     /// heads * head_dim, held constant across head dims. Default: 2048.
     #[arg(long)]
     hidden: Option<usize>,
-    /// A fixed number of heads instead of hidden / head_dim.
+    /// A fixed number of heads instead of hidden / head_dim (the query heads with --decode: 32 unless
+    /// given).
     #[arg(long)]
     heads: Option<usize>,
-    /// Head dims, comma separated. Default: 64,128.
+    /// Head dims, comma separated. Default: 64,128 (128 with --quick on a GPU, and with --decode --quick).
     #[arg(long, value_delimiter = ',')]
     head_dims: Option<Vec<usize>>,
     /// Element types, comma separated: f32, f16, bf16. Default: bf16.
@@ -148,27 +183,35 @@ fn resolve(args: &BenchArgs, gpu: bool) -> Sweep {
         (false, false) => CPU_DEFAULTS,
         (false, true) => CPU_QUICK,
     };
+    let decode_defaults = match (gpu, args.quick) {
+        (true, false) => GPU_DECODE,
+        (true, true) => GPU_DECODE_QUICK,
+        (false, false) => CPU_DECODE,
+        (false, true) => CPU_DECODE_QUICK,
+    };
     let host_seconds = if args.quick { 0.3 } else { 2.0 };
-    let kernels = match (gpu, &args.varlen) {
-        (true, None) => vec![
+    let kernels = match (gpu, args.varlen.is_some() || args.decode) {
+        (true, false) => vec![
             Runner::Gpu(KernelChoice::Naive),
             Runner::Gpu(KernelChoice::Flash),
         ],
-        (true, Some(_)) => vec![Runner::Gpu(KernelChoice::Flash)],
+        (true, true) => vec![Runner::Gpu(KernelChoice::Flash)],
         (false, _) => vec![Runner::Cpu],
+    };
+    let head_dims = if args.decode {
+        decode_defaults.head_dims
+    } else {
+        defaults.head_dims
     };
     Sweep {
         kernels: args.kernels.clone().unwrap_or(kernels),
         dtypes: args.dtypes.clone().unwrap_or(vec![DType::Bf16]),
-        head_dims: args
-            .head_dims
-            .clone()
-            .unwrap_or(defaults.head_dims.to_vec()),
+        head_dims: args.head_dims.clone().unwrap_or(head_dims.to_vec()),
         masks: args.causal,
         seqs: args.seqs.clone().unwrap_or(defaults.seqs.to_vec()),
         tokens: args.tokens.unwrap_or(defaults.tokens),
         hidden: args.hidden.unwrap_or(defaults.hidden),
-        heads: args.heads,
+        heads: args.heads.or(args.decode.then_some(DEFAULT_HEADS_Q)),
         warmup: args.warmup.unwrap_or(if gpu { 3 } else { 0 }),
         iters: args.iters.unwrap_or(20),
         input_sets: args.input_sets,
@@ -179,6 +222,18 @@ fn resolve(args: &BenchArgs, gpu: bool) -> Sweep {
         varlen: args.varlen.clone().map(|dist| Varlen {
             dist,
             page_sizes: args.paged.clone().unwrap_or_default(),
+        }),
+        decode: args.decode.then(|| Decode {
+            batches: args
+                .batches
+                .clone()
+                .unwrap_or(decode_defaults.batches.to_vec()),
+            contexts: args
+                .contexts
+                .clone()
+                .unwrap_or(decode_defaults.contexts.to_vec()),
+            heads_kv: args.heads_kv.unwrap_or(DEFAULT_HEADS_KV),
+            seq_q: args.seq_q.unwrap_or(1),
         }),
     }
 }
@@ -304,9 +359,12 @@ fn write_outputs(
     ours.save(&json)?;
     let title = title(ours, theirs);
     let sorted = table::by_shape(merged.iter().copied());
+    // The ceiling of the decode panels: the device's copy when there is one, else the host's.
+    let copy = ours.settings.copy_bandwidth.first();
     plots::write_timings(
         &sorted,
         &title,
+        copy,
         &dir.join("timings.png"),
         &dir.join("timings.svg"),
     )?;
@@ -336,11 +394,17 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
     // Every flag and every shape, then the memory the input sets take, before anything runs.
     let cases = sweep.validate().map_err(reject)?;
     let lengths = sweep.lengths().map_err(reject)?;
-    check_host_memory(
-        "attn bench",
-        &[("input sets and outputs", sweep.host_bytes(&cases)?)],
-        "use fewer --input-sets, a smaller --tokens or --hidden, or shorter --seqs",
-    )?;
+    let (what, advice) = match sweep.decode {
+        Some(_) => (
+            "q sets, K and V, outputs",
+            "use smaller --batches or shorter --contexts",
+        ),
+        None => (
+            "input sets and outputs",
+            "use fewer --input-sets, a smaller --tokens or --hidden, or shorter --seqs",
+        ),
+    };
+    check_host_memory("attn bench", &[(what, sweep.host_bytes(&cases)?)], advice)?;
     // With --dry-run stdout holds the JSON alone.
     let say = |line: String| {
         if args.dry_run {
@@ -369,7 +433,11 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
     let l2_flush_bytes = match &gpu {
         Ok(engine) if any_gpu => {
             let flush = timing::l2_flush_bytes(engine, &sweep)?;
-            timing::check_device_memory(engine, &sweep, &cases, flush)?;
+            if sweep.decode.is_some() {
+                decode::check_device_memory(engine, &sweep, &cases, flush)?;
+            } else {
+                timing::check_device_memory(engine, &sweep, &cases, flush)?;
+            }
             flush as u64
         }
         _ => 0,
@@ -390,9 +458,13 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
         date,
         command: meta::command_line(),
         settings: Settings {
-            tokens: lengths
-                .as_ref()
-                .map_or(sweep.tokens, |l| l.iter().sum::<usize>()),
+            tokens: match (&lengths, &sweep.decode) {
+                (Some(lengths), _) => lengths.iter().sum::<usize>(),
+                (None, Some(decode)) => {
+                    decode.batches.iter().max().copied().unwrap_or(0) * decode.seq_q
+                }
+                (None, None) => sweep.tokens,
+            },
             hidden: sweep.heads.map_or(sweep.hidden, |h| h * sweep.head_dims[0]),
             warmup: sweep.warmup,
             iters: sweep.iters,
@@ -403,17 +475,20 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
             check_method: timing::check_method(sweep.check_rows),
             max_seconds: sweep.max_seconds,
             varlen: sweep.varlen.as_ref().map(|v| v.dist.to_string()),
+            copy_bandwidth: Vec::new(),
         },
         records: Vec::new(),
     };
     if args.dry_run {
         for case in &cases {
-            for kernel in &sweep.kernels {
-                results.records.push(case.record(
-                    kernel.name(),
-                    Status::Skipped,
-                    Some("dry run".into()),
-                ));
+            for &kernel in &sweep.kernels {
+                for case in case.variants(kernel) {
+                    results.records.push(case.record(
+                        kernel.name(),
+                        Status::Skipped,
+                        Some("dry run".into()),
+                    ));
+                }
             }
         }
         println!("{}", serde_json::to_string_pretty(&results)?);
@@ -426,8 +501,29 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
         .collect::<Vec<_>>()
         .join(",");
     let dtypes: Vec<&str> = sweep.dtypes.iter().map(|d| d.name()).collect();
-    match (&lengths, &sweep.varlen) {
-        (Some(lengths), Some(varlen)) => {
+    let records: usize = cases
+        .iter()
+        .flat_map(|case| sweep.kernels.iter().map(|&k| case.variants(k).len()))
+        .sum();
+    match (&lengths, &sweep.varlen, &sweep.decode) {
+        (_, _, Some(decode)) => println!(
+            "decode: {kernels}, {records} records{}: batches {:?} x contexts {:?}, seq_q {}, heads {}/{} \
+             (query/key-value), head dims {:?}, {dtypes:?}, causal {:?}; bandwidth = bytes of K, V, Q \
+             and O / median time, and its fraction of a copy timed here",
+            if records > cases.len() * sweep.kernels.len() {
+                " (flash with split-KV auto and off)"
+            } else {
+                ""
+            },
+            decode.batches,
+            decode.contexts,
+            decode.seq_q,
+            sweep.heads.unwrap_or(0),
+            decode.heads_kv,
+            sweep.head_dims,
+            sweep.masks
+        ),
+        (Some(lengths), Some(varlen), None) => {
             let total: usize = lengths.iter().sum();
             let dense = cases.iter().find(|c| c.ragged.is_none()).map_or(0, |c| c.seq);
             println!(
@@ -466,16 +562,39 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
         );
     }
     let mut budget = Budget::new(sweep.max_seconds);
-    let mut progress = Progress::new(cases.len() * sweep.kernels.len());
-    for &dtype in &sweep.dtypes {
-        let of_dtype: Vec<Case> = cases.iter().filter(|c| c.dtype == dtype).cloned().collect();
-        let (progress, budget, records) = (&mut progress, &mut budget, &mut results.records);
-        match dtype {
-            DType::F32 => run_dtype::<f32>(&gpu, &sweep, &of_dtype, progress, budget, records)?,
-            DType::F16 => run_dtype::<f16>(&gpu, &sweep, &of_dtype, progress, budget, records)?,
-            DType::Bf16 => run_dtype::<bf16>(&gpu, &sweep, &of_dtype, progress, budget, records)?,
+    // Every kernel that will run a record, so that the budget keeps room for its first one.
+    for case in &cases {
+        for &kernel in &sweep.kernels {
+            for case in case.variants(kernel) {
+                let runs = match kernel.on_gpu() {
+                    true => gpu.is_ok(),
+                    false => too_slow(kernel, case.flops()).is_none(),
+                };
+                if runs {
+                    budget.expect(kernel, &case);
+                }
+            }
         }
     }
+    let mut progress = Progress::new(records);
+    let mut copies = Vec::new();
+    for &dtype in &sweep.dtypes {
+        let of_dtype: Vec<Case> = cases.iter().filter(|c| c.dtype == dtype).cloned().collect();
+        let mut run = Run {
+            gpu: &gpu,
+            sweep: &sweep,
+            progress: &mut progress,
+            budget: &mut budget,
+            records: &mut results.records,
+            copies: &mut copies,
+        };
+        match dtype {
+            DType::F32 => run.dtype::<f32>(&of_dtype)?,
+            DType::F16 => run.dtype::<f16>(&of_dtype)?,
+            DType::Bf16 => run.dtype::<bf16>(&of_dtype)?,
+        }
+    }
+    results.settings.copy_bandwidth = copies;
     eprintln!(
         "sweep done in {:.1} s",
         progress.started.elapsed().as_secs_f64()
@@ -499,43 +618,137 @@ fn too_slow(kernel: Runner, flops: f64) -> Option<String> {
     })
 }
 
-fn run_dtype<T: cuda_attention::Element>(
-    gpu: &Result<Engine, String>,
-    sweep: &Sweep,
-    cases: &[Case],
-    progress: &mut Progress,
-    budget: &mut Budget,
-    records: &mut Vec<Record>,
-) -> CliResult<()> {
-    let host = HostSets::<T>::new(sweep, cases)?;
-    let mut gpu_runner = match gpu {
-        Ok(engine) if sweep.kernels.iter().any(|k| k.on_gpu()) => {
-            Some(GpuRunner::new(engine, sweep, &host)?)
-        }
-        _ => None,
-    };
-    let mut host_runner = HostRunner::new(sweep, &host)?;
-    for case in cases {
-        for &kernel in &sweep.kernels {
-            progress.start(case, kernel);
-            let skipped = |why: String| case.record(kernel.name(), Status::Skipped, Some(why));
-            let over_budget = || budget.skip(kernel, case, budget.left());
-            let record = match (&mut gpu_runner, gpu) {
-                (_, Err(why)) if kernel.on_gpu() => skipped(format!("no GPU: {why}")),
-                (Some(runner), _) if kernel.on_gpu() => match over_budget() {
-                    Some(why) => skipped(why),
-                    None => runner.measure(case, kernel, budget),
-                },
-                _ => match too_slow(kernel, case.flops()).or_else(over_budget) {
-                    Some(why) => skipped(why),
-                    None => host_runner.measure(case, kernel, budget),
-                },
-            };
-            progress.finish(&record);
-            records.push(record);
-        }
+/// Checks, then times, one kernel on one shape.
+trait Measure {
+    fn measure(&mut self, case: &Case, kernel: Runner, budget: &mut Budget) -> Record;
+}
+
+impl<T: cuda_attention::Element> Measure for GpuRunner<'_, T> {
+    fn measure(&mut self, case: &Case, kernel: Runner, budget: &mut Budget) -> Record {
+        GpuRunner::measure(self, case, kernel, budget)
     }
-    Ok(())
+}
+
+impl<T: cuda_attention::Element> Measure for HostRunner<'_, T> {
+    fn measure(&mut self, case: &Case, kernel: Runner, budget: &mut Budget) -> Record {
+        HostRunner::measure(self, case, kernel, budget)
+    }
+}
+
+impl<T: cuda_attention::Element> Measure for DecodeGpuRunner<'_, T> {
+    fn measure(&mut self, case: &Case, kernel: Runner, budget: &mut Budget) -> Record {
+        DecodeGpuRunner::measure(self, case, kernel, budget)
+    }
+}
+
+impl<T: cuda_attention::Element> Measure for DecodeHostRunner<'_, T> {
+    fn measure(&mut self, case: &Case, kernel: Runner, budget: &mut Budget) -> Record {
+        DecodeHostRunner::measure(self, case, kernel, budget)
+    }
+}
+
+/// The sweep as it runs, one dtype after another: the GPU (or why there is none), the budget, the
+/// records so far and, for decode steps, the copies measured so far (one per memory space).
+struct Run<'a> {
+    gpu: &'a Result<Engine, String>,
+    sweep: &'a Sweep,
+    progress: &'a mut Progress,
+    budget: &'a mut Budget,
+    records: &'a mut Vec<Record>,
+    copies: &'a mut Vec<CopyBandwidth>,
+}
+
+impl Run<'_> {
+    /// Runs `cases`, all of dtype `T`, on every kernel of the sweep.
+    fn dtype<T: cuda_attention::Element>(&mut self, cases: &[Case]) -> CliResult<()> {
+        let sweep = self.sweep;
+        let any_gpu = sweep.kernels.iter().any(|k| k.on_gpu());
+        let any_host = sweep.kernels.iter().any(|k| !k.on_gpu());
+        let engine = self.gpu.as_ref().ok().filter(|_| any_gpu);
+        if sweep.decode.is_some() {
+            let storage = Sweep::decode_storage(cases)?;
+            let inputs = DecodeInputs::<T>::new(storage, sweep.input_sets)?;
+            let copy = |space: &str, copies: &[CopyBandwidth]| {
+                copies.iter().find(|c| c.space == space).cloned()
+            };
+            let mut gpu_runner = match engine {
+                Some(engine) => {
+                    let known = copy("device", self.copies);
+                    let (runner, measured) =
+                        DecodeGpuRunner::new(engine, sweep, &inputs, known.as_ref())?;
+                    self.copies.extend(measured);
+                    Some(runner)
+                }
+                None => None,
+            };
+            let mut host_runner = match any_host {
+                true => {
+                    let known = copy("host", self.copies);
+                    let (runner, measured) = DecodeHostRunner::new(sweep, &inputs, known.as_ref())?;
+                    self.copies.extend(measured);
+                    Some(runner)
+                }
+                false => None,
+            };
+            return self.cases(
+                cases,
+                gpu_runner.as_mut().map(|r| r as &mut dyn Measure),
+                host_runner.as_mut().map(|r| r as &mut dyn Measure),
+            );
+        }
+        let host = HostSets::<T>::new(sweep, cases)?;
+        let mut gpu_runner = engine
+            .map(|engine| GpuRunner::new(engine, sweep, &host))
+            .transpose()?;
+        let mut host_runner = HostRunner::new(sweep, &host)?;
+        self.cases(
+            cases,
+            gpu_runner.as_mut().map(|r| r as &mut dyn Measure),
+            Some(&mut host_runner),
+        )
+    }
+
+    /// Every kernel (and, for a decode step on flash, both split-KV choices) on every case, the GPU
+    /// kernels by `gpu`, the host kernels by `host`, as far as the budget allows.
+    fn cases(
+        &mut self,
+        cases: &[Case],
+        mut gpu: Option<&mut dyn Measure>,
+        mut host: Option<&mut dyn Measure>,
+    ) -> CliResult<()> {
+        for case in cases {
+            for &kernel in &self.sweep.kernels {
+                for case in case.variants(kernel) {
+                    self.progress.start(&case, kernel);
+                    let skipped =
+                        |why: String| case.record(kernel.name(), Status::Skipped, Some(why));
+                    let budget = &mut *self.budget;
+                    let over_budget = |budget: &Budget| budget.skip(kernel, &case, budget.left());
+                    let record = match (&mut gpu, &mut host, self.gpu) {
+                        (_, _, Err(why)) if kernel.on_gpu() => skipped(format!("no GPU: {why}")),
+                        (Some(runner), _, _) if kernel.on_gpu() => match over_budget(budget) {
+                            Some(why) => skipped(why),
+                            None => runner.measure(&case, kernel, budget),
+                        },
+                        (_, Some(runner), _) if !kernel.on_gpu() => {
+                            match too_slow(kernel, case.flops()).or_else(|| over_budget(budget)) {
+                                Some(why) => skipped(why),
+                                None => runner.measure(&case, kernel, budget),
+                            }
+                        }
+                        _ => case.record(
+                            kernel.name(),
+                            Status::Error,
+                            Some(format!("no runner for {kernel} was set up")),
+                        ),
+                    };
+                    self.progress.finish(&record);
+                    self.records.push(record);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One line on stderr per kernel and shape: position, elapsed time, what runs, how it went.
@@ -556,12 +769,19 @@ impl Progress {
 
     fn start(&mut self, case: &Case, kernel: Runner) {
         self.done += 1;
-        let layout = match &case.ragged {
-            None => String::new(),
-            Some(ragged) => match ragged.page_size {
+        let layout = match (&case.ragged, &case.decode) {
+            (Some(ragged), _) => match ragged.page_size {
                 None => " varlen".into(),
                 Some(size) => format!(" paged:{size}"),
             },
+            (None, Some(step)) => format!(
+                " decode: context {} heads_kv {}{}",
+                step.context,
+                step.heads_kv,
+                step.split
+                    .map_or(String::new(), |split| format!(" split:{}", split.word()))
+            ),
+            (None, None) => String::new(),
         };
         eprint!(
             "[{:>3}/{} {:>6.1}s] {:<14} {} d{} {}seq {:>5} batch {:>4} heads {:>3}{layout} ... ",

@@ -5,6 +5,9 @@
 //! Only timed records are drawn; failed, skipped and out-of-memory records are in the table and the
 //! JSON. PyTorch's backends (kernels named `torch-*`) are dashed. Ragged records (`--varlen`) are lines
 //! of their own, named by kernel and layout (`flash varlen`, `flash paged:16`), at their mean length.
+//! Decode records (`--decode`) are drawn against the context, one panel row per batch size, a line per
+//! kernel and split-KV choice (`flash split:auto`), with bandwidth (GB/s) in place of TFLOP/s and the
+//! copy bandwidth measured in the same run as a dotted grey line (the ceiling).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -12,7 +15,7 @@ use std::path::Path;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use cuda_attention::cli::bench::results::Record;
+use cuda_attention::cli::bench::results::{CopyBandwidth, Record};
 use cuda_attention::cli::bench::table::human_bytes;
 
 use crate::draw::{self, write_png};
@@ -59,7 +62,8 @@ fn tick(value: f64) -> String {
 }
 
 /// Timed records grouped into panels by `key`, then by series (kernel and layout, [`Record::series`],
-/// in order of first appearance), as (seq, value) points sorted by seq.
+/// in order of first appearance), as (x, value) points sorted by x: the sequence length, or a decode
+/// record's context ([`Record::x_position`]).
 type Panels<K> = BTreeMap<K, Vec<(String, Vec<(f64, f64)>)>>;
 
 fn panels<K: Ord>(
@@ -82,9 +86,10 @@ fn panels<K: Ord>(
             }
         };
         let points = &mut lines[index].1;
-        match points.iter_mut().find(|(x, _)| *x == r.seq as f64) {
+        let x = r.x_position() as f64;
+        match points.iter_mut().find(|(at, _)| *at == x) {
             Some(point) => point.1 = point.1.max(y),
-            None => points.push((r.seq as f64, y)),
+            None => points.push((x, y)),
         }
     }
     for lines in panels.values_mut() {
@@ -104,12 +109,14 @@ struct SeqAxis {
 }
 
 fn seq_axis(records: &[&Record]) -> SeqAxis {
-    let description = if records.iter().any(|r| r.seq_lens.is_some()) {
+    let description = if records.iter().any(|r| r.context.is_some()) {
+        "context length (keys per sequence; decode)"
+    } else if records.iter().any(|r| r.seq_lens.is_some()) {
         "sequence length (ragged batches: their mean length)"
     } else {
         "sequence length"
     };
-    let mut seqs: Vec<f64> = records.iter().map(|r| r.seq as f64).collect();
+    let mut seqs: Vec<f64> = records.iter().map(|r| r.x_position() as f64).collect();
     seqs.sort_by(f64::total_cmp);
     seqs.dedup();
     if seqs.is_empty() {
@@ -183,7 +190,10 @@ fn text<E: std::fmt::Display>(e: E) -> String {
     format!("drawing a plot: {e}")
 }
 
-/// One chart: lines of (seq, value) points, log x, log or linear y.
+/// A horizontal line drawn across a chart: its value and its legend.
+type Reference<'a> = Option<(f64, &'a str)>;
+
+/// One chart: lines of (seq, value) points, log x, log or linear y, and a reference line if given.
 #[allow(clippy::too_many_arguments)]
 fn draw_chart<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
@@ -194,8 +204,14 @@ fn draw_chart<DB: DrawingBackend>(
     y_scale: YScale,
     y_format: &dyn Fn(f64) -> String,
     legend_note: &dyn Fn(&str) -> String,
+    reference: Reference<'_>,
 ) -> Result<(), String> {
-    let y_range = value_range(lines, y_scale != YScale::Linear);
+    // The reference joins the y range as one more point.
+    let mut ranged = lines.to_vec();
+    if let Some((y, label)) = reference {
+        ranged.push((label.to_string(), vec![(x_axis.range.start, y)]));
+    }
+    let y_range = value_range(&ranged, y_scale != YScale::Linear);
     let mut builder = ChartBuilder::on(area);
     builder
         .caption(caption, ("sans-serif", 18))
@@ -239,6 +255,17 @@ fn draw_chart<DB: DrawingBackend>(
                 chart
                     .draw_series(points.iter().map(|&p| Circle::new(p, 3, color.filled())))
                     .map_err(text)?;
+            }
+            if let Some((y, label)) = reference {
+                let grey = RGBColor(120, 120, 120);
+                let ends = vec![(x_axis.range.start, y), (x_axis.range.end, y)];
+                chart
+                    .draw_series(DashedLineSeries::new(ends, 2, 4, grey.stroke_width(2)))
+                    .map_err(text)?
+                    .label(label)
+                    .legend(move |(x, y)| {
+                        PathElement::new(vec![(x, y), (x + 22, y)], grey.stroke_width(2))
+                    });
             }
             if !lines.is_empty() {
                 chart
@@ -285,12 +312,15 @@ fn draw_timings<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     records: &[&Record],
     title: &str,
+    copy: Option<&CopyBandwidth>,
 ) -> Result<(), String> {
     root.fill(&WHITE).map_err(text)?;
     let root = root.titled(title, ("sans-serif", 20)).map_err(text)?;
     let times = panels(records, Record::config_key, Record::median_ms);
-    let throughput = panels(records, Record::config_key, |r| {
-        r.timing.as_ref().map(|t| t.tflops)
+    // TFLOP/s, or for decode panels the bandwidth.
+    let throughput = panels(records, Record::config_key, |r| match r.context {
+        Some(_) => r.bandwidth_gb_s,
+        None => r.timing.as_ref().map(|t| t.tflops),
     });
     let x_axis = seq_axis(records);
     if times.is_empty() {
@@ -304,8 +334,25 @@ fn draw_timings<DB: DrawingBackend>(
     }
     let areas = root.split_evenly((times.len(), 2));
     for (row, (config, lines)) in times.iter().enumerate() {
-        let (dtype, head_dim, causal) = config;
-        let name = format!("{dtype}, head_dim {head_dim}, {}", mask_words(*causal));
+        let (dtype, head_dim, causal, batch) = config;
+        let mut name = format!("{dtype}, head_dim {head_dim}, {}", mask_words(*causal));
+        if let Some(batch) = batch {
+            name += &format!(", batch {batch}");
+        }
+        let (rate_caption, rate_label) = match batch {
+            Some(_) => ("bandwidth (bytes of K, V, Q, O / time)", "GB/s"),
+            None => ("throughput", "TFLOP/s"),
+        };
+        let ceiling = copy.map(|c| {
+            (
+                c.bandwidth_gb_s,
+                format!("{} copy, {:.0} GB/s", c.space, c.bandwidth_gb_s),
+            )
+        });
+        let reference = match (batch, &ceiling) {
+            (Some(_), Some((y, label))) => Some((*y, label.as_str())),
+            _ => None,
+        };
         let no_note = |k: &str| k.to_string();
         draw_chart(
             &areas[2 * row],
@@ -316,19 +363,22 @@ fn draw_timings<DB: DrawingBackend>(
             YScale::Decades,
             &tick,
             &no_note,
+            None,
         )?;
         let empty = Vec::new();
         let rates = throughput.get(config).unwrap_or(&empty);
+        // Log scale when the values (and the ceiling) span more than 30x.
         let spread = rates
             .iter()
             .flat_map(|(_, p)| p.iter().map(|&(_, y)| y))
+            .chain(reference.map(|(y, _)| y))
             .fold((f64::INFINITY, 0.0f64), |(lo, hi), y| {
                 (lo.min(y), hi.max(y))
             });
         draw_chart(
             &areas[2 * row + 1],
-            &format!("{name}: throughput"),
-            "TFLOP/s",
+            &format!("{name}: {rate_caption}"),
+            rate_label,
             rates,
             &x_axis,
             if spread.1 > 30.0 * spread.0 {
@@ -338,26 +388,29 @@ fn draw_timings<DB: DrawingBackend>(
             },
             &tick,
             &no_note,
+            reference,
         )?;
     }
     root.present().map_err(text)
 }
 
-/// Writes the timing figure as PNG and SVG.
+/// Writes the timing figure as PNG and SVG; decode panels draw `copy`'s bandwidth as their ceiling.
 pub fn write_timings(
     records: &[&Record],
     title: &str,
+    copy: Option<&CopyBandwidth>,
     png: &Path,
     svg: &Path,
 ) -> Result<(), String> {
     draw::register_font();
     let size = (1400, 60 + 430 * timing_rows(records) as u32);
-    write_png(png, size, |root| draw_timings(root, records, title))
+    write_png(png, size, |root| draw_timings(root, records, title, copy))
         .map_err(|e| format!("{}: {e}", png.display()))?;
     draw_timings(
         SVGBackend::new(svg, size).into_drawing_area(),
         records,
         title,
+        copy,
     )
     .map_err(|e| format!("{}: {e}", svg.display()))
 }
@@ -367,7 +420,10 @@ pub fn write_memory(records: &[&Record], title: &str, png: &Path) -> Result<(), 
     draw::register_font();
     let peaks = panels(
         records,
-        |r| (r.dtype.clone(), r.head_dim),
+        |r| {
+            let (dtype, head_dim, _, batch) = r.config_key();
+            (dtype, head_dim, batch)
+        },
         |r| {
             r.timing.as_ref()?;
             r.memory.as_ref().map(|m| m.peak_bytes as f64)
@@ -396,16 +452,21 @@ pub fn write_memory(records: &[&Record], title: &str, png: &Path) -> Result<(), 
             Some("host") => format!("{kernel} (host memory)"),
             _ => kernel.to_string(),
         };
-        for (area, ((dtype, head_dim), lines)) in areas.iter().zip(&peaks) {
+        for (area, ((dtype, head_dim, batch), lines)) in areas.iter().zip(&peaks) {
+            let held = match batch {
+                Some(batch) => format!("decode, batch {batch}"),
+                None => "batch x seq held constant".into(),
+            };
             draw_chart(
                 area,
-                &format!("{dtype}, head_dim {head_dim}: peak memory of one call (batch x seq held constant)"),
+                &format!("{dtype}, head_dim {head_dim}: peak memory of one call ({held})"),
                 "bytes",
                 lines,
                 &x_axis,
                 YScale::PowersOfTwo,
                 &|bytes| human_bytes(bytes.max(0.0) as u64),
                 &note,
+                None,
             )?;
         }
         root.present().map_err(text)

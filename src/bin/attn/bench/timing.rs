@@ -28,17 +28,17 @@ use cuda_attention::{
     Plan, Tensor,
 };
 use cudarc::driver::sys::{cudaError_enum, CUdevice_attribute, CUevent_flags};
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DriverError};
+use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DriverError};
 
 /// Free device memory kept in reserve when deciding whether a naive score workspace fits.
 const MEMORY_MARGIN: usize = 256 << 20;
 /// Host kernels always make at least this many timed runs, whatever the time budget.
-const MIN_HOST_RUNS: usize = 3;
+pub(super) const MIN_HOST_RUNS: usize = 3;
 
 /// What `memory.peak_bytes` means, for the results' settings.
 pub const MEMORY_METHOD: &str = "exact accounting: bytes of the buffers one call reads and writes \
-     (q, k, v, out, the naive kernels' f32 score workspace, and a ragged batch's i32 metadata; a paged \
-     cache counted whole, page tails included); device memory for GPU kernels, host memory for cpu and \
+     (q, k, v, out, the naive kernels' f32 score workspace, flash's split-KV partial states, and a ragged \
+     batch's i32 metadata; a paged cache counted whole, page tails included); device memory for GPU kernels, host memory for cpu and \
      emulator kernels (the CPU backend's per-thread scratch is not counted)";
 
 /// What a record's `check` compares, for the results' settings.
@@ -53,12 +53,12 @@ pub fn check_method(rows: usize) -> String {
 }
 
 /// Converts a driver error into the crate's error with a context.
-fn driver(context: &'static str) -> impl Fn(DriverError) -> AttentionError {
+pub(super) fn driver(context: &'static str) -> impl Fn(DriverError) -> AttentionError {
     move |source| AttentionError::Driver { context, source }
 }
 
 /// The record of a run that failed with `error`: out of memory, unsupported, or another error.
-fn failed(case: &Case, kernel: &str, error: AttentionError) -> Record {
+pub(super) fn failed(case: &Case, kernel: &str, error: AttentionError) -> Record {
     match error {
         AttentionError::KernelUnsupported { reason, .. } => {
             case.record(kernel, Status::Skipped, Some(reason))
@@ -74,7 +74,7 @@ fn failed(case: &Case, kernel: &str, error: AttentionError) -> Record {
 
 /// Keeps the checking launch's `seconds` in the budget and returns the runs that fit after it, noting in
 /// the record what the budget cut.
-fn budget_runs(
+pub(super) fn budget_runs(
     budget: &mut Budget,
     sweep: &Sweep,
     record: &mut Record,
@@ -83,14 +83,15 @@ fn budget_runs(
     seconds: f64,
 ) -> Runs {
     budget.observe(kernel, case, seconds);
-    let runs = Runs::fitting(sweep.warmup, sweep.iters.max(1), seconds, budget.left());
+    let left = budget.left_for_runs(seconds);
+    let runs = Runs::fitting(sweep.warmup, sweep.iters.max(1), seconds, left);
     record.reason = runs.note(sweep.warmup, sweep.iters.max(1));
     runs
 }
 
 /// Stores the slice check in the record; false, with the record marked as a failed check, when the kernel
 /// got the checked rows wrong (such a kernel is never timed).
-fn keep_check(record: &mut Record, check: Check) -> bool {
+pub(super) fn keep_check(record: &mut Record, check: Check) -> bool {
     let passed = check.passed;
     record.check = Some(check);
     if !passed {
@@ -122,7 +123,7 @@ fn check_case<T: Element>(
 }
 
 /// Bytes of q, k, v and out of `problem` in element type `T`.
-fn tensor_bytes<T>(problem: &AttentionProblem) -> Result<usize, AttentionError> {
+pub(super) fn tensor_bytes<T>(problem: &AttentionProblem) -> Result<usize, AttentionError> {
     let mut elements = 0;
     for tensor in Tensor::ALL {
         elements += problem.required_len(tensor)?;
@@ -263,15 +264,15 @@ impl<'a, T: Element> HostRunner<'a, T> {
 
 /// Element counts of the four tensors of one problem.
 #[derive(Clone, Copy)]
-struct Lens {
-    q: usize,
-    k: usize,
-    v: usize,
-    out: usize,
+pub(super) struct Lens {
+    pub q: usize,
+    pub k: usize,
+    pub v: usize,
+    pub out: usize,
 }
 
 impl Lens {
-    fn of(problem: &AttentionProblem) -> Result<Lens, AttentionError> {
+    pub(super) fn of(problem: &AttentionProblem) -> Result<Lens, AttentionError> {
         Ok(Lens {
             q: problem.required_len(Tensor::Q)?,
             k: problem.required_len(Tensor::K)?,
@@ -321,6 +322,103 @@ impl DeviceLayout {
     }
 }
 
+/// Times launches on one stream by CUDA events, each after an L2 flush (when there is a flush buffer).
+pub(super) struct EventTimer {
+    context: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    flush: Option<CudaSlice<u8>>,
+}
+
+impl EventTimer {
+    /// A timer on `stream` whose flush writes [`l2_flush_bytes`] (none when the flush is off).
+    pub(super) fn new(
+        engine: &Engine,
+        sweep: &Sweep,
+        stream: &Arc<CudaStream>,
+    ) -> Result<Self, AttentionError> {
+        let flush_bytes = l2_flush_bytes(engine, sweep)?;
+        let flush = (flush_bytes > 0)
+            .then(|| stream.alloc_zeros::<u8>(flush_bytes))
+            .transpose()
+            .map_err(driver("allocating the L2 flush buffer"))?;
+        Ok(EventTimer {
+            context: engine.context().clone(),
+            stream: stream.clone(),
+            flush,
+        })
+    }
+
+    /// Milliseconds of each of `runs` calls of `launch(i)` (which must enqueue its work on the timer's
+    /// stream), each between two events recorded after the flush; waits for the stream once, at the end.
+    pub(super) fn time(
+        &mut self,
+        runs: usize,
+        mut launch: impl FnMut(usize) -> Result<(), AttentionError>,
+    ) -> Result<Vec<f64>, AttentionError> {
+        let event = || {
+            self.context
+                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                .map_err(driver("creating an event"))
+        };
+        let mut pairs = Vec::with_capacity(runs);
+        for i in 0..runs {
+            if let Some(flush) = self.flush.as_mut() {
+                self.stream
+                    .memset_zeros(flush)
+                    .map_err(driver("flushing the L2 cache"))?;
+            }
+            let (start, end) = (event()?, event()?);
+            start
+                .record(&self.stream)
+                .map_err(driver("recording an event"))?;
+            launch(i)?;
+            end.record(&self.stream)
+                .map_err(driver("recording an event"))?;
+            pairs.push((start, end));
+        }
+        self.stream
+            .synchronize()
+            .map_err(driver("waiting for the timed runs"))?;
+        pairs
+            .iter()
+            .map(|(start, end)| {
+                start
+                    .elapsed_ms(end)
+                    .map(f64::from)
+                    .map_err(driver("reading an event"))
+            })
+            .collect()
+    }
+}
+
+/// One launch of `plan` on the first `lens` elements of an input set and the output, with the workspace
+/// and (for a ragged batch) the metadata.
+fn launch<T: Element>(
+    engine: &Engine,
+    stream: &Arc<CudaStream>,
+    plan: &Plan,
+    (lens, set, out): (Lens, &DeviceSet<T>, &mut CudaSlice<T>),
+    workspace: &mut CudaSlice<u8>,
+    layout: Option<&DeviceLayout>,
+) -> Result<(), AttentionError> {
+    let (q, k, v) = (
+        set.q.slice(..lens.q),
+        set.k.slice(..lens.k),
+        set.v.slice(..lens.v),
+    );
+    let mut out = out.slice_mut(..lens.out);
+    let mut tensors = DeviceTensors::new(&q, &k, &v, &mut out).with_workspace(workspace);
+    if let Some(layout) = layout {
+        tensors = tensors.with_metadata(
+            &layout.cu_seqlens_q,
+            device_i32(&layout.cu_seqlens_k),
+            device_i32(&layout.seqused_k),
+            device_i32(&layout.block_table),
+        );
+    }
+    engine.forward_into(stream, plan, tensors)
+}
+
 /// Times the GPU kernels of one dtype: the input sets uploaded once, one output buffer, an optional L2
 /// flush buffer.
 pub struct GpuRunner<'a, T> {
@@ -331,7 +429,7 @@ pub struct GpuRunner<'a, T> {
     sets: Vec<DeviceSet<T>>,
     out: CudaSlice<T>,
     poison: Vec<T>,
-    flush: Option<CudaSlice<u8>>,
+    timer: EventTimer,
 }
 
 /// Bytes a flush writes between timed runs: twice the device's L2 cache (0 when the flush is off).
@@ -407,11 +505,7 @@ impl<'a, T: Element> GpuRunner<'a, T> {
         let out = stream
             .alloc_zeros::<T>(host.out_len.max(1))
             .map_err(driver("allocating the output"))?;
-        let flush_bytes = l2_flush_bytes(engine, sweep)?;
-        let flush = (flush_bytes > 0)
-            .then(|| stream.alloc_zeros::<u8>(flush_bytes))
-            .transpose()
-            .map_err(driver("allocating the L2 flush buffer"))?;
+        let timer = EventTimer::new(engine, sweep, &stream)?;
         Ok(GpuRunner {
             engine,
             sweep,
@@ -420,7 +514,7 @@ impl<'a, T: Element> GpuRunner<'a, T> {
             sets,
             out,
             poison: vec_filled("poisoned output", host.out_len, T::from_f32(f32::NAN))?,
-            flush,
+            timer,
         })
     }
 
@@ -440,23 +534,14 @@ impl<'a, T: Element> GpuRunner<'a, T> {
         workspace: &mut CudaSlice<u8>,
         layout: Option<&DeviceLayout>,
     ) -> Result<(), AttentionError> {
-        let set = &self.sets[set];
-        let (q, k, v) = (
-            set.q.slice(..lens.q),
-            set.k.slice(..lens.k),
-            set.v.slice(..lens.v),
-        );
-        let mut out = self.out.slice_mut(..lens.out);
-        let mut tensors = DeviceTensors::new(&q, &k, &v, &mut out).with_workspace(workspace);
-        if let Some(layout) = layout {
-            tensors = tensors.with_metadata(
-                &layout.cu_seqlens_q,
-                device_i32(&layout.cu_seqlens_k),
-                device_i32(&layout.seqused_k),
-                device_i32(&layout.block_table),
-            );
-        }
-        self.engine.forward_into(&self.stream, plan, tensors)
+        launch(
+            self.engine,
+            &self.stream,
+            plan,
+            (lens, &self.sets[set], &mut self.out),
+            workspace,
+            layout,
+        )
     }
 
     fn try_measure(
@@ -551,39 +636,17 @@ impl<'a, T: Element> GpuRunner<'a, T> {
         for w in 0..runs.warmup {
             self.launch(&plan, lens, (w + 1) % n, &mut workspace, device_layout)?;
         }
-        let ctx = self.engine.context().clone();
-        let event = || {
-            ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-                .map_err(driver("creating an event"))
-        };
-        let mut pairs = Vec::with_capacity(runs.timed);
-        for i in 0..runs.timed {
-            if let Some(flush) = self.flush.as_mut() {
-                self.stream
-                    .memset_zeros(flush)
-                    .map_err(driver("flushing the L2 cache"))?;
-            }
-            let (start, end) = (event()?, event()?);
-            start
-                .record(&self.stream)
-                .map_err(driver("recording an event"))?;
-            self.launch(&plan, lens, i % n, &mut workspace, device_layout)?;
-            end.record(&self.stream)
-                .map_err(driver("recording an event"))?;
-            pairs.push((start, end));
-        }
-        self.stream
-            .synchronize()
-            .map_err(driver("waiting for the timed runs"))?;
-        let times = pairs
-            .iter()
-            .map(|(start, end)| {
-                start
-                    .elapsed_ms(end)
-                    .map(f64::from)
-                    .map_err(driver("reading an event"))
-            })
-            .collect::<Result<Vec<f64>, _>>()?;
+        let (engine, stream, sets, out) = (self.engine, &self.stream, &self.sets, &mut self.out);
+        let times = self.timer.time(runs.timed, |i| {
+            launch(
+                engine,
+                stream,
+                &plan,
+                (lens, &sets[i % n], out),
+                &mut workspace,
+                device_layout,
+            )
+        })?;
         record.timing = Some(Timing::from_times(times, record.flops));
         Ok(record)
     }
