@@ -150,14 +150,14 @@ step bench-varlen 120 "$ATTN_BIN" bench --kernels flash --varlen uniform:1..4096
 
 # Decode: the targets are read from these contexts (>= 80% of the copy from 8k; batch 1 flat
 # within 2x from 1k to 32k); 4096 and 16384 are left to a full `attn bench --decode`.
-decode=(--decode --contexts 1024,8192,32768,131072 --head-dims 128)
+decode=(--decode --batches 1,16 --contexts 1024,8192,32768 --head-dims 128)
 if [ "$torch" = yes ]; then
-  step torch-decode 150 python3 "$here/torch_sdpa.py" "${decode[@]}" --out "$res/torch-decode.json"
-  step bench-decode 150 "$ATTN_BIN" bench "${decode[@]}" --max-seconds 120 --out "$res/bench-decode" \
+  step torch-decode 90 python3 "$here/torch_sdpa.py" "${decode[@]}" --out "$res/torch-decode.json"
+  step bench-decode 90 "$ATTN_BIN" bench "${decode[@]}" --max-seconds 75 --out "$res/bench-decode" \
     --compare "$res/torch-decode.json"
 else
   echo "| torch-decode | PyTorch not importable | 0 |" >> "$table"
-  step bench-decode 150 "$ATTN_BIN" bench "${decode[@]}" --max-seconds 120 --out "$res/bench-decode"
+  step bench-decode 90 "$ATTN_BIN" bench "${decode[@]}" --max-seconds 75 --out "$res/bench-decode"
 fi
 
 if [ -x "$here/baseline/attn" ]; then

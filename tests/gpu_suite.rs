@@ -287,7 +287,7 @@ fn a_full_run_packs_everything_into_one_archive_and_prints_the_summary_last() {
         "{varlen}"
     );
     // The decode steps: PyTorch on the decode shapes, then attn on the same flags, compared with it.
-    let decode_flags = "--decode --contexts 1024,8192,32768,131072 --head-dims 128";
+    let decode_flags = "--decode --batches 1,16 --contexts 1024,8192,32768 --head-dims 128";
     let torch = fake.member("torch-decode.log");
     assert!(
         torch.contains(&format!("stub torch sdpa args: {decode_flags} --out ")),
@@ -295,7 +295,7 @@ fn a_full_run_packs_everything_into_one_archive_and_prints_the_summary_last() {
     );
     let decode = fake.member("bench-decode.log");
     assert!(
-        decode.contains(&format!("bench {decode_flags} --max-seconds 120 --out "))
+        decode.contains(&format!("bench {decode_flags} --max-seconds 75 --out "))
             && decode.contains("/torch-decode.json")
             && decode.contains("stub bench table"),
         "{decode}"
