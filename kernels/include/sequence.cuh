@@ -49,7 +49,6 @@ __device__ __forceinline__ AttentionParams sequence_params(const AttentionParams
     s.q_batch_stride = p.q_seq_stride;
     s.out_batch_stride = p.out_seq_stride;
     s.lse_batch_stride = 1;
-    s.batch = 1;
     return s;
 }
 
