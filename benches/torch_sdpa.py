@@ -207,6 +207,7 @@ def record(case, kernel, status, reason=None):
         "heads_kv": case.get("heads_kv"),
         "split_kv": None,
         "splits": None,
+        "gqa_packing": None,
         "bytes": decode_bytes(case, ELEMENT_BYTES[case["dtype"]]) if decode else None,
         "bandwidth_gb_s": None,
         "copy_fraction": None,

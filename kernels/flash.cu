@@ -47,6 +47,11 @@
  * runs its split's share of the key tiles (split_tiles) and writes a partial state (WritePartial); the
  * combine kernel (combine.cu) merges the splits. One copy of the main loop serves both epilogues.
  *
+ * GQA packing (p.packed_heads, decode: a few queries per sequence): grid y runs the key/value heads and a
+ * block's query rows are the (position, query head) pairs of its head's group, position-major (query_row
+ * in device_helpers.cuh), so each K/V tile loaded feeds every query head of the group; Q is gathered row by
+ * row once, masks and ALiBi use each row's position and head, the epilogues write each row to its own head.
+ *
  * Exports: flash_fwd_d<HEAD_DIM>_<dtype> (dense) and flash_varlen_d<HEAD_DIM>_<dtype> (ragged) for HEAD_DIM
  * in 32, 64, 96, 128, 160, 192, 224, 256 and dtype f16, bf16.
  */
@@ -56,7 +61,9 @@ template <int HEAD_DIM, typename T, bool kVarlen> __device__ void flash_forward(
     using Traits = FlashTraits<HEAD_DIM>;
     /* Heavy (late) query tiles first: with a causal mask they have the most keys. */
     const int m0 = (gridDim.x - 1 - blockIdx.x) * Traits::kBlockM;
+    /* A query head, or under GQA packing a key/value head whose group's query heads are the tile's rows. */
     const int head = blockIdx.y;
+    const int kv_head = packed_heads(p) > 1 ? head : head / p.heads_ratio;
     /* z = sequence * num_splits + split (num_splits is 1 without split-KV). */
     const int splits = max(p.num_splits, 1);
     const int sequence = (int)blockIdx.z / splits;
@@ -64,16 +71,16 @@ template <int HEAD_DIM, typename T, bool kVarlen> __device__ void flash_forward(
     if constexpr (kVarlen) {
         int q_begin;
         const AttentionParams s = sequence_params<T>(p, sequence, q_begin);
-        if (m0 >= s.seq_q) {
+        if (m0 >= query_rows(s)) {
             return;
         }
-        flash_main_loop<Traits, T>(s, q_begin, head, m0, varlen_kv_rows<T, Traits::kBlockN>(p, s, head / p.heads_ratio),
+        flash_main_loop<Traits, T>(s, q_begin, head, m0, varlen_kv_rows<T, Traits::kBlockN>(p, s, kv_head),
                                    split_tiles(block_tiles<Traits>(s, m0), split, splits), WriteOutput());
     } else {
-        if (m0 >= p.seq_q) {
+        if (m0 >= query_rows(p)) {
             return;
         }
-        flash_main_loop<Traits, T>(p, sequence, head, m0, dense_kv_rows<T>(p, sequence, head / p.heads_ratio),
+        flash_main_loop<Traits, T>(p, sequence, head, m0, dense_kv_rows<T>(p, sequence, kv_head),
                                    split_tiles(block_tiles<Traits>(p, m0), split, splits), WriteOutput());
     }
 }

@@ -451,9 +451,18 @@ pub fn bind(plan: &Plan, regions: &Regions) -> Result<AttentionParams> {
         block_table: optional(regions.block_table, block_table) as *const i32,
         partial_lse: partial_lse as *mut f32,
         partial_out: partial_out as *mut f32,
-        num_splits: plan.splits() as i32,
-        ..problem_params(problem)
+        ..plan_params(plan)
     })
+}
+
+/// The parameter struct of a plan with every buffer address NULL: [`problem_params`] of its problem and
+/// what the plan decided (split count, GQA packing). [`bind`] fills in the addresses.
+pub fn plan_params(plan: &Plan) -> AttentionParams {
+    AttentionParams {
+        num_splits: plan.splits() as i32,
+        packed_heads: plan.gqa_packing().unwrap_or(1) as i32,
+        ..problem_params(plan.problem())
+    }
 }
 
 /// Element counts of the optional buffers the plan needs (`None`: not needed).

@@ -73,6 +73,33 @@ pub enum Splits {
     AtMost(usize),
 }
 
+/// Whether the flash kernel stacks the query heads that share a key/value head as rows of one query tile
+/// (GQA packing, for decode: see [`Plan::gqa_packing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum GqaPacking {
+    /// Pack when it cuts the query tiles that stream the same K/V (see [`packs_gqa`]).
+    #[default]
+    Auto,
+    /// Never (one query head per block, the prefill grid).
+    Off,
+    /// Whenever the kernel can: GQA (`heads_q > heads_kv`) on the f16/bf16 flash kernels; an error
+    /// otherwise.
+    On,
+}
+
+/// Whether Auto packs: with `group = heads_q / heads_kv > 1` query heads per key/value head and query
+/// tiles of `tile_rows` rows, pack when the packed tiles of a key/value head, `ceil(seq_q * group /
+/// tile_rows)`, are fewer than the unpacked tiles of its group, `group * ceil(seq_q / tile_rows)`: every
+/// tile streams the head's whole K and V, so packing divides the K/V traffic by up to `group`. True for
+/// decode (seq_q 1 to 16 with groups up to 8 at 128-row tiles), false once seq_q fills whole tiles.
+pub fn packs_gqa(seq_q: usize, group: usize, tile_rows: usize) -> bool {
+    let tile_rows = tile_rows.max(1);
+    group > 1
+        && seq_q
+            .checked_mul(group)
+            .is_some_and(|rows| rows.div_ceil(tile_rows) < group * seq_q.div_ceil(tile_rows))
+}
+
 /// Largest number of splits a plan runs.
 pub const MAX_SPLITS: usize = 128;
 
@@ -87,6 +114,8 @@ pub struct ForwardOptions {
     pub return_weights: bool,
     /// Split-KV for the f16/bf16 flash kernels (ignored by the others, which run one split).
     pub splits: Splits,
+    /// GQA packing for the f16/bf16 flash kernels (Auto: ignored by the others).
+    pub gqa_packing: GqaPacking,
 }
 
 impl ForwardOptions {
@@ -108,6 +137,11 @@ impl ForwardOptions {
     /// Sets the split-KV choice.
     pub fn with_splits(mut self, splits: Splits) -> Self {
         self.splits = splits;
+        self
+    }
+    /// Sets the GQA packing choice.
+    pub fn with_gqa_packing(mut self, gqa_packing: GqaPacking) -> Self {
+        self.gqa_packing = gqa_packing;
         self
     }
 }
@@ -186,6 +220,7 @@ pub struct Plan {
     launches: Vec<KernelLaunch>,
     input_alignment: usize,
     splits: usize,
+    gqa_packing: Option<usize>,
 }
 
 impl Plan {
@@ -250,6 +285,8 @@ impl Plan {
             ),
         };
         let mut splits = 1;
+        let mut packing = None;
+        let mut unpacked_blocks = 0;
         let (launches, workspace_bytes, input_alignment) = match kernel {
             KernelKind::Naive => {
                 // The scores live in the caller's weights buffer when weights are returned.
@@ -269,6 +306,15 @@ impl Plan {
                 let mut launch = flash?;
                 let spec = kernel_for(family, dtype, shape.head_dim)?;
                 let alignment = spec.base_alignment.max(dtype.size_bytes());
+                unpacked_blocks = launch_blocks(&launch, 1);
+                packing = plan_packing(problem, dtype, options.gqa_packing, spec.tile_rows as usize)?;
+                if let Some(group) = packing {
+                    launch.grid.0 = (shape.seq_q * group)
+                        .div_ceil(spec.tile_rows as usize)
+                        .clamp(1, crate::launch::MAX_GRID_X as usize)
+                        as u32;
+                    launch.grid.1 = shape.heads_kv as u32;
+                }
                 splits = plan_splits(
                     problem,
                     dtype,
@@ -322,8 +368,20 @@ impl Plan {
                 } else {
                     String::new()
                 };
+                let packed = match packing {
+                    Some(group) => format!(
+                        "; GQA packing: the {group} query heads of each key/value head as rows of one tile, {} \
+                         blocks instead of {unpacked_blocks}{}",
+                        launch_blocks(&launches[0], splits),
+                        match options.gqa_packing {
+                            GqaPacking::On => " (requested)",
+                            _ => " (each K/V tile loaded once for the group)",
+                        }
+                    ),
+                    None => String::new(),
+                };
                 format!(
-                    "{reason}: {} ({units}; {} query rows x {} keys per tile{alignment}{split})",
+                    "{reason}: {} ({units}; {} query rows x {} keys per tile{alignment}{packed}{split})",
                     spec.name, spec.tile_rows, spec.tile_cols
                 )
             }
@@ -340,6 +398,7 @@ impl Plan {
             launches,
             input_alignment,
             splits,
+            gqa_packing: packing,
         })
     }
 
@@ -378,6 +437,7 @@ impl Plan {
             launches: Vec::new(),
             input_alignment: dtype.size_bytes(),
             splits: 1,
+            gqa_packing: None,
         })
     }
 
@@ -432,6 +492,12 @@ impl Plan {
     pub fn splits(&self) -> usize {
         self.splits
     }
+
+    /// The query heads per key/value head the flash launch stacks as rows of one query tile (GQA
+    /// packing: a block per key/value head, each K/V tile loaded once for the whole group), or `None`.
+    pub fn gqa_packing(&self) -> Option<usize> {
+        self.gqa_packing
+    }
 }
 
 /// Where the split-KV partial states live in the workspace: `[splits, heads_q, rows]` f32 lse at 0,
@@ -474,6 +540,45 @@ pub fn split_workspace(problem: &AttentionProblem, splits: usize) -> Result<Spli
         out_offset,
         total,
     })
+}
+
+/// The group size a flash plan packs (`None`: no packing): Auto by [`packs_gqa`]; On whenever the
+/// problem has GQA and the kernel is an f16/bf16 one, else an error saying why.
+fn plan_packing(
+    problem: &AttentionProblem,
+    dtype: DType,
+    choice: GqaPacking,
+    tile_rows: usize,
+) -> Result<Option<usize>> {
+    let s = &problem.shape;
+    let group = problem.heads_ratio();
+    // The kernels count a sequence's packed rows in i32.
+    let fits = s
+        .seq_q
+        .checked_mul(group)
+        .is_some_and(|rows| rows <= i32::MAX as usize);
+    let refusal = if dtype == DType::F32 {
+        Some("GQA packing runs on the f16/bf16 tensor-core kernels, not the f32 path".to_string())
+    } else if group == 1 {
+        Some("GQA packing needs heads_q > heads_kv (one query head per key/value head has nothing to pack)".into())
+    } else if !fits {
+        Some(format!(
+            "GQA packing counts seq_q * group = {} * {group} rows in 32 bits",
+            s.seq_q
+        ))
+    } else {
+        None
+    };
+    match (choice, refusal) {
+        (GqaPacking::Off, _) => Ok(None),
+        (GqaPacking::On, Some(reason)) => Err(AttentionError::KernelUnsupported {
+            kernel: "flash",
+            reason,
+        }),
+        (GqaPacking::On, None) => Ok(Some(group)),
+        (GqaPacking::Auto, Some(_)) => Ok(None),
+        (GqaPacking::Auto, None) => Ok(packs_gqa(s.seq_q, group, tile_rows).then_some(group)),
+    }
 }
 
 /// Blocks of a flash launch without its splits.

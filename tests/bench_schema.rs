@@ -54,6 +54,7 @@ fn record(kernel: &str, seq: usize, status: Status, median: Option<f64>) -> Reco
         heads_kv: None,
         split_kv: None,
         splits: None,
+        gqa_packing: None,
         bytes: None,
         bandwidth_gb_s: None,
         copy_fraction: None,
@@ -1090,6 +1091,7 @@ fn decode_record(kernel: &str, split_kv: Option<SplitKv>, median: f64) -> Record
         heads_kv: Some(8),
         split_kv,
         splits: split_kv.map(|s| if s == SplitKv::Auto { 3 } else { 1 }),
+        gqa_packing: split_kv.map(|s| if s == SplitKv::Auto { 4 } else { 1 }),
         bytes: Some(bytes),
         flops,
         timing: Some(Timing::from_times(
@@ -1125,6 +1127,7 @@ fn decode_records_round_trip_and_older_files_have_none_of_their_fields() {
         "\"split_kv\": \"auto\"",
         "\"split_kv\": \"off\"",
         "\"splits\": 3",
+        "\"gqa_packing\": 4",
         "\"split_kv\": null",
         "\"bandwidth_gb_s\": null",
         "\"space\": \"device\"",
@@ -1463,7 +1466,7 @@ fn the_decode_table_shows_bandwidth_and_the_split_choice() {
     assert_eq!(
         columns,
         [
-            "dtype", "d", "causal", "batch", "context", "q", "heads", "kernel", "splits", "runs",
+            "dtype", "d", "causal", "batch", "context", "q", "heads", "kernel", "splits", "pack", "runs",
             "median", "ms", "spread", "GB/s", "copy", "memory", "check"
         ]
     );
@@ -1478,14 +1481,14 @@ fn the_decode_table_shows_bandwidth_and_the_split_choice() {
     // 1e9 bytes in 0.5 ms: 2000 GB/s, 50% of the copy; in 2 ms: 500 GB/s, 12.5%.
     let auto = line("split:auto");
     assert_eq!(
-        auto[..14].join(" "),
-        "bf16 128 no 4 8192 1 32/8 flash split:auto 3 3 0.5000 10.0% 2000"
+        auto[..15].join(" "),
+        "bf16 128 no 4 8192 1 32/8 flash split:auto 3 x4 3 0.5000 10.0% 2000"
     );
-    assert_eq!(auto[14], "50.0%");
+    assert_eq!(auto[15], "50.0%");
     let off = line("split:off");
     assert_eq!(
-        (off[9].as_str(), off[13].as_str(), off[14].as_str()),
-        ("1", "500", "12.5%")
+        (off[9].as_str(), off[10].as_str(), off[14].as_str(), off[15].as_str()),
+        ("1", "-", "500", "12.5%")
     );
     assert!(line(" cpu ").join(" ").ends_with("- skipped: too slow"));
     // The prefill table comes first, as before.
@@ -1587,7 +1590,10 @@ fn the_torch_script_plans_attn_benchs_decode_sweeps_in_the_same_schema() {
         assert!(planned
             .records
             .iter()
-            .all(|r| r.mode == Mode::Decode && r.split_kv.is_none() && r.splits.is_none()));
+            .all(|r| r.mode == Mode::Decode
+                && r.split_kv.is_none()
+                && r.splits.is_none()
+                && r.gqa_packing.is_none()));
         // The largest batch of one query each.
         assert_eq!(Some(&planned.settings.tokens), sizes.batches.iter().max());
     }

@@ -9,7 +9,7 @@
 mod checker;
 
 use checker::{checker, Job, Run, Sanitizer};
-use cuda_attention::binding::problem_params;
+use cuda_attention::binding::{plan_params, problem_params};
 use cuda_attention::emulator::Schedule;
 use cuda_attention::launch::{flash_launch, naive_launches, KernelLaunch};
 use cuda_attention::registry::{self, KernelFamily, KernelSpec};
@@ -681,8 +681,8 @@ fn split_job(schedule: Schedule) -> (Job, Vec<KernelLaunch>, AttentionShape) {
         .with_splits(Splits::Fixed(3));
     let plan = Plan::new(&problem, DType::F16, options, caps).unwrap();
     let layout = split_workspace(&problem, plan.splits()).unwrap();
-    let mut params = problem_params(&problem);
-    params.num_splits = plan.splits() as i32;
+    let params = plan_params(&plan);
+    assert_eq!(plan.gqa_packing(), Some(2), "the sanitizer runs the packed kernel");
     let mut job = Job::new(&params, DType::F16)
         .input("q", problem.required_len(Tensor::Q).unwrap(), DType::F16)
         .input("k", problem.required_len(Tensor::K).unwrap(), DType::F16)

@@ -175,12 +175,19 @@ fn naive_matches_the_reference_bf16_with_large_logits() {
     }
 }
 
-/// Split-KV through the engine (the split workspace allocated by `forward`, the flash launch over
-/// sequence x splits, the combine): decode rows with GQA and sinks against the reference.
+/// Split-KV and GQA packing through the engine (the split workspace allocated by `forward`, the flash
+/// launch over sequence x splits, the combine; group 4 packed as rows of one tile, or not): decode rows
+/// with GQA and sinks against the reference.
 #[test]
 fn split_kv_decode_matches_the_reference() {
+    use cuda_attention::GqaPacking;
     let Some(engine) = engine() else { return };
-    for (splits, context) in [(4, 300), (7, 65)] {
+    for (splits, context, packing) in [
+        (4, 300, GqaPacking::Auto),
+        (7, 65, GqaPacking::Auto),
+        (1, 300, GqaPacking::Off),
+        (1, 1000, GqaPacking::On),
+    ] {
         let problem = AttentionProblem::new(
             AttentionShape::new(2, 2, 8, 64)
                 .with_seq_k(context)
@@ -190,9 +197,12 @@ fn split_kv_decode_matches_the_reference() {
         .with_sinks(vec![0.5, -1.0, 2.0, 0.0, 1.0, -2.0, 0.25, 3.0]);
         let options = ForwardOptions::default()
             .with_lse(true)
-            .with_splits(cuda_attention::Splits::Fixed(splits));
+            .with_splits(cuda_attention::Splits::Fixed(splits))
+            .with_gqa_packing(packing);
         let plan = engine.plan::<bf16>(&problem, options).unwrap();
         assert_eq!(plan.splits(), splits, "{}", plan.reason());
+        let packed = (packing != GqaPacking::Off).then_some(4);
+        assert_eq!(plan.gqa_packing(), packed, "{}", plan.reason());
         let mut rng = StdRng::seed_from_u64(splits as u64);
         let len = |t| problem.required_len(t).unwrap();
         let (q, k, v) = (

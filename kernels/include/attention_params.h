@@ -41,6 +41,14 @@
  * partial_batch_rows = 1). A split with no tiles writes lse -inf and 0. The combine kernel then merges
  * the splits of each (slot, head) into out and lse (with the sink). num_splits is 1 otherwise.
  *
+ * GQA packing (packed_heads = heads_ratio > 1, flash kernels; decode: few queries, heads_ratio query heads
+ * per key/value head): a block runs key/value head blockIdx.y, and the rows of its query tiles are the
+ * (query position, query head) pairs of that head's group, position-major: packed row r is position
+ * r / heads_ratio of query head blockIdx.y * heads_ratio + r % heads_ratio, so every K/V tile a block loads
+ * feeds the whole group; a sequence has seq_q * heads_ratio packed rows. packed_heads 0 or 1: no packing
+ * (row r is position r of query head blockIdx.y; the same formulas with 1). Masks, ALiBi, sinks, out, lse and the split-KV
+ * slots use each row's own position and head.
+ *
  * Merging two attention states (merge_states_* kernels): state_a, state_b [rows, heads_q, head_dim] in the
  * dtype (strides state_row_stride, state_head_stride) with f32 natural-log lse_a, lse_b [heads_q, rows]
  * (head stride rows) into out (out_seq_stride, out_head_stride) and lse [heads_q, rows]; rows = total_q.
@@ -131,6 +139,8 @@ typedef struct AttentionParams {
     int32_t num_splits;
     /* heads_q / heads_kv: query head h reads key/value head h / heads_ratio. */
     int32_t heads_ratio;
+    /* Query heads per position in a flash query tile: heads_ratio under GQA packing (see above); 0 or 1: none. */
+    int32_t packed_heads;
     /* Non-zero: query i sees key j iff j <= i + seq_k - seq_q (bottom-right aligned). */
     int32_t causal;
     /* Sliding window bounds around the diagonal; -1: unbounded on that side. */

@@ -136,6 +136,31 @@ __device__ __forceinline__ KeyRange key_range(const AttentionParams &p, int row)
     return range;
 }
 
+/* Row `row` of a flash block's query tiles for block head `head` (blockIdx.y): its query position and query
+ * head, with g = packed_heads(p) query heads per position (attention_params.h, GQA packing): position
+ * row / g of query head head * g + row % g. Without packing g = 1: the row is the position and the block's
+ * head the query head. One branch-free formula for both (a branch would let the compiler version the key
+ * loop on it); positions never decrease with the row. */
+struct QueryRow {
+    int position;
+    int head;
+};
+
+__device__ __forceinline__ int packed_heads(const AttentionParams &p) { return max(p.packed_heads, 1); }
+
+__device__ __forceinline__ int query_position(const AttentionParams &p, int row) { return row / packed_heads(p); }
+
+__device__ __forceinline__ QueryRow query_row(const AttentionParams &p, int head, int row) {
+    const int g = packed_heads(p);
+    QueryRow q;
+    q.position = row / g;
+    q.head = head * g + (row - q.position * g);
+    return q;
+}
+
+/* The query-tile rows of one (sequence, block head): seq_q * packed_heads. */
+__device__ __forceinline__ int query_rows(const AttentionParams &p) { return p.seq_q * packed_heads(p); }
+
 /* Soft cap, then ALiBi, on the scaled score s of (query head, row, key col). */
 __device__ __forceinline__ float adjust_score(const AttentionParams &p, int head, int row, int col, float s) {
     if (p.softcap > 0.0f) {

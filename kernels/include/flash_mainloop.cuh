@@ -30,12 +30,12 @@ struct TileRange {
     int end;
 };
 
-/* The key tiles any row of [m0, m0 + rows) can see (key ranges grow with the row): tiles wholly outside are
- * never visited. */
+/* The key tiles any row of [m0, m0 + kBlockM) can see (key ranges grow with the row's position): tiles
+ * wholly outside are never visited. */
 template <typename Traits> __device__ __forceinline__ TileRange block_tiles(const AttentionParams &p, int m0) {
-    const int row_last = min(m0 + Traits::kBlockM, p.seq_q) - 1;
-    const int key_begin = key_range(p, m0).begin;
-    const int key_end = key_range(p, row_last).end;
+    const int row_last = min(m0 + Traits::kBlockM, query_rows(p)) - 1;
+    const int key_begin = key_range(p, query_position(p, m0)).begin;
+    const int key_end = key_range(p, query_position(p, row_last)).end;
     TileRange tiles;
     tiles.begin = key_begin / Traits::kBlockN;
     tiles.end = key_end > key_begin ? (key_end + Traits::kBlockN - 1) / Traits::kBlockN : tiles.begin;
@@ -63,11 +63,12 @@ struct WarpKeys {
 template <typename Traits>
 __device__ __forceinline__ WarpKeys warp_keys(const AttentionParams &p, int row0) {
     WarpKeys keys;
-    keys.full_begin = key_range(p, row0 + Traits::kWarpRows - 1).begin;
-    keys.full_end = key_range(p, row0).end;
-    const int row_last = min(row0 + Traits::kWarpRows, p.seq_q) - 1;
-    keys.any_begin = key_range(p, row0).begin;
-    keys.any_end = row_last >= row0 ? key_range(p, row_last).end : keys.any_begin;
+    const KeyRange first = key_range(p, query_position(p, row0));
+    keys.full_begin = key_range(p, query_position(p, row0 + Traits::kWarpRows - 1)).begin;
+    keys.full_end = first.end;
+    const int row_last = min(row0 + Traits::kWarpRows, query_rows(p)) - 1;
+    keys.any_begin = first.begin;
+    keys.any_end = row_last >= row0 ? key_range(p, query_position(p, row_last)).end : keys.any_begin;
     return keys;
 }
 
@@ -145,8 +146,9 @@ __device__ __forceinline__ void key_loop(const AttentionParams &p, SoftmaxState<
 }
 
 /* The block's kBlockM query rows starting at m0 of (batch, head) against the key tiles `tiles`, then the
- * epilogue; `p` is a dense batch's parameters, or one sequence's (sequence_params, batch = its first row). Rows past
- * seq_q are computed on zero-filled Q and never written. */
+ * epilogue; `p` is a dense batch's parameters, or one sequence's (sequence_params, batch = its first row);
+ * `head` is the block's head (query_row: a key/value head under GQA packing). Rows past query_rows(p) are
+ * computed on zero-filled Q and never written. */
 template <typename Traits, typename T, typename Kv, typename Epilogue>
 __device__ __forceinline__ void flash_main_loop(const AttentionParams &p, int batch, int head, int m0, const Kv &kv,
                                                 TileRange tiles, const Epilogue &epilogue) {
@@ -160,12 +162,17 @@ __device__ __forceinline__ void flash_main_loop(const AttentionParams &p, int ba
     SoftmaxState<Traits> state;
     state.init();
     if (tiles.begin < tiles.end) {
-        DenseRows<T> q_rows;
-        q_rows.base = static_cast<const T *>(p.q) + batch * p.q_batch_stride + head * p.q_head_stride;
-        q_rows.stride = p.q_seq_stride;
         const bool full = p.head_dim == Traits::kHeadDim;
         const TileCopy<Traits, Traits::kBlockM> q_copy((int)threadIdx.x, p.head_dim);
-        load_rows(q_copy, q_smem, q_rows, q_copy.source_offset(q_rows.stride), m0, p.seq_q - m0, full);
+        const T *q_batch = static_cast<const T *>(p.q) + batch * p.q_batch_stride;
+        if (packed_heads(p) > 1) {
+            q_copy.gather(q_smem, PackedQueryRows<T>(p, q_batch, head), m0, query_rows(p) - m0);
+        } else {
+            DenseRows<T> q_rows;
+            q_rows.base = q_batch + head * p.q_head_stride;
+            q_rows.stride = p.q_seq_stride;
+            load_rows(q_copy, q_smem, q_rows, q_copy.source_offset(q_rows.stride), m0, p.seq_q - m0, full);
+        }
         const TileCopy<Traits, Traits::kBlockN> k_copy((int)threadIdx.x, p.head_dim);
         const int n0 = tiles.begin * Traits::kBlockN;
         load_rows(k_copy, k_smem, kv.k, k_copy.source_offset(kv.k.stride), n0, p.seq_k - n0, full);

@@ -209,7 +209,8 @@ __device__ __forceinline__ void qk_product(ScoreTile<Traits> &acc_s, const T *q_
 }
 
 /* Scores into the softmax's units (see ScoreMode) and, with kMask, -inf where the key is outside the row's
- * range. `row0` is the warp's first query row, `n0` the tile's first key. */
+ * range. `row0` is the warp's first query-tile row (query_row: its position and head), `n0` the tile's first
+ * key. */
 template <typename Traits, ScoreMode kMode, bool kMask>
 __device__ __forceinline__ void scale_and_mask(ScoreTile<Traits> &acc_s, const AttentionParams &p, int head, int row0,
                                                int n0, int lane) {
@@ -222,14 +223,14 @@ __device__ __forceinline__ void scale_and_mask(ScoreTile<Traits> &acc_s, const A
         for (int nt = 0; nt < Traits::kNTiles; ++nt) {
             UNROLL
             for (int i = 0; i < 4; ++i) {
-                const int row = row0 + mt * 16 + mma_c_row(lane, i);
+                const QueryRow q = query_row(p, head, row0 + mt * 16 + mma_c_row(lane, i));
                 const int col = n0 + nt * 8 + mma_c_col(lane, i);
                 float s = acc_s[mt][nt][i];
                 if constexpr (kMode == ScoreMode::kAdjusted) {
-                    s = adjust_score(p, head, row, col, s * p.scale) * LOG2_E;
+                    s = adjust_score(p, q.head, q.position, col, s * p.scale) * LOG2_E;
                 }
                 if constexpr (kMask) {
-                    const KeyRange visible = key_range(p, row);
+                    const KeyRange visible = key_range(p, q.position);
                     s = col < visible.begin || col >= visible.end ? -INFINITY : s;
                 }
                 acc_s[mt][nt][i] = s;
@@ -332,19 +333,20 @@ struct WriteNormalized {
     template <typename Traits, typename T>
     __device__ __forceinline__ void operator()(const AttentionParams &p, const SoftmaxState<Traits> &state, int batch,
                                                int head, int row0, int lane, float scale) const {
-        T *out = static_cast<T *>(p.out) + batch * p.out_batch_stride + head * p.out_head_stride; // [sq, d]
-        const float sink = sink_log2(p, head);
+        T *out = static_cast<T *>(p.out) + batch * p.out_batch_stride; // [sq, hq, d]
+        const int rows = query_rows(p);
         const int group = lane / 4;
         const int thread_in_group = lane % 4;
         UNROLL
         for (int mt = 0; mt < Traits::kMTiles; ++mt) {
             UNROLL
             for (int r = 0; r < 2; ++r) {
-                const float sum = quad_sum(state.row_sum[mt][r]);
-                const RowEnd end = finish_row(state.row_max[mt][r], scale, sum, sink);
                 const int row = row0 + mt * 16 + group + 8 * r;
-                if (row < p.seq_q) {
-                    T *out_row = out + row * p.out_seq_stride;
+                const QueryRow q = query_row(p, head, row);
+                const float sum = quad_sum(state.row_sum[mt][r]);
+                const RowEnd end = finish_row(state.row_max[mt][r], scale, sum, sink_log2(p, q.head));
+                if (row < rows) {
+                    T *out_row = out + q.head * p.out_head_stride + q.position * p.out_seq_stride;
                     UNROLL
                     for (int dt = 0; dt < Traits::kDTiles; ++dt) {
                         const int col = dt * 8 + 2 * thread_in_group;
@@ -357,7 +359,7 @@ struct WriteNormalized {
                         }
                     }
                     if (p.lse != NULL && thread_in_group == 0) {
-                        p.lse[batch * p.lse_batch_stride + head * p.lse_head_stride + row] = end.lse;
+                        p.lse[batch * p.lse_batch_stride + q.head * p.lse_head_stride + q.position] = end.lse;
                     }
                 }
             }
@@ -373,6 +375,7 @@ struct WritePartial {
     template <typename Traits, typename T>
     __device__ __forceinline__ void operator()(const AttentionParams &p, const SoftmaxState<Traits> &state, int batch,
                                                int head, int row0, int lane, float scale) const {
+        const int rows = query_rows(p);
         const int group = lane / 4;
         const int thread_in_group = lane % 4;
         UNROLL
@@ -382,9 +385,11 @@ struct WritePartial {
                 const float sum = quad_sum(state.row_sum[mt][r]);
                 const RowEnd end = finish_row(state.row_max[mt][r], scale, sum, -INFINITY);
                 const int row = row0 + mt * 16 + group + 8 * r;
-                if (row < p.seq_q) {
-                    const int64_t slot = batch * p.partial_batch_rows + row;
-                    float *out_row = p.partial_out + ((split * p.partial_rows + slot) * p.heads_q + head) * p.head_dim;
+                const QueryRow q = query_row(p, head, row);
+                if (row < rows) {
+                    const int64_t slot = batch * p.partial_batch_rows + q.position;
+                    float *out_row =
+                        p.partial_out + ((split * p.partial_rows + slot) * p.heads_q + q.head) * p.head_dim;
                     UNROLL
                     for (int dt = 0; dt < Traits::kDTiles; ++dt) {
                         const int col = dt * 8 + 2 * thread_in_group;
@@ -396,7 +401,7 @@ struct WritePartial {
                         }
                     }
                     if (thread_in_group == 0) {
-                        p.partial_lse[(split * p.heads_q + head) * p.partial_rows + slot] = end.lse;
+                        p.partial_lse[(split * p.heads_q + q.head) * p.partial_rows + slot] = end.lse;
                     }
                 }
             }

@@ -62,6 +62,21 @@ template <typename T> struct DenseRows {
     __device__ __forceinline__ constexpr bool strided_tiles() const { return true; }
 };
 
+/* The query rows of key/value head `kv_head`'s group under GQA packing (query_row): packed row n is
+ * position n / heads_ratio of query head kv_head * heads_ratio + n % heads_ratio. Rows of a tile are not
+ * evenly spaced, so the tile is gathered row by row (once per block). */
+template <typename T> struct PackedQueryRows {
+    const AttentionParams &p;
+    const T *base; /* position 0 of the group's first query head */
+    __device__ __forceinline__ PackedQueryRows(const AttentionParams &params, const T *batch_base, int kv_head)
+        : p(params), base(batch_base + (int64_t)kv_head * packed_heads(params) * params.q_head_stride) {}
+    __device__ __forceinline__ const T *operator()(int n) const {
+        const QueryRow q = query_row(p, 0, n);
+        return base + q.position * p.q_seq_stride + q.head * p.q_head_stride;
+    }
+    __device__ __forceinline__ constexpr bool strided_tiles() const { return false; }
+};
+
 /* The keys (or values, kValues) of one head of a ragged batch's sequence: packed (pages NULL: row n at
  * base + n * stride) or paged (row n % page_size of page pages[n / page_size], pages clamped into
  * [0, num_pages)). Strides and the page geometry are read from the kernel's own parameters `p` (the

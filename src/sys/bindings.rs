@@ -89,6 +89,7 @@ pub struct AttentionParams {
     pub new_rows: i32,
     pub num_splits: i32,
     pub heads_ratio: i32,
+    pub packed_heads: i32,
     pub causal: i32,
     pub window_left: i32,
     pub window_right: i32,
@@ -98,7 +99,7 @@ pub struct AttentionParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of AttentionParams"][::std::mem::size_of::<AttentionParams>() - 432usize];
+    ["Size of AttentionParams"][::std::mem::size_of::<AttentionParams>() - 440usize];
     ["Alignment of AttentionParams"][::std::mem::align_of::<AttentionParams>() - 8usize];
     [
         "Offset of field: AttentionParams::q",
@@ -275,23 +276,26 @@ const _: () = {
         "Offset of field: AttentionParams::heads_ratio",
     ][::std::mem::offset_of!(AttentionParams, heads_ratio) - 404usize];
     [
+        "Offset of field: AttentionParams::packed_heads",
+    ][::std::mem::offset_of!(AttentionParams, packed_heads) - 408usize];
+    [
         "Offset of field: AttentionParams::causal",
-    ][::std::mem::offset_of!(AttentionParams, causal) - 408usize];
+    ][::std::mem::offset_of!(AttentionParams, causal) - 412usize];
     [
         "Offset of field: AttentionParams::window_left",
-    ][::std::mem::offset_of!(AttentionParams, window_left) - 412usize];
+    ][::std::mem::offset_of!(AttentionParams, window_left) - 416usize];
     [
         "Offset of field: AttentionParams::window_right",
-    ][::std::mem::offset_of!(AttentionParams, window_right) - 416usize];
+    ][::std::mem::offset_of!(AttentionParams, window_right) - 420usize];
     [
         "Offset of field: AttentionParams::scale",
-    ][::std::mem::offset_of!(AttentionParams, scale) - 420usize];
+    ][::std::mem::offset_of!(AttentionParams, scale) - 424usize];
     [
         "Offset of field: AttentionParams::scale_log2",
-    ][::std::mem::offset_of!(AttentionParams, scale_log2) - 424usize];
+    ][::std::mem::offset_of!(AttentionParams, scale_log2) - 428usize];
     [
         "Offset of field: AttentionParams::softcap",
-    ][::std::mem::offset_of!(AttentionParams, softcap) - 428usize];
+    ][::std::mem::offset_of!(AttentionParams, softcap) - 432usize];
 };
 impl Default for AttentionParams {
     fn default() -> Self {

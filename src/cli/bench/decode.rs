@@ -5,8 +5,9 @@
 //! Decode reads K and V once and does little arithmetic on them, so it is timed as bandwidth: the bytes
 //! of K, V, Q and O one call moves ([`bytes`]) over the median time, and that as a fraction of a memory
 //! copy measured in the same run ([`crate::cli::bench::results::CopyBandwidth`]). A flash kernel is timed
-//! twice per shape: with split-KV as the heuristic picks it ([`SplitKv::Auto`]) and with one split
-//! ([`SplitKv::Off`], the prefill kernel as it is); the CPU backend once.
+//! twice per shape: on the decode path, split-KV and GQA packing as the plan picks them
+//! ([`SplitKv::Auto`]), and with one split and no packing ([`SplitKv::Off`], the prefill kernel as it is);
+//! the CPU backend once.
 //!
 //! Storage ([`DecodeInputs`]): K and V of the largest shape reach tens of GiB (batch 64 x 128k keys x 8
 //! heads x 128 x bf16 is 16 GiB each), too much to draw at random on the host, to keep several input
@@ -18,7 +19,7 @@
 
 use super::results::SplitKv;
 use crate::cli::inputs::{uniform, Aligned};
-use crate::{AttentionError, ForwardOptions, Result, Splits};
+use crate::{AttentionError, ForwardOptions, GqaPacking, Result, Splits};
 
 /// Most queries per sequence of a decode step (`--seq-q`): speculative decoding drafts a few.
 pub const MAX_SEQ_Q: usize = 16;
@@ -89,12 +90,16 @@ pub struct DecodeCase {
     pub split: Option<SplitKv>,
 }
 
-/// The forward options of a split choice: `Splits::Auto`, `Splits::Fixed(1)`, or the default.
+/// The forward options of a split choice: the decode path as the plan picks it (`Splits::Auto`,
+/// `GqaPacking::Auto`), the prefill kernel as it is (`Splits::Fixed(1)`, `GqaPacking::Off`), or the
+/// default.
 pub fn options(split: Option<SplitKv>) -> ForwardOptions {
     let options = ForwardOptions::default();
     match split {
         Some(SplitKv::Auto) => options.with_splits(Splits::Auto),
-        Some(SplitKv::Off) => options.with_splits(Splits::Fixed(1)),
+        Some(SplitKv::Off) => options
+            .with_splits(Splits::Fixed(1))
+            .with_gqa_packing(GqaPacking::Off),
         None => options,
     }
 }

@@ -16,7 +16,8 @@
 //! Decode (`attn bench --decode`): a record's `mode` is `decode`, `seq` is seq_q (1, or a few queries of
 //! speculative decoding), `context` the keys each sequence attends to, `heads` the query heads and
 //! `heads_kv` the key/value heads (GQA). `split_kv` is what was asked of the flash kernel (`auto`: the
-//! split heuristic; `off`: one split) and `splits` what its plan ran; `bytes` counts K, V, Q and O once
+//! decode path, split heuristic and GQA packing as the plan picks them; `off`: one split, no packing, the
+//! prefill kernel as it is), `splits` and `gqa_packing` what its plan ran (query heads per tile, 1: none); `bytes` counts K, V, Q and O once
 //! (`(2 * batch * context * heads_kv + 2 * batch * seq * heads) * head_dim * element size`),
 //! `bandwidth_gb_s` is bytes / median (1e9 bytes per GB) and `copy_fraction` that over the copy of
 //! `settings.copy_bandwidth` in the record's memory space, measured in the same run (bytes read +
@@ -210,9 +211,10 @@ pub enum Mode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SplitKv {
-    /// `Splits::Auto`: the split heuristic picks the count (the record's `splits`).
+    /// The decode path as the plan picks it: `Splits::Auto` (the split heuristic picks the count, the
+    /// record's `splits`) and `GqaPacking::Auto` (the record's `gqa_packing`).
     Auto,
-    /// `Splits::Fixed(1)`: no split, the prefill kernel as it is.
+    /// `Splits::Fixed(1)` and `GqaPacking::Off`: the prefill kernel as it is.
     Off,
 }
 
@@ -278,6 +280,10 @@ pub struct Record {
     /// known (PyTorch).
     #[serde(default)]
     pub splits: Option<usize>,
+    /// Query heads per key/value head the plan of a `decode` record stacked as rows of one query tile
+    /// (GQA packing; 1: not packed); `null` when not planned or not known (PyTorch).
+    #[serde(default)]
+    pub gqa_packing: Option<usize>,
     /// Bytes of K, V, Q and O one call of a `decode` record moves, each counted once; `null` otherwise.
     #[serde(default)]
     pub bytes: Option<u64>,

@@ -321,6 +321,7 @@ impl Case {
             heads_kv: self.decode.map(|step| step.heads_kv),
             split_kv: self.split(),
             splits: None,
+            gqa_packing: None,
             bytes: self.bytes(),
             bandwidth_gb_s: None,
             copy_fraction: None,

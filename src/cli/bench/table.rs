@@ -159,12 +159,12 @@ fn untimed_words(r: &Record) -> String {
 }
 
 /// The decode table: one line per decode record, by dtype, head dim, mask, batch and context. `q` is
-/// seq_q, `heads` query/key-value heads, `kernel` the kernel and its split-KV choice, `splits` what its
-/// plan ran; `GB/s` is the record's bytes over its median time and `copy` that as a percentage of the
+/// seq_q, `heads` query/key-value heads, `kernel` the kernel and its split-KV choice, `splits` and
+/// `pack` what its plan ran (`x4`: four query heads per tile by GQA packing, `-`: none); `GB/s` is the record's bytes over its median time and `copy` that as a percentage of the
 /// copy bandwidth measured in the same run.
 pub fn render_decode(records: &[&Record]) -> String {
     let mut text = format!(
-        "{:<5} {:>4} {:<6} {:>5} {:>7} {:>2} {:>6}  {:<25} {:>6} {:>4} {:>11} {:>7} {:>9} {:>6} {:>10}  {}\n",
+        "{:<5} {:>4} {:<6} {:>5} {:>7} {:>2} {:>6}  {:<25} {:>6} {:>4} {:>4} {:>11} {:>7} {:>9} {:>6} {:>10}  {}\n",
         "dtype",
         "d",
         "causal",
@@ -174,6 +174,7 @@ pub fn render_decode(records: &[&Record]) -> String {
         "heads",
         "kernel",
         "splits",
+        "pack",
         "runs",
         "median ms",
         "spread",
@@ -185,7 +186,7 @@ pub fn render_decode(records: &[&Record]) -> String {
     for r in records {
         let heads = format!("{}/{}", r.heads, r.heads_kv.unwrap_or(r.heads));
         let head = format!(
-            "{:<5} {:>4} {:<6} {:>5} {:>7} {:>2} {:>6}  {:<25} {:>6}",
+            "{:<5} {:>4} {:<6} {:>5} {:>7} {:>2} {:>6}  {:<25} {:>6} {:>4}",
             r.dtype,
             r.head_dim,
             if r.causal { "yes" } else { "no" },
@@ -194,7 +195,10 @@ pub fn render_decode(records: &[&Record]) -> String {
             r.seq,
             heads,
             r.series(),
-            r.splits.map_or("-".into(), |s| s.to_string())
+            r.splits.map_or("-".into(), |s| s.to_string()),
+            r.gqa_packing
+                .filter(|&g| g > 1)
+                .map_or("-".into(), |g| format!("x{g}"))
         );
         let line = match (&r.status, &r.timing) {
             (Status::Ok, Some(t)) => format!(

@@ -84,8 +84,8 @@ fn check_decode<T: Element>(
     check_rows_in(problem, [Elements::Slice(q), k, v], out, &sampled)
 }
 
-/// The record of `kernel` on `case` before it runs: the plan's split count and the bytes its buffers
-/// take in `space`.
+/// The record of `kernel` on `case` before it runs: the plan's split count and GQA packing and the bytes
+/// its buffers take in `space`.
 fn planned_record<T>(
     case: &Case,
     kernel: Runner,
@@ -94,6 +94,7 @@ fn planned_record<T>(
 ) -> Result<Record, AttentionError> {
     let mut record = case.record(kernel.name(), Status::Ok, None);
     record.splits = Some(plan.splits());
+    record.gqa_packing = Some(plan.gqa_packing().unwrap_or(1));
     record.memory = Some(Memory {
         peak_bytes: (tensor_bytes::<T>(plan.problem())? + plan.workspace_bytes()) as u64,
         space: space.into(),
