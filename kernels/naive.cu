@@ -22,7 +22,11 @@
  * consecutive elements (coalesced). Grid-stride loops in x, y and z, so any size fits the grid limits.
  * Masks (causal, window): score tiles wholly outside every row's key range are written as -inf without
  * a product, and the PV loop covers only the keys the tile's rows see. Soft cap and ALiBi are applied to
- * the scaled scores before masking (adjust_score in device_helpers.cuh).
+ * the scaled scores before masking (adjust_score in device_helpers.cuh). A block-sparse mask is a
+ * per-element test on top (block_allows: a binary search of the row's block list) in the scores and the
+ * softmax; tiles are skipped by the key range only, so the P V rule below covers keys the block mask
+ * hides too, and a row whose keys the block mask hides entirely is written as 0 * V (0 unless V is
+ * non-finite in its chunks).
  *
  * Softmax: one warp per row, NAIVE_SOFTMAX_WARPS rows per block, three passes over the row
  * (max, sum of exp, normalise).
@@ -113,7 +117,7 @@ template <typename T> __device__ void naive_scores(const AttentionParams &p) {
                     const int row = row0 + ty + i * NAIVE_ROWS_PER_PASS;
                     if (row < p.seq_q && col < p.seq_k) {
                         const KeyRange visible = key_range(p, row);
-                        const bool seen = col >= visible.begin && col < visible.end;
+                        const bool seen = col >= visible.begin && col < visible.end && block_allows(p, row, col);
                         s_bh[(int64_t)row * p.seq_k + col] = seen ? adjust_score(p, h, row, col, acc[i] * p.scale) : -INFINITY;
                     }
                 }
@@ -190,7 +194,8 @@ ATTENTION_KERNEL(naive_softmax, NAIVE_SOFTMAX_THREADS,
     for (int64_t row = (int64_t)blockIdx.x * NAIVE_SOFTMAX_WARPS + warp; row < rows;
          row += (int64_t)gridDim.x * NAIVE_SOFTMAX_WARPS) {
         float *s = p.scores + row * p.seq_k; // [sk]
-        const KeyRange keys = key_range(p, (int)(row % p.seq_q));
+        const int query = (int)(row % p.seq_q);
+        const KeyRange keys = key_range(p, query);
         const float sink = p.sinks != NULL ? p.sinks[(row / p.seq_q) % p.heads_q] : -INFINITY;
         // m = rowmax(S), NaN if any score is NaN; top = max(m, sink), the shift of the exponentials.
         float m = -INFINITY;
@@ -216,7 +221,7 @@ ATTENTION_KERNEL(naive_softmax, NAIVE_SOFTMAX_THREADS,
         // unless top is NaN).
         const float inv_l = empty ? 0.0f : 1.0f / l;
         for (int j = lane; j < p.seq_k; j += WARP_SIZE) {
-            const bool visible = j >= keys.begin && j < keys.end;
+            const bool visible = j >= keys.begin && j < keys.end && block_allows(p, query, j);
             s[j] = (empty || !visible) ? 0.0f : expf(s[j] - top) * inv_l;
         }
         if (lane == 0 && p.lse != NULL) {

@@ -57,6 +57,10 @@ pub struct Tensors<I, O, F, W, S, M> {
     pub seqused_k: Option<M>,
     /// Paged keys: i32 `[batch, block_table_stride]` physical pages.
     pub block_table: Option<M>,
+    /// Block-sparse mask: i32 `[row_blocks + 1]` row offsets ([`crate::BlockMask::row_offsets`]).
+    pub block_row_offsets: Option<M>,
+    /// Block-sparse mask: i32 `[nnz]` key blocks ([`crate::BlockMask::col_indices`]).
+    pub block_col_indices: Option<M>,
 }
 
 impl<I, O, F, W, S, M> Tensors<I, O, F, W, S, M> {
@@ -76,6 +80,8 @@ impl<I, O, F, W, S, M> Tensors<I, O, F, W, S, M> {
             cu_seqlens_k: None,
             seqused_k: None,
             block_table: None,
+            block_row_offsets: None,
+            block_col_indices: None,
         }
     }
 
@@ -122,6 +128,14 @@ impl<I, O, F, W, S, M> Tensors<I, O, F, W, S, M> {
         self.cu_seqlens_k = cu_seqlens_k;
         self.seqused_k = seqused_k;
         self.block_table = block_table;
+        self
+    }
+
+    /// Adds the problem's block-sparse mask in the kernels' form: its CSR row offsets and key blocks
+    /// (the host backends read the problem's own mask when none is passed).
+    pub fn with_block_mask(mut self, row_offsets: M, col_indices: M) -> Self {
+        self.block_row_offsets = Some(row_offsets);
+        self.block_col_indices = Some(col_indices);
         self
     }
 }
@@ -193,11 +207,13 @@ impl<T> HostTensors<'_, T> {
             cu_seqlens_k: self.cu_seqlens_k.map(Region::of_slice),
             seqused_k: self.seqused_k.map(Region::of_slice),
             block_table: self.block_table.map(Region::of_slice),
+            block_row_offsets: self.block_row_offsets.map(Region::of_slice),
+            block_col_indices: self.block_col_indices.map(Region::of_slice),
         }
     }
 
-    /// [`HostTensors::regions`], reading the problem's own ALiBi slopes and sinks when none were passed
-    /// (the host backends can).
+    /// [`HostTensors::regions`], reading the problem's own ALiBi slopes, sinks and block mask when none
+    /// were passed (the host backends can).
     pub fn regions_with_slopes_of(&self, problem: &AttentionProblem) -> Regions {
         let mut regions = self.regions();
         if regions.alibi_slopes.is_none() {
@@ -205,6 +221,14 @@ impl<T> HostTensors<'_, T> {
         }
         if regions.sinks.is_none() {
             regions.sinks = problem.sinks.as_deref().map(Region::of_slice);
+        }
+        if let (None, None, Some(mask)) = (
+            regions.block_row_offsets,
+            regions.block_col_indices,
+            &problem.block_mask,
+        ) {
+            regions.block_row_offsets = Some(Region::of_slice(mask.row_offsets()));
+            regions.block_col_indices = Some(Region::of_slice(mask.col_indices()));
         }
         regions
     }
@@ -272,6 +296,7 @@ pub fn bind(plan: &Plan, regions: &Regions) -> Result<AttentionParams> {
         alibi_slopes: problem.alibi_slopes.as_ref().map(|s| s.len()),
         sinks: problem.sinks.as_ref().map(|s| s.len()),
     };
+    let mask = problem.block_mask.as_deref();
     // The read-only buffers the plan may need beyond q, k and v: name, region, elements needed, and how
     // to ask for them.
     let inputs = [
@@ -311,6 +336,18 @@ pub fn bind(plan: &Plan, regions: &Regions) -> Result<AttentionParams> {
             block_table,
             "a paged cache (KeyStorage::Paged)",
         ),
+        (
+            "block_row_offsets",
+            regions.block_row_offsets,
+            mask.map(|m| m.row_offsets().len()),
+            "AttentionProblem::with_block_mask",
+        ),
+        (
+            "block_col_indices",
+            regions.block_col_indices,
+            mask.map(|m| m.nnz()),
+            "AttentionProblem::with_block_mask",
+        ),
     ];
 
     // 1. Presence.
@@ -339,8 +376,8 @@ pub fn bind(plan: &Plan, regions: &Regions) -> Result<AttentionParams> {
 
     // 2. Lengths.
     // A fixed array, not a Vec: the binding step runs on the hot path of forward_into, which allocates
-    // nothing. At most 13 buffers: q, k, v, out, lse, weights, workspace, and the six inputs above.
-    let mut spans = [("", Region::default(), 0usize, false); 13];
+    // nothing. At most 15 buffers: q, k, v, out, lse, weights, workspace, and the eight inputs above.
+    let mut spans = [("", Region::default(), 0usize, false); 15];
     let mut count = 0;
     for (tensor, region, writable) in [
         (Tensor::Q, regions.q, false),
@@ -449,6 +486,11 @@ pub fn bind(plan: &Plan, regions: &Regions) -> Result<AttentionParams> {
         cu_seqlens_k: optional(regions.cu_seqlens_k, cu_seqlens_k) as *const i32,
         seqused_k: optional(regions.seqused_k, seqused_k) as *const i32,
         block_table: optional(regions.block_table, block_table) as *const i32,
+        block_row_offsets: optional(
+            regions.block_row_offsets,
+            mask.map(|m| m.row_offsets().len()),
+        ) as *const i32,
+        block_col_indices: optional(regions.block_col_indices, mask.map(|m| m.nnz())) as *const i32,
         partial_lse: partial_lse as *mut f32,
         partial_out: partial_out as *mut f32,
         ..plan_params(plan)
@@ -513,6 +555,7 @@ pub fn problem_params(problem: &AttentionProblem) -> AttentionParams {
     let (v_batch_stride, v_seq_stride, v_head_stride) = stride(&problem.v_strides);
     let (out_batch_stride, out_seq_stride, out_head_stride) = stride(&problem.out_strides);
     let scale = problem.scale();
+    let mask = problem.block_mask.as_deref();
     let (total_q, total_k, paging) = match problem.ragged_layout() {
         None => (0, 0, None),
         Some(ragged) => match ragged.keys {
@@ -533,6 +576,10 @@ pub fn problem_params(problem: &AttentionProblem) -> AttentionParams {
     };
     AttentionParams {
         num_splits: 1,
+        block_q: mask.map_or(0, |m| m.block_q() as i32),
+        block_k: mask.map_or(0, |m| m.block_k() as i32),
+        block_rows: mask.map_or(0, |m| m.row_blocks() as i32),
+        block_nnz: mask.map_or(0, |m| m.nnz() as i32),
         partial_rows,
         partial_batch_rows,
         lse_batch_stride,

@@ -64,6 +64,7 @@ pub mod metadata;
 pub mod plan;
 pub mod problem;
 pub mod registry;
+pub mod sparse;
 pub mod sys;
 
 pub use binding::{AttentionOutput, HostKvAppend, HostOutput, HostTensors, KvAppend, Tensors};
@@ -81,3 +82,4 @@ pub use problem::{
     AttentionProblem, AttentionShape, Batching, KeyStorage, Layout, Paging, Ragged, Strides,
     Tensor, Window, MAX_HEAD_DIM,
 };
+pub use sparse::{BigBird, BlockMask};

@@ -381,8 +381,18 @@ impl Plan {
                     ),
                     None => String::new(),
                 };
+                let sparse = problem.block_mask.as_ref().map_or(String::new(), |mask| {
+                    format!(
+                        "; block-sparse: {} of {} blocks of {}x{} listed ({:.1}%), only their tiles visited",
+                        mask.nnz(),
+                        mask.row_blocks() * mask.col_blocks(),
+                        mask.block_q(),
+                        mask.block_k(),
+                        100.0 * mask.density()
+                    )
+                });
                 format!(
-                    "{reason}: {} ({units}; {} query rows x {} keys per tile{alignment}{packed}{split})",
+                    "{reason}: {} ({units}; {} query rows x {} keys per tile{alignment}{packed}{sparse}{split})",
                     spec.name, spec.tile_rows, spec.tile_cols
                 )
             }
@@ -560,6 +570,11 @@ fn plan_packing(
         .is_some_and(|rows| rows <= i32::MAX as usize);
     let refusal = if dtype == DType::F32 {
         Some("GQA packing runs on the f16/bf16 tensor-core kernels, not the f32 path".to_string())
+    } else if problem.block_mask.is_some() {
+        Some(
+            "GQA packing does not combine with a block-sparse mask (a warp's rows must lie in one query block)"
+                .to_string(),
+        )
     } else if group == 1 {
         Some("GQA packing needs heads_q > heads_kv (one query head per key/value head has nothing to pack)".into())
     } else if !fits {
@@ -671,6 +686,13 @@ fn flash_unavailable_reason(
     if options.return_weights {
         return Some(
             "the attention weights were requested and only the naive kernel materialises them"
+                .into(),
+        );
+    }
+    if problem.block_mask.is_some() && dtype == DType::F32 {
+        return Some(
+            "block-sparse masks run on the f16/bf16 flash kernels and the naive ones; the f32 flash path does not \
+             read them"
                 .into(),
         );
     }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::error::{AttentionError, Result};
+use crate::sparse::BlockMask;
 
 /// Largest head dimension any kernel accepts (mirrors `MAX_HEAD_DIM` in the C header).
 pub const MAX_HEAD_DIM: usize = crate::sys::MAX_HEAD_DIM as usize;
@@ -206,6 +207,11 @@ pub struct AttentionProblem {
     /// of the scaled scores: not scaled, not soft-capped, no ALiBi. A row that sees no key is 0 with
     /// lse = `s_h`.
     pub sinks: Option<Arc<[f32]>>,
+    /// Block-sparse mask ([`BlockMask`]): key j is visible to query row i only when block `j / block_k` is
+    /// listed for block `i / block_q` (and the element-level masks keep it); i and j count from each
+    /// sequence's first query and key. Covers at least `seq_q x seq_k` (a ragged batch's bounds); shared by
+    /// every batch entry and head.
+    pub block_mask: Option<Arc<BlockMask>>,
     /// Dense or ragged (varlen) batch; see [`Batching`].
     pub batching: Batching,
 }
@@ -326,6 +332,7 @@ impl AttentionProblem {
             softcap: None,
             alibi_slopes: None,
             sinks: None,
+            block_mask: None,
             batching: Batching::Dense,
         }
     }
@@ -467,21 +474,35 @@ impl AttentionProblem {
         self
     }
 
+    /// A block-sparse mask (see [`AttentionProblem::block_mask`]).
+    pub fn with_block_mask(mut self, mask: impl Into<Arc<BlockMask>>) -> Self {
+        self.block_mask = Some(mask.into());
+        self
+    }
+
     /// The softmax scale in effect.
     pub fn scale(&self) -> f32 {
         self.scale
             .unwrap_or_else(|| 1.0 / (self.shape.head_dim.max(1) as f32).sqrt())
     }
 
-    /// Whether query row `i` sees key `j` under the causal mask and the window.
+    /// Whether query row `i` sees key `j` under the causal mask, the window and the block mask.
     #[inline]
     pub fn visible(&self, i: usize, j: usize) -> bool {
         let (begin, end) = self.key_range(i);
-        begin <= j && j < end
+        begin <= j && j < end && self.block_allows(i, j)
     }
 
-    /// The keys query row `i` sees: `begin..end` (empty when `begin >= end`). Every mask here keeps a
-    /// contiguous range of keys per row.
+    /// Whether the block mask (if any) lists the block of (query `i`, key `j`).
+    #[inline]
+    pub fn block_allows(&self, i: usize, j: usize) -> bool {
+        self.block_mask
+            .as_ref()
+            .is_none_or(|mask| mask.allows(i, j))
+    }
+
+    /// The keys the element-level masks (causal, window) keep for query row `i`: `begin..end` (empty when
+    /// `begin >= end`), a contiguous range; a block mask may drop keys inside it ([`Self::visible`]).
     pub fn key_range(&self, i: usize) -> (usize, usize) {
         // The diagonal c = i + seq_k - seq_q, in i64 because it is negative when seq_q > seq_k.
         let diagonal = i as i64 + self.shape.seq_k as i64 - self.shape.seq_q as i64;
@@ -593,6 +614,18 @@ impl AttentionProblem {
                     "sinks need {} finite logits (one per query head), got {}",
                     s.heads_q,
                     sinks.len()
+                )));
+            }
+        }
+        if let Some(mask) = &self.block_mask {
+            if mask.seq_q() < s.seq_q || mask.seq_k() < s.seq_k {
+                return Err(AttentionError::InvalidArgument(format!(
+                    "the block mask covers {} x {} (query x key positions) but the problem is {} x {}: build the \
+                     mask for at least the problem's seq_q and seq_k (a ragged batch's bounds)",
+                    mask.seq_q(),
+                    mask.seq_k(),
+                    s.seq_q,
+                    s.seq_k
                 )));
             }
         }

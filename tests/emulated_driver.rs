@@ -616,6 +616,8 @@ fn forward_into(
             cu_seqlens_k: None,
             seqused_k: None,
             block_table: None,
+            block_row_offsets: None,
+            block_col_indices: None,
         },
     )
 }
@@ -914,6 +916,8 @@ fn events_stream_order() {
                     cu_seqlens_k: None,
                     seqused_k: None,
                     block_table: None,
+                    block_row_offsets: None,
+                    block_col_indices: None,
                 },
             )
             .unwrap()
@@ -1168,6 +1172,8 @@ fn queries_follow_the_timeline() {
                 cu_seqlens_k: None,
                 seqused_k: None,
                 block_table: None,
+                block_row_offsets: None,
+                block_col_indices: None,
             },
         )
         .unwrap();

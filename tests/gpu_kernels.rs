@@ -300,6 +300,8 @@ fn engine_is_shared_across_threads_with_one_stream_each() {
                             cu_seqlens_k: None,
                             seqused_k: None,
                             block_table: None,
+                            block_row_offsets: None,
+                            block_col_indices: None,
                         },
                     )
                     .unwrap();
@@ -384,6 +386,8 @@ fn run_on_device<T: Element>(
                 cu_seqlens_k: None,
                 seqused_k: None,
                 block_table: None,
+                block_row_offsets: None,
+                block_col_indices: None,
             },
         )
         .unwrap();

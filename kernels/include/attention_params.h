@@ -53,6 +53,12 @@
  * dtype (strides state_row_stride, state_head_stride) with f32 natural-log lse_a, lse_b [heads_q, rows]
  * (head stride rows) into out (out_seq_stride, out_head_stride) and lse [heads_q, rows]; rows = total_q.
  *
+ * Block-sparse masks (block_row_offsets not NULL): query row i of a sequence may see key j only when
+ * j / block_k is among block_col_indices[block_row_offsets[r] .. block_row_offsets[r + 1]) for
+ * r = i / block_q (block_rows query blocks; lists increasing; block_nnz entries in all), on top of the
+ * element-level masks; i and j count from the sequence's first query and key. block_q and block_k are
+ * multiples of 64. The kernels clamp offsets into [0, block_nnz] and skip rows past block_rows.
+ *
  * Sinks (sinks not NULL): the f32 logit sinks[h], in natural units of the scaled scores (not scaled, not
  * soft-capped, no ALiBi), joins every row's softmax denominator and contributes no value.
  *
@@ -84,6 +90,9 @@ typedef struct AttentionParams {
     const int32_t *cu_seqlens_k;
     const int32_t *seqused_k;
     const int32_t *block_table;
+    /* Block-sparse mask (see above), or NULL. */
+    const int32_t *block_row_offsets;
+    const int32_t *block_col_indices;
 
     /* Appending to a paged cache (see above). */
     void *k_cache;
@@ -137,6 +146,11 @@ typedef struct AttentionParams {
     int32_t pages_per_seq;
     int32_t new_rows;
     int32_t num_splits;
+    /* Block-sparse mask geometry: query and key block sizes, query blocks, listed blocks. */
+    int32_t block_q;
+    int32_t block_k;
+    int32_t block_rows;
+    int32_t block_nnz;
     /* heads_q / heads_kv: query head h reads key/value head h / heads_ratio. */
     int32_t heads_ratio;
     /* Query heads per position in a flash query tile: heads_ratio under GQA packing (see above); 0 or 1: none. */

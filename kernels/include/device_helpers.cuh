@@ -161,6 +161,47 @@ __device__ __forceinline__ QueryRow query_row(const AttentionParams &p, int head
 /* The query-tile rows of one (sequence, block head): seq_q * packed_heads. */
 __device__ __forceinline__ int query_rows(const AttentionParams &p) { return p.seq_q * packed_heads(p); }
 
+/* The listed key blocks of query block r of a block-sparse mask: [begin, end) of block_col_indices, clamped
+ * into the list; empty for a row past block_rows. */
+struct BlockList {
+    int begin;
+    int end;
+};
+
+__device__ __forceinline__ BlockList block_list(const AttentionParams &p, int r) {
+    BlockList list;
+    list.begin = 0;
+    list.end = 0;
+    if (r >= 0 && r < p.block_rows) {
+        list.begin = min(max(p.block_row_offsets[r], 0), p.block_nnz);
+        list.end = min(max(p.block_row_offsets[r + 1], list.begin), p.block_nnz);
+    }
+    return list;
+}
+
+/* Whether the block mask (if any) lists the block of (query row, key col): a binary search of the row's
+ * list (the naive kernels' per-element test; the flash kernels walk whole tiles instead). */
+__device__ __forceinline__ bool block_allows(const AttentionParams &p, int row, int col) {
+    if (p.block_row_offsets == NULL) {
+        return true;
+    }
+    BlockList list = block_list(p, row / p.block_q);
+    const int target = col / p.block_k;
+    while (list.begin < list.end) {
+        const int mid = (list.begin + list.end) / 2;
+        const int c = p.block_col_indices[mid];
+        if (c == target) {
+            return true;
+        }
+        if (c < target) {
+            list.begin = mid + 1;
+        } else {
+            list.end = mid;
+        }
+    }
+    return false;
+}
+
 /* Soft cap, then ALiBi, on the scaled score s of (query head, row, key col). */
 __device__ __forceinline__ float adjust_score(const AttentionParams &p, int head, int row, int col, float s) {
     if (p.softcap > 0.0f) {

@@ -3,6 +3,9 @@
  * parameterised by the K/V row addressing (sequence.cuh: dense, packed or paged) and the epilogue. Every
  * flash-family kernel calls it on one sequence's parameters (sequence_params); none copies it.
  *
+ * The tiles come from a TileWalk: the range [begin, end) or, with a block-sparse mask, the listed tiles in
+ * it (absent blocks: no load, no product).
+ *
  * Pipeline of one key tile t (two barriers per tile, FlashAttention-2's interleave):
  *   wait for K_t; barrier (K_t visible; every warp done with V_{t-1})
  *   V_t -> shared (cp.async, in flight while S is computed)
@@ -51,6 +54,95 @@ __device__ __forceinline__ TileRange split_tiles(TileRange tiles, int split, int
     range.end = min(tiles.end, range.begin + per_split);
     return range;
 }
+
+/* The key tiles a block visits, in increasing order: the range `tiles` (block_tiles, split_tiles) and,
+ * with a block-sparse mask, only the tiles of key blocks listed for the block's query blocks (at most two:
+ * block_q is a multiple of 64 and a query tile holds at most 128 rows; their lists are merged as the walk
+ * goes). A walk is a sequence of runs of consecutive tiles; `rows` has bit c set when the block's query
+ * block c lists the current run, and a warp whose rows lie in an unlisted query block skips the tile as one
+ * it cannot see (every warp's rows lie in one query block: block_q is a multiple of the warp's rows, and no
+ * GQA packing with a block mask). Without a mask the walk is the one run `tiles` and rows is all ones. Key
+ * block b holds tiles [b * block_k / kBlockN, (b + 1) * block_k / kBlockN) (block_k is a multiple of
+ * kBlockN). The lists are read on the device, clamped: a bad list gives wrong numbers, never an access
+ * outside the buffers, and the walk always ends. */
+template <typename Traits> struct TileWalk {
+    int tile;    /* the current tile; -1 once done */
+    int run_end; /* end of the current run */
+    int range_end;
+    unsigned rows;
+    int cursor[2]; /* next entries of the two query blocks' lists; cursor_end: their ends */
+    int cursor_end[2];
+
+    __device__ __forceinline__ TileWalk(const AttentionParams &p, TileRange tiles, int m0) {
+        range_end = tiles.end;
+        rows = ~0u;
+        tile = -1;
+        run_end = tiles.end;
+        cursor[0] = cursor[1] = cursor_end[0] = cursor_end[1] = 0;
+        if (p.block_row_offsets == NULL) {
+            tile = tiles.begin < tiles.end ? tiles.begin : -1;
+            return;
+        }
+        const int first = m0 / p.block_q;
+        const int last = (min(m0 + Traits::kBlockM, p.seq_q) - 1) / p.block_q;
+        const BlockList a = block_list(p, first);
+        const BlockList b = last != first ? block_list(p, last) : BlockList{0, 0};
+        cursor[0] = a.begin;
+        cursor_end[0] = a.end;
+        cursor[1] = b.begin;
+        cursor_end[1] = b.end;
+        next_run(p, tiles.begin);
+    }
+
+    /* Moves to the first listed tile at or after `from` (tile = -1 when none is left). */
+    __device__ __forceinline__ void next_run(const AttentionParams &p, int from) {
+        const int tiles_per_block = p.block_k / Traits::kBlockN;
+        const int blocks = (p.seq_k + p.block_k - 1) / p.block_k;
+        tile = -1;
+        NO_UNROLL
+        while (from < range_end) {
+            const int none = blocks + 1; /* past any clamped entry */
+            int block = none;
+            UNROLL
+            for (int c = 0; c < 2; ++c) {
+                if (cursor[c] < cursor_end[c]) {
+                    block = min(block, clamp_block(p.block_col_indices[cursor[c]], blocks));
+                }
+            }
+            if (block == none) {
+                return;
+            }
+            rows = 0;
+            UNROLL
+            for (int c = 0; c < 2; ++c) {
+                if (cursor[c] < cursor_end[c] && clamp_block(p.block_col_indices[cursor[c]], blocks) == block) {
+                    rows |= 1u << c;
+                    ++cursor[c];
+                }
+            }
+            const int begin = max(block * tiles_per_block, from);
+            const int end = min((block + 1) * tiles_per_block, range_end);
+            if (begin < end) {
+                tile = begin;
+                run_end = end;
+                return;
+            }
+        }
+    }
+
+    static __device__ __forceinline__ int clamp_block(int block, int blocks) { return min(max(block, 0), blocks); }
+
+    /* The tile after the current one (the current run's next, or the next run's first). */
+    __device__ __forceinline__ void advance(const AttentionParams &p) {
+        if (tile + 1 < run_end) {
+            ++tile;
+        } else if (p.block_row_offsets != NULL) {
+            next_run(p, tile + 1);
+        } else {
+            tile = -1;
+        }
+    }
+};
 
 /* Which keys the warp's rows see, for the per-tile decisions (fixed for the block). */
 struct WarpKeys {
@@ -109,24 +201,27 @@ __device__ __forceinline__ void load_rows(const TileCopy<Traits, ROWS> &copy, T 
     }
 }
 
-/* The key loop over `tiles`; `plain` and `scale` as in score_tile and online_softmax. */
+/* The key loop over the walk's tiles; `warp_bit` is the warp's query block in the walk's `rows`, `plain`
+ * and `scale` as in score_tile and online_softmax. */
 template <typename Traits, typename T, typename Kv>
 __device__ __forceinline__ void key_loop(const AttentionParams &p, SoftmaxState<Traits> &state, T *q_smem, T *k_smem,
-                                         T *v_smem, const Kv &kv, TileRange tiles, const WarpLayout<Traits> &w,
-                                         const WarpKeys &keys, int head, int row0, bool plain, float scale) {
+                                         T *v_smem, const Kv &kv, TileWalk<Traits> walk, const WarpLayout<Traits> &w,
+                                         const WarpKeys &keys, unsigned warp_bit, int head, int row0, bool plain,
+                                         float scale) {
     const bool warp_has_keys = keys.any_begin < keys.any_end;
     const TileCopy<Traits, Traits::kBlockN> copy((int)threadIdx.x, p.head_dim);
     const int64_t k_offset = copy.source_offset(kv.k.stride);
     const int64_t v_offset = copy.source_offset(kv.v.stride);
     const bool full = p.head_dim == Traits::kHeadDim;
-    for (int tile = tiles.begin; tile < tiles.end; ++tile) {
-        const int n0 = tile * Traits::kBlockN;
+    while (walk.tile >= 0) {
+        const int n0 = walk.tile * Traits::kBlockN;
         cp_async_wait_group<0>(); /* K_t (and, first, Q) has landed */
         __syncthreads();          /* ... for every thread; every warp is done with V_{t-1} */
         load_rows(copy, v_smem, kv.v, v_offset, n0, p.seq_k - n0, full);
         cp_async_commit_group();
 
-        const bool warp_active = warp_has_keys && n0 < keys.any_end && n0 + Traits::kBlockN > keys.any_begin;
+        const bool warp_active = warp_has_keys && (walk.rows & warp_bit) != 0 && n0 < keys.any_end &&
+                                 n0 + Traits::kBlockN > keys.any_begin;
         PTile<Traits> p_frag;
         if (warp_active) {
             score_tile<Traits>(p, state, p_frag, q_smem, k_smem, w, keys, head, row0, n0, plain, scale);
@@ -134,8 +229,9 @@ __device__ __forceinline__ void key_loop(const AttentionParams &p, SoftmaxState<
 
         cp_async_wait_group<0>(); /* V_t has landed */
         __syncthreads();          /* ... for every thread; every warp is done reading K_t */
-        if (tile + 1 < tiles.end) {
-            const int next = n0 + Traits::kBlockN;
+        walk.advance(p);
+        if (walk.tile >= 0) {
+            const int next = walk.tile * Traits::kBlockN;
             load_rows(copy, k_smem, kv.k, k_offset, next, p.seq_k - next, full);
             cp_async_commit_group();
         }
@@ -158,10 +254,12 @@ __device__ __forceinline__ void flash_main_loop(const AttentionParams &p, int ba
     const WarpLayout<Traits> w((int)threadIdx.x);
     const int row0 = m0 + w.warp * Traits::kWarpRows;
     const WarpKeys keys = warp_keys<Traits>(p, row0);
+    const TileWalk<Traits> walk(p, tiles, m0);
+    const unsigned warp_bit = p.block_row_offsets != NULL ? 1u << (row0 / p.block_q - m0 / p.block_q) : 1u;
 
     SoftmaxState<Traits> state;
     state.init();
-    if (tiles.begin < tiles.end) {
+    if (walk.tile >= 0) {
         const bool full = p.head_dim == Traits::kHeadDim;
         const TileCopy<Traits, Traits::kBlockM> q_copy((int)threadIdx.x, p.head_dim);
         const T *q_batch = static_cast<const T *>(p.q) + batch * p.q_batch_stride;
@@ -174,7 +272,7 @@ __device__ __forceinline__ void flash_main_loop(const AttentionParams &p, int ba
             load_rows(q_copy, q_smem, q_rows, q_copy.source_offset(q_rows.stride), m0, p.seq_q - m0, full);
         }
         const TileCopy<Traits, Traits::kBlockN> k_copy((int)threadIdx.x, p.head_dim);
-        const int n0 = tiles.begin * Traits::kBlockN;
+        const int n0 = walk.tile * Traits::kBlockN;
         load_rows(k_copy, k_smem, kv.k, k_copy.source_offset(kv.k.stride), n0, p.seq_k - n0, full);
         cp_async_commit_group();
     }
@@ -182,7 +280,7 @@ __device__ __forceinline__ void flash_main_loop(const AttentionParams &p, int ba
      * scores are in log2 units already (c = 1). */
     const bool plain = !adjusts_scores(p) && p.scale_log2 > 0.0f;
     const float scale = plain ? p.scale_log2 : 1.0f;
-    key_loop<Traits, T>(p, state, q_smem, k_smem, v_smem, kv, tiles, w, keys, head, row0, plain, scale);
+    key_loop<Traits, T>(p, state, q_smem, k_smem, v_smem, kv, walk, w, keys, warp_bit, head, row0, plain, scale);
     epilogue.template operator()<Traits, T>(p, state, batch, head, row0, w.lane, scale);
 }
 

@@ -37,6 +37,7 @@ use crate::merge::{bind_merge, merge_host, HostMergeTensors, MergeLayout};
 use crate::metadata::Metadata;
 use crate::plan::{ForwardOptions, Plan};
 use crate::problem::{checked_product, AttentionProblem};
+use crate::sparse::BlockMask;
 
 /// Largest number of query rows in one task.
 const MAX_ROWS_PER_TASK: usize = 64;
@@ -606,6 +607,9 @@ impl<T: Element> Context<'_, T> {
                     if let Some(adjust) = &adjust {
                         adjust.apply(head, task.row0 + first + r, begin, &mut row[lo..hi]);
                     }
+                    if let Some(mask) = &problem.block_mask {
+                        drop_unlisted_blocks(mask, task.row0 + first + r, begin, &mut row[lo..hi]);
+                    }
                     let Some((max, sum)) = exponentiate(&mut row[lo..hi]) else {
                         // No key seen (or every score -inf): guard -inf - -inf; weights all 0.
                         row.fill(0.0);
@@ -823,5 +827,25 @@ impl<'a> Adjust<'a> {
                 *s -= slope * (diagonal - j as i64).unsigned_abs() as f32;
             }
         }
+    }
+}
+
+/// Sets to -inf the scores of `row` (keys `begin..begin + row.len()` of query `i`) whose key block the
+/// block mask does not list for the query's block: one pass over the row's sorted block list.
+fn drop_unlisted_blocks(mask: &BlockMask, i: usize, begin: usize, row: &mut [f32]) {
+    let block_k = mask.block_k();
+    let listed = mask.row(i / mask.block_q());
+    let mut next = 0;
+    let mut start = 0;
+    while start < row.len() {
+        let block = (begin + start) / block_k;
+        let end = ((block + 1) * block_k - begin).min(row.len());
+        while next < listed.len() && (listed[next] as usize) < block {
+            next += 1;
+        }
+        if listed.get(next).is_none_or(|&c| c as usize != block) {
+            row[start..end].fill(f32::NEG_INFINITY);
+        }
+        start = end;
     }
 }

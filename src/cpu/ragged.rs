@@ -64,6 +64,7 @@ pub fn for_each_sequence<T: Element>(
         dense.softcap = problem.softcap;
         dense.alibi_slopes = problem.alibi_slopes.clone();
         dense.sinks = problem.sinks.clone();
+        dense.block_mask = problem.block_mask.clone();
         let q_len = checked_product("gathered queries", &[span.seq_q, s.heads_q, d])?;
         let kv_len = checked_product("gathered keys", &[span.seq_k, s.heads_kv, d])?;
         check_budget("a gathered sequence", (q_len + 2 * kv_len) * size_of::<T>())?;

@@ -85,7 +85,7 @@ pub fn reference<T: Element>(
                 // S = adjust(scale * q_i K^T) over the row's keys, masked entries left at -inf.
                 let (begin, end) = problem.key_range(i);
                 scores.fill(f64::NEG_INFINITY);
-                for j in begin..end {
+                for j in (begin..end).filter(|&j| problem.block_allows(i, j)) {
                     let dot: f64 = (0..d)
                         .map(|x| {
                             q[qs.offset(b, i, h, x)].to_f64() * k[ks.offset(b, j, hk, x)].to_f64()
@@ -131,6 +131,9 @@ pub fn reference<T: Element>(
                 // O = P V over the visible keys.
                 let o_row = &mut out[((b * sq + i) * hq + h) * d..][..d];
                 for (j, &p) in p_row.iter().enumerate().take(end).skip(begin) {
+                    if !problem.block_allows(i, j) {
+                        continue;
+                    }
                     for (x, o) in o_row.iter_mut().enumerate() {
                         *o += p * v[vs.offset(b, j, hk, x)].to_f64();
                     }
@@ -271,7 +274,7 @@ pub fn naive_in_precision<T: Element>(
                     let diagonal = i as i64 + sk as i64 - sq as i64;
                     let (mut visible, mut overflow) = (0usize, false);
                     scores.fill(f32::NEG_INFINITY);
-                    for j in begin..end {
+                    for j in (begin..end).filter(|&j| problem.block_allows(i, j)) {
                         let k_row = &k_scaled[j * d..(j + 1) * d];
                         let mut dot: f32 = q_row.iter().zip(k_row).map(|(a, c)| a * c).sum();
                         if let Some(cap) = softcap {

@@ -206,12 +206,35 @@ impl Engine {
             .map(|sinks| stream.clone_htod(sinks.as_ref()))
             .transpose()
             .context("uploading the sinks")?;
+        // The block mask's lists (an empty list uploads one unread entry: no zero-length allocation).
+        let block_mask = problem
+            .block_mask
+            .as_ref()
+            .map(|mask| -> std::result::Result<_, DriverError> {
+                let indices: &[i32] = if mask.nnz() == 0 {
+                    &[0]
+                } else {
+                    mask.col_indices()
+                };
+                Ok((
+                    stream.clone_htod(mask.row_offsets())?,
+                    stream.clone_htod(indices)?,
+                ))
+            })
+            .transpose()
+            .context("uploading the block mask")?;
         let mut tensors: DeviceTensors<'_, T> = Tensors::new(q, k, v, &mut out);
         tensors.lse = lse.as_mut().map(|b| b as &mut dyn DevicePtrMut<f32>);
         tensors.weights = weights.as_mut().map(|b| b as &mut dyn DevicePtrMut<f32>);
         tensors.workspace = workspace.as_mut().map(|b| b as &mut dyn DevicePtrMut<u8>);
         tensors.alibi_slopes = alibi_slopes.as_ref().map(|b| b as &dyn DevicePtr<f32>);
         tensors.sinks = sinks.as_ref().map(|b| b as &dyn DevicePtr<f32>);
+        if let Some((offsets, indices)) = &block_mask {
+            tensors = tensors.with_block_mask(
+                offsets as &dyn DevicePtr<i32>,
+                indices as &dyn DevicePtr<i32>,
+            );
+        }
         self.forward_into(stream, &plan, tensors)?;
         Ok(DeviceOutput { out, lse, weights })
     }
@@ -257,6 +280,8 @@ impl Engine {
             cu_seqlens_k,
             seqused_k,
             block_table,
+            block_row_offsets,
+            block_col_indices,
         } = tensors;
         // The guards record the buffers' use on `stream` (cudarc's event tracking) until the launch is
         // enqueued.
@@ -284,12 +309,21 @@ impl Engine {
         let sinks = sinks_ptr.zip(sinks_len).map(|(a, n)| region(a, n, 4));
         let i32_region =
             |ptr: Option<u64>, len: Option<usize>| ptr.zip(len).map(|(a, n)| region(a, n, 4));
-        let lens = [&cu_seqlens_q, &cu_seqlens_k, &seqused_k, &block_table]
-            .map(|b| b.as_ref().map(|b| b.len()));
+        let lens = [
+            &cu_seqlens_q,
+            &cu_seqlens_k,
+            &seqused_k,
+            &block_table,
+            &block_row_offsets,
+            &block_col_indices,
+        ]
+        .map(|b| b.as_ref().map(|b| b.len()));
         let (cu_q_ptr, _cu_q_guard) = cu_seqlens_q.map(|b| b.device_ptr(stream)).unzip();
         let (cu_k_ptr, _cu_k_guard) = cu_seqlens_k.map(|b| b.device_ptr(stream)).unzip();
         let (used_ptr, _used_guard) = seqused_k.map(|b| b.device_ptr(stream)).unzip();
         let (table_ptr, _table_guard) = block_table.map(|b| b.device_ptr(stream)).unzip();
+        let (offsets_ptr, _offsets_guard) = block_row_offsets.map(|b| b.device_ptr(stream)).unzip();
+        let (indices_ptr, _indices_guard) = block_col_indices.map(|b| b.device_ptr(stream)).unzip();
         let cu_seqlens_q = i32_region(cu_q_ptr, lens[0]);
         let cu_seqlens_k = i32_region(cu_k_ptr, lens[1]);
         let seqused_k = i32_region(used_ptr, lens[2]);
@@ -311,6 +345,8 @@ impl Engine {
             cu_seqlens_k,
             seqused_k,
             block_table,
+            block_row_offsets: i32_region(offsets_ptr, lens[4]),
+            block_col_indices: i32_region(indices_ptr, lens[5]),
         };
         let params = bind(plan, &regions)?;
         self.kernels.launch(stream, plan.launches(), &params)

@@ -43,6 +43,8 @@ pub struct AttentionParams {
     pub cu_seqlens_k: *const i32,
     pub seqused_k: *const i32,
     pub block_table: *const i32,
+    pub block_row_offsets: *const i32,
+    pub block_col_indices: *const i32,
     pub k_cache: *mut ::std::os::raw::c_void,
     pub v_cache: *mut ::std::os::raw::c_void,
     pub k_new: *const ::std::os::raw::c_void,
@@ -88,6 +90,10 @@ pub struct AttentionParams {
     pub pages_per_seq: i32,
     pub new_rows: i32,
     pub num_splits: i32,
+    pub block_q: i32,
+    pub block_k: i32,
+    pub block_rows: i32,
+    pub block_nnz: i32,
     pub heads_ratio: i32,
     pub packed_heads: i32,
     pub causal: i32,
@@ -99,7 +105,7 @@ pub struct AttentionParams {
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of AttentionParams"][::std::mem::size_of::<AttentionParams>() - 440usize];
+    ["Size of AttentionParams"][::std::mem::size_of::<AttentionParams>() - 472usize];
     ["Alignment of AttentionParams"][::std::mem::align_of::<AttentionParams>() - 8usize];
     [
         "Offset of field: AttentionParams::q",
@@ -138,164 +144,182 @@ const _: () = {
         "Offset of field: AttentionParams::block_table",
     ][::std::mem::offset_of!(AttentionParams, block_table) - 88usize];
     [
+        "Offset of field: AttentionParams::block_row_offsets",
+    ][::std::mem::offset_of!(AttentionParams, block_row_offsets) - 96usize];
+    [
+        "Offset of field: AttentionParams::block_col_indices",
+    ][::std::mem::offset_of!(AttentionParams, block_col_indices) - 104usize];
+    [
         "Offset of field: AttentionParams::k_cache",
-    ][::std::mem::offset_of!(AttentionParams, k_cache) - 96usize];
+    ][::std::mem::offset_of!(AttentionParams, k_cache) - 112usize];
     [
         "Offset of field: AttentionParams::v_cache",
-    ][::std::mem::offset_of!(AttentionParams, v_cache) - 104usize];
+    ][::std::mem::offset_of!(AttentionParams, v_cache) - 120usize];
     [
         "Offset of field: AttentionParams::k_new",
-    ][::std::mem::offset_of!(AttentionParams, k_new) - 112usize];
+    ][::std::mem::offset_of!(AttentionParams, k_new) - 128usize];
     [
         "Offset of field: AttentionParams::v_new",
-    ][::std::mem::offset_of!(AttentionParams, v_new) - 120usize];
+    ][::std::mem::offset_of!(AttentionParams, v_new) - 136usize];
     [
         "Offset of field: AttentionParams::slot_mapping",
-    ][::std::mem::offset_of!(AttentionParams, slot_mapping) - 128usize];
+    ][::std::mem::offset_of!(AttentionParams, slot_mapping) - 144usize];
     [
         "Offset of field: AttentionParams::partial_out",
-    ][::std::mem::offset_of!(AttentionParams, partial_out) - 136usize];
+    ][::std::mem::offset_of!(AttentionParams, partial_out) - 152usize];
     [
         "Offset of field: AttentionParams::partial_lse",
-    ][::std::mem::offset_of!(AttentionParams, partial_lse) - 144usize];
+    ][::std::mem::offset_of!(AttentionParams, partial_lse) - 160usize];
     [
         "Offset of field: AttentionParams::state_a",
-    ][::std::mem::offset_of!(AttentionParams, state_a) - 152usize];
+    ][::std::mem::offset_of!(AttentionParams, state_a) - 168usize];
     [
         "Offset of field: AttentionParams::state_b",
-    ][::std::mem::offset_of!(AttentionParams, state_b) - 160usize];
+    ][::std::mem::offset_of!(AttentionParams, state_b) - 176usize];
     [
         "Offset of field: AttentionParams::lse_a",
-    ][::std::mem::offset_of!(AttentionParams, lse_a) - 168usize];
+    ][::std::mem::offset_of!(AttentionParams, lse_a) - 184usize];
     [
         "Offset of field: AttentionParams::lse_b",
-    ][::std::mem::offset_of!(AttentionParams, lse_b) - 176usize];
+    ][::std::mem::offset_of!(AttentionParams, lse_b) - 192usize];
     [
         "Offset of field: AttentionParams::q_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, q_batch_stride) - 184usize];
+    ][::std::mem::offset_of!(AttentionParams, q_batch_stride) - 200usize];
     [
         "Offset of field: AttentionParams::q_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, q_seq_stride) - 192usize];
+    ][::std::mem::offset_of!(AttentionParams, q_seq_stride) - 208usize];
     [
         "Offset of field: AttentionParams::q_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, q_head_stride) - 200usize];
+    ][::std::mem::offset_of!(AttentionParams, q_head_stride) - 216usize];
     [
         "Offset of field: AttentionParams::k_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, k_batch_stride) - 208usize];
+    ][::std::mem::offset_of!(AttentionParams, k_batch_stride) - 224usize];
     [
         "Offset of field: AttentionParams::k_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, k_seq_stride) - 216usize];
+    ][::std::mem::offset_of!(AttentionParams, k_seq_stride) - 232usize];
     [
         "Offset of field: AttentionParams::k_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, k_head_stride) - 224usize];
+    ][::std::mem::offset_of!(AttentionParams, k_head_stride) - 240usize];
     [
         "Offset of field: AttentionParams::v_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, v_batch_stride) - 232usize];
+    ][::std::mem::offset_of!(AttentionParams, v_batch_stride) - 248usize];
     [
         "Offset of field: AttentionParams::v_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, v_seq_stride) - 240usize];
+    ][::std::mem::offset_of!(AttentionParams, v_seq_stride) - 256usize];
     [
         "Offset of field: AttentionParams::v_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, v_head_stride) - 248usize];
+    ][::std::mem::offset_of!(AttentionParams, v_head_stride) - 264usize];
     [
         "Offset of field: AttentionParams::out_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, out_batch_stride) - 256usize];
+    ][::std::mem::offset_of!(AttentionParams, out_batch_stride) - 272usize];
     [
         "Offset of field: AttentionParams::out_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, out_seq_stride) - 264usize];
+    ][::std::mem::offset_of!(AttentionParams, out_seq_stride) - 280usize];
     [
         "Offset of field: AttentionParams::out_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, out_head_stride) - 272usize];
+    ][::std::mem::offset_of!(AttentionParams, out_head_stride) - 288usize];
     [
         "Offset of field: AttentionParams::lse_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, lse_batch_stride) - 280usize];
+    ][::std::mem::offset_of!(AttentionParams, lse_batch_stride) - 296usize];
     [
         "Offset of field: AttentionParams::lse_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, lse_head_stride) - 288usize];
+    ][::std::mem::offset_of!(AttentionParams, lse_head_stride) - 304usize];
     [
         "Offset of field: AttentionParams::block_table_stride",
-    ][::std::mem::offset_of!(AttentionParams, block_table_stride) - 296usize];
+    ][::std::mem::offset_of!(AttentionParams, block_table_stride) - 312usize];
     [
         "Offset of field: AttentionParams::new_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, new_seq_stride) - 304usize];
+    ][::std::mem::offset_of!(AttentionParams, new_seq_stride) - 320usize];
     [
         "Offset of field: AttentionParams::new_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, new_head_stride) - 312usize];
+    ][::std::mem::offset_of!(AttentionParams, new_head_stride) - 328usize];
     [
         "Offset of field: AttentionParams::state_row_stride",
-    ][::std::mem::offset_of!(AttentionParams, state_row_stride) - 320usize];
+    ][::std::mem::offset_of!(AttentionParams, state_row_stride) - 336usize];
     [
         "Offset of field: AttentionParams::state_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, state_head_stride) - 328usize];
+    ][::std::mem::offset_of!(AttentionParams, state_head_stride) - 344usize];
     [
         "Offset of field: AttentionParams::partial_rows",
-    ][::std::mem::offset_of!(AttentionParams, partial_rows) - 336usize];
+    ][::std::mem::offset_of!(AttentionParams, partial_rows) - 352usize];
     [
         "Offset of field: AttentionParams::partial_batch_rows",
-    ][::std::mem::offset_of!(AttentionParams, partial_batch_rows) - 344usize];
+    ][::std::mem::offset_of!(AttentionParams, partial_batch_rows) - 360usize];
     [
         "Offset of field: AttentionParams::batch",
-    ][::std::mem::offset_of!(AttentionParams, batch) - 352usize];
+    ][::std::mem::offset_of!(AttentionParams, batch) - 368usize];
     [
         "Offset of field: AttentionParams::seq_q",
-    ][::std::mem::offset_of!(AttentionParams, seq_q) - 356usize];
+    ][::std::mem::offset_of!(AttentionParams, seq_q) - 372usize];
     [
         "Offset of field: AttentionParams::seq_k",
-    ][::std::mem::offset_of!(AttentionParams, seq_k) - 360usize];
+    ][::std::mem::offset_of!(AttentionParams, seq_k) - 376usize];
     [
         "Offset of field: AttentionParams::heads_q",
-    ][::std::mem::offset_of!(AttentionParams, heads_q) - 364usize];
+    ][::std::mem::offset_of!(AttentionParams, heads_q) - 380usize];
     [
         "Offset of field: AttentionParams::heads_kv",
-    ][::std::mem::offset_of!(AttentionParams, heads_kv) - 368usize];
+    ][::std::mem::offset_of!(AttentionParams, heads_kv) - 384usize];
     [
         "Offset of field: AttentionParams::head_dim",
-    ][::std::mem::offset_of!(AttentionParams, head_dim) - 372usize];
+    ][::std::mem::offset_of!(AttentionParams, head_dim) - 388usize];
     [
         "Offset of field: AttentionParams::total_q",
-    ][::std::mem::offset_of!(AttentionParams, total_q) - 376usize];
+    ][::std::mem::offset_of!(AttentionParams, total_q) - 392usize];
     [
         "Offset of field: AttentionParams::total_k",
-    ][::std::mem::offset_of!(AttentionParams, total_k) - 380usize];
+    ][::std::mem::offset_of!(AttentionParams, total_k) - 396usize];
     [
         "Offset of field: AttentionParams::page_size",
-    ][::std::mem::offset_of!(AttentionParams, page_size) - 384usize];
+    ][::std::mem::offset_of!(AttentionParams, page_size) - 400usize];
     [
         "Offset of field: AttentionParams::num_pages",
-    ][::std::mem::offset_of!(AttentionParams, num_pages) - 388usize];
+    ][::std::mem::offset_of!(AttentionParams, num_pages) - 404usize];
     [
         "Offset of field: AttentionParams::pages_per_seq",
-    ][::std::mem::offset_of!(AttentionParams, pages_per_seq) - 392usize];
+    ][::std::mem::offset_of!(AttentionParams, pages_per_seq) - 408usize];
     [
         "Offset of field: AttentionParams::new_rows",
-    ][::std::mem::offset_of!(AttentionParams, new_rows) - 396usize];
+    ][::std::mem::offset_of!(AttentionParams, new_rows) - 412usize];
     [
         "Offset of field: AttentionParams::num_splits",
-    ][::std::mem::offset_of!(AttentionParams, num_splits) - 400usize];
+    ][::std::mem::offset_of!(AttentionParams, num_splits) - 416usize];
+    [
+        "Offset of field: AttentionParams::block_q",
+    ][::std::mem::offset_of!(AttentionParams, block_q) - 420usize];
+    [
+        "Offset of field: AttentionParams::block_k",
+    ][::std::mem::offset_of!(AttentionParams, block_k) - 424usize];
+    [
+        "Offset of field: AttentionParams::block_rows",
+    ][::std::mem::offset_of!(AttentionParams, block_rows) - 428usize];
+    [
+        "Offset of field: AttentionParams::block_nnz",
+    ][::std::mem::offset_of!(AttentionParams, block_nnz) - 432usize];
     [
         "Offset of field: AttentionParams::heads_ratio",
-    ][::std::mem::offset_of!(AttentionParams, heads_ratio) - 404usize];
+    ][::std::mem::offset_of!(AttentionParams, heads_ratio) - 436usize];
     [
         "Offset of field: AttentionParams::packed_heads",
-    ][::std::mem::offset_of!(AttentionParams, packed_heads) - 408usize];
+    ][::std::mem::offset_of!(AttentionParams, packed_heads) - 440usize];
     [
         "Offset of field: AttentionParams::causal",
-    ][::std::mem::offset_of!(AttentionParams, causal) - 412usize];
+    ][::std::mem::offset_of!(AttentionParams, causal) - 444usize];
     [
         "Offset of field: AttentionParams::window_left",
-    ][::std::mem::offset_of!(AttentionParams, window_left) - 416usize];
+    ][::std::mem::offset_of!(AttentionParams, window_left) - 448usize];
     [
         "Offset of field: AttentionParams::window_right",
-    ][::std::mem::offset_of!(AttentionParams, window_right) - 420usize];
+    ][::std::mem::offset_of!(AttentionParams, window_right) - 452usize];
     [
         "Offset of field: AttentionParams::scale",
-    ][::std::mem::offset_of!(AttentionParams, scale) - 424usize];
+    ][::std::mem::offset_of!(AttentionParams, scale) - 456usize];
     [
         "Offset of field: AttentionParams::scale_log2",
-    ][::std::mem::offset_of!(AttentionParams, scale_log2) - 428usize];
+    ][::std::mem::offset_of!(AttentionParams, scale_log2) - 460usize];
     [
         "Offset of field: AttentionParams::softcap",
-    ][::std::mem::offset_of!(AttentionParams, softcap) - 432usize];
+    ][::std::mem::offset_of!(AttentionParams, softcap) - 464usize];
 };
 impl Default for AttentionParams {
     fn default() -> Self {

@@ -366,6 +366,8 @@ impl<T: Element> GuardedCall<T> {
             cu_seqlens_k: None,
             seqused_k: None,
             block_table: None,
+            block_row_offsets: None,
+            block_col_indices: None,
         }
     }
 
