@@ -11,17 +11,13 @@ use cuda_attention::cpu::{self, compare, CpuBackend};
 use cuda_attention::emulator::Emulator;
 use cuda_attention::{
     AttentionError, AttentionProblem, AttentionShape, BigBird, BlockMask, Element, ForwardOptions,
-    GqaPacking, KernelChoice, KernelKind, KeyStorage, Metadata, Paging, Ragged, Splits, Tensor,
+    GqaPacking, KernelChoice, KernelKind, KeyStorage, Metadata, Paging, Ragged, Splits,
 };
 use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-fn inputs<T: Element>(problem: &AttentionProblem, seed: u64) -> [Aligned<T>; 3] {
-    let mut rng = StdRng::seed_from_u64(seed);
-    [Tensor::Q, Tensor::K, Tensor::V]
-        .map(|t| Aligned::<T>::random(problem.required_len(t).unwrap(), 1.0, &mut rng))
-}
+use common::random_inputs as inputs;
 
 /// Which backend runs a case.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -64,28 +60,14 @@ fn check_with<T: Element>(
             .forward(problem, options, q, k, v)
             .unwrap(),
     };
-    let expected = cpu::reference(problem, q, k, v).unwrap();
     let label = format!(
         "{backend:?} {:?} mask {:?}",
         problem.shape,
         problem.block_mask.as_ref().map(|m| m.density())
     );
-    let allowed = compare::tolerance(problem, q, k, v, &expected).unwrap();
-    let error = compare::compare_output(problem, &got.out, &expected.out);
-    assert!(
-        error.max_abs <= allowed,
-        "{label}: {error} (allowed {allowed:.3e})"
-    );
-    let lse = got.lse.unwrap();
-    let lse_allowed = compare::softmax_tolerance(problem, q, k).unwrap().lse;
-    let lse_error = compare::compare_lse(problem, &lse, &expected.lse);
-    assert!(lse_error.max_abs <= lse_allowed, "{label}: lse {lse_error}");
     // Rows the mask leaves without keys: exactly 0 and lse -inf, as the reference.
-    for (row, (&got, &want)) in lse.iter().zip(&expected.lse).enumerate() {
-        if want == f64::NEG_INFINITY {
-            assert_eq!(got, f32::NEG_INFINITY, "{label}: lse row {row}");
-        }
-    }
+    let lse = got.lse.as_ref().unwrap();
+    common::assert_matches_reference(problem, [q, k, v], &got.out, lse, &label);
     got.out.iter().map(|x| x.to_f32()).collect()
 }
 

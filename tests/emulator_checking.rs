@@ -712,6 +712,42 @@ fn split_job(schedule: Schedule) -> (Job, Vec<KernelLaunch>, AttentionShape) {
     (job, plan.launches().to_vec(), shape)
 }
 
+/// Block-sparse flash on the sanitizer builds: two heads, 320 x 320 keys in 64 x 64 blocks with a query
+/// block that lists nothing and 128-row query tiles whose two query blocks list different key blocks (the
+/// walk merges them; warps skip the other block's tiles), causal; exact-size lists.
+fn sparse_job(schedule: Schedule) -> Job {
+    use cuda_attention::plan::Plan;
+    use cuda_attention::{BlockMask, ForwardOptions, Splits};
+    let shape = AttentionShape::new(1, 320, 2, 64);
+    let rows = vec![vec![0], vec![0, 1, 4], vec![], vec![1, 3], vec![0, 2, 4]];
+    let mask = BlockMask::from_rows(64, 64, 320, 320, &rows).unwrap();
+    let problem = AttentionProblem::new(shape)
+        .with_causal(true)
+        .with_block_mask(mask.clone());
+    let caps = cuda_attention::emulator::Emulator::new().caps();
+    let options = ForwardOptions::default()
+        .with_lse(true)
+        .with_splits(Splits::Fixed(1));
+    let plan = Plan::new(&problem, DType::F16, options, caps).unwrap();
+    assert_eq!(plan.kernel(), cuda_attention::KernelKind::Flash);
+    let params = plan_params(&plan);
+    let wide = |list: &[i32]| list.iter().map(|&x| i64::from(x)).collect::<Vec<_>>();
+    let mut job = Job::new(&params, DType::F16)
+        .input("q", problem.required_len(Tensor::Q).unwrap(), DType::F16)
+        .input("k", problem.required_len(Tensor::K).unwrap(), DType::F16)
+        .input("v", problem.required_len(Tensor::V).unwrap(), DType::F16)
+        .output("out", problem.required_len(Tensor::Out).unwrap(), 2)
+        .output("lse", problem.lse_elements().unwrap(), 4)
+        .values("block_row_offsets", 4, &wide(mask.row_offsets()))
+        .values("block_col_indices", 4, &wide(mask.col_indices()))
+        .schedule(schedule)
+        .threads(2);
+    for launch in plan.launches() {
+        job = job.launch(launch);
+    }
+    job
+}
+
 /// merge_states on the sanitizer builds: 5 rows of 4 heads (20 warps' work) of two f16 states.
 fn merge_job(schedule: Schedule) -> (Job, KernelLaunch) {
     use cuda_attention::launch::merge_launch;
@@ -742,14 +778,15 @@ fn merge_job(schedule: Schedule) -> (Job, KernelLaunch) {
     (job, launch)
 }
 
-/// The split flash kernel, the combine and the merge of two states on the sanitizer builds: no race, no
-/// access outside a buffer, every output written.
+/// The split flash kernel, the combine, the merge of two states and block-sparse flash on the sanitizer
+/// builds: no race, no access outside a buffer, every output written.
 #[test]
 fn split_combine_and_merge_run_clean_under_both_sanitizers() {
     for sanitizer in [Sanitizer::Thread, Sanitizer::Address] {
         for (name, job) in [
             ("split", split_job(Schedule::Random { seed: 1 }).0),
             ("merge", merge_job(Schedule::Random { seed: 2 }).0),
+            ("sparse", sparse_job(Schedule::Random { seed: 3 })),
         ] {
             let run = checker(sanitizer).run(&job);
             let nan = run

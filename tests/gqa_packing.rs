@@ -7,39 +7,16 @@
 
 mod common;
 
-use common::Aligned;
 use cuda_attention::cpu::{self, compare};
 use cuda_attention::emulator::Emulator;
 use cuda_attention::plan::{packs_gqa, DeviceCaps};
 use cuda_attention::{
     AttentionError, AttentionProblem, AttentionShape, DType, Element, ForwardOptions, GqaPacking,
-    KeyStorage, Layout, Metadata, Paging, Plan, Ragged, Splits, Tensor,
+    KeyStorage, Layout, Metadata, Paging, Plan, Ragged, Splits,
 };
 use half::{bf16, f16};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 
-fn decode(
-    batch: usize,
-    seq_q: usize,
-    context: usize,
-    heads_q: usize,
-    heads_kv: usize,
-    d: usize,
-) -> AttentionProblem {
-    AttentionProblem::new(
-        AttentionShape::new(batch, seq_q, heads_q, d)
-            .with_seq_k(context)
-            .with_heads_kv(heads_kv),
-    )
-}
-
-/// Random q, k, v of `problem`.
-fn inputs<T: Element>(problem: &AttentionProblem, seed: u64) -> [Aligned<T>; 3] {
-    let mut rng = StdRng::seed_from_u64(seed);
-    [Tensor::Q, Tensor::K, Tensor::V]
-        .map(|t| Aligned::<T>::random(problem.required_len(t).unwrap(), 1.0, &mut rng))
-}
+use common::{decode_problem as decode, random_inputs as inputs};
 
 /// Runs `problem` on the emulator with `options` (and the lse), checks out and lse against the f64
 /// reference, and returns the plan's packing and splits with the output and lse bits.
@@ -55,17 +32,8 @@ fn check_dense<T: Element>(
     let plan = emulator.plan::<T>(problem, options).unwrap();
     let label = format!("{:?} {options:?}: {}", problem.shape, plan.reason());
     let got = emulator.forward(problem, options, q, k, v).unwrap();
-    let expected = cpu::reference(problem, q, k, v).unwrap();
-    let allowed = compare::tolerance(problem, q, k, v, &expected).unwrap();
-    let error = compare::compare_output(problem, &got.out, &expected.out);
-    assert!(
-        error.max_abs <= allowed,
-        "{label}: {error} (allowed {allowed:.3e})"
-    );
     let lse = got.lse.unwrap();
-    let lse_allowed = compare::softmax_tolerance(problem, q, k).unwrap().lse;
-    let lse_error = compare::compare_lse(problem, &lse, &expected.lse);
-    assert!(lse_error.max_abs <= lse_allowed, "{label}: lse {lse_error}");
+    common::assert_matches_reference(problem, [q, k, v], &got.out, &lse, &label);
     let bits = got
         .out
         .iter()

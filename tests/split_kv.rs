@@ -43,20 +43,7 @@ fn check_dense<T: Element>(problem: &AttentionProblem, splits: Splits, seed: u64
     plan.splits()
 }
 
-fn decode(
-    batch: usize,
-    seq_q: usize,
-    context: usize,
-    heads_q: usize,
-    heads_kv: usize,
-    d: usize,
-) -> AttentionProblem {
-    AttentionProblem::new(
-        AttentionShape::new(batch, seq_q, heads_q, d)
-            .with_seq_k(context)
-            .with_heads_kv(heads_kv),
-    )
-}
+use common::decode_problem as decode;
 
 #[test]
 fn decode_shapes_match_the_reference_for_every_split_count() {

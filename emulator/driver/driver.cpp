@@ -779,6 +779,11 @@ std::string check_extents(const KernelInfo *info, const AttentionParams &p) {
     if (p.sinks != nullptr) {
         regions.push_back({"sinks", p.sinks, int64_t(p.heads_q) * 4});
     }
+    if (p.block_row_offsets != nullptr && (flash || family == KERNEL_FAMILY_NAIVE_SCORES ||
+                                           family == KERNEL_FAMILY_NAIVE_SOFTMAX)) {
+        regions.push_back({"block_row_offsets", p.block_row_offsets, (int64_t(p.block_rows) + 1) * 4});
+        regions.push_back({"block_col_indices", p.block_col_indices, int64_t(p.block_nnz) * 4});
+    }
     if (varlen) {
         regions.push_back({"cu_seqlens_q", p.cu_seqlens_q, (int64_t(p.batch) + 1) * 4});
         if (!paged) {

@@ -54,3 +54,61 @@ impl<T: Element> Aligned<T> {
         unsafe { std::slice::from_raw_parts(self.storage.as_ptr() as *const T, self.len) }
     }
 }
+
+/// Random q, k and v of `problem` (uniform in [-1, 1)), 16-byte aligned.
+pub fn random_inputs<T: Element>(
+    problem: &cuda_attention::AttentionProblem,
+    seed: u64,
+) -> [Aligned<T>; 3] {
+    use rand::SeedableRng;
+    let mut rng = StdRng::seed_from_u64(seed);
+    [
+        cuda_attention::Tensor::Q,
+        cuda_attention::Tensor::K,
+        cuda_attention::Tensor::V,
+    ]
+    .map(|t| Aligned::<T>::random(problem.required_len(t).unwrap(), 1.0, &mut rng))
+}
+
+/// A decode-shaped problem: `batch` sequences of `seq_q` queries against `context` keys, GQA.
+pub fn decode_problem(
+    batch: usize,
+    seq_q: usize,
+    context: usize,
+    heads_q: usize,
+    heads_kv: usize,
+    d: usize,
+) -> cuda_attention::AttentionProblem {
+    cuda_attention::AttentionProblem::new(
+        cuda_attention::AttentionShape::new(batch, seq_q, heads_q, d)
+            .with_seq_k(context)
+            .with_heads_kv(heads_kv),
+    )
+}
+
+/// Asserts that a backend's `out` and `lse` match the f64 reference of `problem` within FlashAttention's
+/// tolerance rule (`cpu::compare`), and that rows the reference gives lse -inf have exactly -inf.
+pub fn assert_matches_reference<T: Element>(
+    problem: &cuda_attention::AttentionProblem,
+    [q, k, v]: [&[T]; 3],
+    out: &[T],
+    lse: &[f32],
+    label: &str,
+) {
+    use cuda_attention::cpu::{compare, reference};
+    let expected = reference(problem, q, k, v).unwrap();
+    let allowed = compare::tolerance(problem, q, k, v, &expected).unwrap();
+    let error = compare::compare_output(problem, out, &expected.out);
+    assert!(
+        error.max_abs <= allowed,
+        "{label}: {error} (allowed {allowed:.3e})"
+    );
+    let lse_allowed = compare::softmax_tolerance(problem, q, k).unwrap().lse;
+    let lse_error = compare::compare_lse(problem, lse, &expected.lse);
+    assert!(lse_error.max_abs <= lse_allowed, "{label}: lse {lse_error}");
+    for (row, (&got, &want)) in lse.iter().zip(&expected.lse).enumerate() {
+        if want == f64::NEG_INFINITY {
+            assert_eq!(got, f32::NEG_INFINITY, "{label}: lse row {row}");
+        }
+    }
+}
