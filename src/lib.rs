@@ -49,6 +49,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod attention_map;
 pub mod binding;
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -74,7 +75,9 @@ pub use gpu::{
 };
 pub use merge::{HostMergeTensors, MergeLayout, MergeTensors};
 pub use metadata::{validate_metadata, Metadata};
-pub use plan::{DeviceCaps, ForwardOptions, GqaPacking, KernelChoice, KernelKind, Plan, Splits, Target};
+pub use plan::{
+    DeviceCaps, ForwardOptions, GqaPacking, KernelChoice, KernelKind, Plan, Splits, Target,
+};
 pub use problem::{
     AttentionProblem, AttentionShape, Batching, KeyStorage, Layout, Paging, Ragged, Strides,
     Tensor, Window, MAX_HEAD_DIM,
