@@ -404,6 +404,19 @@ fn bad_specs_are_typed_errors() {
             .map(|_| ()),
         "bin_k is 0",
     );
+    // Ragged batches are refused with what to do instead.
+    let ragged = AttentionProblem::ragged(
+        AttentionShape::new(2, 16, 2, 8),
+        cuda_attention::Ragged {
+            total_q: 20,
+            keys: cuda_attention::KeyStorage::Packed { total_k: 20 },
+            seqused_k: false,
+        },
+    );
+    invalid(
+        MapSpec::new(4, 4).layout(&ragged).map(|_| ()),
+        "dense batches",
+    );
     // A bad problem is the problem's own error; short inputs are BufferTooSmall.
     let bad = AttentionProblem::new(AttentionShape::new(1, 16, 3, 8).with_heads_kv(2));
     assert!(matches!(
@@ -418,6 +431,31 @@ fn bad_specs_are_typed_errors() {
         Emulator::new().attention_map(&problem, &MapSpec::new(4, 4), &q, &q[1..], &q),
         Err(AttentionError::BufferTooSmall { .. })
     ));
+}
+
+/// No keys (seq_k = 0): an empty map and profile, on both backends.
+#[test]
+fn no_keys_give_an_empty_map() {
+    let problem = AttentionProblem::new(AttentionShape::new(1, 5, 2, 8).with_seq_k(0));
+    let q = vec![0.5f32; problem.required_len(Tensor::Q).unwrap()];
+    let spec = MapSpec::new(2, 2);
+    let cpu = CpuBackend::new()
+        .attention_map(&problem, &spec, &q, &[], &[])
+        .unwrap();
+    let emulated = Emulator::new()
+        .attention_map(&problem, &spec, &q, &[], &[])
+        .unwrap();
+    for map in [cpu, emulated] {
+        assert_eq!(
+            (
+                map.bins_q,
+                map.bins_k,
+                map.values.len(),
+                map.key_profile.len()
+            ),
+            (3, 0, 0, 0)
+        );
+    }
 }
 
 /// The kernel is registered as its own family, for every dtype and head dim.
