@@ -252,8 +252,9 @@ pub struct AttentionMap<F> {
 /// An attention map in host memory.
 pub type HostAttentionMap = AttentionMap<Vec<f32>>;
 
-/// The kernel parameters of the map pass over `problem` (validated), without buffer addresses.
-pub(crate) fn map_params(problem: &AttentionProblem, layout: &MapLayout) -> AttentionParams {
+/// The kernel parameters of the map pass over `problem` (validated), without buffer addresses (q, k, lse,
+/// the ALiBi slopes, map_values and map_key_profile are the caller's to fill in).
+pub fn map_params(problem: &AttentionProblem, layout: &MapLayout) -> AttentionParams {
     AttentionParams {
         map_bin_q: layout.spec.bin_q as i32,
         map_bin_k: layout.spec.bin_k as i32,
@@ -270,7 +271,7 @@ pub(crate) fn map_params(problem: &AttentionProblem, layout: &MapLayout) -> Atte
 ///
 /// # Errors
 /// [`AttentionError::KernelUnsupported`] when no map kernel serves `dtype` at this head dim.
-pub(crate) fn map_launch(shape: &AttentionShape, dtype: DType) -> Result<KernelLaunch> {
+pub fn map_launch(shape: &AttentionShape, dtype: DType) -> Result<KernelLaunch> {
     let kernel = kernel_for(KernelFamily::AttentionMap, dtype, shape.head_dim)?;
     Ok(KernelLaunch {
         name: kernel.name,
