@@ -3,7 +3,7 @@
 //!
 //! Map pass, per task (batch entry, query head, block of query rows): the keys the block's rows see (from
 //! the first row's first key to the last row's last key, [`AttentionProblem::key_range`]) converted to
-//! f32 once, then per row `s = scale * q_i . k_j` (f32, 8 lanes), the soft cap and ALiBi in f32 as the
+//! f32 once, then per row, at each key of its range that [`AttentionProblem::visible`] lets it see, `s = scale * q_i . k_j` (f32, 8 lanes), the soft cap and ALiBi in f32 as the
 //! kernels apply them, `w = exp(s - lse_i)` over the row's own key range (a row with lse `-inf` sees no
 //! key and adds nothing), summed per key bin of the row (f32 within a bin segment of one row) and per key
 //! into task-local f64 partials. Partials are merged into f64 totals in task order, whichever thread
@@ -282,6 +282,11 @@ fn run_task<T: Element>(
             let segment_end = ((bin_col + 1) * bin_k).min(end);
             let mut sum = 0.0f32;
             for key in j..segment_end {
+                // The per-key decision is the problem's own (every mask a problem can hold today keeps
+                // begin..end, but a mask added to `visible` is honoured here without another change).
+                if !problem.visible(i, key) {
+                    continue;
+                }
                 let mut score = scale * dot(&query, &keys[(key - key0) * padded..][..padded]);
                 if let Some(cap) = problem.softcap {
                     score = cap * (score / cap).tanh();
