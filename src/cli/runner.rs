@@ -406,7 +406,7 @@ impl Backend {
                 values.truncate(layout.values);
                 key_profile.truncate(layout.profile);
                 let label = format!(
-                    "flash forward + attention_map kernel on {}",
+                    "forward with lse + attention_map kernel on {}",
                     engine.device().name
                 );
                 Ok((
