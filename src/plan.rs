@@ -307,8 +307,7 @@ impl Plan {
                 let spec = kernel_for(family, dtype, shape.head_dim)?;
                 let alignment = spec.base_alignment.max(dtype.size_bytes());
                 unpacked_blocks = launch_blocks(&launch, 1);
-                packing =
-                    plan_packing(problem, dtype, options.gqa_packing, spec.tile_rows as usize)?;
+                packing = plan_packing(problem, dtype, options.gqa_packing, spec.tile_rows as usize)?;
                 if let Some(group) = packing {
                     launch.grid.0 = (shape.seq_q * group)
                         .div_ceil(spec.tile_rows as usize)

@@ -1466,8 +1466,8 @@ fn the_decode_table_shows_bandwidth_and_the_split_choice() {
     assert_eq!(
         columns,
         [
-            "dtype", "d", "causal", "batch", "context", "q", "heads", "kernel", "splits", "pack",
-            "runs", "median", "ms", "spread", "GB/s", "copy", "memory", "check"
+            "dtype", "d", "causal", "batch", "context", "q", "heads", "kernel", "splits", "pack", "runs",
+            "median", "ms", "spread", "GB/s", "copy", "memory", "check"
         ]
     );
     let line = |needle: &str| -> Vec<String> {
@@ -1487,12 +1487,7 @@ fn the_decode_table_shows_bandwidth_and_the_split_choice() {
     assert_eq!(auto[15], "50.0%");
     let off = line("split:off");
     assert_eq!(
-        (
-            off[9].as_str(),
-            off[10].as_str(),
-            off[14].as_str(),
-            off[15].as_str()
-        ),
+        (off[9].as_str(), off[10].as_str(), off[14].as_str(), off[15].as_str()),
         ("1", "-", "500", "12.5%")
     );
     assert!(line(" cpu ").join(" ").ends_with("- skipped: too slow"));
@@ -1592,10 +1587,13 @@ fn the_torch_script_plans_attn_benchs_decode_sweeps_in_the_same_schema() {
             .map(key)
             .collect();
         assert_eq!(theirs, ours, "flags {flags:?}");
-        assert!(planned.records.iter().all(|r| r.mode == Mode::Decode
-            && r.split_kv.is_none()
-            && r.splits.is_none()
-            && r.gqa_packing.is_none()));
+        assert!(planned
+            .records
+            .iter()
+            .all(|r| r.mode == Mode::Decode
+                && r.split_kv.is_none()
+                && r.splits.is_none()
+                && r.gqa_packing.is_none()));
         // The largest batch of one query each.
         assert_eq!(Some(&planned.settings.tokens), sizes.batches.iter().max());
     }

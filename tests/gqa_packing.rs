@@ -58,10 +58,7 @@ fn check_dense<T: Element>(
     let expected = cpu::reference(problem, q, k, v).unwrap();
     let allowed = compare::tolerance(problem, q, k, v, &expected).unwrap();
     let error = compare::compare_output(problem, &got.out, &expected.out);
-    assert!(
-        error.max_abs <= allowed,
-        "{label}: {error} (allowed {allowed:.3e})"
-    );
+    assert!(error.max_abs <= allowed, "{label}: {error} (allowed {allowed:.3e})");
     let lse = got.lse.unwrap();
     let lse_allowed = compare::softmax_tolerance(problem, q, k).unwrap().lse;
     let lse_error = compare::compare_lse(problem, &lse, &expected.lse);
@@ -179,14 +176,9 @@ fn ragged_and_paged_batches_pack() {
             seqused_k: Some(&used),
             block_table: paged.is_some().then_some(&table[..]),
         };
-        let expected = cpu::reference_ragged(
-            &problem,
-            q.as_slice(),
-            k.as_slice(),
-            v.as_slice(),
-            &metadata,
-        )
-        .unwrap();
+        let expected =
+            cpu::reference_ragged(&problem, q.as_slice(), k.as_slice(), v.as_slice(), &metadata)
+                .unwrap();
         let allowed = cpu::ragged::tolerance_ragged(
             &problem,
             &metadata,
@@ -219,15 +211,11 @@ fn ragged_and_paged_batches_pack() {
         };
         let auto = ForwardOptions::default();
         let (packed, packed_out) = run(auto.with_splits(Splits::Fixed(1)));
-        let (unpacked, unpacked_out) = run(auto
-            .with_splits(Splits::Fixed(1))
-            .with_gqa_packing(GqaPacking::Off));
+        let (unpacked, unpacked_out) =
+            run(auto.with_splits(Splits::Fixed(1)).with_gqa_packing(GqaPacking::Off));
         assert_eq!((packed, unpacked), (Some(4), None), "{keys:?}");
         assert!(
-            packed_out
-                .iter()
-                .zip(&unpacked_out)
-                .all(|(a, b)| a.to_bits() == b.to_bits()),
+            packed_out.iter().zip(&unpacked_out).all(|(a, b)| a.to_bits() == b.to_bits()),
             "{keys:?}: packed != unpacked"
         );
         let (split_packed, _) = run(auto.with_splits(Splits::Fixed(5)));
@@ -249,14 +237,9 @@ fn auto_packs_decode_and_says_so() {
     let problem = decode(1, 1, 32768, 32, 8, 128);
     let plan = Plan::new(&problem, DType::Bf16, ForwardOptions::default(), h100()).unwrap();
     assert_eq!(plan.gqa_packing(), Some(4));
-    assert_eq!(
-        plan.launches()[0].grid.1,
-        8,
-        "one block row per key/value head"
-    );
+    assert_eq!(plan.launches()[0].grid.1, 8, "one block row per key/value head");
     assert!(
-        plan.reason().contains("GQA packing: the 4 query heads")
-            && plan.reason().contains("8 blocks instead of 32"),
+        plan.reason().contains("GQA packing: the 4 query heads") && plan.reason().contains("8 blocks instead of 32"),
         "{}",
         plan.reason()
     );
@@ -269,12 +252,7 @@ fn auto_packs_decode_and_says_so() {
     )
     .unwrap();
     assert_eq!(unpacked.gqa_packing(), None);
-    assert!(
-        plan.splits() > unpacked.splits(),
-        "{} vs {}",
-        plan.splits(),
-        unpacked.splits()
-    );
+    assert!(plan.splits() > unpacked.splits(), "{} vs {}", plan.splits(), unpacked.splits());
     // Prefill fills whole tiles: packing saves nothing and Auto keeps the prefill grid.
     let prefill = decode(2, 128, 4096, 32, 8, 128);
     let plan = Plan::new(&prefill, DType::Bf16, ForwardOptions::default(), h100()).unwrap();
@@ -291,10 +269,7 @@ fn the_packing_rule_counts_tiles() {
     assert!(packs_gqa(1, 4, 128));
     assert!(packs_gqa(16, 8, 128));
     assert!(packs_gqa(40, 3, 128), "120 rows: 1 tile instead of 3");
-    assert!(
-        !packs_gqa(100, 3, 128),
-        "300 rows: 3 tiles, as many as unpacked"
-    );
+    assert!(!packs_gqa(100, 3, 128), "300 rows: 3 tiles, as many as unpacked");
     assert!(!packs_gqa(128, 4, 128), "4 tiles either way");
     assert!(!packs_gqa(1, 1, 128), "no group");
     assert!(!packs_gqa(usize::MAX, 2, 128), "rows overflow");

@@ -64,9 +64,7 @@ fn every_kernel_has_no_spills_and_no_stack_on_every_architecture() {
                 .find(|r| r.kernel == name && &r.arch == arch)
                 .unwrap_or_else(|| panic!("{name} was not compiled for {arch}"));
             assert!(
-                entry.spill_store_bytes == 0
-                    && entry.spill_load_bytes == 0
-                    && entry.stack_bytes == 0,
+                entry.spill_store_bytes == 0 && entry.spill_load_bytes == 0 && entry.stack_bytes == 0,
                 "{name} on {arch}: stack {}, spill stores {}, spill loads {} ({} registers)",
                 entry.stack_bytes,
                 entry.spill_store_bytes,
