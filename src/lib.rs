@@ -77,9 +77,7 @@ pub use gpu::{
 };
 pub use merge::{HostMergeTensors, MergeLayout, MergeTensors};
 pub use metadata::{validate_metadata, Metadata};
-pub use plan::{
-    DeviceCaps, ForwardOptions, GqaPacking, KernelChoice, KernelKind, Plan, Splits, Target,
-};
+pub use plan::{DeviceCaps, ForwardOptions, GqaPacking, KernelChoice, KernelKind, Plan, Splits, Target};
 pub use problem::{
     AttentionProblem, AttentionShape, Batching, KeyStorage, Layout, Paging, Ragged, Strides,
     Tensor, Window, MAX_HEAD_DIM,

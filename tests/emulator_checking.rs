@@ -682,11 +682,7 @@ fn split_job(schedule: Schedule) -> (Job, Vec<KernelLaunch>, AttentionShape) {
     let plan = Plan::new(&problem, DType::F16, options, caps).unwrap();
     let layout = split_workspace(&problem, plan.splits()).unwrap();
     let params = plan_params(&plan);
-    assert_eq!(
-        plan.gqa_packing(),
-        Some(2),
-        "the sanitizer runs the packed kernel"
-    );
+    assert_eq!(plan.gqa_packing(), Some(2), "the sanitizer runs the packed kernel");
     let mut job = Job::new(&params, DType::F16)
         .input("q", problem.required_len(Tensor::Q).unwrap(), DType::F16)
         .input("k", problem.required_len(Tensor::K).unwrap(), DType::F16)
