@@ -142,6 +142,13 @@ pub enum AttentionError {
     #[error("{0}")]
     InvalidArgument(String),
 
+    /// An attention-map request ([`crate::attention_map::MapSpec`]) that cannot be computed.
+    #[error("invalid attention map: {detail}")]
+    InvalidMapSpec {
+        /// What was wrong and what to pass instead.
+        detail: String,
+    },
+
     /// The CPU emulator stopped a kernel that broke a rule of the CUDA execution model (a barrier not
     /// every thread reaches, a divergent warp collective, a misaligned ldmatrix row, a deadlock, ...).
     #[error(

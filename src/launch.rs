@@ -39,6 +39,7 @@ pub fn kernel_for(
             KernelFamily::Flash | KernelFamily::FlashVarlen => "flash",
             KernelFamily::AppendKv => "append_kv",
             KernelFamily::Combine | KernelFamily::MergeStates => "combine",
+            KernelFamily::AttentionMap => "attention_map",
             _ => "naive",
         },
         reason: format!("no {family:?} kernel for {dtype} at head_dim {head_dim} in this build"),

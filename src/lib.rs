@@ -49,6 +49,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod attention_map;
 pub mod binding;
 #[cfg(feature = "cli")]
 pub mod cli;
@@ -67,11 +68,13 @@ pub mod registry;
 pub mod sparse;
 pub mod sys;
 
+pub use attention_map::{AttentionMap, BinReduce, HostAttentionMap, MapHeads, MapSpec};
 pub use binding::{AttentionOutput, HostKvAppend, HostOutput, HostTensors, KvAppend, Tensors};
 pub use dtype::{DType, Element};
 pub use error::{AttentionError, Memory, Result};
 pub use gpu::{
-    DeviceInfo, DeviceKvAppend, DeviceMergeTensors, DeviceOutput, DeviceTensors, Engine,
+    DeviceAttentionMap, DeviceInfo, DeviceKvAppend, DeviceMergeTensors, DeviceOutput,
+    DeviceTensors, Engine,
 };
 pub use merge::{HostMergeTensors, MergeLayout, MergeTensors};
 pub use metadata::{validate_metadata, Metadata};

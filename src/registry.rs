@@ -33,6 +33,9 @@ pub enum KernelFamily {
     Combine,
     /// Two attention states merged into one.
     MergeStates,
+    /// Pooled attention weights and the key profile, from a forward pass's logsumexp
+    /// ([`crate::attention_map`]).
+    AttentionMap,
 }
 
 /// One registered kernel.
@@ -138,6 +141,7 @@ fn spec_of(info: &sys::KernelInfo) -> Option<KernelSpec> {
         sys::KERNEL_FAMILY_APPEND_KV => KernelFamily::AppendKv,
         sys::KERNEL_FAMILY_COMBINE => KernelFamily::Combine,
         sys::KERNEL_FAMILY_MERGE_STATES => KernelFamily::MergeStates,
+        sys::KERNEL_FAMILY_ATTENTION_MAP => KernelFamily::AttentionMap,
         _ => return None,
     };
     let dtype = match info.dtype as u32 {

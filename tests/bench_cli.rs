@@ -724,6 +724,87 @@ fn weights_draws_a_pooled_heatmap_of_random_inputs() {
     );
 }
 
+#[test]
+fn weights_pool_n_draws_the_attention_map_and_the_key_profile() {
+    let dir = scratch("map");
+    let png = dir.join("map.png");
+    let (ok, stdout, all) = attn(&[
+        "weights",
+        "--pool",
+        "16",
+        "--seq",
+        "300",
+        "--heads",
+        "2",
+        "--head",
+        "1",
+        "--causal",
+        "--backend",
+        "cpu",
+        "--out",
+        png.to_str().unwrap(),
+    ]);
+    assert!(ok, "{all}");
+    assert!(
+        stdout.contains("300 x 300 weights as 16 x 16 bins of 19 x 19 positions (means)")
+            && stdout.contains("cpu backend"),
+        "{stdout}"
+    );
+    let (width, height, colours) = decode_png(&png);
+    assert!(
+        width >= 1000 && height >= 900 && colours > 20,
+        "{width}x{height}, {colours}"
+    );
+    let (width, _, colours) = decode_png(&dir.join("map-keys.png"));
+    assert!(width >= 1000 && colours > 2, "{width}, {colours}");
+
+    // .npy activations with GQA, the mean over the heads, sums, on the emulated kernels.
+    let (seq, heads_q, heads_kv, d) = (40u64, 4u64, 2u64, 16u64);
+    let value = |i: usize, salt: usize| ((i * 7919 + salt * 31) % 997) as f32 / 498.5 - 1.0;
+    let tensor = |heads: u64, salt| -> Vec<f32> {
+        (0..(seq * heads * d) as usize)
+            .map(|i| value(i, salt))
+            .collect()
+    };
+    let paths = ["q.npy", "k.npy", "v.npy"].map(|n| dir.join(n));
+    write_npy(&paths[0], &[seq, heads_q, d], &tensor(heads_q, 1));
+    write_npy(&paths[1], &[seq, heads_kv, d], &tensor(heads_kv, 2));
+    write_npy(&paths[2], &[seq, heads_kv, d], &tensor(heads_kv, 3));
+    let p = |p: &Path| p.to_str().unwrap().to_string();
+    let profile = dir.join("profile.png");
+    let (ok, stdout, all) = attn(&[
+        "weights",
+        "--q",
+        &p(&paths[0]),
+        "--k",
+        &p(&paths[1]),
+        "--v",
+        &p(&paths[2]),
+        "--pool",
+        "8",
+        "--heads-mean",
+        "--bin-sum",
+        "--window-left",
+        "6",
+        "--backend",
+        "emulator",
+        "--out",
+        &p(&dir.join("npy-map.png")),
+        "--profile-out",
+        &p(&profile),
+    ]);
+    assert!(ok, "{all}");
+    assert!(
+        stdout.contains("from .npy files")
+            && stdout.contains("40 x 40 weights as 8 x 8 bins of 5 x 5 positions (sums)")
+            && stdout.contains("heads_kv 2")
+            && stdout.contains("emulator"),
+        "{stdout}"
+    );
+    decode_png(&dir.join("npy-map.png"));
+    decode_png(&profile);
+}
+
 /// Writes a C-order .npy of `shape`.
 fn write_npy<T: npyz::AutoSerialize + Copy>(path: &Path, shape: &[u64], values: &[T]) {
     let file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());

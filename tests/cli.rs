@@ -308,6 +308,63 @@ fn problems_too_large_for_host_memory_are_refused_before_any_work() {
 }
 
 #[test]
+fn attention_map_flags_are_checked_before_any_work() {
+    let args = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut all = vec![
+            "weights",
+            "--kernel",
+            "cpu",
+            "--seq",
+            "64",
+            "--out",
+            "/dev/null",
+        ];
+        all.extend_from_slice(extra);
+        all
+    };
+    for bad in ["0", "4097", "x"] {
+        let mut flags = args(&["--pool"]);
+        flags.push(bad);
+        assert_refused(&flags, "is not a pooling: use max, mean", 5.0);
+    }
+    for flag in ["--heads-mean", "--bin-sum"] {
+        assert_refused(
+            &args(&[flag]),
+            "belongs to the attention map: add --pool N",
+            5.0,
+        );
+    }
+    assert_refused(
+        &args(&["--profile-out", "/tmp/p.png"]),
+        "belongs to the attention map",
+        5.0,
+    );
+    // The map needs no seq^2 matrix, but its inputs must still fit: 10^8 tokens x 256 dims x 3.
+    assert_refused(
+        &[
+            "weights",
+            "--kernel",
+            "cpu",
+            "--pool",
+            "64",
+            "--seq",
+            "100000000",
+            "--head-dim",
+            "256",
+            "--out",
+            "/dev/null",
+        ],
+        "attn weights --pool needs",
+        5.0,
+    );
+    assert_refused(
+        &args(&["--pool", "8", "--head", "7"]),
+        "outside the 1 batch entries and 4 heads",
+        5.0,
+    );
+}
+
+#[test]
 fn gpu_kernels_by_name_without_a_gpu_are_refused_with_the_emulator_named() {
     if driver_present() {
         eprintln!("a driver is here: nothing to refuse");

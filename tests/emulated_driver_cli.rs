@@ -103,6 +103,46 @@ fn check_runs_flash_through_the_engine() {
 }
 
 #[test]
+fn weights_pool_runs_the_attention_map_through_the_engine() {
+    if skip(true) {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("attn-emulated-map-{}", std::process::id()));
+    let png = dir.join("map.png");
+    let (ok, text) = attn(
+        &[
+            "weights",
+            "--kernel",
+            "gpu",
+            "--pool",
+            "8",
+            "--seq",
+            "64",
+            "--heads",
+            "2",
+            "--heads-mean",
+            "--causal",
+            "--dtype",
+            "bf16",
+            "--out",
+            png.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("attention_map kernel on Emulated CUDA device")
+            && text.contains("64 x 64 weights as 8 x 8 bins of 8 x 8 positions (means)"),
+        "{text}"
+    );
+    assert!(
+        png.is_file() && dir.join("map-keys.png").is_file(),
+        "{text}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn bench_runs_the_gpu_timing_loop() {
     if skip(true) {
         return;

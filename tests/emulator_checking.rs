@@ -778,6 +778,42 @@ fn merge_job(schedule: Schedule) -> (Job, KernelLaunch) {
     (job, launch)
 }
 
+/// The attention-map kernel on the sanitizer builds: 40 query rows (every warp of the first block busy)
+/// of 2 heads sharing one key/value head over 70 keys (three key tiles), causal, bins of 7 x 9 averaged
+/// over the heads (atomics from every block into the same bins); lse random, map and profile zeroed.
+fn map_job(schedule: Schedule) -> (Job, KernelLaunch, AttentionShape) {
+    use cuda_attention::attention_map::{map_launch, map_params, BinReduce, MapHeads, MapSpec};
+    let shape = AttentionShape::new(1, 40, 2, 40)
+        .with_seq_k(70)
+        .with_heads_kv(1);
+    let problem = AttentionProblem::new(shape).with_causal(true);
+    let layout = MapSpec::new(7, 9)
+        .with_heads(MapHeads::Mean)
+        .with_reduce(BinReduce::Mean)
+        .layout(&problem)
+        .unwrap();
+    let launch = map_launch(&shape, DType::Bf16).unwrap();
+    let job = Job::new(&map_params(&problem, &layout), DType::Bf16)
+        .input("q", problem.required_len(Tensor::Q).unwrap(), DType::Bf16)
+        .input("k", problem.required_len(Tensor::K).unwrap(), DType::Bf16)
+        .input("lse", shape.lse_elements().unwrap(), DType::F32)
+        .values("map_values", 4, &vec![0; layout.values])
+        .values("map_key_profile", 4, &vec![0; layout.profile])
+        .schedule(schedule)
+        .threads(2)
+        .launch(&launch);
+    (job, launch, shape)
+}
+
+#[test]
+fn attention_map_kernel_runs_clean_under_both_sanitizers() {
+    for sanitizer in [Sanitizer::Thread, Sanitizer::Address] {
+        let run = checker(sanitizer).run(&map_job(Schedule::Random { seed: 4 }).0);
+        run.clean_nan_outputs()
+            .unwrap_or_else(|| panic!("attention map under {sanitizer:?}:\n{}", run.describe()));
+    }
+}
+
 /// The split flash kernel, the combine, the merge of two states and block-sparse flash on the sanitizer
 /// builds: no race, no access outside a buffer, every output written.
 #[test]
@@ -886,6 +922,10 @@ fn every_kernel_geometry_is_checked_with_every_warp_busy() {
         &AttentionShape::new(1, 5, 4, 40).with_seq_k(2),
     ) {
         busy.push(geometry(spec(merge.name)));
+    }
+    let (_, map, map_shape) = map_job(Schedule::RoundRobin);
+    if every_warp_busy(spec(map.name), &map_shape) {
+        busy.push(geometry(spec(map.name)));
     }
     let (_, append) = append_job();
     let append_shape = AttentionShape::new(1, 5, 2, 40); // 5 rows x 2 heads x 40

@@ -299,6 +299,80 @@ fn convenient_forward_matches_forward_into_bit_for_bit() {
     assert!(error.max_abs <= allowed, "{error}");
 }
 
+/// Engine::attention_map (flash forward + map kernel on device buffers) against the CPU backend's map,
+/// which tests/attention_map.rs holds to the pooled f64 reference weights.
+#[test]
+fn attention_map_on_the_device_matches_the_cpu_backend() {
+    use cuda_attention::attention_map::{BinReduce, MapHeads, MapSpec};
+    use cuda_attention::cpu::CpuBackend;
+    let Some(engine) = engine() else { return };
+    let shape = AttentionShape::new(2, 45, 4, 64)
+        .with_seq_k(70)
+        .with_heads_kv(2);
+    let problems = [
+        (
+            AttentionProblem::new(shape).with_causal(true),
+            MapSpec::new(4, 9),
+        ),
+        (
+            AttentionProblem::new(shape)
+                .with_window(Some(20), Some(3))
+                .with_alibi_slopes(vec![0.5f32, 0.25, 0.125, 0.0625])
+                .with_sinks(vec![0.0f32, 1.0, -1.0, 2.0]),
+            MapSpec::new(10, 7)
+                .with_heads(MapHeads::Mean)
+                .with_reduce(BinReduce::Mean),
+        ),
+    ];
+    for (index, (problem, spec)) in problems.iter().enumerate() {
+        let mut rng = StdRng::seed_from_u64(40 + index as u64);
+        let input = |tensor, rng: &mut StdRng| {
+            common::random::<bf16>(rng, problem.required_len(tensor).unwrap(), 1.0)
+        };
+        let (q, k, v) = (
+            input(Tensor::Q, &mut rng),
+            input(Tensor::K, &mut rng),
+            input(Tensor::V, &mut rng),
+        );
+        let stream = engine.default_stream();
+        let (d_q, d_k, d_v) = (
+            stream.clone_htod(&q).unwrap(),
+            stream.clone_htod(&k).unwrap(),
+            stream.clone_htod(&v).unwrap(),
+        );
+        let map = engine
+            .attention_map(problem, spec, &d_q, &d_k, &d_v)
+            .unwrap();
+        let values = stream.clone_dtoh(&map.values).unwrap();
+        let profile = stream.clone_dtoh(&map.key_profile).unwrap();
+        let cpu = CpuBackend::new();
+        let expected = cpu.attention_map(problem, spec, &q, &k, &v).unwrap();
+        for (what, actual, expected, terms) in [
+            (
+                "map",
+                &values,
+                &expected.values,
+                spec.bin_q * spec.bin_k * 4,
+            ),
+            (
+                "key profile",
+                &profile,
+                &expected.key_profile,
+                problem.shape.seq_q,
+            ),
+        ] {
+            assert_eq!(actual.len(), expected.len(), "case {index}: {what} length");
+            for (at, (&a, &e)) in actual.iter().zip(expected).enumerate() {
+                let allowed = 4.0 * (terms as f32 + 8.0) * f32::EPSILON * (1.0 + e.abs());
+                assert!(
+                    (a - e).abs() <= allowed,
+                    "case {index}: {what}[{at}] = {a}, the CPU backend's {e} (allowed {allowed:.3e})"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn engine_is_shared_across_threads_with_one_stream_each() {
     let Some(engine) = engine() else { return };

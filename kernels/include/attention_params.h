@@ -59,6 +59,10 @@
  * element-level masks; i and j count from the sequence's first query and key. block_q and block_k are
  * multiples of 64. The kernels clamp offsets into [0, block_nnz] and skip rows past block_rows.
  *
+ * Attention maps (attention_map_* kernels): the weights exp(S - lse) of every (row, key), with lse from a
+ * forward pass, summed (or averaged) over bins of map_bin_q x map_bin_k positions into map_values and over
+ * the rows into map_key_profile, without the seq_q x seq_k matrix (dense batches only).
+ *
  * Sinks (sinks not NULL): the f32 logit sinks[h], in natural units of the scaled scores (not scaled, not
  * soft-capped, no ALiBi), joins every row's softmax denominator and contributes no value.
  *
@@ -108,6 +112,12 @@ typedef struct AttentionParams {
     const void *state_b;
     const float *lse_a;
     const float *lse_b;
+
+    /* Attention maps (attention_map.cu): the pooled weights map_values [batch, heads_q or 1, map_bins_q,
+     * map_bins_k] and the key profile map_key_profile [batch, heads_q, seq_k], f32, contiguous, both
+     * accumulated with atomicAdd (zeroed by the host first); NULL for every other kernel. */
+    float *map_values;
+    float *map_key_profile;
 
     int64_t q_batch_stride;
     int64_t q_seq_stride;
@@ -160,6 +170,16 @@ typedef struct AttentionParams {
     /* Sliding window bounds around the diagonal; -1: unbounded on that side. */
     int32_t window_left;
     int32_t window_right;
+
+    /* Attention maps (see map_values): query and key positions per bin, bins per axis
+     * (ceil(seq / bin)); map_mean_heads non-zero: one map, the mean over the query heads (else one per
+     * head); map_mean_bins non-zero: each bin holds the mean of its positions' weights (else the sum). */
+    int32_t map_bin_q;
+    int32_t map_bin_k;
+    int32_t map_bins_q;
+    int32_t map_bins_k;
+    int32_t map_mean_heads;
+    int32_t map_mean_bins;
     /* Softmax scale applied to Q K^T, and the same times log2(e) for exp2-based kernels. */
     float scale;
     float scale_log2;

@@ -23,6 +23,7 @@ use std::str::FromStr;
 use cudarc::driver::{DevicePtr, DevicePtrMut};
 
 use super::{reject, CliResult};
+use crate::attention_map::{HostAttentionMap, MapSpec};
 use crate::binding::Tensors;
 use crate::cpu::CpuBackend;
 use crate::emulator::{Emulator, Schedule};
@@ -354,6 +355,86 @@ impl Backend {
             plan,
             output: HostOutput { out, lse, weights },
         })
+    }
+}
+
+impl Backend {
+    /// The attention map of `problem` ([`crate::attention_map`]) on this backend, from host slices:
+    /// (what ran where, the map on the host). On the GPU q, k and v are uploaded first and the map and
+    /// profile read back.
+    ///
+    /// # Errors
+    /// The backend's `attention_map` errors; device memory for the inputs; driver errors.
+    pub fn attention_map<T: Element>(
+        &self,
+        problem: &AttentionProblem,
+        spec: &MapSpec,
+        q: &[T],
+        k: &[T],
+        v: &[T],
+    ) -> Result<(String, HostAttentionMap)> {
+        match self {
+            Backend::Gpu(engine) => {
+                let layout = spec.layout(problem)?;
+                let needed = bytes_of::<T>("q, k and v", q.len() + k.len() + v.len())?;
+                let (free, _) = engine
+                    .context()
+                    .mem_get_info()
+                    .context("reading free device memory")?;
+                if needed > free {
+                    return Err(AttentionError::OutOfMemory {
+                        memory: Memory::Device,
+                        what: "q, k and v",
+                        needed,
+                        free,
+                    });
+                }
+                let stream = engine.default_stream();
+                let q = stream.clone_htod(q).context("uploading q")?;
+                let k = stream.clone_htod(k).context("uploading k")?;
+                let v = stream.clone_htod(v).context("uploading v")?;
+                let map = engine.attention_map(problem, spec, &q, &k, &v)?;
+                let mut values = stream
+                    .clone_dtoh(&map.values)
+                    .context("reading the attention map back")?;
+                let mut key_profile = stream
+                    .clone_dtoh(&map.key_profile)
+                    .context("reading the key profile back")?;
+                stream
+                    .synchronize()
+                    .context("waiting for the map kernel and the downloads")?;
+                values.truncate(layout.values);
+                key_profile.truncate(layout.profile);
+                let label = format!(
+                    "forward with lse + attention_map kernel on {}",
+                    engine.device().name
+                );
+                Ok((
+                    label,
+                    HostAttentionMap {
+                        values,
+                        key_profile,
+                        batch: map.batch,
+                        heads: map.heads,
+                        bins_q: map.bins_q,
+                        bins_k: map.bins_k,
+                        bin_q: map.bin_q,
+                        bin_k: map.bin_k,
+                    },
+                ))
+            }
+            Backend::Emulator(emulator) => Ok((
+                format!("attention_map kernel on the {}", emulator.description()),
+                emulator.attention_map(problem, spec, q, k, v)?,
+            )),
+            Backend::Cpu { fallback } => Ok((
+                match fallback {
+                    None => "cpu backend".to_string(),
+                    Some(why) => format!("cpu backend (no GPU used: {why})"),
+                },
+                CpuBackend.attention_map(problem, spec, q, k, v)?,
+            )),
+        }
     }
 }
 

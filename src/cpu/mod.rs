@@ -37,6 +37,7 @@
 //! The logsumexp is `[batch, heads_q, seq_q]` and the weights `[batch, heads_q, seq_q, seq_k]`, both
 //! contiguous f32.
 
+mod attention_map;
 pub mod backend;
 pub mod compare;
 pub mod ragged;

@@ -23,6 +23,7 @@
 //! assert!(out.lse.unwrap().iter().all(|x| x.is_finite()));
 //! ```
 
+mod attention_map;
 mod forward;
 
 use std::ffi::{CStr, CString};

@@ -10,6 +10,7 @@ use cudarc::nvrtc::Ptx;
 use super::build_info::{FATBIN, KERNELS_BUILT};
 use super::driver::{open_context, DeviceInfo};
 use super::kernels::LoadedKernels;
+use crate::attention_map::{map_launch, map_params, AttentionMap, MapSpec};
 use crate::binding::{
     bind, bind_append, check_inputs, check_plan, AttentionOutput, KvAppend, Region, Regions,
     Tensors,
@@ -40,6 +41,9 @@ pub type DeviceTensors<'a, T> = Tensors<
 /// Caller-owned device buffers of [`Engine::append_kv_into`].
 pub type DeviceKvAppend<'a, T> =
     KvAppend<&'a dyn DevicePtr<T>, &'a mut dyn DevicePtrMut<T>, &'a dyn DevicePtr<i64>>;
+
+/// An attention map of [`Engine::attention_map`], in device memory.
+pub type DeviceAttentionMap = AttentionMap<CudaSlice<f32>>;
 
 /// One CUDA device with the crate's kernels loaded. `Send + Sync`: share one engine across threads, each
 /// launching on its own stream with [`Engine::forward_into`].
@@ -206,23 +210,7 @@ impl Engine {
             .map(|sinks| stream.clone_htod(sinks.as_ref()))
             .transpose()
             .context("uploading the sinks")?;
-        // The block mask's lists (an empty list uploads one unread entry: no zero-length allocation).
-        let block_mask = problem
-            .block_mask
-            .as_ref()
-            .map(|mask| -> std::result::Result<_, DriverError> {
-                let indices: &[i32] = if mask.nnz() == 0 {
-                    &[0]
-                } else {
-                    mask.col_indices()
-                };
-                Ok((
-                    stream.clone_htod(mask.row_offsets())?,
-                    stream.clone_htod(indices)?,
-                ))
-            })
-            .transpose()
-            .context("uploading the block mask")?;
+        let block_mask = upload_block_mask(stream, problem)?;
         let mut tensors: DeviceTensors<'_, T> = Tensors::new(q, k, v, &mut out);
         tensors.lse = lse.as_mut().map(|b| b as &mut dyn DevicePtrMut<f32>);
         tensors.weights = weights.as_mut().map(|b| b as &mut dyn DevicePtrMut<f32>);
@@ -472,6 +460,132 @@ impl Engine {
         self.kernels
             .launch(stream, std::slice::from_ref(&launch), &params)
     }
+}
+
+impl Engine {
+    /// The attention map of `problem` described by `spec` ([`crate::attention_map`]), on the engine's
+    /// stream: [`Engine::forward`] with the logsumexp (the plan's kernel, flash where it serves the
+    /// problem), then the map kernel over the same q and k. Returns without waiting for the GPU; the
+    /// forward's output is freed on the stream. Buffers of zero elements (`seq_k = 0`) get one.
+    ///
+    /// # Errors
+    /// Those of [`MapSpec::layout`], short inputs ([`AttentionError::BufferTooSmall`]), the map and
+    /// profile exceeding free device memory ([`AttentionError::OutOfMemory`]), no map kernel for `T`,
+    /// those of [`Engine::forward`], a driver error from the launch.
+    pub fn attention_map<T: Element>(
+        &self,
+        problem: &AttentionProblem,
+        spec: &MapSpec,
+        q: &CudaSlice<T>,
+        k: &CudaSlice<T>,
+        v: &CudaSlice<T>,
+    ) -> Result<DeviceAttentionMap> {
+        let layout = spec.layout(problem)?;
+        check_inputs(problem, q.len(), k.len(), v.len())?;
+        let launch = map_launch(&problem.shape, T::DTYPE)?;
+        let forward = self.forward(problem, ForwardOptions::default().with_lse(true), q, k, v)?;
+        let lse = forward.lse.ok_or_else(|| {
+            AttentionError::InvalidArgument("the forward pass returned no lse".into())
+        })?;
+        drop(forward.out);
+        let needed = layout
+            .values
+            .checked_add(layout.profile)
+            .and_then(|n| n.checked_add(2))
+            .and_then(|n| n.checked_mul(4))
+            .ok_or_else(|| AttentionError::SizeOverflow {
+                what: "attention map in device memory",
+                detail: format!(
+                    "{} values and {} profile entries",
+                    layout.values, layout.profile
+                ),
+            })?;
+        let (free, _total) = self
+            .ctx
+            .mem_get_info()
+            .context("reading free device memory")?;
+        if needed > free {
+            return Err(AttentionError::OutOfMemory {
+                memory: Memory::Device,
+                what: "attention map values and key profile",
+                needed,
+                free,
+            });
+        }
+        let stream = &self.stream;
+        // Zeroed: the kernel only adds.
+        let mut values = stream
+            .alloc_zeros::<f32>(layout.values.max(1))
+            .context("allocating the attention map")?;
+        let mut key_profile = stream
+            .alloc_zeros::<f32>(layout.profile.max(1))
+            .context("allocating the key profile")?;
+        let alibi_slopes = problem
+            .alibi_slopes
+            .as_ref()
+            .map(|slopes| stream.clone_htod(slopes.as_ref()))
+            .transpose()
+            .context("uploading the ALiBi slopes")?;
+        let block_mask = upload_block_mask(stream, problem)?;
+        {
+            let (q_ptr, _q_guard) = q.device_ptr(stream);
+            let (k_ptr, _k_guard) = k.device_ptr(stream);
+            let (lse_ptr, _lse_guard) = lse.device_ptr(stream);
+            let (slopes_ptr, _slopes_guard) =
+                alibi_slopes.as_ref().map(|b| b.device_ptr(stream)).unzip();
+            let (values_ptr, _values_guard) = values.device_ptr_mut(stream);
+            let (profile_ptr, _profile_guard) = key_profile.device_ptr_mut(stream);
+            let (offsets_ptr, _offsets_guard) = block_mask
+                .as_ref()
+                .map(|(o, _)| o.device_ptr(stream))
+                .unzip();
+            let (indices_ptr, _indices_guard) = block_mask
+                .as_ref()
+                .map(|(_, i)| i.device_ptr(stream))
+                .unzip();
+            let params = crate::sys::AttentionParams {
+                block_row_offsets: offsets_ptr.unwrap_or(0) as *const i32,
+                block_col_indices: indices_ptr.unwrap_or(0) as *const i32,
+                q: q_ptr as *const std::ffi::c_void,
+                k: k_ptr as *const std::ffi::c_void,
+                lse: lse_ptr as *mut f32,
+                alibi_slopes: slopes_ptr.unwrap_or(0) as *const f32,
+                map_values: values_ptr as *mut f32,
+                map_key_profile: profile_ptr as *mut f32,
+                ..map_params(problem, &layout)
+            };
+            // q and k reach what the validated problem addresses (check_inputs), lse is the forward's
+            // [batch, heads_q, seq_q], the slopes the problem's [heads_q], values and profile the
+            // layout's sizes: the kernel stays inside them.
+            self.kernels
+                .launch(stream, std::slice::from_ref(&launch), &params)?;
+        }
+        Ok(layout.output(values, key_profile))
+    }
+}
+
+/// The problem's block-sparse mask lists on the device (row offsets, key blocks), or `None` without a
+/// mask; an empty key-block list uploads one unread entry (the driver refuses 0-byte allocations).
+fn upload_block_mask(
+    stream: &Arc<CudaStream>,
+    problem: &AttentionProblem,
+) -> Result<Option<(CudaSlice<i32>, CudaSlice<i32>)>> {
+    problem
+        .block_mask
+        .as_ref()
+        .map(|mask| -> std::result::Result<_, DriverError> {
+            let indices: &[i32] = if mask.nnz() == 0 {
+                &[0]
+            } else {
+                mask.col_indices()
+            };
+            Ok((
+                stream.clone_htod(mask.row_offsets())?,
+                stream.clone_htod(indices)?,
+            ))
+        })
+        .transpose()
+        .context("uploading the block mask")
 }
 
 /// `stream.alloc(len)`, except that a zero-length buffer (the weights when seq_k = 0) still gets storage

@@ -7,4 +7,6 @@ mod kernels;
 pub mod resources;
 
 pub use driver::{device_count, device_info, driver_present, DeviceInfo};
-pub use engine::{DeviceKvAppend, DeviceMergeTensors, DeviceOutput, DeviceTensors, Engine};
+pub use engine::{
+    DeviceAttentionMap, DeviceKvAppend, DeviceMergeTensors, DeviceOutput, DeviceTensors, Engine,
+};

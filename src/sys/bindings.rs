@@ -11,6 +11,7 @@ pub const KERNEL_FAMILY_FLASH_VARLEN: u32 = 5;
 pub const KERNEL_FAMILY_APPEND_KV: u32 = 6;
 pub const KERNEL_FAMILY_COMBINE: u32 = 7;
 pub const KERNEL_FAMILY_MERGE_STATES: u32 = 8;
+pub const KERNEL_FAMILY_ATTENTION_MAP: u32 = 9;
 pub const KERNEL_DTYPE_NONE: u32 = 0;
 pub const KERNEL_DTYPE_F32: u32 = 1;
 pub const KERNEL_DTYPE_F16: u32 = 2;
@@ -56,6 +57,8 @@ pub struct AttentionParams {
     pub state_b: *const ::std::os::raw::c_void,
     pub lse_a: *const f32,
     pub lse_b: *const f32,
+    pub map_values: *mut f32,
+    pub map_key_profile: *mut f32,
     pub q_batch_stride: i64,
     pub q_seq_stride: i64,
     pub q_head_stride: i64,
@@ -99,13 +102,19 @@ pub struct AttentionParams {
     pub causal: i32,
     pub window_left: i32,
     pub window_right: i32,
+    pub map_bin_q: i32,
+    pub map_bin_k: i32,
+    pub map_bins_q: i32,
+    pub map_bins_k: i32,
+    pub map_mean_heads: i32,
+    pub map_mean_bins: i32,
     pub scale: f32,
     pub scale_log2: f32,
     pub softcap: f32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of AttentionParams"][::std::mem::size_of::<AttentionParams>() - 472usize];
+    ["Size of AttentionParams"][::std::mem::size_of::<AttentionParams>() - 512usize];
     ["Alignment of AttentionParams"][::std::mem::align_of::<AttentionParams>() - 8usize];
     [
         "Offset of field: AttentionParams::q",
@@ -183,143 +192,167 @@ const _: () = {
         "Offset of field: AttentionParams::lse_b",
     ][::std::mem::offset_of!(AttentionParams, lse_b) - 192usize];
     [
+        "Offset of field: AttentionParams::map_values",
+    ][::std::mem::offset_of!(AttentionParams, map_values) - 200usize];
+    [
+        "Offset of field: AttentionParams::map_key_profile",
+    ][::std::mem::offset_of!(AttentionParams, map_key_profile) - 208usize];
+    [
         "Offset of field: AttentionParams::q_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, q_batch_stride) - 200usize];
+    ][::std::mem::offset_of!(AttentionParams, q_batch_stride) - 216usize];
     [
         "Offset of field: AttentionParams::q_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, q_seq_stride) - 208usize];
+    ][::std::mem::offset_of!(AttentionParams, q_seq_stride) - 224usize];
     [
         "Offset of field: AttentionParams::q_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, q_head_stride) - 216usize];
+    ][::std::mem::offset_of!(AttentionParams, q_head_stride) - 232usize];
     [
         "Offset of field: AttentionParams::k_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, k_batch_stride) - 224usize];
+    ][::std::mem::offset_of!(AttentionParams, k_batch_stride) - 240usize];
     [
         "Offset of field: AttentionParams::k_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, k_seq_stride) - 232usize];
+    ][::std::mem::offset_of!(AttentionParams, k_seq_stride) - 248usize];
     [
         "Offset of field: AttentionParams::k_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, k_head_stride) - 240usize];
+    ][::std::mem::offset_of!(AttentionParams, k_head_stride) - 256usize];
     [
         "Offset of field: AttentionParams::v_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, v_batch_stride) - 248usize];
+    ][::std::mem::offset_of!(AttentionParams, v_batch_stride) - 264usize];
     [
         "Offset of field: AttentionParams::v_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, v_seq_stride) - 256usize];
+    ][::std::mem::offset_of!(AttentionParams, v_seq_stride) - 272usize];
     [
         "Offset of field: AttentionParams::v_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, v_head_stride) - 264usize];
+    ][::std::mem::offset_of!(AttentionParams, v_head_stride) - 280usize];
     [
         "Offset of field: AttentionParams::out_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, out_batch_stride) - 272usize];
+    ][::std::mem::offset_of!(AttentionParams, out_batch_stride) - 288usize];
     [
         "Offset of field: AttentionParams::out_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, out_seq_stride) - 280usize];
+    ][::std::mem::offset_of!(AttentionParams, out_seq_stride) - 296usize];
     [
         "Offset of field: AttentionParams::out_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, out_head_stride) - 288usize];
+    ][::std::mem::offset_of!(AttentionParams, out_head_stride) - 304usize];
     [
         "Offset of field: AttentionParams::lse_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, lse_batch_stride) - 296usize];
+    ][::std::mem::offset_of!(AttentionParams, lse_batch_stride) - 312usize];
     [
         "Offset of field: AttentionParams::lse_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, lse_head_stride) - 304usize];
+    ][::std::mem::offset_of!(AttentionParams, lse_head_stride) - 320usize];
     [
         "Offset of field: AttentionParams::block_table_stride",
-    ][::std::mem::offset_of!(AttentionParams, block_table_stride) - 312usize];
+    ][::std::mem::offset_of!(AttentionParams, block_table_stride) - 328usize];
     [
         "Offset of field: AttentionParams::new_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, new_seq_stride) - 320usize];
+    ][::std::mem::offset_of!(AttentionParams, new_seq_stride) - 336usize];
     [
         "Offset of field: AttentionParams::new_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, new_head_stride) - 328usize];
+    ][::std::mem::offset_of!(AttentionParams, new_head_stride) - 344usize];
     [
         "Offset of field: AttentionParams::state_row_stride",
-    ][::std::mem::offset_of!(AttentionParams, state_row_stride) - 336usize];
+    ][::std::mem::offset_of!(AttentionParams, state_row_stride) - 352usize];
     [
         "Offset of field: AttentionParams::state_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, state_head_stride) - 344usize];
+    ][::std::mem::offset_of!(AttentionParams, state_head_stride) - 360usize];
     [
         "Offset of field: AttentionParams::partial_rows",
-    ][::std::mem::offset_of!(AttentionParams, partial_rows) - 352usize];
+    ][::std::mem::offset_of!(AttentionParams, partial_rows) - 368usize];
     [
         "Offset of field: AttentionParams::partial_batch_rows",
-    ][::std::mem::offset_of!(AttentionParams, partial_batch_rows) - 360usize];
+    ][::std::mem::offset_of!(AttentionParams, partial_batch_rows) - 376usize];
     [
         "Offset of field: AttentionParams::batch",
-    ][::std::mem::offset_of!(AttentionParams, batch) - 368usize];
+    ][::std::mem::offset_of!(AttentionParams, batch) - 384usize];
     [
         "Offset of field: AttentionParams::seq_q",
-    ][::std::mem::offset_of!(AttentionParams, seq_q) - 372usize];
+    ][::std::mem::offset_of!(AttentionParams, seq_q) - 388usize];
     [
         "Offset of field: AttentionParams::seq_k",
-    ][::std::mem::offset_of!(AttentionParams, seq_k) - 376usize];
+    ][::std::mem::offset_of!(AttentionParams, seq_k) - 392usize];
     [
         "Offset of field: AttentionParams::heads_q",
-    ][::std::mem::offset_of!(AttentionParams, heads_q) - 380usize];
+    ][::std::mem::offset_of!(AttentionParams, heads_q) - 396usize];
     [
         "Offset of field: AttentionParams::heads_kv",
-    ][::std::mem::offset_of!(AttentionParams, heads_kv) - 384usize];
+    ][::std::mem::offset_of!(AttentionParams, heads_kv) - 400usize];
     [
         "Offset of field: AttentionParams::head_dim",
-    ][::std::mem::offset_of!(AttentionParams, head_dim) - 388usize];
+    ][::std::mem::offset_of!(AttentionParams, head_dim) - 404usize];
     [
         "Offset of field: AttentionParams::total_q",
-    ][::std::mem::offset_of!(AttentionParams, total_q) - 392usize];
+    ][::std::mem::offset_of!(AttentionParams, total_q) - 408usize];
     [
         "Offset of field: AttentionParams::total_k",
-    ][::std::mem::offset_of!(AttentionParams, total_k) - 396usize];
+    ][::std::mem::offset_of!(AttentionParams, total_k) - 412usize];
     [
         "Offset of field: AttentionParams::page_size",
-    ][::std::mem::offset_of!(AttentionParams, page_size) - 400usize];
+    ][::std::mem::offset_of!(AttentionParams, page_size) - 416usize];
     [
         "Offset of field: AttentionParams::num_pages",
-    ][::std::mem::offset_of!(AttentionParams, num_pages) - 404usize];
+    ][::std::mem::offset_of!(AttentionParams, num_pages) - 420usize];
     [
         "Offset of field: AttentionParams::pages_per_seq",
-    ][::std::mem::offset_of!(AttentionParams, pages_per_seq) - 408usize];
+    ][::std::mem::offset_of!(AttentionParams, pages_per_seq) - 424usize];
     [
         "Offset of field: AttentionParams::new_rows",
-    ][::std::mem::offset_of!(AttentionParams, new_rows) - 412usize];
+    ][::std::mem::offset_of!(AttentionParams, new_rows) - 428usize];
     [
         "Offset of field: AttentionParams::num_splits",
-    ][::std::mem::offset_of!(AttentionParams, num_splits) - 416usize];
+    ][::std::mem::offset_of!(AttentionParams, num_splits) - 432usize];
     [
         "Offset of field: AttentionParams::block_q",
-    ][::std::mem::offset_of!(AttentionParams, block_q) - 420usize];
+    ][::std::mem::offset_of!(AttentionParams, block_q) - 436usize];
     [
         "Offset of field: AttentionParams::block_k",
-    ][::std::mem::offset_of!(AttentionParams, block_k) - 424usize];
+    ][::std::mem::offset_of!(AttentionParams, block_k) - 440usize];
     [
         "Offset of field: AttentionParams::block_rows",
-    ][::std::mem::offset_of!(AttentionParams, block_rows) - 428usize];
+    ][::std::mem::offset_of!(AttentionParams, block_rows) - 444usize];
     [
         "Offset of field: AttentionParams::block_nnz",
-    ][::std::mem::offset_of!(AttentionParams, block_nnz) - 432usize];
+    ][::std::mem::offset_of!(AttentionParams, block_nnz) - 448usize];
     [
         "Offset of field: AttentionParams::heads_ratio",
-    ][::std::mem::offset_of!(AttentionParams, heads_ratio) - 436usize];
+    ][::std::mem::offset_of!(AttentionParams, heads_ratio) - 452usize];
     [
         "Offset of field: AttentionParams::packed_heads",
-    ][::std::mem::offset_of!(AttentionParams, packed_heads) - 440usize];
+    ][::std::mem::offset_of!(AttentionParams, packed_heads) - 456usize];
     [
         "Offset of field: AttentionParams::causal",
-    ][::std::mem::offset_of!(AttentionParams, causal) - 444usize];
+    ][::std::mem::offset_of!(AttentionParams, causal) - 460usize];
     [
         "Offset of field: AttentionParams::window_left",
-    ][::std::mem::offset_of!(AttentionParams, window_left) - 448usize];
+    ][::std::mem::offset_of!(AttentionParams, window_left) - 464usize];
     [
         "Offset of field: AttentionParams::window_right",
-    ][::std::mem::offset_of!(AttentionParams, window_right) - 452usize];
+    ][::std::mem::offset_of!(AttentionParams, window_right) - 468usize];
+    [
+        "Offset of field: AttentionParams::map_bin_q",
+    ][::std::mem::offset_of!(AttentionParams, map_bin_q) - 472usize];
+    [
+        "Offset of field: AttentionParams::map_bin_k",
+    ][::std::mem::offset_of!(AttentionParams, map_bin_k) - 476usize];
+    [
+        "Offset of field: AttentionParams::map_bins_q",
+    ][::std::mem::offset_of!(AttentionParams, map_bins_q) - 480usize];
+    [
+        "Offset of field: AttentionParams::map_bins_k",
+    ][::std::mem::offset_of!(AttentionParams, map_bins_k) - 484usize];
+    [
+        "Offset of field: AttentionParams::map_mean_heads",
+    ][::std::mem::offset_of!(AttentionParams, map_mean_heads) - 488usize];
+    [
+        "Offset of field: AttentionParams::map_mean_bins",
+    ][::std::mem::offset_of!(AttentionParams, map_mean_bins) - 492usize];
     [
         "Offset of field: AttentionParams::scale",
-    ][::std::mem::offset_of!(AttentionParams, scale) - 456usize];
+    ][::std::mem::offset_of!(AttentionParams, scale) - 496usize];
     [
         "Offset of field: AttentionParams::scale_log2",
-    ][::std::mem::offset_of!(AttentionParams, scale_log2) - 460usize];
+    ][::std::mem::offset_of!(AttentionParams, scale_log2) - 500usize];
     [
         "Offset of field: AttentionParams::softcap",
-    ][::std::mem::offset_of!(AttentionParams, softcap) - 464usize];
+    ][::std::mem::offset_of!(AttentionParams, softcap) - 504usize];
 };
 impl Default for AttentionParams {
     fn default() -> Self {

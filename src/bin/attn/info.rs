@@ -165,6 +165,7 @@ fn print_registry() {
             KernelFamily::AppendKv => "append K/V",
             KernelFamily::Combine => "split combine",
             KernelFamily::MergeStates => "merge states",
+            KernelFamily::AttentionMap => "attention map",
         };
         println!(
             "  {:<24} {:<13} {:<5} {:>9} {:>7} {:>9} {:>14} {:>6} {:>5}",

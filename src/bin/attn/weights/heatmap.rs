@@ -16,12 +16,14 @@ const MAX_TICKS: usize = 40;
 const MAX_LABEL: usize = 14;
 
 /// How a block of weights becomes one cell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pool {
     /// The largest weight of the block: sharp peaks stay visible.
     Max,
     /// The mean weight of the block: the mass of attention is kept.
     Mean,
+    /// The sum of the block's weights (the attention map's `--bin-sum`).
+    Sum,
 }
 
 /// A matrix pooled to at most `max_cells` cells per axis.
@@ -56,6 +58,7 @@ pub fn pool(matrix: &[f32], rows: usize, cols: usize, max_cells: usize, pool: Po
                     let count = row_range.len() * col_range.len();
                     block.sum::<f32>() / count as f32
                 }
+                Pool::Sum => block.sum::<f32>(),
             };
         }
     }
@@ -82,6 +85,7 @@ impl Pooled {
                 match self.pool {
                     Pool::Max => "max",
                     Pool::Mean => "mean",
+                    Pool::Sum => "sum",
                 }
             )
         }
@@ -213,6 +217,45 @@ pub fn write(
         root.present().map_err(text)
     };
     draw::write_png(path, (1150, 1000), draw).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Writes the key profile (the attention each key receives, summed over the queries) as a line plot at
+/// `path`: keys across, attention up.
+pub fn write_profile(profile: &[f32], title: &str, path: &Path) -> Result<(), String> {
+    draw::register_font();
+    let top = profile
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(0.0f32, f32::max)
+        .max(f32::MIN_POSITIVE);
+    let keys = profile.len().max(1) as f64;
+    let draw = |canvas: DrawingArea<BitMapBackend<'_>, Shift>| -> Result<(), String> {
+        canvas.fill(&WHITE).map_err(text)?;
+        let root = canvas.titled(title, ("sans-serif", 17)).map_err(text)?;
+        let mut chart = ChartBuilder::on(&root)
+            .margin(12)
+            .x_label_area_size(45)
+            .y_label_area_size(70)
+            .build_cartesian_2d(-0.5..keys - 0.5, 0.0..f64::from(top) * 1.05)
+            .map_err(text)?;
+        chart
+            .configure_mesh()
+            .x_desc("key")
+            .y_desc("attention received (sum over queries)")
+            .label_style(("sans-serif", 12))
+            .draw()
+            .map_err(text)?;
+        let points = profile
+            .iter()
+            .enumerate()
+            .map(|(j, &v)| (j as f64, f64::from(v)));
+        chart
+            .draw_series(LineSeries::new(points, BLUE.stroke_width(1)))
+            .map_err(text)?;
+        root.present().map_err(text)
+    };
+    draw::write_png(path, (1150, 500), draw).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! files; token labels from a text file (one per line) go on the axes.
 
 mod heatmap;
+mod map;
 mod npy;
 
 use std::path::{Path, PathBuf};
@@ -19,7 +20,6 @@ use cuda_attention::{AttentionProblem, AttentionShape, DType, Element, ForwardOp
 use half::{bf16, f16};
 
 use crate::masks::{self, MaskArgs};
-use heatmap::Pool;
 use npy::Values;
 
 #[derive(Args)]
@@ -70,9 +70,21 @@ pub struct WeightsArgs {
     /// Largest number of cells per axis; larger matrices are pooled in blocks.
     #[arg(long, default_value_t = 512)]
     max_cells: usize,
-    /// How a block becomes a cell.
-    #[arg(long, value_enum, default_value = "max")]
-    pool: Pool,
+    /// How a block becomes a cell: max or mean of the full weights (at most --max-cells per axis); or N,
+    /// the attention map with N bins per axis (at most 4096), computed from the forward's logsumexp and a
+    /// second pass over the scores without the seq_q x seq_k matrix, for any sequence length, plus a line
+    /// plot of the attention each key receives (--profile-out).
+    #[arg(long, default_value = "max", value_name = "max|mean|N", value_parser = map::parse_pool)]
+    pool: map::PoolChoice,
+    /// With --pool N: one map averaged over every query head (the default draws --head).
+    #[arg(long)]
+    heads_mean: bool,
+    /// With --pool N: each bin holds the sum of its weights (the default: their mean).
+    #[arg(long)]
+    bin_sum: bool,
+    /// With --pool N: where to write the key-profile plot (default: --out with `-keys` before `.png`).
+    #[arg(long, value_name = "FILE")]
+    profile_out: Option<PathBuf>,
     /// The PNG to write.
     #[arg(long, default_value = "attention.png")]
     out: PathBuf,
@@ -134,7 +146,14 @@ fn f32_rows(
     }
 }
 
-fn from_files(args: &WeightsArgs, q: &Path, k: &Path, v: &Path) -> CliResult<Selection> {
+/// q, k and v loaded from .npy files, their shapes checked against each other and the drawn entry.
+struct Loaded {
+    q: npy::Tensor,
+    k: npy::Tensor,
+    v: npy::Tensor,
+}
+
+fn load_files(args: &WeightsArgs, q: &Path, k: &Path, v: &Path) -> CliResult<Loaded> {
     let (q, k, v) = (npy::load(q)?, npy::load(k)?, npy::load(v)?);
     if q.batch != k.batch || k.batch != v.batch {
         return Err(reject(format!(
@@ -160,18 +179,24 @@ fn from_files(args: &WeightsArgs, q: &Path, k: &Path, v: &Path) -> CliResult<Sel
             args.batch_index, args.head, q.batch, q.heads
         )));
     }
-    let (b, h) = (args.batch_index, args.head);
+    Ok(Loaded { q, k, v })
+}
+
+/// Query head `h` of batch entry `--batch-index` of loaded files, with its key/value head.
+fn select_head(args: &WeightsArgs, loaded: &Loaded, h: usize) -> CliResult<Selection> {
+    let Loaded { q, k, v } = loaded;
+    let b = args.batch_index;
     let kv_head = h / (q.heads / k.heads);
     let slices = match (&q.values, &k.values, &v.values) {
         (Values::F16(qv), Values::F16(kv), Values::F16(vv)) => Slices::F16([
-            head_rows("q rows", qv, |x| x, &q, b, h)?,
-            head_rows("k rows", kv, |x| x, &k, b, kv_head)?,
-            head_rows("v rows", vv, |x| x, &v, b, kv_head)?,
+            head_rows("q rows", qv, |x| x, q, b, h)?,
+            head_rows("k rows", kv, |x| x, k, b, kv_head)?,
+            head_rows("v rows", vv, |x| x, v, b, kv_head)?,
         ]),
         _ => Slices::F32([
-            f32_rows("q rows", &q, b, h)?,
-            f32_rows("k rows", &k, b, kv_head)?,
-            f32_rows("v rows", &v, b, kv_head)?,
+            f32_rows("q rows", q, b, h)?,
+            f32_rows("k rows", k, b, kv_head)?,
+            f32_rows("v rows", v, b, kv_head)?,
         ]),
     };
     Ok(Selection {
@@ -185,9 +210,18 @@ fn from_files(args: &WeightsArgs, q: &Path, k: &Path, v: &Path) -> CliResult<Sel
     })
 }
 
+fn from_files(args: &WeightsArgs, q: &Path, k: &Path, v: &Path) -> CliResult<Selection> {
+    select_head(args, &load_files(args, q, k, v)?, args.head)
+}
+
 fn random(args: &WeightsArgs) -> CliResult<Selection> {
+    random_head(args, args.head)
+}
+
+/// Random q, k and v of query head `head` (its own key/value head) of batch entry `--batch-index`.
+fn random_head(args: &WeightsArgs, head: usize) -> CliResult<Selection> {
     // Only the drawn (batch, head) is generated: its seed depends on both.
-    let seed = args.seed ^ ((args.batch_index as u64) << 32 | args.head as u64);
+    let seed = args.seed ^ ((args.batch_index as u64) << 32 | head as u64);
     let len = args.seq * args.head_dim;
     fn three<T: Element>(len: usize, seed: u64) -> CliResult<[Aligned<T>; 3]> {
         Ok([
@@ -205,7 +239,7 @@ fn random(args: &WeightsArgs) -> CliResult<Selection> {
         seq_q: args.seq,
         seq_k: args.seq,
         head_dim: args.head_dim,
-        kv_head: args.head,
+        kv_head: head,
         heads: args.heads,
         slices,
         source: format!("random inputs, seed {}", args.seed),
@@ -290,6 +324,21 @@ fn labels(path: Option<&Path>, seq_q: usize, seq_k: usize) -> CliResult<Labels> 
 }
 
 pub fn run(args: &WeightsArgs) -> CliResult<ExitCode> {
+    let pool = match args.pool {
+        map::PoolChoice::Bins(bins) => return map::run(args, bins),
+        map::PoolChoice::Block(pool) => pool,
+    };
+    for (flag, given) in [
+        ("--heads-mean", args.heads_mean),
+        ("--bin-sum", args.bin_sum),
+        ("--profile-out", args.profile_out.is_some()),
+    ] {
+        if given {
+            return Err(reject(format!(
+                "{flag} belongs to the attention map: add --pool N (N bins per axis)"
+            )));
+        }
+    }
     // Everything that can be refused is refused before any work: the output path, the runner, the
     // shape, the memory, the token labels.
     prepare_file("--out", &args.out)?;
@@ -335,7 +384,7 @@ pub fn run(args: &WeightsArgs) -> CliResult<ExitCode> {
             (on, w, "bf16")
         }
     };
-    let pooled = heatmap::pool(&weights, seq_q, seq_k, args.max_cells, args.pool);
+    let pooled = heatmap::pool(&weights, seq_q, seq_k, args.max_cells, pool);
     let title = format!(
         "attention weights, batch {} head {} (kv head {}), {seq_q} x {seq_k}{}, {dtype}: {}",
         args.batch_index,
