@@ -86,6 +86,26 @@ impl Engine {
         &self.info
     }
 
+    /// Checks that `needed` bytes fit in the device memory free now.
+    ///
+    /// # Errors
+    /// [`AttentionError::OutOfMemory`] with the numbers, naming `what`.
+    fn check_device_budget(&self, what: &'static str, needed: usize) -> Result<()> {
+        let (free, _total) = self
+            .ctx
+            .mem_get_info()
+            .context("reading free device memory")?;
+        if needed > free {
+            return Err(AttentionError::OutOfMemory {
+                memory: Memory::Device,
+                what,
+                needed,
+                free,
+            });
+        }
+        Ok(())
+    }
+
     /// The CUDA context (to create streams and buffers for [`Engine::forward_into`]).
     pub fn context(&self) -> &Arc<CudaContext> {
         &self.ctx
@@ -160,18 +180,7 @@ impl Engine {
                 plan.workspace_bytes()
             ),
         })?;
-        let (free, _total) = self
-            .ctx
-            .mem_get_info()
-            .context("reading free device memory")?;
-        if needed > free {
-            return Err(AttentionError::OutOfMemory {
-                memory: Memory::Device,
-                what: "attention outputs and workspace",
-                needed,
-                free,
-            });
-        }
+        self.check_device_budget("attention outputs and workspace", needed)?;
 
         let stream = &self.stream;
         // The output is zeroed: strided layouts leave gaps the kernels never write, which the caller may
@@ -500,18 +509,7 @@ impl Engine {
                     layout.values, layout.profile
                 ),
             })?;
-        let (free, _total) = self
-            .ctx
-            .mem_get_info()
-            .context("reading free device memory")?;
-        if needed > free {
-            return Err(AttentionError::OutOfMemory {
-                memory: Memory::Device,
-                what: "attention map values and key profile",
-                needed,
-                free,
-            });
-        }
+        self.check_device_budget("attention map values and key profile", needed)?;
         let stream = &self.stream;
         // Zeroed: the kernel only adds.
         let mut values = stream
