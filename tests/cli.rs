@@ -441,6 +441,73 @@ fn check_takes_the_window_soft_cap_alibi_and_scale() {
 }
 
 #[test]
+fn sparse_patterns_run_in_check_and_weights_and_bad_ones_are_refused() {
+    for kernel in ["cpu", "emulator-flash"] {
+        let (ok, text) = attn(&[
+            "check",
+            "--kernel",
+            kernel,
+            "--batch",
+            "1",
+            "--seq-q",
+            "200",
+            "--heads",
+            "2",
+            "--head-dim",
+            "64",
+            "--causal",
+            "--sparse",
+            "bigbird:random=1,seed=3",
+        ]);
+        assert!(ok, "{text}");
+        assert!(
+            text.contains("causal block-sparse 64x64")
+                && text.contains("PASS")
+                && !text.contains("FAIL"),
+            "{text}"
+        );
+    }
+    let out = std::env::temp_dir().join(format!("attn-sparse-map-{}.png", std::process::id()));
+    let out_text = out.to_str().unwrap();
+    let (ok, text) = attn(&[
+        "weights",
+        "--kernel",
+        "cpu",
+        "--seq",
+        "256",
+        "--pool",
+        "8",
+        "--sparse",
+        "longformer:window=64,global=0",
+        "--out",
+        out_text,
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("block-sparse 64x64"), "{text}");
+    assert!(std::fs::metadata(&out).is_ok_and(|m| m.len() > 0), "{text}");
+    let _ = std::fs::remove_file(&out);
+    let profile = out_text.replace(".png", "-keys.png");
+    let _ = std::fs::remove_file(profile);
+    assert_refused(
+        &["check", "--kernel", "cpu", "--sparse", "dense"],
+        "unknown sparse pattern 'dense'",
+        5.0,
+    );
+    assert_refused(
+        &["check", "--kernel", "cpu", "--sparse", "bigbird:block=48"],
+        "multiple of 64",
+        5.0,
+    );
+    assert_refused(
+        &[
+            "check", "--kernel", "cpu", "--seq-q", "64", "--seq-k", "128", "--sparse", "bigbird",
+        ],
+        "self-attention pattern",
+        5.0,
+    );
+}
+
+#[test]
 fn info_lists_every_kernel_of_the_registry() {
     let (ok, text) = attn(&["info"]);
     assert!(ok, "{text}");

@@ -19,6 +19,7 @@ pub mod bench;
 pub mod inputs;
 pub mod output;
 pub mod runner;
+pub mod sparse_spec;
 
 use std::fmt;
 

@@ -1,7 +1,8 @@
 //! The flags that shape the scores, shared by `attn check` and `attn weights`: the causal mask, the
-//! sliding window, the soft cap, ALiBi and the softmax scale.
+//! sliding window, a block-sparse pattern, the soft cap, ALiBi and the softmax scale.
 
 use clap::Args;
+use cuda_attention::cli::sparse_spec::SparseSpec;
 use cuda_attention::cli::{alibi_slopes, reject, CliResult};
 use cuda_attention::AttentionProblem;
 
@@ -25,6 +26,10 @@ pub struct MaskArgs {
     /// Softmax scale (default 1/sqrt(head_dim)); larger values sharpen the weights.
     #[arg(long, allow_negative_numbers = true)]
     pub scale: Option<f32>,
+    /// Block-sparse mask (self-attention): bigbird[:block=64,window=1,global=1,random=3,seed=0] or
+    /// longformer[:block=64,window=256,global=0+511] (window in blocks for bigbird, tokens for longformer).
+    #[arg(long, value_name = "SPEC")]
+    pub sparse: Option<SparseSpec>,
 }
 
 impl MaskArgs {
@@ -54,6 +59,18 @@ impl MaskArgs {
             problem = problem
                 .with_alibi_slopes(alibi_slopes(first_head, count, total_heads).map_err(reject)?);
         }
+        if let Some(spec) = &self.sparse {
+            let s = problem.shape;
+            if s.seq_q != s.seq_k {
+                return Err(reject(format!(
+                    "--sparse {} is a self-attention pattern: it needs seq_q == seq_k (got {} and {})",
+                    spec.name(),
+                    s.seq_q,
+                    s.seq_k
+                )));
+            }
+            problem = problem.with_block_mask(spec.build(s.seq_q).map_err(reject)?);
+        }
         Ok(problem)
     }
 }
@@ -75,6 +92,14 @@ pub fn describe(problem: &AttentionProblem) -> String {
     }
     if let Some(cap) = problem.softcap {
         words += &format!(" softcap {cap}");
+    }
+    if let Some(mask) = &problem.block_mask {
+        words += &format!(
+            " block-sparse {}x{} ({:.1}% of blocks)",
+            mask.block_q(),
+            mask.block_k(),
+            100.0 * mask.density()
+        );
     }
     if problem.alibi_slopes.is_some() {
         words += " alibi";

@@ -310,7 +310,11 @@ pub fn run(args: &WeightsArgs, bins: usize) -> CliResult<ExitCode> {
         masks::describe(&problem),
     );
     heatmap::write_profile(&profile, &profile_title, &profile_out)?;
-    println!("attention map: {ran_on}, {}", stacked.first.source);
+    println!(
+        "attention map: {ran_on}, {}; masks:{}",
+        stacked.first.source,
+        masks::describe(&problem)
+    );
     println!(
         "wrote {}: {seq_q} x {seq_k} weights as {} x {} bins of {} x {} positions ({})",
         args.out.display(),
