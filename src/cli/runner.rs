@@ -27,7 +27,7 @@ use crate::attention_map::{HostAttentionMap, MapSpec};
 use crate::binding::Tensors;
 use crate::cpu::CpuBackend;
 use crate::emulator::{Emulator, Schedule};
-use crate::error::{DriverContext, Memory};
+use crate::error::DriverContext;
 use crate::gpu::{driver_present, DeviceTensors};
 use crate::host_memory::{bytes_of, check_budget, vec_filled, HostWorkspace};
 use crate::{
@@ -377,18 +377,7 @@ impl Backend {
             Backend::Gpu(engine) => {
                 let layout = spec.layout(problem)?;
                 let needed = bytes_of::<T>("q, k and v", q.len() + k.len() + v.len())?;
-                let (free, _) = engine
-                    .context()
-                    .mem_get_info()
-                    .context("reading free device memory")?;
-                if needed > free {
-                    return Err(AttentionError::OutOfMemory {
-                        memory: Memory::Device,
-                        what: "q, k and v",
-                        needed,
-                        free,
-                    });
-                }
+                engine.check_device_budget("q, k and v", needed)?;
                 let stream = engine.default_stream();
                 let q = stream.clone_htod(q).context("uploading q")?;
                 let k = stream.clone_htod(k).context("uploading k")?;
@@ -475,18 +464,7 @@ fn run_on_gpu<T: Element>(
             plan.workspace_bytes(),
         ],
     )?;
-    let (free, _) = engine
-        .context()
-        .mem_get_info()
-        .context("reading free device memory")?;
-    if needed > free {
-        return Err(AttentionError::OutOfMemory {
-            memory: Memory::Device,
-            what: "inputs, outputs and workspace",
-            needed,
-            free,
-        });
-    }
+    engine.check_device_budget("inputs, outputs and workspace", needed)?;
     let stream = engine.default_stream();
     let q_device = stream.clone_htod(q).context("uploading q")?;
     let k_device = stream.clone_htod(k).context("uploading k")?;

@@ -86,11 +86,11 @@ impl Engine {
         &self.info
     }
 
-    /// Checks that `needed` bytes fit in the device memory free now.
+    /// Checks that `needed` bytes fit in the device memory free now (before allocating them).
     ///
     /// # Errors
     /// [`AttentionError::OutOfMemory`] with the numbers, naming `what`.
-    fn check_device_budget(&self, what: &'static str, needed: usize) -> Result<()> {
+    pub fn check_device_budget(&self, what: &'static str, needed: usize) -> Result<()> {
         let (free, _total) = self
             .ctx
             .mem_get_info()
