@@ -10,6 +10,8 @@
 #    attn bench --decode: decode steps (seq_q 1, 32/8 heads, d128, batch 1 to 64, contexts 1k to 128k),
 #    flash with and without split-KV, as bandwidth against a device copy timed in the same run, beside
 #    PyTorch SDPA's decode on the same shapes (torch_sdpa.py --decode);
+#    attn bench --sparse bigbird: each length dense and block-sparse (flash, d128, 8k to 64k), and a
+#    1M-token pooled attention map under the same mask (attn weights --pool 1024);
 #    with a packed baseline (gpu-pack.sh --baseline REF), its flash kernel on the same sweep too;
 # and a short summary table, printed last. Budget: under 10 minutes on one H100.
 #
@@ -18,7 +20,8 @@
 #   gpu-results.tar.gz   everything: summary.md, facts.log, one log per step, layout_probe.txt (the
 #                        layout probe test writes it to $GPU_OUT, which is gpu-results/; commit it as
 #                        tests/golden/layout_probe.txt), torch.json, torch-decode.json, bench/,
-#                        bench-varlen/, bench-decode/ and bench-baseline/ (results.json and plots)
+#                        bench-varlen/, bench-decode/, bench-sparse/ and bench-baseline/ (results.json
+#                        and plots), map-1m.png
 #   summary.md           the summary table, also inside the archive
 # The archive is re-packed before and after every step, and on TERM/INT/HUP, so a run stopped part way
 # (a step timing out, the device tool killing the suite at its limit) still leaves the results so far,
@@ -159,6 +162,13 @@ else
   echo "| torch-decode | PyTorch not importable | 0 |" >> "$table"
   step bench-decode 90 "$ATTN_BIN" bench "${decode[@]}" --max-seconds 75 --out "$res/bench-decode"
 fi
+
+# Block-sparse (issue 15): BigBird beside dense flash at long lengths (target: TFLOP/s on the computed
+# pairs >= 80% of dense), and a 1M-token attention map under the same mask (target: seconds).
+step bench-sparse 75 "$ATTN_BIN" bench --kernels flash --sparse bigbird --head-dims 128 \
+  --seqs 8192,32768,65536 --max-seconds 60 --out "$res/bench-sparse"
+step map-1m 60 "$ATTN_BIN" weights --seq 1048576 --heads 1 --head-dim 64 --dtype bf16 --pool 1024 \
+  --sparse bigbird --out "$res/map-1m.png"
 
 if [ -x "$here/baseline/attn" ]; then
   echo "baseline: $(cat "$here/baseline/COMMIT")" >> "$res/facts.log"

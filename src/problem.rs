@@ -501,6 +501,30 @@ impl AttentionProblem {
             .is_none_or(|mask| mask.allows(i, j))
     }
 
+    /// How many keys query row `i` sees ([`Self::visible`]): its key range, less the keys of the blocks
+    /// a block mask does not list; one pass over the row's block list, not over the keys.
+    pub fn visible_keys(&self, i: usize) -> usize {
+        let (begin, end) = self.key_range(i);
+        if begin >= end {
+            return 0;
+        }
+        let Some(mask) = &self.block_mask else {
+            return end - begin;
+        };
+        let block = i / mask.block_q();
+        if block >= mask.row_blocks() {
+            return 0;
+        }
+        mask.row(block)
+            .iter()
+            .map(|&c| {
+                let first = c as usize * mask.block_k();
+                let last = first + mask.block_k();
+                last.min(end).saturating_sub(first.max(begin))
+            })
+            .sum()
+    }
+
     /// The keys the element-level masks (causal, window) keep for query row `i`: `begin..end` (empty when
     /// `begin >= end`), a contiguous range; a block mask may drop keys inside it ([`Self::visible`]).
     pub fn key_range(&self, i: usize) -> (usize, usize) {

@@ -1173,3 +1173,61 @@ fn decode_flags_are_refused_before_any_work() {
         "nothing written"
     );
 }
+
+#[test]
+fn sparse_bench_times_each_shape_dense_and_under_the_block_mask() {
+    let out = scratch("sparse");
+    let (ok, stdout, all) = attn(&[
+        "bench",
+        "--cpu",
+        "--kernels",
+        "emulator-flash,cpu",
+        "--sparse",
+        "bigbird:random=1",
+        "--seqs",
+        "1024",
+        "--tokens",
+        "1024",
+        "--heads",
+        "1",
+        "--head-dims",
+        "64",
+        "--iters",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok, "{all}");
+    assert!(stdout.contains("speed-up"), "{stdout}");
+    let results = BenchResults::load(&out.join("results.json")).unwrap();
+    let spec = "bigbird:block=64,window=1,global=1,random=1,seed=0";
+    assert_eq!(results.settings.sparse.as_deref(), Some(spec));
+    assert_eq!(results.records.len(), 4);
+    for r in &results.records {
+        assert_eq!(r.status, Status::Ok, "{r:?}");
+        assert!(r.check.as_ref().unwrap().passed, "{r:?}");
+    }
+    let dense = |kernel: &str| {
+        results
+            .records
+            .iter()
+            .find(|r| r.kernel == kernel && r.mode == Mode::Dense)
+            .unwrap()
+    };
+    let sparse = |kernel: &str| {
+        results
+            .records
+            .iter()
+            .find(|r| r.kernel == kernel && r.mode == Mode::Sparse)
+            .unwrap()
+    };
+    for kernel in ["emulator-flash", "cpu"] {
+        let (d, s) = (dense(kernel), sparse(kernel));
+        assert_eq!(s.sparse.as_deref(), Some(spec));
+        // 16 key blocks per row: the window's 3, the global column and one random block, the global
+        // row whole.
+        let density = s.density.unwrap();
+        assert!((0.2..0.45).contains(&density), "{density}");
+        assert_eq!(s.flops, d.flops * density);
+    }
+}

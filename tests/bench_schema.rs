@@ -55,6 +55,8 @@ fn record(kernel: &str, seq: usize, status: Status, median: Option<f64>) -> Reco
         split_kv: None,
         splits: None,
         gqa_packing: None,
+        sparse: None,
+        density: None,
         bytes: None,
         bandwidth_gb_s: None,
         copy_fraction: None,
@@ -105,6 +107,7 @@ fn sample_results() -> BenchResults {
             max_seconds: Some(60.0),
             varlen: None,
             copy_bandwidth: Vec::new(),
+            sparse: None,
         },
         records: vec![
             record("naive", 512, Status::Ok, Some(2.0)),
@@ -273,6 +276,7 @@ fn sweeps_hold_tokens_and_hidden_constant() {
         max_seconds: None,
         varlen: None,
         decode: None,
+        sparse: None,
     };
     let cases = sweep.cases().unwrap();
     assert_eq!(cases.len(), 2 * 2 * 6);
@@ -316,6 +320,7 @@ fn small_sweep(seqs: &[usize]) -> Sweep {
         max_seconds: Some(10.0),
         varlen: None,
         decode: None,
+        sparse: None,
     }
 }
 
@@ -680,6 +685,7 @@ fn the_torch_script_plans_attn_benchs_gpu_sweeps_in_the_same_schema() {
             max_seconds: None,
             varlen: None,
             decode: None,
+            sparse: None,
         };
         let ours: Vec<Record> = sweep
             .cases()

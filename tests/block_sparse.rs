@@ -336,3 +336,32 @@ fn the_plan_names_the_mask_and_refuses_what_cannot_honour_it() {
         Err(AttentionError::InvalidArgument(m)) if m.contains("block mask covers 256 x 256")
     ));
 }
+
+#[test]
+fn visible_keys_counts_what_visible_sees() {
+    let mut rng = StdRng::seed_from_u64(41);
+    for (seq_q, seq_k, causal, window) in [
+        (300usize, 300usize, false, (None, None)),
+        (300, 300, true, (None, None)),
+        (200, 333, true, (Some(70), None)),
+        (333, 200, false, (Some(5), Some(90))),
+    ] {
+        let rows: Vec<Vec<usize>> = (0..seq_q.div_ceil(64))
+            .map(|_| {
+                (0..seq_k.div_ceil(64))
+                    .filter(|_| rng.random_bool(0.4))
+                    .collect()
+            })
+            .collect();
+        let mask = BlockMask::from_rows(64, 64, seq_q, seq_k, &rows).unwrap();
+        let problem = AttentionProblem::new(AttentionShape::new(1, seq_q, 1, 64).with_seq_k(seq_k))
+            .with_causal(causal)
+            .with_window(window.0, window.1);
+        let masked = problem.clone().with_block_mask(mask);
+        for i in 0..seq_q {
+            let count = |p: &AttentionProblem| (0..seq_k).filter(|&j| p.visible(i, j)).count();
+            assert_eq!(masked.visible_keys(i), count(&masked), "row {i}");
+            assert_eq!(problem.visible_keys(i), count(&problem), "row {i}");
+        }
+    }
+}

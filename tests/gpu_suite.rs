@@ -32,6 +32,11 @@ case "$1" in
     echo '{"stub": "results"}' > "$dir/results.json"
     echo 'not really a png' > "$dir/timings.png"
     echo "stub bench table: flash 1.00 ms" ;;
+  weights)
+    echo "stub weights args: $*"
+    png=""
+    while [ $# -gt 0 ]; do [ "$1" = --out ] && png="$2"; shift; done
+    echo 'not really a png' > "$png" ;;
 esac
 "#;
 
@@ -241,6 +246,11 @@ fn a_full_run_packs_everything_into_one_archive_and_prints_the_summary_last() {
         "bench-decode.log",
         "bench-decode/results.json",
         "bench-decode/timings.png",
+        "bench-sparse.log",
+        "bench-sparse/results.json",
+        "bench-sparse/timings.png",
+        "map-1m.log",
+        "map-1m.png",
         "bench-baseline.log",
         "bench-baseline/results.json",
         "bench-baseline/timings.png",
@@ -285,6 +295,20 @@ fn a_full_run_packs_everything_into_one_archive_and_prints_the_summary_last() {
             "--kernels flash --varlen uniform:1..4096 --paged 16,256 --causal both --out "
         ) && varlen.contains("stub bench table"),
         "{varlen}"
+    );
+    let sparse = fake.member("bench-sparse.log");
+    assert!(
+        sparse.contains(
+            "bench --kernels flash --sparse bigbird --head-dims 128 --seqs 8192,32768,65536 \
+             --max-seconds 60 --out "
+        ) && sparse.contains("stub bench table"),
+        "{sparse}"
+    );
+    assert!(
+        fake.member("map-1m.log")
+            .contains("weights --seq 1048576 --heads 1 --head-dim 64 --dtype bf16 --pool 1024"),
+        "{}",
+        fake.member("map-1m.log")
     );
     // The decode steps: PyTorch on the decode shapes, then attn on the same flags, compared with it.
     let decode_flags = "--decode --batches 1,16 --contexts 1024,8192,32768 --head-dims 128";

@@ -8,6 +8,7 @@
 //!
 //! Both are self-attention patterns: the problem needs `seq_q == seq_k`.
 
+use std::fmt;
 use std::str::FromStr;
 
 use crate::{BigBird, BlockMask, Result};
@@ -46,6 +47,32 @@ impl SparseSpec {
         match self {
             SparseSpec::BigBird { .. } => "bigbird",
             SparseSpec::Longformer { .. } => "longformer",
+        }
+    }
+}
+
+/// The spec with every option spelled out (`bigbird:block=64,window=1,global=1,random=3,seed=0`): what
+/// the benchmark records, and what parses back to the same spec.
+impl fmt::Display for SparseSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SparseSpec::BigBird { block, pattern } => write!(
+                f,
+                "bigbird:block={block},window={},global={},random={},seed={}",
+                pattern.window, pattern.global, pattern.random, pattern.seed
+            ),
+            SparseSpec::Longformer {
+                block,
+                window,
+                global,
+            } => {
+                write!(f, "longformer:block={block},window={window}")?;
+                if !global.is_empty() {
+                    let positions: Vec<String> = global.iter().map(usize::to_string).collect();
+                    write!(f, ",global={}", positions.join("+"))?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -165,6 +192,18 @@ mod tests {
             .parse::<SparseSpec>()
             .unwrap_err()
             .contains("joined by '+'"));
+        for text in [
+            "bigbird:block=128,window=2,global=0,random=5,seed=9",
+            "longformer:block=64,window=100,global=3+70",
+            "longformer:block=64,window=100",
+        ] {
+            let spec: SparseSpec = text.parse().unwrap();
+            assert_eq!(spec.to_string(), text);
+        }
+        assert_eq!(
+            "bigbird".parse::<SparseSpec>().unwrap().to_string(),
+            "bigbird:block=64,window=1,global=1,random=3,seed=0"
+        );
         let odd: SparseSpec = "bigbird:block=48".parse().unwrap();
         assert!(odd.build(256).is_err(), "48 is not a multiple of 64");
     }

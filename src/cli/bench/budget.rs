@@ -134,7 +134,7 @@ impl Budget {
             key,
             Launch {
                 shape: case.words(),
-                flops: case.flops(),
+                flops: case.work_flops(kernel),
                 seconds,
             },
         );
@@ -151,14 +151,14 @@ impl Budget {
     /// Predicted seconds of one launch of `kernel` on `case`, when the kernel has run in this dtype.
     pub fn predict(&self, kernel: Runner, case: &Case) -> Option<f64> {
         self.source(kernel, case)
-            .map(|launch| launch.seconds * case.flops() / launch.flops)
+            .map(|launch| launch.seconds * case.work_flops(kernel) / launch.flops)
     }
 
     /// Why `kernel` on `case` is skipped when `left` seconds are left, or `None` to run it.
     pub fn skip(&self, kernel: Runner, case: &Case, left: f64) -> Option<String> {
         let budget = self.seconds?;
         let launch = self.source(kernel, case)?;
-        let one = launch.seconds * case.flops() / launch.flops;
+        let one = launch.seconds * case.work_flops(kernel) / launch.flops;
         // The least a record does: the checking launch and one timed run.
         let least = 2.0 * one;
         if least <= left {

@@ -24,6 +24,13 @@
 //! written): a device-to-device copy, or on the host a memcpy (a host number, not a GPU one). `flops` is 4 * batch * heads * head_dim times the keys each
 //! query sees (all `context` of them; with the causal mask the i-th of `seq` queries sees
 //! `context - seq + 1 + i`). These fields are null in records of other modes and in older files.
+//!
+//! Block-sparse attention (`attn bench --sparse SPEC`, `settings.sparse`): each shape is timed twice, as
+//! a `dense` record and as a `sparse` record whose `sparse` field holds the mask's spec (every option
+//! spelled out, e.g. `bigbird:block=64,window=1,global=1,random=3,seed=0`). A sparse record's `flops`
+//! counts the computed (query, key) pairs only: 4 * batch * heads * head_dim times the pairs the block
+//! mask lists and the causal mask keeps; `density` is those pairs over the pairs of the dense record
+//! (the same causal mask, no block mask). Both fields are null in other records and in older files.
 
 use std::path::Path;
 
@@ -111,6 +118,10 @@ pub struct Settings {
     /// timed kernels ran in: `device` (a device-to-device copy) and `host` (a memcpy); empty otherwise.
     #[serde(default)]
     pub copy_bandwidth: Vec<CopyBandwidth>,
+    /// The block mask of the sparse records (`attn bench --sparse`), every option spelled out; `null`:
+    /// none.
+    #[serde(default)]
+    pub sparse: Option<String>,
 }
 
 /// A memory copy timed in the same run as the decode records: the ceiling their bandwidth is a
@@ -205,6 +216,8 @@ pub enum Mode {
     Paged,
     /// Decode: `seq` queries per sequence (1, or a few) against `context` keys, GQA.
     Decode,
+    /// A dense batch under a block-sparse mask (the record's `sparse`).
+    Sparse,
 }
 
 /// What a decode record asked of the flash kernel's split-KV.
@@ -236,6 +249,7 @@ impl Mode {
             Mode::Varlen => "varlen",
             Mode::Paged => "paged",
             Mode::Decode => "decode",
+            Mode::Sparse => "sparse",
         }
     }
 }
@@ -257,7 +271,7 @@ pub struct Record {
     /// Query heads (= key/value heads but in decode records, see `heads_kv`).
     pub heads: usize,
     pub head_dim: usize,
-    /// `dense`, `varlen`, `paged` or `decode` (`dense` in files that predate the field).
+    /// `dense`, `varlen`, `paged`, `decode` or `sparse` (`dense` in files that predate the field).
     #[serde(default)]
     pub mode: Mode,
     /// Tokens per page of a `paged` record's KV cache; `null` otherwise.
@@ -294,9 +308,17 @@ pub struct Record {
     /// space; `null` without both.
     #[serde(default)]
     pub copy_fraction: Option<f64>,
+    /// The block mask of a `sparse` record, every option spelled out; `null` otherwise.
+    #[serde(default)]
+    pub sparse: Option<String>,
+    /// The pairs a `sparse` record computes over those of the dense record of its shape; `null`
+    /// otherwise.
+    #[serde(default)]
+    pub density: Option<f64>,
     /// Floating-point operations of one call (4 * b * h * seq^2 * d, halved when causal; for a ragged
     /// record the sum of 4 * h * seq_len^2 * d over `seq_lens`, halved when causal; for a decode record
-    /// 4 * b * h * d times the keys its queries see, see the module documentation).
+    /// 4 * b * h * d times the keys its queries see; for a sparse record 4 * b * h * d times the pairs
+    /// it computes; see the module documentation).
     pub flops: f64,
     pub status: Status,
     /// Why the record is not `ok`, in words; for an `ok` record what cut its runs (the time budget), or
@@ -328,6 +350,7 @@ impl Record {
             page_size: self.page_size,
             context: self.context,
             heads_kv: self.heads_kv,
+            sparse: self.sparse.clone(),
         }
     }
 
@@ -393,6 +416,7 @@ pub struct ShapeKey {
     pub page_size: Option<usize>,
     pub context: Option<usize>,
     pub heads_kv: Option<usize>,
+    pub sparse: Option<String>,
 }
 
 /// A correctness check: sampled query rows of the checked output against the f64 reference computed

@@ -2,7 +2,7 @@
 //! the benchmarked shape, against the f64 reference computed for those rows only.
 //!
 //! Each sampled row `(b, h, i)` becomes a one-query problem over the keys that row sees (the causal
-//! prefix, or all of them), so the reference and FlashAttention's tolerance rule
+//! prefix, or all of them, less the blocks a block-sparse mask does not list), so the reference and FlashAttention's tolerance rule
 //! ([`crate::cpu::compare::tolerance`]) cost `seq_k * head_dim` per row however large the
 //! benchmarked problem is. The rule is applied to the sampled rows as one tensor: the largest error over
 //! them against the largest allowance over them.
@@ -153,7 +153,10 @@ pub fn check_rows_in<T: Element>(
         let (begin, end) = problem.key_range(i);
         Ok(RowView {
             query: (b, i),
-            keys: (begin..end).map(|j| (b, j)).collect(),
+            keys: (begin..end)
+                .filter(|&j| problem.block_allows(i, j))
+                .map(|j| (b, j))
+                .collect(),
         })
     })
 }
@@ -187,7 +190,11 @@ pub fn check_ragged_rows<T: Element>(
         let (begin, end) = sequence.key_range(i);
         Ok(RowView {
             query: (0, layout.query_row(b) + i),
-            keys: (begin..end).map(|j| layout.key_position(b, j)).collect(),
+            // A block mask applies to each sequence in its own coordinates.
+            keys: (begin..end)
+                .filter(|&j| problem.block_allows(i, j))
+                .map(|j| layout.key_position(b, j))
+                .collect(),
         })
     })
 }

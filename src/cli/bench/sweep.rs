@@ -2,7 +2,8 @@
 //! batch * seq and heads * head_dim held constant (FlashAttention's convention: 16k tokens, hidden 2048);
 //! or, with `--varlen`, one ragged batch beside a dense batch of as many sequences of the mean length
 //! ([`Varlen`]); or, with `--decode`, decode steps over batch sizes and context lengths
-//! ([`super::decode`]).
+//! ([`super::decode`]); or, with `--sparse`, each shape dense and under a block-sparse mask
+//! ([`SparseCase`]).
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -13,7 +14,10 @@ use super::results::{Mode, Record, SplitKv, Status};
 use super::varlen::{LengthDist, RaggedCase};
 use crate::cli::buffer_bytes;
 use crate::cli::runner::Runner;
-use crate::{AttentionError, AttentionProblem, AttentionShape, DType, KernelChoice, Tensor};
+use crate::cli::sparse_spec::SparseSpec;
+use crate::{
+    AttentionError, AttentionProblem, AttentionShape, BlockMask, DType, KernelChoice, Tensor,
+};
 
 /// Most timed runs per kernel and shape (`--iters`): beyond this a sweep takes days.
 pub const MAX_ITERS: usize = 10_000;
@@ -68,6 +72,40 @@ pub const CPU_QUICK: Defaults = Defaults {
     tokens: 1024,
     hidden: 1024,
     head_dims: &[64, 128],
+};
+
+/// `--sparse` on a GPU: long sequences, where a block-sparse pattern pays (BigBird's blocks of 64 at
+/// 2k tokens are a quarter of the blocks, at 64k under 2%); batch * seq 64k.
+pub const GPU_SPARSE: Defaults = Defaults {
+    seqs: &[2048, 4096, 8192, 16384, 32768, 65536],
+    tokens: 65536,
+    hidden: 2048,
+    head_dims: &[64, 128],
+};
+
+/// `--sparse --quick` on a GPU.
+pub const GPU_SPARSE_QUICK: Defaults = Defaults {
+    seqs: &[4096, 16384],
+    tokens: 16384,
+    hidden: 2048,
+    head_dims: &[128],
+};
+
+/// `--sparse` on the CPU backend: about a minute on 2 cores (it computes every score of a block-sparse
+/// problem and drops the unlisted ones, so a sparse shape costs what its dense one does).
+pub const CPU_SPARSE: Defaults = Defaults {
+    seqs: &[512, 1024, 2048, 4096],
+    tokens: 4096,
+    hidden: 1024,
+    head_dims: &[64, 128],
+};
+
+/// `--sparse --quick` on the CPU backend: seconds.
+pub const CPU_SPARSE_QUICK: Defaults = Defaults {
+    seqs: &[1024, 2048],
+    tokens: 2048,
+    hidden: 1024,
+    head_dims: &[64],
 };
 
 /// Which masks a sweep covers.
@@ -156,6 +194,17 @@ pub struct Sweep {
     /// Decode steps over batch sizes and contexts, in place of the sweep of `seqs` (`--decode`); the
     /// query heads are `heads` (required with it).
     pub decode: Option<Decode>,
+    /// A block-sparse mask built for each sequence length: every shape is timed dense and under the mask
+    /// (`--sparse`).
+    pub sparse: Option<SparseSpec>,
+}
+
+/// The block-sparse mask of a sweep case (`--sparse`): the spec as the records name it (every option
+/// spelled out) and the mask it builds for the case's sequence length.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SparseCase {
+    pub spec: Arc<str>,
+    pub mask: Arc<BlockMask>,
 }
 
 /// `attn bench --varlen DIST [--paged PAGE_SIZE,...]`: for each dtype, head dim and mask, one ragged
@@ -189,27 +238,61 @@ pub struct Case {
     pub ragged: Option<RaggedCase>,
     /// A decode step: `seq` queries against `context` keys, GQA (never with `ragged`).
     pub decode: Option<DecodeCase>,
+    /// A dense batch under a block-sparse mask (never with `ragged` or `decode`).
+    pub sparse: Option<SparseCase>,
 }
 
 impl Case {
     /// Floating-point operations of one call (4 * b * h * seq^2 * d, halved when causal; a ragged batch
     /// on its real lengths, [`RaggedCase::flops`]; a decode step 4 * b * h * d times the keys its queries
-    /// see, every key of the context without the causal mask).
+    /// see, every key of the context without the causal mask; a block-sparse batch 4 * b * h * d times
+    /// the pairs it computes, [`Case::pairs`]).
     pub fn flops(&self) -> f64 {
-        match (&self.ragged, &self.decode) {
-            (Some(ragged), _) => ragged.flops(self.heads, self.head_dim, self.causal),
-            (None, Some(_)) => {
-                let problem = self.problem();
-                let keys: usize = (0..self.seq)
-                    .map(|i| {
-                        let (begin, end) = problem.key_range(i);
-                        end.saturating_sub(begin)
-                    })
-                    .sum();
-                4.0 * self.batch as f64 * self.heads as f64 * self.head_dim as f64 * keys as f64
+        match (&self.ragged, &self.decode, &self.sparse) {
+            (Some(ragged), _, _) => ragged.flops(self.heads, self.head_dim, self.causal),
+            (None, Some(_), _) | (None, None, Some(_)) => {
+                4.0 * self.batch as f64
+                    * self.heads as f64
+                    * self.head_dim as f64
+                    * self.pairs(&self.problem()) as f64
             }
-            (None, None) => self.problem().shape.flops(self.causal),
+            (None, None, None) => self.problem().shape.flops(self.causal),
         }
+    }
+
+    /// The FLOPs `kernel` does on this case, which time predictions scale by: [`Case::flops`], except
+    /// that a block-sparse case costs the kernels that test each element (naive, the CPU backend) what
+    /// its dense shape does; the flash kernels visit only the listed tiles.
+    pub fn work_flops(&self, kernel: Runner) -> f64 {
+        match (&self.sparse, kernel.kernel()) {
+            (Some(_), KernelChoice::Flash) | (None, _) => self.flops(),
+            (Some(_), _) => Case {
+                sparse: None,
+                ..self.clone()
+            }
+            .flops(),
+        }
+    }
+
+    /// The (query, key) pairs of one sequence and head of `problem` that its masks keep
+    /// ([`AttentionProblem::visible_keys`] summed over the queries).
+    fn pairs(&self, problem: &AttentionProblem) -> u64 {
+        (0..self.seq).map(|i| problem.visible_keys(i) as u64).sum()
+    }
+
+    /// The pairs a block-sparse case computes over those of the same shape without its block mask
+    /// (`None` without one).
+    pub fn density(&self) -> Option<f64> {
+        self.sparse.as_ref()?;
+        let sparse = self.problem();
+        let mut dense = sparse.clone();
+        dense.block_mask = None;
+        let all = self.pairs(&dense);
+        Some(if all == 0 {
+            0.0
+        } else {
+            self.pairs(&sparse) as f64 / all as f64
+        })
     }
 
     /// Self-attention, contiguous `[b, s, h, d]`, default scale; a ragged batch as
@@ -224,19 +307,26 @@ impl Case {
                     .with_heads_kv(step.heads_kv),
             )
             .with_causal(self.causal),
-            (None, None) => AttentionProblem::new(AttentionShape::new(
-                self.batch,
-                self.seq,
-                self.heads,
-                self.head_dim,
-            ))
-            .with_causal(self.causal),
+            (None, None) => {
+                let problem = AttentionProblem::new(AttentionShape::new(
+                    self.batch,
+                    self.seq,
+                    self.heads,
+                    self.head_dim,
+                ))
+                .with_causal(self.causal);
+                match &self.sparse {
+                    Some(sparse) => problem.with_block_mask(sparse.mask.clone()),
+                    None => problem,
+                }
+            }
         }
     }
 
-    /// `dense`, `varlen`, `paged` or `decode`.
+    /// `dense`, `varlen`, `paged`, `decode` or `sparse`.
     pub fn mode(&self) -> Mode {
         match (&self.ragged, &self.decode) {
+            (None, None) if self.sparse.is_some() => Mode::Sparse,
             (None, None) => Mode::Dense,
             (None, Some(_)) => Mode::Decode,
             (
@@ -322,6 +412,8 @@ impl Case {
             split_kv: self.split(),
             splits: None,
             gqa_packing: None,
+            sparse: self.sparse.as_ref().map(|s| s.spec.to_string()),
+            density: self.density(),
             bytes: self.bytes(),
             bandwidth_gb_s: None,
             copy_fraction: None,
@@ -377,6 +469,12 @@ impl Sweep {
         if let Some(varlen) = &self.varlen {
             no_repeats("--paged", &varlen.page_sizes)?;
         }
+        if self.sparse.is_some() && (self.varlen.is_some() || self.decode.is_some()) {
+            return Err(
+                "--sparse times dense batches with and without a block mask: drop --varlen and --decode"
+                    .into(),
+            );
+        }
         if let Some(decode) = &self.decode {
             no_repeats("--batches", &decode.batches)?;
             no_repeats("--contexts", &decode.contexts)?;
@@ -398,6 +496,10 @@ impl Sweep {
                 // The layout is named when it is not the dense default.
                 let mode = match (case.mode().word(), &case.decode) {
                     ("dense", _) => String::new(),
+                    ("sparse", _) => format!(
+                        " (sparse: {})",
+                        case.sparse.as_ref().map_or("", |s| &s.spec)
+                    ),
                     (_, Some(step)) => format!(
                         " (decode: context {}, heads_kv {})",
                         step.context, step.heads_kv
@@ -492,7 +594,8 @@ impl Sweep {
 
     /// Every shape, ordered by dtype, head dim, mask, sequence length; with `--varlen`, by dtype, head
     /// dim and mask, each the dense batch, then the ragged one packed, then paged per page size; with
-    /// `--decode`, by dtype, head dim, mask, batch and context.
+    /// `--decode`, by dtype, head dim, mask, batch and context; with `--sparse`, each shape dense, then
+    /// under the block mask built for its length.
     ///
     /// # Errors
     /// When `hidden` is not a multiple of a head dim (and no head count is fixed), or a size is 0.
@@ -539,6 +642,7 @@ impl Sweep {
                             heads,
                             ragged: None,
                             decode: None,
+                            sparse: None,
                         };
                         let storages = std::iter::once(None)
                             .chain(varlen.page_sizes.iter().map(|&size| Some(size)));
@@ -556,7 +660,7 @@ impl Sweep {
                         continue;
                     }
                     for &seq in &self.seqs {
-                        cases.push(Case {
+                        let dense = Case {
                             dtype,
                             head_dim,
                             causal,
@@ -565,7 +669,22 @@ impl Sweep {
                             heads,
                             ragged: None,
                             decode: None,
-                        });
+                            sparse: None,
+                        };
+                        let sparse = match &self.sparse {
+                            Some(spec) => Some(Case {
+                                sparse: Some(SparseCase {
+                                    spec: spec.to_string().into(),
+                                    mask: Arc::new(spec.build(seq).map_err(|e| {
+                                        format!("--sparse {spec} at seq {seq}: {e}")
+                                    })?),
+                                }),
+                                ..dense.clone()
+                            }),
+                            None => None,
+                        };
+                        cases.push(dense);
+                        cases.extend(sparse);
                     }
                 }
             }
@@ -611,6 +730,7 @@ impl Sweep {
                                     heads_kv: decode.heads_kv,
                                     split: None,
                                 }),
+                                sparse: None,
                             });
                         }
                     }

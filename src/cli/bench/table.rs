@@ -46,6 +46,13 @@ pub fn describe(results: &BenchResults) -> Vec<String> {
             s.tokens
         ));
     }
+    if let Some(spec) = &s.sparse {
+        lines.push(format!(
+            "each shape dense and under the block-sparse mask {spec}: a sparse record's TFLOP/s on the \
+             (query, key) pairs it computes, `pairs` their share of the dense record's, `speed-up` the \
+             dense median over the sparse one"
+        ));
+    }
     for copy in &s.copy_bandwidth {
         lines.push(format!(
             "{} copy bandwidth {} GB/s (median {} ms of {} read + written; {}): the ceiling of the \
@@ -223,9 +230,37 @@ pub fn render_decode(records: &[&Record]) -> String {
     text
 }
 
-/// The table of prefill records (dense and ragged).
+/// A sparse record's speed-up over the dense record of the same kernel and shape: the dense median time
+/// over its own, `None` unless both were timed.
+fn sparse_speedup(r: &Record, records: &[&Record]) -> Option<f64> {
+    if r.mode != Mode::Sparse {
+        return None;
+    }
+    let dense_key = ShapeKey {
+        mode: Mode::Dense,
+        sparse: None,
+        ..r.shape_key()
+    };
+    let dense = records
+        .iter()
+        .find(|d| d.kernel == r.kernel && d.shape_key() == dense_key)?;
+    let (ours, theirs) = (r.median_ms()?, dense.median_ms()?);
+    (ours > 0.0).then(|| theirs / ours)
+}
+
+/// The table of prefill records (dense, ragged and block-sparse). With sparse records, `pairs` is the
+/// share of the dense record's (query, key) pairs a sparse record computes (its density) and `speed-up`
+/// the dense record's median time over its own.
 fn render_prefill(records: &[&Record]) -> String {
     let ragged = records.iter().any(|r| r.mode != Mode::Dense);
+    let sparse = records.iter().any(|r| r.mode == Mode::Sparse);
+    let sparse_columns = |pairs: &str, speedup: &str| {
+        if sparse {
+            format!(" {pairs:>6} {speedup:>8}")
+        } else {
+            String::new()
+        }
+    };
     let layout = |word: &str| {
         if ragged {
             format!(" {word:<10}")
@@ -234,7 +269,7 @@ fn render_prefill(records: &[&Record]) -> String {
         }
     };
     let mut text = format!(
-        "{:<5} {:>4} {:<6} {:>6} {:>5} {:>5}  {:<15}{} {:>4} {:>11} {:>7} {:>9} {:>10}  {}\n",
+        "{:<5} {:>4} {:<6} {:>6} {:>5} {:>5}  {:<15}{} {:>4} {:>11} {:>7} {:>9}{} {:>10}  {}\n",
         "dtype",
         "d",
         "causal",
@@ -247,6 +282,7 @@ fn render_prefill(records: &[&Record]) -> String {
         "median ms",
         "spread",
         "TFLOP/s",
+        sparse_columns("pairs", "speed-up"),
         "memory",
         "check"
     );
@@ -266,11 +302,16 @@ fn render_prefill(records: &[&Record]) -> String {
         let check = check_words(r);
         let line = match (&r.status, &r.timing) {
             (Status::Ok, Some(t)) => format!(
-                "{head} {:>4} {:>11} {:>6.1}% {:>9} {:>10}  {check}{}",
+                "{head} {:>4} {:>11} {:>6.1}% {:>9}{} {:>10}  {check}{}",
                 t.times_ms.len(),
                 millis(t.median_ms),
                 t.spread_percent(),
                 tflops(t.tflops),
+                sparse_columns(
+                    &r.density
+                        .map_or("-".into(), |d| format!("{:.1}%", 100.0 * d)),
+                    &sparse_speedup(r, records).map_or("-".into(), |x| format!("x{x:.2}")),
+                ),
                 memory,
                 r.reason
                     .as_ref()

@@ -20,6 +20,10 @@
 //! contexts, flash timed with and without split-KV, reported as bandwidth: bytes of K, V, Q and O over
 //! the median time, and as a fraction of a memory copy timed in the same run
 //! (`cuda_attention::cli::bench::decode`).
+//!
+//! `--sparse SPEC` times each shape twice: dense, and under the block-sparse mask SPEC builds for its
+//! length (BigBird or Longformer, `cuda_attention::cli::sparse_spec`), at longer default lengths; a sparse
+//! record's TFLOP/s counts the pairs it computes, and the table gives its speed-up over the dense record.
 
 mod decode;
 mod meta;
@@ -40,12 +44,14 @@ use cuda_attention::cli::bench::results::{
     BenchResults, CopyBandwidth, Record, Settings, Status, SCHEMA,
 };
 use cuda_attention::cli::bench::sweep::{
-    Case, Masks, Sweep, Varlen, CPU_DEFAULTS, CPU_QUICK, GPU_DEFAULTS, GPU_QUICK,
+    Case, Masks, Sweep, Varlen, CPU_DEFAULTS, CPU_QUICK, CPU_SPARSE, CPU_SPARSE_QUICK,
+    GPU_DEFAULTS, GPU_QUICK, GPU_SPARSE, GPU_SPARSE_QUICK,
 };
 use cuda_attention::cli::bench::varlen::{parse_page_size, LengthDist};
 use cuda_attention::cli::bench::{slice_check, table};
 use cuda_attention::cli::output::prepare_dir;
 use cuda_attention::cli::runner::{no_gpu, open_gpu, Runner};
+use cuda_attention::cli::sparse_spec::SparseSpec;
 use cuda_attention::cli::{check_host_memory, reject, CliError, CliResult};
 use cuda_attention::{DType, Engine, KernelChoice};
 use half::{bf16, f16};
@@ -103,6 +109,13 @@ pub struct BenchArgs {
         requires = "varlen"
     )]
     paged: Option<Vec<usize>>,
+    /// Each shape timed twice, dense and under a block-sparse mask built for its length:
+    /// bigbird[:block=64,window=1,global=1,random=3,seed=0] or
+    /// longformer[:block=64,window=256,global=0+511] (window in tokens, global positions joined by +).
+    /// TFLOP/s of a sparse record count the pairs it computes; the table adds its speed-up over dense.
+    /// Default lengths: 2048,...,65536 (batch * seq 65536) on a GPU, 512,...,4096 (4096) on the CPU.
+    #[arg(long, value_name = "SPEC", conflicts_with_all = ["varlen", "decode"])]
+    sparse: Option<SparseSpec>,
     /// Sequence lengths, comma separated. Default: 512,1024,...,16384 on a GPU; 128,...,2048 on the CPU.
     #[arg(long, value_delimiter = ',')]
     seqs: Option<Vec<usize>>,
@@ -177,11 +190,15 @@ pub struct BenchArgs {
 
 /// Every setting of the sweep, from the arguments and the defaults for a GPU or a CPU run.
 fn resolve(args: &BenchArgs, gpu: bool) -> Sweep {
-    let defaults = match (gpu, args.quick) {
-        (true, false) => GPU_DEFAULTS,
-        (true, true) => GPU_QUICK,
-        (false, false) => CPU_DEFAULTS,
-        (false, true) => CPU_QUICK,
+    let defaults = match (gpu, args.quick, args.sparse.is_some()) {
+        (true, false, false) => GPU_DEFAULTS,
+        (true, true, false) => GPU_QUICK,
+        (false, false, false) => CPU_DEFAULTS,
+        (false, true, false) => CPU_QUICK,
+        (true, false, true) => GPU_SPARSE,
+        (true, true, true) => GPU_SPARSE_QUICK,
+        (false, false, true) => CPU_SPARSE,
+        (false, true, true) => CPU_SPARSE_QUICK,
     };
     let decode_defaults = match (gpu, args.quick) {
         (true, false) => GPU_DECODE,
@@ -190,7 +207,10 @@ fn resolve(args: &BenchArgs, gpu: bool) -> Sweep {
         (false, true) => CPU_DECODE_QUICK,
     };
     let host_seconds = if args.quick { 0.3 } else { 2.0 };
-    let kernels = match (gpu, args.varlen.is_some() || args.decode) {
+    let kernels = match (
+        gpu,
+        args.varlen.is_some() || args.decode || args.sparse.is_some(),
+    ) {
         (true, false) => vec![
             Runner::Gpu(KernelChoice::Naive),
             Runner::Gpu(KernelChoice::Flash),
@@ -235,6 +255,7 @@ fn resolve(args: &BenchArgs, gpu: bool) -> Sweep {
             heads_kv: args.heads_kv.unwrap_or(DEFAULT_HEADS_KV),
             seq_q: args.seq_q.unwrap_or(1),
         }),
+        sparse: args.sparse.clone(),
     }
 }
 
@@ -476,6 +497,7 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
             max_seconds: sweep.max_seconds,
             varlen: sweep.varlen.as_ref().map(|v| v.dist.to_string()),
             copy_bandwidth: Vec::new(),
+            sparse: sweep.sparse.as_ref().map(SparseSpec::to_string),
         },
         records: Vec::new(),
     };
@@ -547,12 +569,15 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
         }
         _ => println!(
             "sweep: {kernels} x {} shapes (seq {:?}, batch * seq = {}, head dims {:?}, {dtypes:?}, causal \
-             {:?})",
+             {:?}){}",
             cases.len(),
             sweep.seqs,
             sweep.tokens,
             sweep.head_dims,
-            sweep.masks
+            sweep.masks,
+            sweep.sparse.as_ref().map_or(String::new(), |spec| format!(
+                ", each dense and under --sparse {spec}: TFLOP/s on the computed pairs"
+            ))
         ),
     }
     if let Some(seconds) = sweep.max_seconds {
@@ -568,7 +593,7 @@ fn measure(args: &BenchArgs) -> CliResult<Option<BenchResults>> {
             for case in case.variants(kernel) {
                 let runs = match kernel.on_gpu() {
                     true => gpu.is_ok(),
-                    false => too_slow(kernel, case.flops()).is_none(),
+                    false => too_slow(kernel, case.work_flops(kernel)).is_none(),
                 };
                 if runs {
                     budget.expect(kernel, &case);
@@ -731,7 +756,9 @@ impl Run<'_> {
                             None => runner.measure(&case, kernel, budget),
                         },
                         (_, Some(runner), _) if !kernel.on_gpu() => {
-                            match too_slow(kernel, case.flops()).or_else(|| over_budget(budget)) {
+                            match too_slow(kernel, case.work_flops(kernel))
+                                .or_else(|| over_budget(budget))
+                            {
                                 Some(why) => skipped(why),
                                 None => runner.measure(&case, kernel, budget),
                             }
@@ -781,7 +808,9 @@ impl Progress {
                 step.split
                     .map_or(String::new(), |split| format!(" split:{}", split.word()))
             ),
-            (None, None) => String::new(),
+            (None, None) => case.density().map_or(String::new(), |density| {
+                format!(" sparse ({:.1}% of the pairs)", 100.0 * density)
+            }),
         };
         eprint!(
             "[{:>3}/{} {:>6.1}s] {:<14} {} d{} {}seq {:>5} batch {:>4} heads {:>3}{layout} ... ",

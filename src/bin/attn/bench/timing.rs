@@ -322,6 +322,47 @@ impl DeviceLayout {
     }
 }
 
+/// What a launch reads besides q, k and v: a ragged batch's metadata, a block-sparse mask's lists (row
+/// offsets, key blocks), each in device memory when the case has one.
+#[derive(Default)]
+struct DeviceMetadata {
+    layout: Option<DeviceLayout>,
+    block_mask: Option<(CudaSlice<i32>, CudaSlice<i32>)>,
+}
+
+impl DeviceMetadata {
+    /// Uploads `layout` and the block mask of `problem`, when there are.
+    fn upload(
+        stream: &Arc<CudaStream>,
+        layout: Option<&RaggedLayout>,
+        problem: &AttentionProblem,
+    ) -> Result<Self, AttentionError> {
+        let block_mask = problem
+            .block_mask
+            .as_ref()
+            .map(|mask| {
+                // The driver refuses 0-byte buffers: an empty key-block list uploads one unread entry.
+                let indices: &[i32] = if mask.nnz() == 0 {
+                    &[0]
+                } else {
+                    mask.col_indices()
+                };
+                Ok::<_, DriverError>((
+                    stream.clone_htod(mask.row_offsets())?,
+                    stream.clone_htod(indices)?,
+                ))
+            })
+            .transpose()
+            .map_err(driver("uploading the block mask"))?;
+        Ok(DeviceMetadata {
+            layout: layout
+                .map(|layout| DeviceLayout::upload(stream, layout))
+                .transpose()?,
+            block_mask,
+        })
+    }
+}
+
 /// Times launches on one stream by CUDA events, each after an L2 flush (when there is a flush buffer).
 pub(super) struct EventTimer {
     context: Arc<CudaContext>,
@@ -392,14 +433,14 @@ impl EventTimer {
 }
 
 /// One launch of `plan` on the first `lens` elements of an input set and the output, with the workspace
-/// and (for a ragged batch) the metadata.
+/// and the metadata (of a ragged batch, of a block mask).
 fn launch<T: Element>(
     engine: &Engine,
     stream: &Arc<CudaStream>,
     plan: &Plan,
     (lens, set, out): (Lens, &DeviceSet<T>, &mut CudaSlice<T>),
     workspace: &mut CudaSlice<u8>,
-    layout: Option<&DeviceLayout>,
+    metadata: &DeviceMetadata,
 ) -> Result<(), AttentionError> {
     let (q, k, v) = (
         set.q.slice(..lens.q),
@@ -408,12 +449,18 @@ fn launch<T: Element>(
     );
     let mut out = out.slice_mut(..lens.out);
     let mut tensors = DeviceTensors::new(&q, &k, &v, &mut out).with_workspace(workspace);
-    if let Some(layout) = layout {
+    if let Some(layout) = &metadata.layout {
         tensors = tensors.with_metadata(
             &layout.cu_seqlens_q,
             device_i32(&layout.cu_seqlens_k),
             device_i32(&layout.seqused_k),
             device_i32(&layout.block_table),
+        );
+    }
+    if let Some((offsets, indices)) = &metadata.block_mask {
+        tensors = tensors.with_block_mask(
+            offsets as &dyn DevicePtr<i32>,
+            indices as &dyn DevicePtr<i32>,
         );
     }
     engine.forward_into(stream, plan, tensors)
@@ -532,7 +579,7 @@ impl<'a, T: Element> GpuRunner<'a, T> {
         lens: Lens,
         set: usize,
         workspace: &mut CudaSlice<u8>,
-        layout: Option<&DeviceLayout>,
+        metadata: &DeviceMetadata,
     ) -> Result<(), AttentionError> {
         launch(
             self.engine,
@@ -540,7 +587,7 @@ impl<'a, T: Element> GpuRunner<'a, T> {
             plan,
             (lens, &self.sets[set], &mut self.out),
             workspace,
-            layout,
+            metadata,
         )
     }
 
@@ -588,11 +635,7 @@ impl<'a, T: Element> GpuRunner<'a, T> {
             .stream
             .alloc_zeros::<u8>(plan.workspace_bytes().max(16))
             .map_err(driver("allocating the naive score workspace"))?;
-        let device_layout = layout
-            .as_ref()
-            .map(|layout| DeviceLayout::upload(&self.stream, layout))
-            .transpose()?;
-        let device_layout = device_layout.as_ref();
+        let metadata = DeviceMetadata::upload(&self.stream, layout.as_ref(), &problem)?;
 
         // Check on input set 0, into a NaN-poisoned output.
         self.stream
@@ -605,7 +648,7 @@ impl<'a, T: Element> GpuRunner<'a, T> {
             .synchronize()
             .map_err(driver("waiting for the stream"))?;
         let launched = Instant::now();
-        self.launch(&plan, lens, 0, &mut workspace, device_layout)?;
+        self.launch(&plan, lens, 0, &mut workspace, &metadata)?;
         self.stream
             .synchronize()
             .map_err(driver("waiting for the checking run"))?;
@@ -634,7 +677,7 @@ impl<'a, T: Element> GpuRunner<'a, T> {
 
         let n = self.sets.len();
         for w in 0..runs.warmup {
-            self.launch(&plan, lens, (w + 1) % n, &mut workspace, device_layout)?;
+            self.launch(&plan, lens, (w + 1) % n, &mut workspace, &metadata)?;
         }
         let (engine, stream, sets, out) = (self.engine, &self.stream, &self.sets, &mut self.out);
         let times = self.timer.time(runs.timed, |i| {
@@ -644,7 +687,7 @@ impl<'a, T: Element> GpuRunner<'a, T> {
                 &plan,
                 (lens, &sets[i % n], out),
                 &mut workspace,
-                device_layout,
+                &metadata,
             )
         })?;
         record.timing = Some(Timing::from_times(times, record.flops));
