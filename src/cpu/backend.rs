@@ -777,7 +777,13 @@ fn exponentiate(scores: &mut [f32]) -> Option<(f32, f32)> {
     }
     let mut sum = 0.0f32;
     for p in scores.iter_mut() {
-        *p = (*p - max).exp();
+        // A dropped score (-inf: an unlisted block, a masked key) weighs 0 without a call to exp, whose
+        // special-value path is slow; a NaN max still makes the sum, hence the row, NaN.
+        *p = if *p == f32::NEG_INFINITY {
+            0.0
+        } else {
+            (*p - max).exp()
+        };
         sum += *p;
     }
     Some((max, sum))

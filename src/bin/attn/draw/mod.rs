@@ -7,6 +7,7 @@ use std::sync::Once;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use plotters::style::FontStyle;
 
 /// DejaVu Sans, Latin-1 and punctuation subset.
@@ -41,4 +42,41 @@ pub fn write_png(
     let mut writer = encoder.write_header().map_err(|e| failed(&e))?;
     writer.write_image_data(&pixels).map_err(|e| failed(&e))?;
     writer.finish().map_err(|e| failed(&e))
+}
+
+/// Draws `title` centred at the top of `canvas` in the `sans-serif` font of `size` pixels, wrapped at
+/// spaces into as many lines as the width needs (plotters' own `titled` draws one line, cut off at the
+/// edges), and returns the area below it.
+pub fn titled<'a>(
+    canvas: &DrawingArea<BitMapBackend<'a>, Shift>,
+    title: &str,
+    size: u32,
+) -> Result<DrawingArea<BitMapBackend<'a>, Shift>, String> {
+    let style =
+        TextStyle::from(("sans-serif", size).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
+    let (width, _) = canvas.dim_in_pixel();
+    let fits = |line: &str| {
+        canvas
+            .estimate_text_size(line.trim_end(), &style)
+            .map_or(true, |(w, _)| w + 60 <= width)
+    };
+    let mut lines: Vec<String> = Vec::new();
+    for word in title.split_inclusive(' ') {
+        match lines.last_mut() {
+            Some(line) if fits(&format!("{line}{word}")) => line.push_str(word),
+            _ => lines.push(word.to_string()),
+        }
+    }
+    let line_height = size as i32 * 5 / 4;
+    for (i, line) in lines.iter().enumerate() {
+        canvas
+            .draw_text(
+                line.trim_end(),
+                &style,
+                (width as i32 / 2, 5 + i as i32 * line_height),
+            )
+            .map_err(|e| format!("drawing the title: {e}"))?;
+    }
+    let (_, below) = canvas.split_vertically(10 + lines.len() as i32 * line_height);
+    Ok(below)
 }

@@ -139,7 +139,7 @@ pub fn write(
         .max(f32::MIN_POSITIVE);
     let draw = |canvas: DrawingArea<BitMapBackend<'_>, Shift>| -> Result<(), String> {
         canvas.fill(&WHITE).map_err(text)?;
-        let root = canvas.titled(title, ("sans-serif", 17)).map_err(text)?;
+        let root = draw::titled(&canvas, title, 17)?;
         let (map_area, bar_area) = root.split_horizontally(1030);
         let (rows, cols) = (pooled.rows as f64, pooled.cols as f64);
         let mut chart = ChartBuilder::on(&map_area)
@@ -232,7 +232,7 @@ pub fn write_profile(profile: &[f32], title: &str, path: &Path) -> Result<(), St
     let keys = profile.len().max(1) as f64;
     let draw = |canvas: DrawingArea<BitMapBackend<'_>, Shift>| -> Result<(), String> {
         canvas.fill(&WHITE).map_err(text)?;
-        let root = canvas.titled(title, ("sans-serif", 17)).map_err(text)?;
+        let root = draw::titled(&canvas, title, 17)?;
         let mut chart = ChartBuilder::on(&root)
             .margin(12)
             .x_label_area_size(45)
