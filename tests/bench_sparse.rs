@@ -41,6 +41,13 @@ fn each_shape_runs_dense_then_sparse_with_flops_on_the_computed_pairs() {
     let sweep = sparse_sweep(spec, &[640, 1000], Masks::Both);
     let cases = sweep.validate().unwrap();
     assert_eq!(cases.len(), 2 * 2 * 2);
+    // In the order they run, each sparse case right after its dense shape.
+    for pair in cases.chunks(2) {
+        assert_eq!(
+            (pair[0].mode(), pair[1].mode(), pair[0].seq, pair[0].causal),
+            (Mode::Dense, Mode::Sparse, pair[1].seq, pair[1].causal)
+        );
+    }
     for pair in sweep.cases().unwrap().chunks(2) {
         let (dense, sparse) = (&pair[0], &pair[1]);
         assert_eq!(dense.mode(), Mode::Dense);

@@ -512,12 +512,20 @@ impl Sweep {
                 )
             })?;
         }
-        // A stable sort: equal costs keep the order of `cases`.
+        // A stable sort: equal costs keep the order of `cases`. A block-sparse case costs what its dense
+        // shape does here, so that it runs right after it: the two are timed back to back, under the
+        // same load of a shared machine.
+        let cost = |c: &Case| match c.sparse {
+            Some(_) => Case {
+                sparse: None,
+                ..c.clone()
+            }
+            .flops(),
+            None => c.flops(),
+        };
         cases.sort_by(|a, b| {
             let dtype = |c: &Case| self.dtypes.iter().position(|&d| d == c.dtype);
-            dtype(a)
-                .cmp(&dtype(b))
-                .then(a.flops().total_cmp(&b.flops()))
+            dtype(a).cmp(&dtype(b)).then(cost(a).total_cmp(&cost(b)))
         });
         Ok(cases)
     }
