@@ -3,11 +3,13 @@
  * attention each key receives.
  *
  * Algorithm (one launch, after a forward pass that wrote lse):
- *   for each 32-row query tile of one (batch, query head), for each 32-key tile the tile's rows see:
+ *   for each 32-row query tile of one (batch, query head), for each 32-key tile the tile's rows see (with a
+ *   block-sparse mask only the tiles of the blocks its query block lists, walked with next_listed_key: a
+ *   32-row tile lies in one query block and a 32-key tile in one key block, block sizes being multiples
+ *   of 64, so an unlisted tile is skipped whole, never loaded):
  *     S = scale * Q_tile K_tile^T   (f32 products, head_dim in chunks of MAP_TILE)
  *     S = adjust(S)                 (soft cap, ALiBi: adjust_score, as every kernel)
- *     W = exp(S - lse_row)          at the keys the row sees (key_range and a block-sparse mask's
- *                                   block_allows), 0 elsewhere and for a row
+ *     W = exp(S - lse_row)          at the keys the row sees (key_range), 0 elsewhere and for a row
  *                                   with lse -inf (it sees no key); lse includes the sink, so a row's
  *                                   weights sum to 1 - exp(sink - lse) then
  *     profile[key] += sum over the tile's rows of W                       (atomicAdd per column)
@@ -75,7 +77,13 @@ template <typename T> __device__ void attention_map(const AttentionParams &p) {
                     const int row = row0 + ty + i * MAP_ROWS_PER_PASS;
                     lse_row[i] = row < p.seq_q ? lse_bh[row] : -INFINITY;
                 }
-                for (int col0 = key_begin / MAP_TILE * MAP_TILE; col0 < key_end; col0 += MAP_TILE) {
+                BlockList listed = {0, 0};
+                if (p.block_row_offsets != NULL) {
+                    listed = block_list(p, row0 / p.block_q);
+                }
+                // Uniform over the block (row0 and col0 are), so every thread takes the same tiles.
+                for (int col0 = next_listed_key(p, listed, key_begin / MAP_TILE * MAP_TILE, key_end); col0 < key_end;
+                     col0 = next_listed_key(p, listed, col0 + MAP_TILE, key_end)) {
                     const int col_end = min(col0 + MAP_TILE, p.seq_k);
                     // S_tile = Q_tile K_tile^T, head_dim in chunks of TILE.
                     float acc[MAP_ROWS_PER_THREAD] = {};
@@ -107,7 +115,7 @@ template <typename T> __device__ void attention_map(const AttentionParams &p) {
                         float w = 0.0f;
                         if (row < p.seq_q && col < p.seq_k && lse_row[i] != -INFINITY) {
                             const KeyRange visible = key_range(p, row);
-                            if (col >= visible.begin && col < visible.end && block_allows(p, row, col)) {
+                            if (col >= visible.begin && col < visible.end) {
                                 w = expf(adjust_score(p, h, row, col, acc[i] * p.scale) - lse_row[i]);
                             }
                         }

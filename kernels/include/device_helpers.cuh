@@ -202,6 +202,26 @@ __device__ __forceinline__ bool block_allows(const AttentionParams &p, int row, 
     return false;
 }
 
+/* The first key at or after col0 (below end) whose key block `list` holds, moving the list's cursor
+ * (list.begin) forward; end when no listed block is left; col0 itself without a mask. A kernel whose query
+ * tile lies in one query block and whose key tiles (aligned, at most block_k keys) each in one key block
+ * walks the listed tiles with it instead of testing each element: a returned key that is not col0 starts
+ * a listed block. The cursor only moves forward, so a bad list cannot hang the walk. */
+__device__ __forceinline__ int next_listed_key(const AttentionParams &p, BlockList &list, int col0, int end) {
+    if (p.block_row_offsets == NULL) {
+        return col0;
+    }
+    const int block = col0 / p.block_k;
+    while (list.begin < list.end && p.block_col_indices[list.begin] < block) {
+        ++list.begin;
+    }
+    if (list.begin == list.end) {
+        return end;
+    }
+    const long long first = (long long)p.block_col_indices[list.begin] * p.block_k;
+    return first <= col0 ? col0 : (int)(first < end ? first : end);
+}
+
 /* Soft cap, then ALiBi, on the scaled score s of (query head, row, key col). */
 __device__ __forceinline__ float adjust_score(const AttentionParams &p, int head, int row, int col, float s) {
     if (p.softcap > 0.0f) {
