@@ -15,7 +15,9 @@
  *            descriptor mode), trans B, swizzle B, wgmmas chained, C added
  *   wgmma    per case, 128 threads x N/2 accumulators: D = A B (+ C), chained wgmmas on the same
  *            accumulators add A B again (no wait between them); A[m][k] = probe_a, B[k][n] = probe_b,
- *            C[m][n] = probe_c; the operands are stored by hopper_layout.h's address functions
+ *            C[m][n] = probe_c; the operands are stored by hopper_layout.h's address functions; the
+ *            accumulators hold C before every case, so the cases without C check that scale-d = 0
+ *            discards them
  *   phases   6 mbarrier.test_wait results: parity 0 and 1 on a fresh barrier (count 1), after one
  *            arrival, after two
  *   tma      2 boxes x 16 rows x 64 columns, the f16 values as read back from shared memory in the dense,
@@ -59,6 +61,8 @@
 #define HOPPER_PROBE_PLANTED_WRONG_PHASE 3   /* the TMA wait uses parity 1 (already complete) */
 #define HOPPER_PROBE_PLANTED_NEVER_PHASE 4   /* a second wait for a phase nobody completes */
 #define HOPPER_PROBE_PLANTED_OUTSIDE 5       /* a B descriptor past the end of shared memory */
+#define HOPPER_PROBE_PLANTED_NO_FENCE 6      /* the TMA product's wgmmas without a wgmma.fence */
+#define HOPPER_PROBE_PLANTED_EARLY_READ 7    /* the TMA product's accumulators read before the wait */
 
 #if SM90_CODE_COMPILED
 /* Everything but the entry point sits in a namespace: the unity build shares one scope with layout_probe. */
@@ -162,7 +166,7 @@ __device__ void probe_wgmma_case(int index, float *out, int t, unsigned char *a_
     }
     float d[N / 2];
     for (int i = 0; i < N / 2; ++i) {
-        d[i] = c.add_c ? probe_c(wgmma_d_row(t, i), wgmma_d_col(t, i)) : 0.0f;
+        d[i] = probe_c(wgmma_d_row(t, i), wgmma_d_col(t, i)); /* discarded unless the case adds C */
     }
     wgmma_fence();
     for (int w = 0; w < c.chained; ++w) {
@@ -180,7 +184,9 @@ __device__ void probe_wgmma_case(int index, float *out, int t, unsigned char *a_
 __device__ void probe_tma_mma(float *out, int t, uint32_t box_start, int planted) {
     const int mode = planted == HOPPER_PROBE_PLANTED_WRONG_SWIZZLE ? WGMMA_SWIZZLE_64B : WGMMA_SWIZZLE_128B;
     float d[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    wgmma_fence();
+    if (planted != HOPPER_PROBE_PLANTED_NO_FENCE) {
+        wgmma_fence();
+    }
     for (int kb = 0; kb < 4; ++kb) {
         uint32_t a[4] = {0, 0, 0, 0};
         for (int j = 0; j < 8; ++j) {
@@ -191,9 +197,16 @@ __device__ void probe_tma_mma(float *out, int t, uint32_t box_start, int planted
         wgmma_rs_f16<16>(d, a, desc, kb > 0);
     }
     wgmma_commit_group();
+    if (planted == HOPPER_PROBE_PLANTED_EARLY_READ) {
+        for (int i = 0; i < 8; ++i) {
+            out[t * 8 + i] = d[i];
+        }
+    }
     wgmma_wait_group<0>();
-    for (int i = 0; i < 8; ++i) {
-        out[t * 8 + i] = d[i];
+    if (planted != HOPPER_PROBE_PLANTED_EARLY_READ) {
+        for (int i = 0; i < 8; ++i) {
+            out[t * 8 + i] = d[i];
+        }
     }
 }
 

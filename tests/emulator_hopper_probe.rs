@@ -47,6 +47,8 @@ const PLANTED_WRONG_SWIZZLE: i32 = 2;
 const PLANTED_WRONG_PHASE: i32 = 3;
 const PLANTED_NEVER_PHASE: i32 = 4;
 const PLANTED_OUTSIDE: i32 = 5;
+const PLANTED_NO_FENCE: i32 = 6;
+const PLANTED_EARLY_READ: i32 = 7;
 
 fn probe_a(row: u32, k: u32) -> f64 {
     ((row * 16 + k) * 7 % 13) as f64 - 6.0
@@ -312,6 +314,34 @@ fn planted_descriptor_outside_shared_memory_is_reported() {
                 "outside the block's {SHARED_BYTES} bytes of shared memory"
             )),
         "{message}"
+    );
+}
+
+/// wgmmas issued without a wgmma.fence since the thread's last wait.
+#[test]
+fn planted_missing_fence_is_reported() {
+    let message = emulation_error(PLANTED_NO_FENCE);
+    assert!(
+        message.contains("wgmma.mma_async.f16 (A in registers) at hopper_probe.cu:")
+            && message.contains("without a wgmma.fence since this thread's last wgmma.wait_group"),
+        "{message}"
+    );
+}
+
+/// Accumulators read between the wgmma and the wait that covers it are NaN on the emulator (undefined
+/// on the GPU); everything else is unchanged.
+#[test]
+fn planted_early_accumulator_read_gives_nan() {
+    let dump = run_on_emulator(Schedule::RoundRobin, PLANTED_EARLY_READ).expect("the probe failed");
+    let right = expected();
+    assert_same(
+        &dump[..TMA_MMA_BASE],
+        &right[..TMA_MMA_BASE],
+        "sections before tma_mma",
+    );
+    assert!(
+        dump[TMA_MMA_BASE..].iter().all(|x| x.is_nan()),
+        "accumulators read before wgmma.wait_group were not NaN"
     );
 }
 
