@@ -63,6 +63,9 @@
 #define HOPPER_PROBE_PLANTED_OUTSIDE 5       /* a B descriptor past the end of shared memory */
 #define HOPPER_PROBE_PLANTED_NO_FENCE 6      /* the TMA product's wgmmas without a wgmma.fence */
 #define HOPPER_PROBE_PLANTED_EARLY_READ 7    /* the TMA product's accumulators read before the wait */
+#define HOPPER_PROBE_PLANTED_NO_INIT 8       /* an arrival on the TMA barrier before its mbarrier.init */
+#define HOPPER_PROBE_PLANTED_SPLIT_DESC 9    /* one thread passes another descriptor to the TMA product */
+#define HOPPER_PROBE_PLANTED_UNALIGNED_BOX 10 /* box 0 lands 128 bytes past the swizzle's repeat */
 
 #if SM90_CODE_COMPILED
 /* Everything but the entry point sits in a namespace: the unity build shares one scope with layout_probe. */
@@ -193,7 +196,8 @@ __device__ void probe_tma_mma(float *out, int t, uint32_t box_start, int planted
             const float value = probe_a(wgmma_a_row(t, j), 16 * kb + wgmma_a_col(t, j));
             a[j / 2] |= (uint32_t)probe_bits<__half>(value) << (16 * (j % 2));
         }
-        const uint64_t desc = wgmma_descriptor(box_start + 32u * (uint32_t)kb, 16, 1024, mode);
+        const uint32_t skew = planted == HOPPER_PROBE_PLANTED_SPLIT_DESC && t == 5 ? 32u : 0u;
+        const uint64_t desc = wgmma_descriptor(box_start + 32u * (uint32_t)kb + skew, 16, 1024, mode);
         wgmma_rs_f16<16>(d, a, desc, kb > 0);
     }
     wgmma_commit_group();
@@ -258,6 +262,9 @@ __device__ void hopper_probe_body(const AttentionParams &p) {
     dump += 128 * 64;
 
     /* mbarrier phases: parity 1 of a fresh barrier is "the preceding phase", complete at once. */
+    if (t == 0 && planted == HOPPER_PROBE_PLANTED_NO_INIT) {
+        mbarrier_arrive(tma_bar);
+    }
     if (t == 0) {
         mbarrier_init(tma_bar, 1);
         mbarrier_init(phase_bar, 1);
@@ -279,7 +286,7 @@ __device__ void hopper_probe_body(const AttentionParams &p) {
     const void *tensor_map = p.q;
     if (t < 32 && elect_one_sync()) {
         mbarrier_arrive_expect_tx(tma_bar, 2 * HOPPER_PROBE_BOX_BYTES);
-        tma_load_2d(boxes, tensor_map, 0, -4, tma_bar);
+        tma_load_2d(boxes + (planted == HOPPER_PROBE_PLANTED_UNALIGNED_BOX ? 128 : 0), tensor_map, 0, -4, tma_bar);
         tma_load_2d(boxes + HOPPER_PROBE_BOX_BYTES, tensor_map, 0, HOPPER_PROBE_TMA_ROWS - 8, tma_bar);
     }
     if (planted != HOPPER_PROBE_PLANTED_MISSING_WAIT) {

@@ -49,6 +49,9 @@ const PLANTED_NEVER_PHASE: i32 = 4;
 const PLANTED_OUTSIDE: i32 = 5;
 const PLANTED_NO_FENCE: i32 = 6;
 const PLANTED_EARLY_READ: i32 = 7;
+const PLANTED_NO_INIT: i32 = 8;
+const PLANTED_SPLIT_DESCRIPTOR: i32 = 9;
+const PLANTED_UNALIGNED_BOX: i32 = 10;
 
 fn probe_a(row: u32, k: u32) -> f64 {
     ((row * 16 + k) * 7 % 13) as f64 - 6.0
@@ -262,6 +265,7 @@ fn emulation_error(planted: i32) -> String {
     match run_on_emulator(Schedule::RoundRobin, planted) {
         Err(AttentionError::Emulation { kernel, message }) => {
             assert_eq!(kernel, "hopper_probe");
+            println!("planted bug {planted}: {message}");
             message
         }
         other => panic!("planted bug {planted}: expected an Emulation error, got {other:?}"),
@@ -326,6 +330,30 @@ fn planted_missing_fence_is_reported() {
             && message.contains("without a wgmma.fence since this thread's last wgmma.wait_group"),
         "{message}"
     );
+}
+
+/// Misuses with one check each: an arrival before mbarrier.init, descriptors that differ between the
+/// threads of a warpgroup, a swizzled TMA box off the swizzle's 1024-byte repeat.
+#[test]
+fn planted_barrier_descriptor_and_alignment_misuse_is_reported() {
+    for (planted, expected) in [
+        (PLANTED_NO_INIT, "mbarrier.arrive at hopper_probe.cu:"),
+        (
+            PLANTED_SPLIT_DESCRIPTOR,
+            "passes other descriptors or scale-d than the first thread of its warpgroup",
+        ),
+        (
+            PLANTED_UNALIGNED_BOX,
+            "is not 1024-byte aligned (a swizzled box starts at the swizzle's repeat)",
+        ),
+    ] {
+        let message = emulation_error(planted);
+        assert!(
+            message.contains(expected),
+            "planted bug {planted}: {message}"
+        );
+    }
+    assert!(emulation_error(PLANTED_NO_INIT).contains("was never initialised (mbarrier.init)"));
 }
 
 /// Accumulators read between the wgmma and the wait that covers it are NaN on the emulator (undefined
