@@ -2,7 +2,9 @@
 //! statements (hopper-facts.md), under three schedules; its planted bugs, each giving a specific
 //! `Emulation` error or a specific wrong result; and, on a machine with an sm_90 GPU, the probe on the
 //! GPU against the emulator (its dump goes to $GPU_OUT/hopper_probe.txt, for the GPU suite to commit as
-//! tests/golden/hopper_probe.txt, which every CI run then checks the emulator against).
+//! tests/golden/hopper_probe.txt, which every CI run then checks the emulator against). The GPU half's
+//! host code (the driver's cuTensorMapEncodeTiled, the map in device memory, the launch) also runs on the
+//! emulated CUDA driver, an sm_90 device by default (scripts/test.sh).
 
 use std::ffi::c_void;
 use std::path::Path;
