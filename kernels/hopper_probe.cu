@@ -66,6 +66,7 @@
 #define HOPPER_PROBE_PLANTED_NO_INIT 8       /* an arrival on the TMA barrier before its mbarrier.init */
 #define HOPPER_PROBE_PLANTED_SPLIT_DESC 9    /* one thread passes another descriptor to the TMA product */
 #define HOPPER_PROBE_PLANTED_UNALIGNED_BOX 10 /* box 0 lands 128 bytes past the swizzle's repeat */
+#define HOPPER_PROBE_PLANTED_HALF_GROUP 11   /* warps 2 and 3 skip the TMA product and exit */
 
 #if SM90_CODE_COMPILED
 /* Everything but the entry point sits in a namespace: the unity build shares one scope with layout_probe. */
@@ -306,6 +307,9 @@ __device__ void hopper_probe_body(const AttentionParams &p) {
     }
     dump += HOPPER_PROBE_TMA;
 
+    if (planted == HOPPER_PROBE_PLANTED_HALF_GROUP && t >= 64) {
+        return;
+    }
     probe_tma_mma(dump, t, box_start, planted);
 }
 

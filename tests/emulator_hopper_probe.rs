@@ -54,6 +54,7 @@ const PLANTED_EARLY_READ: i32 = 7;
 const PLANTED_NO_INIT: i32 = 8;
 const PLANTED_SPLIT_DESCRIPTOR: i32 = 9;
 const PLANTED_UNALIGNED_BOX: i32 = 10;
+const PLANTED_HALF_GROUP: i32 = 11;
 
 fn probe_a(row: u32, k: u32) -> f64 {
     ((row * 16 + k) * 7 % 13) as f64 - 6.0
@@ -225,6 +226,14 @@ fn launch() -> KernelLaunch {
 }
 
 fn run_on_emulator(schedule: Schedule, planted: i32) -> Result<Vec<f32>, AttentionError> {
+    run_with_block(schedule, planted, 128)
+}
+
+fn run_with_block(
+    schedule: Schedule,
+    planted: i32,
+    threads: u32,
+) -> Result<Vec<f32>, AttentionError> {
     let tensor = tensor_storage();
     // SAFETY: `tensor` outlives the launch that reads it through the map.
     let map = unsafe { TensorMap::encode_tiled(tensor.as_ptr().cast(), &tensor_spec()) }?;
@@ -239,9 +248,13 @@ fn run_on_emulator(schedule: Schedule, planted: i32) -> Result<Vec<f32>, Attenti
     // SAFETY: the probe reads the map (p.q) and the tensor through it, and writes VALUES floats to
     // p.out; all three live until the launch returns.
     unsafe {
-        Emulator::new()
-            .with_schedule(schedule)
-            .launch(&launch(), &params)
+        Emulator::new().with_schedule(schedule).launch(
+            &KernelLaunch {
+                block: (threads, 1, 1),
+                ..launch()
+            },
+            &params,
+        )
     }?;
     Ok(out)
 }
@@ -356,6 +369,27 @@ fn planted_barrier_descriptor_and_alignment_misuse_is_reported() {
         );
     }
     assert!(emulation_error(PLANTED_NO_INIT).contains("was never initialised (mbarrier.init)"));
+}
+
+/// A warpgroup operation needs all 128 threads: half of them leaving before a wgmma, or a block that is
+/// not a whole warpgroup.
+#[test]
+fn planted_partial_warpgroups_are_reported() {
+    let message = emulation_error(PLANTED_HALF_GROUP);
+    assert!(
+        message.contains(
+            "exited while 64 threads of its warpgroup wait for it at wgmma.mma_async.f16"
+        ),
+        "{message}"
+    );
+    match run_with_block(Schedule::RoundRobin, PLANTED_NONE, 96) {
+        Err(AttentionError::Emulation { message, .. }) => assert!(
+            message.contains("wgmma.mma_async.bf16 at hopper_probe.cu:")
+                && message.contains("needs a full warpgroup of 128 threads"),
+            "{message}"
+        ),
+        other => panic!("a 96-thread block: {other:?}"),
+    }
 }
 
 /// Accumulators read between the wgmma and the wait that covers it are NaN on the emulator (undefined
