@@ -9,8 +9,9 @@
  *
  * A tile load copies the box whose first element is at `coords` (elements, dimension 0 innermost) into
  * shared memory densely (dimension 0 fastest), each byte at swizzle(destination + dense offset) on the
- * absolute shared address; box elements outside the tensor are zeros. It lands on the thread that waits
- * on its mbarrier (async_copy.h's two writes: 0xff at the issue, the data at the landing).
+ * absolute shared address; box elements outside the tensor are zeros. It lands when no thread of the
+ * block can run (emulator/hopper.cpp), on the thread that ran out of work, through async_copy.h's
+ * announcements (0xff at the issue, the data at the landing).
  */
 #ifndef CUDA_ATTENTION_EMULATOR_TENSOR_MAP_H
 #define CUDA_ATTENTION_EMULATOR_TENSOR_MAP_H
