@@ -54,6 +54,37 @@ const char *cuda_emu_kernel_name(uint32_t index);
  * ldmatrix -> (row, col) of matrix element / 2, half element % 2. Returns 0, or -1 for bad arguments. */
 int32_t cuda_emu_fragment_element(uint32_t fragment, uint32_t lane, uint32_t element, uint32_t *row, uint32_t *col);
 
+/* sm_90a fragments for cuda_emu_wgmma_fragment_element. */
+#define CUDA_EMU_WGMMA_FRAGMENT_D 0 /* m64nNk16 f32 accumulator: element < 128 (N = 256) */
+#define CUDA_EMU_WGMMA_FRAGMENT_A 1 /* A from registers, 16-bit: element < 8 */
+
+/* The element (row, col) of the 64 x N accumulator or the 64 x 16 A operand that the emulator's wgmma
+ * assigns to `element` of warpgroup thread `thread` (hopper_layout.h). Returns 0, or -1 for bad arguments. */
+int32_t cuda_emu_wgmma_fragment_element(uint32_t fragment, uint32_t thread, uint32_t element, uint32_t *row,
+                                        uint32_t *col);
+
+/* hopper_layout.h's swizzle of a shared address (span 128, 64 or 32 bytes; other spans: unchanged), its
+ * descriptor encoding (byte values in, the >> 4 fields out) and the physical address of element (mn, k)
+ * of a 16-bit wgmma operand described by `descriptor` (mn_major: the transpose flag). */
+uint32_t cuda_emu_swizzle_address(uint32_t address, uint32_t span);
+uint64_t cuda_emu_wgmma_descriptor(uint32_t start_address, uint32_t leading_byte_offset,
+                                   uint32_t stride_byte_offset, uint32_t swizzle_mode);
+uint32_t cuda_emu_wgmma_operand_address(uint64_t descriptor, uint32_t mn_major, uint32_t mn, uint32_t k);
+
+/* Tensor maps: cuTensorMapEncodeTiled with the driver's arguments and rules (enum values as in cuda.h;
+ * global_strides holds rank - 1 byte strides, of dimensions 1..rank-1), writing the emulator's encoding
+ * into the 128 bytes at `tensor_map` (64-byte aligned). Returns CUDA_EMU_TENSOR_MAP_OK, or
+ * CUDA_EMU_TENSOR_MAP_INVALID_VALUE with the reason in `message`. */
+#define CUDA_EMU_TENSOR_MAP_BYTES 128
+#define CUDA_EMU_TENSOR_MAP_OK 0
+#define CUDA_EMU_TENSOR_MAP_INVALID_VALUE 1
+int32_t cuda_emu_tensor_map_encode_tiled(void *tensor_map, uint32_t data_type, uint32_t rank,
+                                         const void *global_address, const uint64_t *global_dim,
+                                         const uint64_t *global_strides, const uint32_t *box_dim,
+                                         const uint32_t *element_strides, uint32_t interleave, uint32_t swizzle,
+                                         uint32_t l2_promotion, uint32_t oob_fill, char *message,
+                                         uint64_t message_capacity);
+
 /* The emulator's 16-bit conversions (round to nearest even), for tests against other implementations. */
 uint16_t cuda_emu_float_to_half(float value);
 float cuda_emu_half_to_float(uint16_t bits);

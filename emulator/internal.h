@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "hopper_state.h"
 #include "runtime.h" /* emulator/cuda/runtime.h */
 
 namespace cuda_emu {
@@ -50,7 +51,7 @@ struct Fiber {
     size_t stack_size = 0;
 };
 
-enum class ThreadState : uint8_t { Ready, Running, AtBarrier, AtCollective, Exited };
+enum class ThreadState : uint8_t { Ready, Running, AtBarrier, AtCollective, AtMbarrier, Exited };
 
 struct CopyRecord {
     void *dst;
@@ -141,6 +142,8 @@ struct Block {
     std::mt19937_64 rng;
     Fiber host; /* the worker's own context */
     bool failed = false;
+
+    HopperState hopper; /* mbarriers, TMA loads in flight, wgmma state (hopper.cpp) */
 };
 
 /* The CUDA thread running on this host thread (NULL on a worker's own context). */

@@ -216,6 +216,10 @@ std::string describe_waiting(Block *block) {
                    " at " + format_site(c.site) + " for lanes " + format_lanes(c.mask & ~c.arrived);
         }
     }
+    const std::string hopper = describe_hopper_waits(block);
+    if (!hopper.empty()) {
+        out += (out.empty() ? "" : "; ") + hopper;
+    }
     if (block->exited > 0) {
         out += (out.empty() ? "" : "; ") + std::to_string(block->exited) + " threads have exited";
     }
@@ -244,6 +248,7 @@ void fiber_main() {
 void thread_exit(Thread *self) {
     Block *block = self->block;
     check_exit_against_collectives(self);
+    check_exit_against_hopper(self);
     if (block->arrived > 0) {
         fail_thread(self, "exited while " + std::to_string(block->arrived) + " threads wait at __syncthreads at " +
                               format_site(block->barrier_site) +
@@ -254,7 +259,10 @@ void thread_exit(Thread *self) {
     block->exited += 1;
     block->warps[self->index / 32].exited |= 1u << self->context.lane;
     tsan_release(&block->tsan_done);
-    const int next = pop_ready(block);
+    int next = pop_ready(block);
+    if (next < 0 && hopper_make_progress(block)) {
+        next = pop_ready(block);
+    }
     if (next >= 0) {
         resume(self, &block->threads[next], true);
         std::abort(); /* a finished fiber is never resumed */
@@ -278,7 +286,10 @@ void make_ready(Block *block, int thread_index) {
 
 void wait_for_others(Thread *self) {
     Block *block = self->block;
-    const int next = pop_ready(block);
+    int next = pop_ready(block);
+    if (next < 0 && hopper_make_progress(block)) {
+        next = pop_ready(block);
+    }
     if (next < 0) {
         deadlock(self);
     }
@@ -522,6 +533,7 @@ class Worker {
         b.ready_head = 0;
         b.ready_count = 0;
         b.rng.seed(launch_.seed ^ (linear * 0x9e3779b97f4a7c15ull) ^ 0x5851f42d4c957f2dull);
+        b.hopper.reset(b.thread_count);
 
         const size_t shared_bytes = launch_.shared_bytes;
         void *shared = nullptr;

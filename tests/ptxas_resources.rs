@@ -52,7 +52,9 @@ fn every_kernel_has_no_spills_and_no_stack_on_every_architecture() {
     }
     for entry in &resources {
         assert!(
-            names.contains(&entry.kernel.as_str()) || entry.kernel == "layout_probe",
+            names.contains(&entry.kernel.as_str())
+                || entry.kernel == "layout_probe"
+                || entry.kernel == "hopper_probe",
             "{} is compiled but not in the kernel registry (declare it with ATTENTION_KERNEL)",
             entry.kernel
         );
@@ -75,4 +77,22 @@ fn every_kernel_has_no_spills_and_no_stack_on_every_architecture() {
             );
         }
     }
+}
+
+/// The sm_90a probe (kernels/hopper_probe.cu, wgmma up to N = 256 and TMA) fits its registers too.
+#[test]
+fn the_hopper_probe_has_no_spills_and_no_stack_on_sm_90a() {
+    let resources = kernel_resources();
+    let entry = resources
+        .iter()
+        .find(|r| r.kernel == "hopper_probe" && r.arch == "sm_90a")
+        .expect("hopper_probe was not compiled for sm_90a (build with nvcc: scripts/test.sh)");
+    assert!(
+        entry.spill_store_bytes == 0 && entry.spill_load_bytes == 0 && entry.stack_bytes == 0,
+        "hopper_probe on sm_90a: stack {}, spill stores {}, spill loads {} ({} registers)",
+        entry.stack_bytes,
+        entry.spill_store_bytes,
+        entry.spill_load_bytes,
+        entry.registers
+    );
 }

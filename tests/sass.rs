@@ -121,6 +121,44 @@ fn every_flash_instantiation_uses_tensor_cores_on_every_architecture() {
     }
 }
 
+/// The Hopper probe's sm_90a SASS has warpgroup MMAs (HGMMA) of several shapes and both dtypes, TMA
+/// tile loads (UTMALDG) and mbarrier transactions, and no local memory; its sm_80 build has no HGMMA.
+#[test]
+fn the_hopper_probe_uses_hgmma_and_tma_on_sm_90a() {
+    let functions = disassemble();
+    let key = |arch: &str| (arch.to_string(), "hopper_probe".to_string());
+    let sass = functions
+        .get(&key("sm_90a"))
+        .expect("hopper_probe has no SASS for sm_90a");
+    for expected in [
+        "HGMMA.64x8x16.F32.BF16",
+        "HGMMA.64x64x16.F32",
+        "HGMMA.64x256x16.F32.BF16",
+        "HGMMA.64x16x16.F32",
+        "UTMALDG.2D",
+        "SYNCS.ARRIVE.TRANS64",
+        "SYNCS.PHASECHK.TRANS64",
+    ] {
+        assert!(
+            sass.contains(expected),
+            "hopper_probe on sm_90a: no {expected}"
+        );
+    }
+    let local = sass
+        .split_whitespace()
+        .find(|op| op.starts_with("LDL") || op.starts_with("STL"));
+    assert!(
+        local.is_none(),
+        "hopper_probe on sm_90a: local memory access {local:?}"
+    );
+    if let Some(sm80) = functions.get(&key("sm_80")) {
+        assert!(
+            !sm80.contains("HGMMA"),
+            "hopper_probe's sm_80 build has HGMMA"
+        );
+    }
+}
+
 #[test]
 fn the_naive_kernels_use_no_tensor_cores() {
     let functions = disassemble();

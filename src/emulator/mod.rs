@@ -25,6 +25,7 @@
 
 mod attention_map;
 mod forward;
+pub mod hopper;
 
 use std::ffi::{CStr, CString};
 

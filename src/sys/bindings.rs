@@ -29,6 +29,11 @@ pub const CUDA_EMU_FRAGMENT_MMA_B: u32 = 1;
 pub const CUDA_EMU_FRAGMENT_MMA_C: u32 = 2;
 pub const CUDA_EMU_FRAGMENT_LDMATRIX: u32 = 3;
 pub const CUDA_EMU_FRAGMENT_LDMATRIX_TRANS: u32 = 4;
+pub const CUDA_EMU_WGMMA_FRAGMENT_D: u32 = 0;
+pub const CUDA_EMU_WGMMA_FRAGMENT_A: u32 = 1;
+pub const CUDA_EMU_TENSOR_MAP_BYTES: u32 = 128;
+pub const CUDA_EMU_TENSOR_MAP_OK: u32 = 0;
+pub const CUDA_EMU_TENSOR_MAP_INVALID_VALUE: u32 = 1;
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct AttentionParams {
@@ -473,6 +478,52 @@ unsafe extern "C" {
         element: u32,
         row: *mut u32,
         col: *mut u32,
+    ) -> i32;
+}
+unsafe extern "C" {
+    pub fn cuda_emu_wgmma_fragment_element(
+        fragment: u32,
+        thread: u32,
+        element: u32,
+        row: *mut u32,
+        col: *mut u32,
+    ) -> i32;
+}
+unsafe extern "C" {
+    pub fn cuda_emu_swizzle_address(address: u32, span: u32) -> u32;
+}
+unsafe extern "C" {
+    pub fn cuda_emu_wgmma_descriptor(
+        start_address: u32,
+        leading_byte_offset: u32,
+        stride_byte_offset: u32,
+        swizzle_mode: u32,
+    ) -> u64;
+}
+unsafe extern "C" {
+    pub fn cuda_emu_wgmma_operand_address(
+        descriptor: u64,
+        mn_major: u32,
+        mn: u32,
+        k: u32,
+    ) -> u32;
+}
+unsafe extern "C" {
+    pub fn cuda_emu_tensor_map_encode_tiled(
+        tensor_map: *mut ::std::os::raw::c_void,
+        data_type: u32,
+        rank: u32,
+        global_address: *const ::std::os::raw::c_void,
+        global_dim: *const u64,
+        global_strides: *const u64,
+        box_dim: *const u32,
+        element_strides: *const u32,
+        interleave: u32,
+        swizzle: u32,
+        l2_promotion: u32,
+        oob_fill: u32,
+        message: *mut ::std::os::raw::c_char,
+        message_capacity: u64,
     ) -> i32;
 }
 unsafe extern "C" {

@@ -152,10 +152,15 @@ fn build(sanitizer: Sanitizer) -> Result<Checker, String> {
         out_dir.clone(),
     ];
 
-    let runtime: Vec<PathBuf> = ["runtime.cpp", "collectives.cpp", "kernel_registry.cpp"]
-        .iter()
-        .map(|f| root.join("emulator").join(f))
-        .collect();
+    let runtime: Vec<PathBuf> = [
+        "runtime.cpp",
+        "collectives.cpp",
+        "hopper.cpp",
+        "kernel_registry.cpp",
+    ]
+    .iter()
+    .map(|f| root.join("emulator").join(f))
+    .collect();
     let mut instrumented = vec![root.join("emulator/checker_main.cpp")];
     instrumented.extend(files(&root.join("kernels"), "cu"));
     instrumented.extend(files(&root.join("tests/planted"), "cu"));
