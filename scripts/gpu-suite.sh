@@ -17,9 +17,9 @@
 #
 # The device tool returns only a few files from OUT_DIR (8 of at most 16 MiB, 2 folders deep), so the
 # many results are written to a scratch folder, gpu-results/, and OUT_DIR gets just two files:
-#   gpu-results.tar.gz   everything: summary.md, facts.log, one log per step, layout_probe.txt (the
-#                        layout probe test writes it to $GPU_OUT, which is gpu-results/; commit it as
-#                        tests/golden/layout_probe.txt), torch.json, torch-decode.json, bench/,
+#   gpu-results.tar.gz   everything: summary.md, facts.log, one log per step, layout_probe.txt and
+#                        hopper_probe.txt (the probe tests write them to $GPU_OUT, which is gpu-results/;
+#                        commit them as tests/golden/layout_probe.txt and tests/golden/hopper_probe.txt), torch.json, torch-decode.json, bench/,
 #                        bench-varlen/, bench-decode/, bench-sparse/ and bench-baseline/ (results.json
 #                        and plots), map-1m.png
 #   summary.md           the summary table, also inside the archive
