@@ -8,6 +8,8 @@
  *   p.q      a 64-byte-aligned 2-d tensor map (CUtensorMap) over p.k, f16, dims (64, HOPPER_PROBE_TMA_ROWS),
  *            row stride 128 bytes, box (64, 16), SWIZZLE_128B, zero fill
  *   p.k      that tensor: element (row r, column c) = r * 64 + c + 1 (exact in f16)
+ *   p.v      a 3-d tensor map over the same tensor seen as (32 columns, HOPPER_PROBE_TMA_ROWS rows, 2 halves):
+ *            strides 128 bytes (rows) and 64 bytes (halves), box (32, 8, 2), SWIZZLE_64B
  *   p.seq_q  0, or a planted bug for the emulator's tests (HOPPER_PROBE_PLANTED_*)
  * Output p.out, HOPPER_PROBE_VALUES floats:
  *   [0..4)   header: version, value count, shared bytes, case count
@@ -26,8 +28,11 @@
  *   tma_mma  128 threads x 8: D (64 x 16) = A (registers, 64 x 64: probe_a) B (box 0 as 16 n-rows of 64 k,
  *            K-major, 128-byte swizzle), four chained k-blocks, the descriptor's start advanced 32 bytes
  *            each, as a flash kernel computes S = Q K^T from a TMA-loaded K tile
+ *   tma3d    the 3-d box at (0, 2, 0) (rows 2..9, both halves: 512 f16) in the second phase of the same
+ *            barrier, read back densely (element e at swizzle64(box + 2 e)), as a d128 kernel loads a row in
+ *            two 64-byte slices
  *
- * Run by tests/emulator_hopper.rs on the emulator, against the plain products and (once a GPU has run it)
+ * Run by tests/emulator_hopper_probe.rs on the emulator, against the plain products and (once a GPU has run it)
  * the golden dump tests/golden/hopper_probe.txt. sm_90a only: the sm_80 build of this kernel traps.
  */
 #include "include/device_helpers.cuh"
@@ -46,9 +51,10 @@
 #define HOPPER_PROBE_BOX_BYTES (HOPPER_PROBE_BOX_ROWS * HOPPER_PROBE_BOX_COLS * 2)
 #define HOPPER_PROBE_TMA (2 * HOPPER_PROBE_BOX_ROWS * HOPPER_PROBE_BOX_COLS)
 #define HOPPER_PROBE_TMA_MMA (128 * 8)
+#define HOPPER_PROBE_TMA3D (32 * 8 * 2)
 #define HOPPER_PROBE_VALUES                                                                                        \
     (HOPPER_PROBE_HEADER + HOPPER_PROBE_CASES * HOPPER_PROBE_CASE_FIELDS + 128 * HOPPER_PROBE_CASE_ACCUMULATORS +    \
-     HOPPER_PROBE_PHASES + HOPPER_PROBE_TMA + HOPPER_PROBE_TMA_MMA)
+     HOPPER_PROBE_PHASES + HOPPER_PROBE_TMA + HOPPER_PROBE_TMA_MMA + HOPPER_PROBE_TMA3D)
 /* Shared memory: 1024 bytes of alignment slack, A and B operand regions (8 KiB each, the largest
  * footprint of a 64 x 16 or 256 x 16 operand), two TMA boxes, two mbarriers. */
 #define HOPPER_PROBE_REGION_BYTES 8192
@@ -311,6 +317,21 @@ __device__ void hopper_probe_body(const AttentionParams &p) {
         return;
     }
     probe_tma_mma(dump, t, box_start, planted);
+    dump += HOPPER_PROBE_TMA_MMA;
+
+    /* A 3-d box into box 1's space (every thread has read box 1 above), completing phase 1 of the barrier. */
+    __syncthreads();
+    const uint32_t box3_start = box_start + HOPPER_PROBE_BOX_BYTES;
+    if (t < 32 && elect_one_sync()) {
+        mbarrier_arrive_expect_tx(tma_bar, HOPPER_PROBE_TMA3D * 2);
+        tma_load_3d(boxes + HOPPER_PROBE_BOX_BYTES, p.v, 0, 2, 0, tma_bar);
+    }
+    mbarrier_wait_parity(tma_bar, 1u);
+    for (int e = t; e < HOPPER_PROBE_TMA3D; e += 128) {
+        __half value;
+        memcpy(&value, shared + (swizzle_address(box3_start + 2u * (uint32_t)e, 64) - shared_base), sizeof value);
+        dump[e] = __half2float(value);
+    }
 }
 
 } /* namespace hopper_probe_impl */
