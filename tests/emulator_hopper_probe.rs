@@ -41,7 +41,8 @@ const BOX_ROWS: usize = 16;
 const BOX_COLS: usize = 64;
 const TMA_MMA_BASE: usize = TMA_BASE + 2 * BOX_ROWS * BOX_COLS;
 const TMA3D_BASE: usize = TMA_MMA_BASE + 128 * 8;
-const VALUES: usize = TMA3D_BASE + 32 * 8 * 2;
+const NAMED_BASE: usize = TMA3D_BASE + 32 * 8 * 2;
+const VALUES: usize = NAMED_BASE + 64;
 const SHARED_BYTES: u32 = 1024 + 2 * 8192 + 2 * (BOX_ROWS * BOX_COLS * 2) as u32 + 16;
 
 const PLANTED_NONE: i32 = 0;
@@ -56,6 +57,8 @@ const PLANTED_NO_INIT: i32 = 8;
 const PLANTED_SPLIT_DESCRIPTOR: i32 = 9;
 const PLANTED_UNALIGNED_BOX: i32 = 10;
 const PLANTED_HALF_GROUP: i32 = 11;
+const PLANTED_NAMED_COUNT: i32 = 12;
+const PLANTED_NAMED_SKIP: i32 = 13;
 
 fn probe_a(row: u32, k: u32) -> f64 {
     ((row * 16 + k) * 7 % 13) as f64 - 6.0
@@ -129,9 +132,13 @@ fn expected_with(box_element: impl Fn(u32, u32) -> f64) -> Vec<f32> {
         }
     }
     // The 3-d box at (column 0, row 2, half 0): element (c, r, h) = tensor (row 2 + r, column 32 h + c).
-    for (i, value) in e[TMA3D_BASE..].iter_mut().enumerate() {
+    for (i, value) in e[TMA3D_BASE..NAMED_BASE].iter_mut().enumerate() {
         let (c, r, h) = (i % 32, i / 32 % 8, i / 256);
         *value = tensor_value(2 + r as i64, 32 * h + c) as f32;
+    }
+    // Handed from warps 0-1 to warps 2-3 through named barrier 1.
+    for (i, value) in e[NAMED_BASE..].iter_mut().enumerate() {
+        *value = (1000 + i + 1) as f32;
     }
     e
 }
@@ -169,8 +176,11 @@ fn describe(index: usize) -> (String, usize, usize) {
         let i = index - TMA_MMA_BASE;
         return ("tma_mma".into(), i / 8, i % 8);
     }
-    let i = index - TMA3D_BASE;
-    ("tma3d".into(), i / 32, i % 32)
+    if index < NAMED_BASE {
+        let i = index - TMA3D_BASE;
+        return ("tma3d".into(), i / 32, i % 32);
+    }
+    ("named".into(), index - NAMED_BASE + 64, 0)
 }
 
 fn mismatches(actual: &[f32], expected: &[f32]) -> Vec<usize> {
@@ -415,6 +425,26 @@ fn planted_partial_warpgroups_are_reported() {
         ),
         other => panic!("a 96-thread block: {other:?}"),
     }
+}
+
+/// Named barriers: consumers that count another number of threads than the producers, and producers
+/// that never arrive (the consumers then wait forever).
+#[test]
+fn planted_named_barrier_misuse_is_reported() {
+    let message = emulation_error(PLANTED_NAMED_COUNT);
+    assert!(
+        message.contains("bar.sync 1 at hopper_probe.cu:")
+            && message
+                .contains("arrives with the count 96 while 64 threads arrived with the count 128"),
+        "{message}"
+    );
+    let message = emulation_error(PLANTED_NAMED_SKIP);
+    assert!(
+        message.contains("deadlock, no thread can continue")
+            && message.contains("threads {64-127} wait at bar.sync 1 at hopper_probe.cu:")
+            && message.contains("64 of 128 threads have arrived"),
+        "{message}"
+    );
 }
 
 /// Accumulators read between the wgmma and the wait that covers it are NaN on the emulator (undefined
