@@ -45,23 +45,6 @@ std::string hex32(uint32_t value) {
     return buffer;
 }
 
-/* Thread indices {0-31,64} of a block, compactly. */
-std::string format_threads(const std::vector<int> &indices) {
-    std::string out = "{";
-    for (size_t i = 0; i < indices.size();) {
-        size_t j = i;
-        while (j + 1 < indices.size() && indices[j + 1] == indices[j] + 1) {
-            ++j;
-        }
-        out += (i == 0 ? "" : ",") + std::to_string(indices[i]);
-        if (j > i) {
-            out += "-" + std::to_string(indices[j]);
-        }
-        i = j + 1;
-    }
-    return out + "}";
-}
-
 std::string where(const char *name, Site site) { return std::string(name) + " at " + format_site(site); }
 
 MbarrierState *find_barrier(Block *block, uint32_t address) {
@@ -298,6 +281,23 @@ void compute_wgmma(Thread *self, Site site, const char *name, WarpgroupMeeting &
 
 } /* namespace */
 
+/* Thread indices {0-31,64} of a block, compactly (hopper_state.h). */
+std::string format_threads(const std::vector<int> &indices) {
+    std::string out = "{";
+    for (size_t i = 0; i < indices.size();) {
+        size_t j = i;
+        while (j + 1 < indices.size() && indices[j + 1] == indices[j] + 1) {
+            ++j;
+        }
+        out += (i == 0 ? "" : ",") + std::to_string(indices[i]);
+        if (j > i) {
+            out += "-" + std::to_string(indices[j]);
+        }
+        i = j + 1;
+    }
+    return out + "}";
+}
+
 /* ---- Shared addresses, mbarriers ----------------------------------------------------------------- */
 
 uint32_t shared_window_address(Site site, const void *pointer, const char *what) {
@@ -474,6 +474,10 @@ std::string describe_hopper_waits(Block *block) {
                        std::to_string(parity) + " of " + describe_barrier(b) + ", which never completes";
             }
         }
+    }
+    const std::string named = describe_named_barrier_waits(block);
+    if (!named.empty()) {
+        out += (out.empty() ? "" : "; ") + named;
     }
     for (size_t g = 0; g < h.meetings.size(); ++g) {
         const WarpgroupMeeting &m = h.meetings[g];

@@ -6,7 +6,8 @@
  *   ThreadHopper     per CUDA thread: the mbarrier it waits on, whether it has executed wgmma.fence since
  *                    its last wgmma.wait_group, and its wgmma results not yet delivered (uncommitted, then
  *                    committed groups, oldest first);
- *   WarpgroupMeeting the 128-thread meeting point of one warpgroup (wgmma.mma_async, setmaxnreg).
+ *   WarpgroupMeeting the 128-thread meeting point of one warpgroup (wgmma.mma_async, setmaxnreg);
+ *   NamedBarrierState one of the 16 barriers of bar.sync / bar.arrive with an id.
  *
  * Touched only by the block's worker thread, like the rest of Block.
  */
@@ -44,6 +45,8 @@ struct WgmmaResult {
 };
 
 struct ThreadHopper {
+    int named_wait = 0;        /* the named barrier waited on (ThreadState::AtNamedBarrier) */
+    Site named_site{nullptr, 0};
     uint32_t wait_address = 0; /* the mbarrier waited on (ThreadState::AtMbarrier) */
     uint32_t wait_parity = 0;
     Site wait_site{nullptr, 0};
@@ -67,13 +70,26 @@ struct WarpgroupMeeting {
     std::vector<float> result; /* [128][n / 2] */
 };
 
+/* A named barrier (bar.sync / bar.arrive with an id): the count of the completion in progress. */
+struct NamedBarrierState {
+    int expected = 0; /* 0: no arrival since the last completion */
+    int arrived = 0;
+    Site site{nullptr, 0}; /* the first arrival's call site */
+    char tsan = 0;         /* happens-before object of the checking mode */
+};
+
 struct HopperState {
     std::vector<MbarrierState> barriers;
+    NamedBarrierState named[16];
     std::vector<ThreadHopper> threads;
     std::vector<WarpgroupMeeting> meetings;
 
     void reset(int thread_count) {
         barriers.clear();
+        for (NamedBarrierState &n : named) {
+            n.expected = 0;
+            n.arrived = 0;
+        }
         threads.assign((size_t)thread_count, ThreadHopper{});
         meetings.assign((size_t)(thread_count + 127) / 128, WarpgroupMeeting{});
     }
@@ -87,6 +103,10 @@ struct Thread;
 bool hopper_make_progress(Block *block);
 /* What threads wait for in Hopper operations, for a deadlock report ("" if nothing). */
 std::string describe_hopper_waits(Block *block);
+/* Thread indices as ranges, "{0-31,64}" (hopper.cpp). */
+std::string format_threads(const std::vector<int> &indices);
+/* The same for named barriers (named_barriers.cpp). */
+std::string describe_named_barrier_waits(Block *block);
 /* Exit checks: a thread leaving a warpgroup meeting others wait at, or with wgmma results undelivered;
  * the last thread leaving with TMA loads never waited for. */
 void check_exit_against_hopper(Thread *self);

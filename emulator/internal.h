@@ -51,7 +51,7 @@ struct Fiber {
     size_t stack_size = 0;
 };
 
-enum class ThreadState : uint8_t { Ready, Running, AtBarrier, AtCollective, AtMbarrier, Exited };
+enum class ThreadState : uint8_t { Ready, Running, AtBarrier, AtCollective, AtMbarrier, AtNamedBarrier, Exited };
 
 struct CopyRecord {
     void *dst;

@@ -8,6 +8,8 @@
  *   p.q      a 64-byte-aligned 2-d tensor map (CUtensorMap) over p.k, f16, dims (64, HOPPER_PROBE_TMA_ROWS),
  *            row stride 128 bytes, box (64, 16), SWIZZLE_128B, zero fill
  *   p.k      that tensor: element (row r, column c) = r * 64 + c + 1 (exact in f16)
+ *   p.v      a 3-d tensor map over the same tensor seen as (32 columns, HOPPER_PROBE_TMA_ROWS rows, 2 halves):
+ *            strides 128 bytes (rows) and 64 bytes (halves), box (32, 8, 2), SWIZZLE_64B
  *   p.seq_q  0, or a planted bug for the emulator's tests (HOPPER_PROBE_PLANTED_*)
  * Output p.out, HOPPER_PROBE_VALUES floats:
  *   [0..4)   header: version, value count, shared bytes, case count
@@ -26,11 +28,17 @@
  *   tma_mma  128 threads x 8: D (64 x 16) = A (registers, 64 x 64: probe_a) B (box 0 as 16 n-rows of 64 k,
  *            K-major, 128-byte swizzle), four chained k-blocks, the descriptor's start advanced 32 bytes
  *            each, as a flash kernel computes S = Q K^T from a TMA-loaded K tile
+ *   tma3d    the 3-d box at (0, 2, 0) (rows 2..9, both halves: 512 f16) in the second phase of the same
+ *            barrier, read back densely (element e at swizzle64(box + 2 e)), as a d128 kernel loads a row in
+ *            two 64-byte slices
+ *   named    64 values that warps 0-1 store to shared memory before bar.arrive 1, 128 and warps 2-3 read
+ *            after bar.sync 1, 128 (value 1000 + i + 1 for thread i of warps 0-1)
  *
- * Run by tests/emulator_hopper.rs on the emulator, against the plain products and (once a GPU has run it)
+ * Run by tests/emulator_hopper_probe.rs on the emulator, against the plain products and (once a GPU has run it)
  * the golden dump tests/golden/hopper_probe.txt. sm_90a only: the sm_80 build of this kernel traps.
  */
 #include "include/device_helpers.cuh"
+#include "include/named_barrier.cuh"
 #include "include/ptx_sm90.cuh"
 
 #define HOPPER_PROBE_VERSION 1
@@ -46,9 +54,12 @@
 #define HOPPER_PROBE_BOX_BYTES (HOPPER_PROBE_BOX_ROWS * HOPPER_PROBE_BOX_COLS * 2)
 #define HOPPER_PROBE_TMA (2 * HOPPER_PROBE_BOX_ROWS * HOPPER_PROBE_BOX_COLS)
 #define HOPPER_PROBE_TMA_MMA (128 * 8)
+#define HOPPER_PROBE_TMA3D (32 * 8 * 2)
+#define HOPPER_PROBE_NAMED 64
 #define HOPPER_PROBE_VALUES                                                                                        \
     (HOPPER_PROBE_HEADER + HOPPER_PROBE_CASES * HOPPER_PROBE_CASE_FIELDS + 128 * HOPPER_PROBE_CASE_ACCUMULATORS +    \
-     HOPPER_PROBE_PHASES + HOPPER_PROBE_TMA + HOPPER_PROBE_TMA_MMA)
+     HOPPER_PROBE_PHASES + HOPPER_PROBE_TMA + HOPPER_PROBE_TMA_MMA + HOPPER_PROBE_TMA3D + \
+     HOPPER_PROBE_NAMED)
 /* Shared memory: 1024 bytes of alignment slack, A and B operand regions (8 KiB each, the largest
  * footprint of a 64 x 16 or 256 x 16 operand), two TMA boxes, two mbarriers. */
 #define HOPPER_PROBE_REGION_BYTES 8192
@@ -67,6 +78,8 @@
 #define HOPPER_PROBE_PLANTED_SPLIT_DESC 9    /* one thread passes another descriptor to the TMA product */
 #define HOPPER_PROBE_PLANTED_UNALIGNED_BOX 10 /* box 0 lands 128 bytes past the swizzle's repeat */
 #define HOPPER_PROBE_PLANTED_HALF_GROUP 11   /* warps 2 and 3 skip the TMA product and exit */
+#define HOPPER_PROBE_PLANTED_NAMED_COUNT 12  /* the consumers of named barrier 1 count 96 threads */
+#define HOPPER_PROBE_PLANTED_NAMED_SKIP 13   /* the producers never arrive at named barrier 1 */
 
 #if SM90_CODE_COMPILED
 /* Everything but the entry point sits in a namespace: the unity build shares one scope with layout_probe. */
@@ -311,6 +324,35 @@ __device__ void hopper_probe_body(const AttentionParams &p) {
         return;
     }
     probe_tma_mma(dump, t, box_start, planted);
+    dump += HOPPER_PROBE_TMA_MMA;
+
+    /* A 3-d box into box 1's space (every thread has read box 1 above), completing phase 1 of the barrier. */
+    __syncthreads();
+    const uint32_t box3_start = box_start + HOPPER_PROBE_BOX_BYTES;
+    if (t < 32 && elect_one_sync()) {
+        mbarrier_arrive_expect_tx(tma_bar, HOPPER_PROBE_TMA3D * 2);
+        tma_load_3d(boxes + HOPPER_PROBE_BOX_BYTES, p.v, 0, 2, 0, tma_bar);
+    }
+    mbarrier_wait_parity(tma_bar, 1u);
+    for (int e = t; e < HOPPER_PROBE_TMA3D; e += 128) {
+        __half value;
+        memcpy(&value, shared + (swizzle_address(box3_start + 2u * (uint32_t)e, 64) - shared_base), sizeof value);
+        dump[e] = __half2float(value);
+    }
+    dump += HOPPER_PROBE_TMA3D;
+
+    /* Named barriers: warps 0-1 produce into the A region (free since the wgmma cases), warps 2-3 consume. */
+    float *handoff = reinterpret_cast<float *>(a_region);
+    if (t < 64) {
+        handoff[t] = (float)(1000 + t + 1);
+        if (planted != HOPPER_PROBE_PLANTED_NAMED_SKIP) {
+            named_barrier_arrive(1, 128);
+        }
+    } else {
+        named_barrier_sync(1, planted == HOPPER_PROBE_PLANTED_NAMED_COUNT ? 96 : 128);
+        dump[t - 64] = handoff[t - 64];
+    }
+    named_barrier_sync(2, 128);
 }
 
 } /* namespace hopper_probe_impl */

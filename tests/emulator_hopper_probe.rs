@@ -40,7 +40,9 @@ const TMA_ROWS: usize = 20;
 const BOX_ROWS: usize = 16;
 const BOX_COLS: usize = 64;
 const TMA_MMA_BASE: usize = TMA_BASE + 2 * BOX_ROWS * BOX_COLS;
-const VALUES: usize = TMA_MMA_BASE + 128 * 8;
+const TMA3D_BASE: usize = TMA_MMA_BASE + 128 * 8;
+const NAMED_BASE: usize = TMA3D_BASE + 32 * 8 * 2;
+const VALUES: usize = NAMED_BASE + 64;
 const SHARED_BYTES: u32 = 1024 + 2 * 8192 + 2 * (BOX_ROWS * BOX_COLS * 2) as u32 + 16;
 
 const PLANTED_NONE: i32 = 0;
@@ -55,6 +57,8 @@ const PLANTED_NO_INIT: i32 = 8;
 const PLANTED_SPLIT_DESCRIPTOR: i32 = 9;
 const PLANTED_UNALIGNED_BOX: i32 = 10;
 const PLANTED_HALF_GROUP: i32 = 11;
+const PLANTED_NAMED_COUNT: i32 = 12;
+const PLANTED_NAMED_SKIP: i32 = 13;
 
 fn probe_a(row: u32, k: u32) -> f64 {
     ((row * 16 + k) * 7 % 13) as f64 - 6.0
@@ -127,6 +131,15 @@ fn expected_with(box_element: impl Fn(u32, u32) -> f64) -> Vec<f32> {
             e[TMA_MMA_BASE + (t * 8 + i) as usize] = d as f32;
         }
     }
+    // The 3-d box at (column 0, row 2, half 0): element (c, r, h) = tensor (row 2 + r, column 32 h + c).
+    for (i, value) in e[TMA3D_BASE..NAMED_BASE].iter_mut().enumerate() {
+        let (c, r, h) = (i % 32, i / 32 % 8, i / 256);
+        *value = tensor_value(2 + r as i64, 32 * h + c) as f32;
+    }
+    // Handed from warps 0-1 to warps 2-3 through named barrier 1.
+    for (i, value) in e[NAMED_BASE..].iter_mut().enumerate() {
+        *value = (1000 + i + 1) as f32;
+    }
     e
 }
 
@@ -159,8 +172,15 @@ fn describe(index: usize) -> (String, usize, usize) {
         let i = index - TMA_BASE;
         return ("tma".into(), i / BOX_COLS, i % BOX_COLS);
     }
-    let i = index - TMA_MMA_BASE;
-    ("tma_mma".into(), i / 8, i % 8)
+    if index < TMA3D_BASE {
+        let i = index - TMA_MMA_BASE;
+        return ("tma_mma".into(), i / 8, i % 8);
+    }
+    if index < NAMED_BASE {
+        let i = index - TMA3D_BASE;
+        return ("tma3d".into(), i / 32, i % 32);
+    }
+    ("named".into(), index - NAMED_BASE + 64, 0)
 }
 
 fn mismatches(actual: &[f32], expected: &[f32]) -> Vec<usize> {
@@ -216,6 +236,18 @@ fn tensor_spec() -> TensorMapSpec {
     }
 }
 
+/// The same tensor as (32 columns, rows, 2 halves of a row): the half stride (64 bytes) is below the row
+/// extent, as a head-dim-128 kernel's 64-byte slices are.
+fn tensor_spec_3d() -> TensorMapSpec {
+    TensorMapSpec {
+        data_type: TensorMapDataType::Float16,
+        global_dim: vec![32, TMA_ROWS as u64, 2],
+        global_strides: vec![(BOX_COLS * 2) as u64, 64],
+        box_dim: vec![32, 8, 2],
+        swizzle: TensorMapSwizzle::B64,
+    }
+}
+
 fn launch() -> KernelLaunch {
     KernelLaunch {
         name: "hopper_probe",
@@ -237,16 +269,19 @@ fn run_with_block(
     let tensor = tensor_storage();
     // SAFETY: `tensor` outlives the launch that reads it through the map.
     let map = unsafe { TensorMap::encode_tiled(tensor.as_ptr().cast(), &tensor_spec()) }?;
+    // SAFETY: as above.
+    let map_3d = unsafe { TensorMap::encode_tiled(tensor.as_ptr().cast(), &tensor_spec_3d()) }?;
     let mut out = vec![0.0f32; VALUES];
     let params = AttentionParams {
         q: std::ptr::from_ref(&map).cast::<c_void>(),
         k: tensor.as_ptr().cast::<c_void>(),
+        v: std::ptr::from_ref(&map_3d).cast::<c_void>(),
         out: out.as_mut_ptr().cast::<c_void>(),
         seq_q: planted,
         ..AttentionParams::default()
     };
-    // SAFETY: the probe reads the map (p.q) and the tensor through it, and writes VALUES floats to
-    // p.out; all three live until the launch returns.
+    // SAFETY: the probe reads the maps (p.q, p.v) and the tensor through them, and writes VALUES floats
+    // to p.out; all of them live until the launch returns.
     unsafe {
         Emulator::new().with_schedule(schedule).launch(
             &KernelLaunch {
@@ -392,19 +427,39 @@ fn planted_partial_warpgroups_are_reported() {
     }
 }
 
+/// Named barriers: consumers that count another number of threads than the producers, and producers
+/// that never arrive (the consumers then wait forever).
+#[test]
+fn planted_named_barrier_misuse_is_reported() {
+    let message = emulation_error(PLANTED_NAMED_COUNT);
+    assert!(
+        message.contains("bar.sync 1 at hopper_probe.cu:")
+            && message
+                .contains("arrives with the count 96 while 64 threads arrived with the count 128"),
+        "{message}"
+    );
+    let message = emulation_error(PLANTED_NAMED_SKIP);
+    assert!(
+        message.contains("deadlock, no thread can continue")
+            && message.contains("threads {64-127} wait at bar.sync 1 at hopper_probe.cu:")
+            && message.contains("64 of 128 threads have arrived"),
+        "{message}"
+    );
+}
+
 /// Accumulators read between the wgmma and the wait that covers it are NaN on the emulator (undefined
 /// on the GPU); everything else is unchanged.
 #[test]
 fn planted_early_accumulator_read_gives_nan() {
     let dump = run_on_emulator(Schedule::RoundRobin, PLANTED_EARLY_READ).expect("the probe failed");
     let right = expected();
-    assert_same(
-        &dump[..TMA_MMA_BASE],
-        &right[..TMA_MMA_BASE],
-        "sections before tma_mma",
+    let bad = mismatches(&dump, &right);
+    assert!(
+        bad.iter().all(|&i| (TMA_MMA_BASE..TMA3D_BASE).contains(&i)),
+        "sections other than tma_mma changed"
     );
     assert!(
-        dump[TMA_MMA_BASE..].iter().all(|x| x.is_nan()),
+        dump[TMA_MMA_BASE..TMA3D_BASE].iter().all(|x| x.is_nan()),
         "accumulators read before wgmma.wait_group were not NaN"
     );
 }
@@ -419,7 +474,7 @@ fn planted_wrong_swizzle_gives_the_product_of_the_permuted_tile() {
     let bad = mismatches(&dump, &right);
     assert!(!bad.is_empty(), "a wrong swizzle went unnoticed");
     assert!(
-        bad.iter().all(|&i| i >= TMA_MMA_BASE),
+        bad.iter().all(|&i| (TMA_MMA_BASE..TMA3D_BASE).contains(&i)),
         "sections other than tma_mma changed"
     );
     // The descriptor's logical address of (n, k): K-major, 64-byte rows, 8-row groups 1024 bytes apart;
@@ -549,24 +604,23 @@ fn run_on_gpu() -> Result<Option<(Vec<f32>, String)>, String> {
     let out = stream
         .alloc_zeros::<f32>(VALUES)
         .map_err(|e| e.to_string())?;
-    let spec = tensor_spec();
-    let element_strides = [1u32, 1];
-    let host_map = {
+    let encode = |spec: &TensorMapSpec, swizzle: sys::CUtensorMapSwizzle| {
         let (address, _guard) = tensor_dev.device_ptr(&stream);
+        let element_strides = vec![1u32; spec.global_dim.len()];
         let mut map = std::mem::MaybeUninit::<sys::CUtensorMap>::zeroed();
-        // SAFETY: every array has the rank's entries; the map is written by the driver.
+        // SAFETY: every array has the rank's entries (strides one fewer); the driver writes the map.
         let status = unsafe {
             sys::cuTensorMapEncodeTiled(
                 map.as_mut_ptr(),
                 sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
-                2,
+                spec.global_dim.len() as u32,
                 address as *mut c_void,
                 spec.global_dim.as_ptr(),
                 spec.global_strides.as_ptr(),
                 spec.box_dim.as_ptr(),
                 element_strides.as_ptr(),
                 sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
-                sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+                swizzle,
                 sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
                 sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
             )
@@ -575,18 +629,31 @@ fn run_on_gpu() -> Result<Option<(Vec<f32>, String)>, String> {
             return Err(format!("cuTensorMapEncodeTiled: {status:?}"));
         }
         // SAFETY: initialised by the successful call above.
-        unsafe { map.assume_init() }
+        Ok(unsafe { map.assume_init() })
     };
+    let map_2d = encode(
+        &tensor_spec(),
+        sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+    )?;
+    let map_3d = encode(
+        &tensor_spec_3d(),
+        sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_64B,
+    )?;
     let map_dev = stream
-        .clone_htod(&host_map.opaque)
+        .clone_htod(&map_2d.opaque)
+        .map_err(|e| e.to_string())?;
+    let map_3d_dev = stream
+        .clone_htod(&map_3d.opaque)
         .map_err(|e| e.to_string())?;
     {
+        let (map_3d_address, _m3) = map_3d_dev.device_ptr(&stream);
         let (map_address, _m) = map_dev.device_ptr(&stream);
         let (tensor_address, _t) = tensor_dev.device_ptr(&stream);
         let (out_address, _o) = out.device_ptr(&stream);
         let params = AttentionParams {
             q: map_address as *const c_void,
             k: tensor_address as *const c_void,
+            v: map_3d_address as *const c_void,
             out: out_address as *mut c_void,
             ..AttentionParams::default()
         };
@@ -595,8 +662,8 @@ fn run_on_gpu() -> Result<Option<(Vec<f32>, String)>, String> {
             block_dim: (128, 1, 1),
             shared_mem_bytes: SHARED_BYTES,
         };
-        // SAFETY: the probe reads the map (256-byte-aligned device memory) and the tensor through it,
-        // and writes VALUES floats of `out`.
+        // SAFETY: the probe reads the two maps (256-byte-aligned device memory) and the tensor through
+        // them, and writes VALUES floats of `out`.
         unsafe { stream.launch_builder(&function).arg(&params).launch(config) }
             .map_err(|e| e.to_string())?;
     }

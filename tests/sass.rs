@@ -136,6 +136,7 @@ fn the_hopper_probe_uses_hgmma_and_tma_on_sm_90a() {
         "HGMMA.64x256x16.F32.BF16",
         "HGMMA.64x16x16.F32",
         "UTMALDG.2D",
+        "UTMALDG.3D",
         "SYNCS.ARRIVE.TRANS64",
         "SYNCS.PHASECHK.TRANS64",
     ] {

@@ -1,6 +1,7 @@
 /*
  * hopper_runtime.h - the emulator's sm_90a operations, called by the host bodies of ptx_sm90.cuh and
- * implemented in emulator/hopper.cpp (mbarriers, TMA queues, warpgroup collectives, wgmma).
+ * named_barrier.cuh, implemented in emulator/hopper.cpp (mbarriers, TMA queues, warpgroup collectives,
+ * wgmma) and emulator/named_barriers.cpp.
  *
  * Every function runs on the calling CUDA thread's fiber and may stop the block with an error naming
  * the thread and the call site (never an error code). Shared memory is addressed by shared-window
@@ -66,6 +67,9 @@ void wgmma_wait_group(Site site, int pending_allowed);
 
 /* setmaxnreg.{inc,dec}: a meeting of the warpgroup, no effect on the emulator. */
 void setmaxnreg(Site site, bool increase, int registers);
+/* bar.sync (wait) or bar.arrive (no wait) on named barrier `id` (1..15) counting `threads` threads
+ * (emulator/named_barriers.cpp). */
+void named_barrier(Site site, int id, int threads, bool wait);
 /* elect.sync over the full warp: true on exactly one lane (the lowest). */
 bool elect_one(Site site);
 

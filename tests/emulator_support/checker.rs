@@ -156,6 +156,7 @@ fn build(sanitizer: Sanitizer) -> Result<Checker, String> {
         "runtime.cpp",
         "collectives.cpp",
         "hopper.cpp",
+        "named_barriers.cpp",
         "kernel_registry.cpp",
     ]
     .iter()
