@@ -6,8 +6,10 @@
 //! host code (the driver's cuTensorMapEncodeTiled, the map in device memory, the launch) also runs on the
 //! emulated CUDA driver, an sm_90 device by default (scripts/test.sh).
 
+#[path = "emulator_support/golden.rs"]
+mod golden;
+
 use std::ffi::c_void;
-use std::path::Path;
 
 use cuda_attention::emulator::hopper::{
     swizzle_address, TensorMap, TensorMapDataType, TensorMapSpec, TensorMapSwizzle,
@@ -494,49 +496,23 @@ fn planted_wrong_swizzle_gives_the_product_of_the_permuted_tile() {
 
 // ---- The GPU's dump ---------------------------------------------------------------------------------
 
-fn golden_path() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/hopper_probe.txt")
-}
-
-/// The golden file: "# comment" lines, then "SECTION THREAD SLOT VALUE" for every dump value in order.
-fn format_dump(values: &[f32], device: &str) -> String {
-    let mut text = format!(
-        "# kernels/hopper_probe.cu on {device}: SECTION THREAD SLOT VALUE, {} values.\n\
-         # Compared with the CPU emulator by tests/emulator_hopper_probe.rs.\n",
-        values.len()
-    );
-    for (index, value) in values.iter().enumerate() {
-        let (section, thread, slot) = describe(index);
-        text += &format!("{section} {thread} {slot} {value}\n");
-    }
-    text
-}
-
-fn parse_dump(text: &str) -> Vec<f32> {
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-        .map(|line| {
-            line.split_whitespace()
-                .nth(3)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("bad golden line: {line}"))
-        })
-        .collect()
-}
+/// The probe's golden-dump description (emulator_support/golden.rs).
+const PROBE: golden::Probe<'static> = golden::Probe {
+    file: "hopper_probe.txt",
+    kernel: "kernels/hopper_probe.cu",
+    test: "tests/emulator_hopper_probe.rs",
+    index: "THREAD",
+    describe,
+};
 
 #[test]
 fn probe_on_the_emulator_matches_the_gpu_golden_dump() {
-    let path = golden_path();
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        println!(
-            "skipped: no golden GPU dump yet ({} is written by the GPU suite)",
-            path.display()
-        );
+    let Some(golden) = PROBE.golden() else {
         return;
     };
     assert_same(
         &run_on_emulator(Schedule::RoundRobin, PLANTED_NONE).expect("the probe failed"),
-        &parse_dump(&text),
+        &golden,
         "emulator against the GPU's golden dump",
     );
 }
@@ -547,12 +523,7 @@ fn probe_on_the_emulator_matches_the_gpu_golden_dump() {
 fn probe_on_a_gpu_matches_the_emulator() {
     match run_on_gpu() {
         Ok(Some((gpu, device))) => {
-            if let Some(dir) = std::env::var_os("GPU_OUT") {
-                let path = Path::new(&dir).join("hopper_probe.txt");
-                std::fs::create_dir_all(&dir).expect("cannot create GPU_OUT");
-                std::fs::write(&path, format_dump(&gpu, &device)).expect("cannot write the dump");
-                println!("wrote {}", path.display());
-            }
+            PROBE.write_gpu_dump(&gpu, &device);
             assert_same(
                 &gpu,
                 &expected(),

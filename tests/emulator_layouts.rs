@@ -9,8 +9,10 @@
 //!   written to $GPU_OUT/layout_probe.txt for the GPU suite to commit as the golden file).
 //! - The emulator's f32 -> f16/bf16 rounding against the `half` crate.
 
+#[path = "emulator_support/golden.rs"]
+mod golden;
+
 use std::ffi::c_void;
-use std::path::Path;
 
 use cuda_attention::emulator::{conversions, fragment_element, Emulator, Fragment, Schedule};
 use cuda_attention::launch::KernelLaunch;
@@ -355,51 +357,25 @@ fn probe_on_the_emulator_matches_the_plain_product() {
     }
 }
 
-fn golden_path() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/layout_probe.txt")
-}
-
-/// The golden file: "# comment" lines, then "SECTION LANE SLOT VALUE" for every probe value in order.
-fn format_dump(values: &[f32], device: &str) -> String {
-    let mut text = format!(
-        "# kernels/layout_probe.cu on {device}: SECTION LANE SLOT VALUE, {} values.\n\
-         # Compared with the CPU emulator by tests/emulator_layouts.rs.\n",
-        values.len()
-    );
-    for (index, value) in values.iter().enumerate() {
-        let (section, lane, slot) = describe(index);
-        text += &format!("{section} {lane} {slot} {value}\n");
-    }
-    text
-}
-
-fn parse_dump(text: &str) -> Vec<f32> {
-    text.lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
-        .map(|line| {
-            line.split_whitespace()
-                .nth(3)
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_else(|| panic!("bad golden line: {line}"))
-        })
-        .collect()
-}
+/// The probe's golden-dump description (emulator_support/golden.rs).
+const PROBE: golden::Probe<'static> = golden::Probe {
+    file: "layout_probe.txt",
+    kernel: "kernels/layout_probe.cu",
+    test: "tests/emulator_layouts.rs",
+    index: "LANE",
+    describe,
+};
 
 /// Once a GPU has run the probe (scripts' GPU suite commits its dump), the emulator must reproduce the
 /// hardware's dump exactly.
 #[test]
 fn probe_on_the_emulator_matches_the_gpu_golden_dump() {
-    let path = golden_path();
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        println!(
-            "skipped: no golden GPU dump yet ({} is written by the GPU suite)",
-            path.display()
-        );
+    let Some(golden) = PROBE.golden() else {
         return;
     };
     assert_same(
         &probe_on_emulator(Schedule::RoundRobin),
-        &parse_dump(&text),
+        &golden,
         "emulator against the GPU's golden dump",
     );
 }
@@ -410,13 +386,7 @@ fn probe_on_the_emulator_matches_the_gpu_golden_dump() {
 fn probe_on_a_gpu_matches_the_emulator() {
     match run_probe_on_gpu() {
         Ok(Some((gpu, device))) => {
-            if let Some(dir) = std::env::var_os("GPU_OUT") {
-                let path = Path::new(&dir).join("layout_probe.txt");
-                std::fs::create_dir_all(&dir).expect("cannot create GPU_OUT");
-                std::fs::write(&path, format_dump(&gpu, &device))
-                    .expect("cannot write the probe dump");
-                println!("wrote {}", path.display());
-            }
+            PROBE.write_gpu_dump(&gpu, &device);
             assert_same(
                 &gpu,
                 &probe_expected(),
