@@ -544,28 +544,11 @@ fn probe_on_a_gpu_matches_the_emulator() {
 /// driver, a device of compute capability 9.x or kernels.
 fn run_on_gpu() -> Result<Option<(Vec<f32>, String)>, String> {
     use cudarc::driver::sys;
-    use cudarc::driver::{CudaContext, DevicePtr, LaunchConfig, PushKernelArg};
-    use cudarc::nvrtc::Ptx;
+    use cudarc::driver::{DevicePtr, LaunchConfig, PushKernelArg};
 
-    if !cuda_attention::gpu::build_info::KERNELS_BUILT || !cuda_attention::gpu::driver_present() {
+    let Some((ctx, function, device)) = golden::gpu_function("hopper_probe", Some(9))? else {
         return Ok(None);
-    }
-    if cuda_attention::gpu::device_count().unwrap_or(0) == 0 {
-        return Ok(None);
-    }
-    let ctx = CudaContext::new(0).map_err(|e| e.to_string())?;
-    if ctx.compute_capability().map_err(|e| e.to_string())?.0 != 9 {
-        return Ok(None);
-    }
-    let device = ctx.name().unwrap_or_else(|_| "a CUDA device".into());
-    let module = ctx
-        .load_module(Ptx::from_binary(
-            cuda_attention::gpu::build_info::FATBIN.to_vec(),
-        ))
-        .map_err(|e| e.to_string())?;
-    let function = module
-        .load_function("hopper_probe")
-        .map_err(|e| e.to_string())?;
+    };
     let stream = ctx.default_stream();
     let tensor = tensor_storage();
     // SAFETY: the storage holds TMA_ROWS * 64 u16 values.

@@ -405,25 +405,11 @@ fn probe_on_a_gpu_matches_the_emulator() {
 
 /// Runs the probe from the embedded fatbin on device 0; None without a driver, a device or kernels.
 fn run_probe_on_gpu() -> Result<Option<(Vec<f32>, String)>, String> {
-    use cudarc::driver::{CudaContext, DevicePtr, LaunchConfig, PushKernelArg};
-    use cudarc::nvrtc::Ptx;
+    use cudarc::driver::{DevicePtr, LaunchConfig, PushKernelArg};
 
-    if !cuda_attention::gpu::build_info::KERNELS_BUILT || !cuda_attention::gpu::driver_present() {
+    let Some((ctx, function, device)) = golden::gpu_function("layout_probe", None)? else {
         return Ok(None);
-    }
-    if cuda_attention::gpu::device_count().unwrap_or(0) == 0 {
-        return Ok(None);
-    }
-    let ctx = CudaContext::new(0).map_err(|e| e.to_string())?;
-    let device = ctx.name().unwrap_or_else(|_| "a CUDA device".into());
-    let module = ctx
-        .load_module(Ptx::from_binary(
-            cuda_attention::gpu::build_info::FATBIN.to_vec(),
-        ))
-        .map_err(|e| e.to_string())?;
-    let function = module
-        .load_function("layout_probe")
-        .map_err(|e| e.to_string())?;
+    };
     let stream = ctx.default_stream();
     let out = stream
         .alloc_zeros::<f32>(PROBE_VALUES + PROBE_SOURCE_FLOATS)

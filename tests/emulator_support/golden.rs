@@ -83,3 +83,42 @@ pub fn parse_dump(text: &str) -> Vec<f32> {
         })
         .collect()
 }
+
+/// A probe kernel of the embedded fatbin on device 0, with its context and the device's name; `None`
+/// without GPU kernels in the build, a driver, a device, or (with `major`) a device of that compute
+/// capability major.
+pub fn gpu_function(
+    name: &str,
+    major: Option<i32>,
+) -> Result<
+    Option<(
+        std::sync::Arc<cudarc::driver::CudaContext>,
+        cudarc::driver::CudaFunction,
+        String,
+    )>,
+    String,
+> {
+    use cudarc::driver::CudaContext;
+    use cudarc::nvrtc::Ptx;
+
+    if !cuda_attention::gpu::build_info::KERNELS_BUILT || !cuda_attention::gpu::driver_present() {
+        return Ok(None);
+    }
+    if cuda_attention::gpu::device_count().unwrap_or(0) == 0 {
+        return Ok(None);
+    }
+    let ctx = CudaContext::new(0).map_err(|e| e.to_string())?;
+    if let Some(major) = major {
+        if ctx.compute_capability().map_err(|e| e.to_string())?.0 != major {
+            return Ok(None);
+        }
+    }
+    let device = ctx.name().unwrap_or_else(|_| "a CUDA device".into());
+    let module = ctx
+        .load_module(Ptx::from_binary(
+            cuda_attention::gpu::build_info::FATBIN.to_vec(),
+        ))
+        .map_err(|e| e.to_string())?;
+    let function = module.load_function(name).map_err(|e| e.to_string())?;
+    Ok(Some((ctx, function, device)))
+}
