@@ -6,15 +6,16 @@
  *   producer   setmaxnreg.dec; one elected thread of warp 0: Q tile (HEAD_DIM / 64 boxes of (64, 128)) on
  *              q_full; then for each key tile n, stage s = n % kStages: wait k_empty[s], K_n boxes on k_full[s];
  *              wait v_empty[s], V_n boxes on v_full[s]. Warps 1-3 of the producer leave after setmaxnreg.
- *   consumer   setmaxnreg.inc; warpgroup c owns query rows 64 (c - 1) .. +64 of the tile; per key tile:
- *                wait k_full[s]; S = Q K_n^T        wgmma SS m64n128k16, HEAD_DIM / 16 k-blocks
- *                wait_group 0; release k_empty[s] (one thread per warpgroup)
+ *   consumer   setmaxnreg.inc; warpgroup c owns query rows 64 (c - 1) .. +64 of the tile; per key tile n
+ *              (stage s), with the P V product of tile n - 1 overlapping the softmax of tile n:
+ *                wait k_full[s]; issue S = Q K_n^T           wgmma SS m64n128k16, HEAD_DIM / 16 k-blocks
+ *                wait v_full[s-1]; issue O += P_{n-1} V_{n-1} wgmma RS m64nHEAD_DIMk16, V MN-major, 8 k-blocks
+ *                wait_group 1 (S landed); release k_empty[s] (one thread per warpgroup)
  *                -inf where masked (only tiles a row's key range does not cover whole)
- *                m_new = max(m, rowmax S) (quad shuffles 1, 2); P = exp2(S c - m_new); l = l alpha + rowsum P;
- *                O *= alpha = exp2(m - m_new)
- *                P -> bf16/f16 in registers: accumulators 8k..8k+7 are the A fragment of k-block k
- *                wait v_full[s]; O += P V_n        wgmma RS m64nHEAD_DIMk16, V MN-major, kBlockN / 16 k-blocks
- *                wait_group 0; release v_empty[s]
+ *                m_new = max(m, rowmax S) (quad shuffles 1, 2); P = exp2(S c - m_new); l = l alpha + rowsum P
+ *                wait_group 0 (O landed); release v_empty[s-1]; O *= alpha = exp2(m - m_new)
+ *                P_n -> bf16/f16 in registers: accumulators 8k..8k+7 are the A fragment of k-block k
+ *              the first tile has no P V before it, the last one's P V runs after the loop;
  *              epilogue: O /= l (quad-reduced), plain stores in the output dtype; lse = (m + log2 l) ln 2.
  * c is scale * log2(e) from the host; with a soft cap or ALiBi scores are adjusted in natural units first
  * (adjust_score) and c is log2(e). Sinks join the denominator in finish_row. A row that sees no key writes
@@ -29,8 +30,8 @@
  * K/V, no block-sparse mask, no split-KV, no GQA packing), f16/bf16, head_dim <= 128, strides multiples of
  * 8 elements, base addresses 16-byte aligned. Non-finite inputs are not given the sm_80 kernel's exact
  * semantics (README, "Non-finite values"): a NaN key reaches its rows as in the sm_80 kernel, but not
- * otherwise audited. Not yet: ping-pong between the consumer warpgroups (named barriers), the overlap of
- * one tile's softmax with the next tile's GEMMs, TMA stores of O, clusters (docs/kernel-notes.md).
+ * otherwise audited. Not yet: ping-pong between the consumer warpgroups (named barriers, not emulated yet),
+ * TMA stores of O, clusters, kBlockN = 176 (docs/kernel-notes.md, "Hopper flash v1").
  *
  * Exports: flash_sm90_fwd_d<HEAD_DIM>_<dtype> for HEAD_DIM 64, 128 and dtype f16, bf16. sm_90a only: the
  * sm_80 build of these entries traps (the planner never launches them there).
@@ -158,10 +159,10 @@ __device__ __forceinline__ void scale_and_mask(const AttentionParams &p, float (
     }
 }
 
-/* m_new = max(m, rowmax x); x = exp2(x - m_new); l = l alpha + rowsum; O *= alpha. */
+/* m_new = max(m, rowmax x); x = exp2(x - m_new); l = l alpha + rowsum; returns alpha = exp2(m - m_new) of
+ * both rows, by which O is to be scaled (rescale_output) once the P V product in flight has landed. */
 template <typename Traits>
-__device__ __forceinline__ void online_softmax(float (&x)[Traits::kBlockN / 2], float (&o)[Traits::kHeadDim / 2],
-                                               RowState &state) {
+__device__ __forceinline__ void online_softmax(float (&x)[Traits::kBlockN / 2], RowState &state, float (&alpha)[2]) {
     UNROLL
     for (int half = 0; half < 2; ++half) {
         float row_max = -INFINITY;
@@ -174,7 +175,7 @@ __device__ __forceinline__ void online_softmax(float (&x)[Traits::kBlockN / 2], 
         const float m_new = fmaxf(state.m[half], row_max);
         /* A row with nothing seen yet keeps m = -inf: subtract 0 instead (its x are all -inf). */
         const float m_use = m_new == -INFINITY ? 0.0f : m_new;
-        const float alpha = ex2_approx_ftz(state.m[half] - m_use);
+        alpha[half] = ex2_approx_ftz(state.m[half] - m_use);
         float sum = 0.0f;
         UNROLL
         for (int i = 2 * half; i < Traits::kBlockN / 2; i += 4) {
@@ -183,11 +184,27 @@ __device__ __forceinline__ void online_softmax(float (&x)[Traits::kBlockN / 2], 
             sum += x[i] + x[i + 1];
         }
         state.m[half] = m_new;
-        state.l[half] = fmaf(state.l[half], alpha, sum);
+        state.l[half] = fmaf(state.l[half], alpha[half], sum);
+    }
+}
+
+/* O *= alpha, row by row (registers with bit 1 clear hold row r, set row r + 8). */
+template <typename Traits>
+__device__ __forceinline__ void rescale_output(float (&o)[Traits::kHeadDim / 2], const float (&alpha)[2]) {
+    UNROLL
+    for (int i = 0; i < Traits::kHeadDim / 2; ++i) {
+        o[i] *= alpha[(i >> 1) & 1];
+    }
+}
+
+/* P in registers: accumulators 8 kb .. 8 kb + 7 of S are the A fragment of keys 16 kb .. 16 kb + 15. */
+template <typename Traits, typename T>
+__device__ __forceinline__ void pack_p(const float (&x)[Traits::kBlockN / 2], uint32_t (&pa)[Traits::kBlockN / 16][4]) {
+    UNROLL
+    for (int kb = 0; kb < Traits::kBlockN / 16; ++kb) {
         UNROLL
-        for (int i = 2 * half; i < Traits::kHeadDim / 2; i += 4) {
-            o[i] *= alpha;
-            o[i + 1] *= alpha;
+        for (int r = 0; r < 4; ++r) {
+            pa[kb][r] = Sm90Mma<T>::pack(x[8 * kb + 2 * r], x[8 * kb + 2 * r + 1]);
         }
     }
 }
@@ -224,7 +241,45 @@ __device__ __forceinline__ void write_output(const AttentionParams &p, const flo
     }
 }
 
-/* Consumer warpgroup `group` (0 or 1): 64 query rows of the tile. */
+/* The ring slot of the i-th key tile a block visits. */
+template <typename Traits> struct Slot {
+    int stage;
+    uint32_t phase;
+    __device__ __forceinline__ explicit Slot(int i)
+        : stage(i % Traits::kStages), phase((uint32_t)(i / Traits::kStages) & 1u) {}
+};
+
+/* Issues S = Q K^T for the K tile at shared address k_tile: k-block kb is 32 bytes into column block kb / 4. */
+template <typename Traits, typename T>
+__device__ __forceinline__ void issue_qk(float (&x)[Traits::kBlockN / 2], uint32_t q_rows, uint32_t k_tile) {
+    UNROLL
+    for (int kb = 0; kb < Traits::kHeadDim / 16; ++kb) {
+        const uint32_t offset = (uint32_t)((kb % 4) * 32);
+        const uint64_t desc_q = wgmma_descriptor(q_rows + (uint32_t)((kb / 4) * Traits::kQBoxBytes) + offset, 16,
+                                                 Traits::kKMajorSbo, WGMMA_SWIZZLE_128B);
+        const uint64_t desc_k = wgmma_descriptor(k_tile + (uint32_t)((kb / 4) * Traits::kKvBoxBytes) + offset, 16,
+                                                 Traits::kKMajorSbo, WGMMA_SWIZZLE_128B);
+        Sm90Mma<T>::template qk<Traits::kBlockN>(x, desc_q, desc_k, kb > 0);
+    }
+    wgmma_commit_group();
+}
+
+/* Issues O += P V for the V tile at shared address v_tile: k-block kb is keys 16 kb .., 16 rows of 128 bytes
+ * into the tile. */
+template <typename Traits, typename T>
+__device__ __forceinline__ void issue_pv(float (&o)[Traits::kHeadDim / 2],
+                                         const uint32_t (&pa)[Traits::kBlockN / 16][4], uint32_t v_tile) {
+    UNROLL
+    for (int kb = 0; kb < Traits::kBlockN / 16; ++kb) {
+        const uint64_t desc_v = wgmma_descriptor(v_tile + (uint32_t)(kb * 16 * Traits::kRowBytes), Traits::kVLbo,
+                                                 Traits::kVSbo, WGMMA_SWIZZLE_128B);
+        Sm90Mma<T>::template pv<Traits::kHeadDim>(o, pa[kb], desc_v);
+    }
+    wgmma_commit_group();
+}
+
+/* Consumer warpgroup `group` (0 or 1): 64 query rows of the tile. Intra-warpgroup overlap: the softmax of
+ * key tile i runs while the wgmmas of P_{i-1} V_{i-1} are in flight (issued right after S_i = Q K_i^T). */
 template <typename Traits, typename T>
 __device__ void consume(const AttentionParams &p, const Sm90Shared<Traits> &s, int m0, int head, int batch,
                         TileRange tiles, int group) {
@@ -243,60 +298,57 @@ __device__ void consume(const AttentionParams &p, const Sm90Shared<Traits> &s, i
     state.l[0] = state.l[1] = 0.0f;
     /* Q's 64 rows of this warpgroup start 64 * 128 bytes into each column block. */
     const uint32_t q_rows = s.q_address + (uint32_t)(group * Traits::kWarpgroupRows * Traits::kRowBytes);
+    const int tile_count = tiles.end - tiles.first;
 
     mbarrier_wait_parity(s.q_full(), 0);
-    for (int tile = tiles.first, i = 0; tile < tiles.end; ++tile, ++i) {
-        const int stage = i % Traits::kStages;
-        const uint32_t phase = (uint32_t)(i / Traits::kStages) & 1u;
-        const uint32_t k_tile = s.k_address + (uint32_t)(stage * Traits::kKvTileBytes);
-        const uint32_t v_tile = s.v_address + (uint32_t)(stage * Traits::kKvTileBytes);
-
-        /* S = Q K^T: k-block kb is 32 bytes into column block kb / 4. */
-        mbarrier_wait_parity(s.k_full(stage), phase);
+    if (tile_count > 0) {
         float x[kN / 2];
-        wgmma_fence();
-        UNROLL
-        for (int kb = 0; kb < kD / 16; ++kb) {
-            const uint32_t offset = (uint32_t)((kb % 4) * 32);
-            const uint64_t desc_q = wgmma_descriptor(q_rows + (uint32_t)((kb / 4) * Traits::kQBoxBytes) + offset, 16,
-                                                     Traits::kKMajorSbo, WGMMA_SWIZZLE_128B);
-            const uint64_t desc_k = wgmma_descriptor(k_tile + (uint32_t)((kb / 4) * Traits::kKvBoxBytes) + offset,
-                                                     16, Traits::kKMajorSbo, WGMMA_SWIZZLE_128B);
-            Sm90Mma<T>::template qk<kN>(x, desc_q, desc_k, kb > 0);
-        }
-        wgmma_commit_group();
-        wgmma_wait_group<0>();
-        if (t == 0) {
-            mbarrier_arrive(s.k_empty(stage));
-        }
-
-        /* Mask, online softmax, O rescale. */
-        scale_and_mask<Traits>(p, x, head, row0, tile * kN, 2 * quad);
-        online_softmax<Traits>(x, o, state);
-
-        /* P in registers: accumulators 8 kb .. 8 kb + 7 are the A fragment of keys 16 kb .. 16 kb + 15. */
+        float alpha[2];
         uint32_t pa[kN / 16][4];
-        UNROLL
-        for (int kb = 0; kb < kN / 16; ++kb) {
-            UNROLL
-            for (int r = 0; r < 4; ++r) {
-                pa[kb][r] = Sm90Mma<T>::pack(x[8 * kb + 2 * r], x[8 * kb + 2 * r + 1]);
+        /* Prologue, tile 0: S_0 = Q K_0^T; softmax; P_0 (O is 0: nothing to rescale). */
+        {
+            const Slot<Traits> slot(0);
+            mbarrier_wait_parity(s.k_full(slot.stage), slot.phase);
+            wgmma_fence();
+            issue_qk<Traits, T>(x, q_rows, s.k_address + (uint32_t)(slot.stage * Traits::kKvTileBytes));
+            wgmma_wait_group<0>();
+            if (t == 0) {
+                mbarrier_arrive(s.k_empty(slot.stage));
             }
+            scale_and_mask<Traits>(p, x, head, row0, tiles.first * kN, 2 * quad);
+            online_softmax<Traits>(x, state, alpha);
+            pack_p<Traits, T>(x, pa);
         }
-
-        /* O += P V: k-block kb is keys 16 kb .., 16 rows of 128 bytes into the tile. */
-        mbarrier_wait_parity(s.v_full(stage), phase);
+        /* Steady state, tile i: issue S_i and P_{i-1} V_{i-1}; wait for S_i only; mask and softmax under
+         * the P V wgmmas; wait for them; O *= alpha; P_i. */
+        for (int i = 1; i < tile_count; ++i) {
+            const Slot<Traits> slot(i), previous(i - 1);
+            mbarrier_wait_parity(s.k_full(slot.stage), slot.phase);
+            wgmma_fence();
+            issue_qk<Traits, T>(x, q_rows, s.k_address + (uint32_t)(slot.stage * Traits::kKvTileBytes));
+            mbarrier_wait_parity(s.v_full(previous.stage), previous.phase);
+            issue_pv<Traits, T>(o, pa, s.v_address + (uint32_t)(previous.stage * Traits::kKvTileBytes));
+            wgmma_wait_group<1>();
+            if (t == 0) {
+                mbarrier_arrive(s.k_empty(slot.stage));
+            }
+            scale_and_mask<Traits>(p, x, head, row0, (tiles.first + i) * kN, 2 * quad);
+            online_softmax<Traits>(x, state, alpha);
+            wgmma_wait_group<0>();
+            if (t == 0) {
+                mbarrier_arrive(s.v_empty(previous.stage));
+            }
+            rescale_output<Traits>(o, alpha);
+            pack_p<Traits, T>(x, pa);
+        }
+        /* Epilogue: O += P_last V_last. */
+        const Slot<Traits> last(tile_count - 1);
+        mbarrier_wait_parity(s.v_full(last.stage), last.phase);
         wgmma_fence();
-        UNROLL
-        for (int kb = 0; kb < kN / 16; ++kb) {
-            const uint64_t desc_v = wgmma_descriptor(v_tile + (uint32_t)(kb * 16 * Traits::kRowBytes), Traits::kVLbo,
-                                                     Traits::kVSbo, WGMMA_SWIZZLE_128B);
-            Sm90Mma<T>::template pv<kD>(o, pa[kb], desc_v);
-        }
-        wgmma_commit_group();
+        issue_pv<Traits, T>(o, pa, s.v_address + (uint32_t)(last.stage * Traits::kKvTileBytes));
         wgmma_wait_group<0>();
         if (t == 0) {
-            mbarrier_arrive(s.v_empty(stage));
+            mbarrier_arrive(s.v_empty(last.stage));
         }
     }
     write_output<Traits, T>(p, o, state, head, batch, row0, quad);
