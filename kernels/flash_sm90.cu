@@ -137,25 +137,52 @@ struct RowState {
     float l[2]; /* this thread's partial sum of exp2(x - m) */
 };
 
+/* What a consumer thread knows of its two rows (r and r + 8) before the key loop: their key ranges, the
+ * keys both see, and whether scores are adjusted (soft cap, ALiBi). */
+struct RowMasks {
+    KeyRange range0;
+    KeyRange range1;
+    int begin;
+    int end;
+    bool adjust;
+};
+
+__device__ __forceinline__ RowMasks row_masks(const AttentionParams &p, int row0) {
+    RowMasks masks;
+    masks.range0 = key_range(p, row0);
+    masks.range1 = key_range(p, row0 + 8);
+    masks.begin = max(masks.range0.begin, masks.range1.begin);
+    masks.end = min(masks.range0.end, masks.range1.end);
+    masks.adjust = adjusts_scores(p);
+    return masks;
+}
+
 /* The scores of one key tile in log2 units, -inf where masked; x = S c (or adjusted, then log2(e)). */
 template <typename Traits>
 __device__ __forceinline__ void scale_and_mask(const AttentionParams &p, float (&x)[Traits::kBlockN / 2], int head,
-                                               int row0, int n0, int quad_col) {
-    const bool adjust = adjusts_scores(p);
-    const KeyRange range0 = key_range(p, row0), range1 = key_range(p, row0 + 8);
-    const int begin = max(range0.begin, range1.begin), end = min(range0.end, range1.end);
-    const bool whole = n0 >= begin && n0 + Traits::kBlockN <= end;
+                                               int row0, int n0, int quad_col, const RowMasks &masks) {
+    /* One block-uniform branch per tile, not one per element: the common path is one FMUL per score. */
+    if (masks.adjust) {
+        UNROLL
+        for (int i = 0; i < Traits::kBlockN / 2; ++i) {
+            const int col = n0 + 8 * (i >> 2) + quad_col + (i & 1);
+            x[i] = adjust_score(p, head, row0 + 8 * ((i >> 1) & 1), col, x[i] * p.scale) * LOG2_E;
+        }
+    } else {
+        const float scale_log2 = p.scale_log2;
+        UNROLL
+        for (int i = 0; i < Traits::kBlockN / 2; ++i) {
+            x[i] *= scale_log2;
+        }
+    }
+    if (n0 >= masks.begin && n0 + Traits::kBlockN <= masks.end) {
+        return;
+    }
     UNROLL
     for (int i = 0; i < Traits::kBlockN / 2; ++i) {
-        const int half = (i >> 1) & 1;
         const int col = n0 + 8 * (i >> 2) + quad_col + (i & 1);
-        float value = adjust ? adjust_score(p, head, row0 + 8 * half, col, x[i] * p.scale) * LOG2_E
-                             : x[i] * p.scale_log2;
-        if (!whole) {
-            const KeyRange range = half ? range1 : range0;
-            value = col >= range.begin && col < range.end ? value : -INFINITY;
-        }
-        x[i] = value;
+        const KeyRange range = (i >> 1) & 1 ? masks.range1 : masks.range0;
+        x[i] = col >= range.begin && col < range.end ? x[i] : -INFINITY;
     }
 }
 
@@ -249,31 +276,32 @@ template <typename Traits> struct Slot {
         : stage(i % Traits::kStages), phase((uint32_t)(i / Traits::kStages) & 1u) {}
 };
 
-/* Issues S = Q K^T for the K tile at shared address k_tile: k-block kb is 32 bytes into column block kb / 4. */
+/* Descriptors advance by adding (byte offset >> 4) to their start-address field, as long as the addresses stay
+ * inside the 256 KiB window the field covers (shared memory is at most 227 KiB). */
+__device__ __forceinline__ uint64_t advance(uint64_t desc, uint32_t bytes) { return desc + (uint64_t)(bytes >> 4); }
+
+/* Issues S = Q K^T: desc_q and desc_k describe k-block 0 of Q's rows and of the K tile (K-major SW128);
+ * k-block kb is 32 bytes into column block kb / 4 (compile-time offsets). */
 template <typename Traits, typename T>
-__device__ __forceinline__ void issue_qk(float (&x)[Traits::kBlockN / 2], uint32_t q_rows, uint32_t k_tile) {
+__device__ __forceinline__ void issue_qk(float (&x)[Traits::kBlockN / 2], uint64_t desc_q, uint64_t desc_k) {
     UNROLL
     for (int kb = 0; kb < Traits::kHeadDim / 16; ++kb) {
         const uint32_t offset = (uint32_t)((kb % 4) * 32);
-        const uint64_t desc_q = wgmma_descriptor(q_rows + (uint32_t)((kb / 4) * Traits::kQBoxBytes) + offset, 16,
-                                                 Traits::kKMajorSbo, WGMMA_SWIZZLE_128B);
-        const uint64_t desc_k = wgmma_descriptor(k_tile + (uint32_t)((kb / 4) * Traits::kKvBoxBytes) + offset, 16,
-                                                 Traits::kKMajorSbo, WGMMA_SWIZZLE_128B);
-        Sm90Mma<T>::template qk<Traits::kBlockN>(x, desc_q, desc_k, kb > 0);
+        Sm90Mma<T>::template qk<Traits::kBlockN>(x, advance(desc_q, (uint32_t)((kb / 4) * Traits::kQBoxBytes) + offset),
+                                                 advance(desc_k, (uint32_t)((kb / 4) * Traits::kKvBoxBytes) + offset),
+                                                 kb > 0);
     }
     wgmma_commit_group();
 }
 
-/* Issues O += P V for the V tile at shared address v_tile: k-block kb is keys 16 kb .., 16 rows of 128 bytes
- * into the tile. */
+/* Issues O += P V: desc_v describes keys 0..15 of the V tile (MN-major SW128); k-block kb is keys 16 kb ..,
+ * 16 rows of 128 bytes further. */
 template <typename Traits, typename T>
 __device__ __forceinline__ void issue_pv(float (&o)[Traits::kHeadDim / 2],
-                                         const uint32_t (&pa)[Traits::kBlockN / 16][4], uint32_t v_tile) {
+                                         const uint32_t (&pa)[Traits::kBlockN / 16][4], uint64_t desc_v) {
     UNROLL
     for (int kb = 0; kb < Traits::kBlockN / 16; ++kb) {
-        const uint64_t desc_v = wgmma_descriptor(v_tile + (uint32_t)(kb * 16 * Traits::kRowBytes), Traits::kVLbo,
-                                                 Traits::kVSbo, WGMMA_SWIZZLE_128B);
-        Sm90Mma<T>::template pv<Traits::kHeadDim>(o, pa[kb], desc_v);
+        Sm90Mma<T>::template pv<Traits::kHeadDim>(o, pa[kb], advance(desc_v, (uint32_t)(kb * 16 * Traits::kRowBytes)));
     }
     wgmma_commit_group();
 }
@@ -298,6 +326,10 @@ __device__ void consume(const AttentionParams &p, const Sm90Shared<Traits> &s, i
     state.l[0] = state.l[1] = 0.0f;
     /* Q's 64 rows of this warpgroup start 64 * 128 bytes into each column block. */
     const uint32_t q_rows = s.q_address + (uint32_t)(group * Traits::kWarpgroupRows * Traits::kRowBytes);
+    const uint64_t desc_q = wgmma_descriptor(q_rows, 16, Traits::kKMajorSbo, WGMMA_SWIZZLE_128B);
+    const uint64_t desc_k = wgmma_descriptor(s.k_address, 16, Traits::kKMajorSbo, WGMMA_SWIZZLE_128B);
+    const uint64_t desc_v = wgmma_descriptor(s.v_address, Traits::kVLbo, Traits::kVSbo, WGMMA_SWIZZLE_128B);
+    const RowMasks masks = row_masks(p, row0);
     const int tile_count = tiles.end - tiles.first;
 
     mbarrier_wait_parity(s.q_full(), 0);
@@ -310,12 +342,12 @@ __device__ void consume(const AttentionParams &p, const Sm90Shared<Traits> &s, i
             const Slot<Traits> slot(0);
             mbarrier_wait_parity(s.k_full(slot.stage), slot.phase);
             wgmma_fence();
-            issue_qk<Traits, T>(x, q_rows, s.k_address + (uint32_t)(slot.stage * Traits::kKvTileBytes));
+            issue_qk<Traits, T>(x, desc_q, advance(desc_k, (uint32_t)(slot.stage * Traits::kKvTileBytes)));
             wgmma_wait_group<0>();
             if (t == 0) {
                 mbarrier_arrive(s.k_empty(slot.stage));
             }
-            scale_and_mask<Traits>(p, x, head, row0, tiles.first * kN, 2 * quad);
+            scale_and_mask<Traits>(p, x, head, row0, tiles.first * kN, 2 * quad, masks);
             online_softmax<Traits>(x, state, alpha);
             pack_p<Traits, T>(x, pa);
         }
@@ -325,14 +357,14 @@ __device__ void consume(const AttentionParams &p, const Sm90Shared<Traits> &s, i
             const Slot<Traits> slot(i), previous(i - 1);
             mbarrier_wait_parity(s.k_full(slot.stage), slot.phase);
             wgmma_fence();
-            issue_qk<Traits, T>(x, q_rows, s.k_address + (uint32_t)(slot.stage * Traits::kKvTileBytes));
+            issue_qk<Traits, T>(x, desc_q, advance(desc_k, (uint32_t)(slot.stage * Traits::kKvTileBytes)));
             mbarrier_wait_parity(s.v_full(previous.stage), previous.phase);
-            issue_pv<Traits, T>(o, pa, s.v_address + (uint32_t)(previous.stage * Traits::kKvTileBytes));
+            issue_pv<Traits, T>(o, pa, advance(desc_v, (uint32_t)(previous.stage * Traits::kKvTileBytes)));
             wgmma_wait_group<1>();
             if (t == 0) {
                 mbarrier_arrive(s.k_empty(slot.stage));
             }
-            scale_and_mask<Traits>(p, x, head, row0, (tiles.first + i) * kN, 2 * quad);
+            scale_and_mask<Traits>(p, x, head, row0, (tiles.first + i) * kN, 2 * quad, masks);
             online_softmax<Traits>(x, state, alpha);
             wgmma_wait_group<0>();
             if (t == 0) {
@@ -345,7 +377,7 @@ __device__ void consume(const AttentionParams &p, const Sm90Shared<Traits> &s, i
         const Slot<Traits> last(tile_count - 1);
         mbarrier_wait_parity(s.v_full(last.stage), last.phase);
         wgmma_fence();
-        issue_pv<Traits, T>(o, pa, s.v_address + (uint32_t)(last.stage * Traits::kKvTileBytes));
+        issue_pv<Traits, T>(o, pa, advance(desc_v, (uint32_t)(last.stage * Traits::kKvTileBytes)));
         wgmma_wait_group<0>();
         if (t == 0) {
             mbarrier_arrive(s.v_empty(last.stage));
