@@ -468,7 +468,7 @@ pub fn bind(plan: &Plan, regions: &Regions) -> Result<AttentionParams> {
             .filter(|_| needs.weights.is_some())
             .or(regions.workspace)
             .map_or(0, |r| r.address),
-        KernelKind::Flash | KernelKind::Cpu => 0,
+        KernelKind::Flash | KernelKind::FlashSm90 | KernelKind::Cpu => 0,
     };
     let optional = |region: Option<Region>, needed: Option<usize>| {
         region.filter(|_| needed.is_some()).map_or(0, |r| r.address)

@@ -37,6 +37,7 @@ pub fn kernel_for(
     find(family, dtype, head_dim).ok_or_else(|| AttentionError::KernelUnsupported {
         kernel: match family {
             KernelFamily::Flash | KernelFamily::FlashVarlen => "flash",
+            KernelFamily::FlashSm90 => "flash-sm90",
             KernelFamily::AppendKv => "append_kv",
             KernelFamily::Combine | KernelFamily::MergeStates => "combine",
             KernelFamily::AttentionMap => "attention_map",

@@ -67,6 +67,7 @@ pub mod problem;
 pub mod registry;
 pub mod sparse;
 pub mod sys;
+pub mod tensor_maps;
 
 pub use attention_map::{AttentionMap, BinReduce, HostAttentionMap, MapHeads, MapSpec};
 pub use binding::{AttentionOutput, HostKvAppend, HostOutput, HostTensors, KvAppend, Tensors};

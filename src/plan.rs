@@ -7,6 +7,10 @@ use crate::launch::{flash_launch, kernel_for, naive_launches, KernelLaunch, MAX_
 use crate::problem::{checked_product, AttentionProblem, Tensor};
 use crate::registry::KernelFamily;
 
+mod sm90;
+
+pub use sm90::HOPPER_ENV;
+
 /// What the caller asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum KernelChoice {
@@ -17,6 +21,10 @@ pub enum KernelChoice {
     Naive,
     /// The tiled, fused kernel.
     Flash,
+    /// The sm_90a fused kernel (wgmma, TMA, warp specialisation): opt-in until verified on hardware, so
+    /// it also needs the environment switch [`HOPPER_ENV`]`=1` and an sm_90 device (the emulator runs it
+    /// with sm_90a semantics). Never picked by [`KernelChoice::Auto`].
+    FlashSm90,
 }
 
 impl std::str::FromStr for KernelChoice {
@@ -26,8 +34,9 @@ impl std::str::FromStr for KernelChoice {
             "auto" => Ok(KernelChoice::Auto),
             "naive" => Ok(KernelChoice::Naive),
             "flash" => Ok(KernelChoice::Flash),
+            "flash-sm90" => Ok(KernelChoice::FlashSm90),
             other => Err(format!(
-                "unknown kernel '{other}': use auto, naive or flash"
+                "unknown kernel '{other}': use auto, naive, flash or flash-sm90"
             )),
         }
     }
@@ -40,6 +49,8 @@ pub enum KernelKind {
     Naive,
     /// Tiled, fused, online softmax.
     Flash,
+    /// The sm_90a fused kernel (wgmma, TMA): tensor maps built for each call.
+    FlashSm90,
     /// The CPU backend's own fused loop (no kernel source).
     Cpu,
 }
@@ -50,6 +61,7 @@ impl KernelKind {
         match self {
             KernelKind::Naive => "naive",
             KernelKind::Flash => "flash",
+            KernelKind::FlashSm90 => "flash-sm90",
             KernelKind::Cpu => "cpu",
         }
     }
@@ -241,6 +253,9 @@ impl Plan {
         caps: DeviceCaps,
     ) -> Result<Plan> {
         problem.validate()?;
+        if options.kernel == KernelChoice::FlashSm90 {
+            return sm90::plan_flash_sm90(problem, dtype, options, caps, sm90::opted_in());
+        }
         let shape = &problem.shape;
         let ragged = problem.ragged_layout().is_some();
         let family = if ragged {
@@ -269,19 +284,21 @@ impl Plan {
         }
         let (kernel, reason) = match (options.kernel, flash_unavailable) {
             (KernelChoice::Naive, _) => (KernelKind::Naive, "naive requested".to_string()),
-            (KernelChoice::Flash, Some(reason)) => {
+            (KernelChoice::Flash | KernelChoice::FlashSm90, Some(reason)) => {
                 return Err(AttentionError::KernelUnsupported {
                     kernel: "flash",
                     reason,
                 });
             }
-            (KernelChoice::Flash, None) => (KernelKind::Flash, "flash requested".to_string()),
+            (KernelChoice::Flash | KernelChoice::FlashSm90, None) => {
+                (KernelKind::Flash, "flash requested".to_string())
+            }
             (KernelChoice::Auto, Some(reason)) => {
                 (KernelKind::Naive, format!("auto: naive, because {reason}"))
             }
             (KernelChoice::Auto, None) => (
                 KernelKind::Flash,
-                "auto: flash supports this problem".to_string(),
+                format!("auto: flash supports this problem{}", sm90::auto_note(caps)),
             ),
         };
         let mut splits = 1;

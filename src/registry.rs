@@ -36,6 +36,9 @@ pub enum KernelFamily {
     /// Pooled attention weights and the key profile, from a forward pass's logsumexp
     /// ([`crate::attention_map`]).
     AttentionMap,
+    /// The fused forward on sm_90a (wgmma, TMA, warp specialisation; `kernels/flash_sm90.cu`), dense
+    /// batches: opt-in ([`crate::KernelChoice::FlashSm90`]).
+    FlashSm90,
 }
 
 /// One registered kernel.
@@ -142,6 +145,7 @@ fn spec_of(info: &sys::KernelInfo) -> Option<KernelSpec> {
         sys::KERNEL_FAMILY_COMBINE => KernelFamily::Combine,
         sys::KERNEL_FAMILY_MERGE_STATES => KernelFamily::MergeStates,
         sys::KERNEL_FAMILY_ATTENTION_MAP => KernelFamily::AttentionMap,
+        sys::KERNEL_FAMILY_FLASH_SM90 => KernelFamily::FlashSm90,
         _ => return None,
     };
     let dtype = match info.dtype as u32 {

@@ -172,7 +172,8 @@ fn invalid_arguments_are_errors_not_panics() {
     );
     assert_refused(
         &["check", "--kernel", "fast"],
-        "unknown kernel 'fast': use auto, gpu, naive, flash, emulator, emulator-naive, emulator-flash or cpu",
+        "unknown kernel 'fast': use auto, gpu, naive, flash, flash-sm90, emulator, emulator-naive, emulator-flash, \
+         emulator-flash-sm90 or cpu",
         5.0,
     );
 }

@@ -369,12 +369,18 @@ fn launch_errors() {
         raw(args.as_mut_ptr(), std::ptr::null_mut(), 2048),
         CUresult::CUDA_ERROR_INVALID_VALUE
     );
-    // The parameter table the driver reads from the cubin: one AttentionParams.
+    // The parameter table the driver reads from the cubin: one AttentionParams. It is 64-byte aligned (it
+    // carries the sm_90a kernels' TMA tensor maps), and ptxas places it 48 bytes into the parameter area,
+    // which starts at constant-bank offset 0x210 (528 + 48 = 576, a multiple of 64).
     let (mut offset, mut bytes) = (usize::MAX, 0usize);
     let info =
         unsafe { sys::cuFuncGetParamInfo(function.cu_function(), 0, &mut offset, &mut bytes) };
     assert_eq!(info, CUresult::CUDA_SUCCESS);
-    assert_eq!((offset, bytes), (0, std::mem::size_of::<AttentionParams>()));
+    assert_eq!(std::mem::align_of::<AttentionParams>(), 64);
+    assert_eq!(
+        (offset, bytes),
+        (48, std::mem::size_of::<AttentionParams>())
+    );
     assert_eq!(
         unsafe { sys::cuFuncGetParamInfo(function.cu_function(), 1, &mut offset, &mut bytes) },
         CUresult::CUDA_ERROR_INVALID_VALUE

@@ -932,8 +932,11 @@ fn every_kernel_geometry_is_checked_with_every_warp_busy() {
     if every_warp_busy(spec(append.name), &append_shape) {
         busy.push(geometry(spec(append.name)));
     }
+    // The sm_90a kernels are not run here: the sanitizers do not model mbarrier ordering yet
+    // (docs/emulator.md, "Hopper (sm_90a) instructions"); tests/flash_sm90.rs runs them unsanitized.
     let mut missing: Vec<String> = registry::kernels()
         .iter()
+        .filter(|k| k.family != KernelFamily::FlashSm90)
         .filter(|k| !busy.contains(&geometry(k)))
         .map(|k| format!("{} {:?}", k.name, geometry(k)))
         .collect();

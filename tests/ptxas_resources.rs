@@ -79,6 +79,42 @@ fn every_kernel_has_no_spills_and_no_stack_on_every_architecture() {
     }
 }
 
+/// The sm_90a flash kernels (kernels/flash_sm90.cu): two head dims and two dtypes, each compiled for
+/// sm_90a with no spills and no stack within the 168 registers per thread that __launch_bounds__(384, 1)
+/// leaves before setmaxnreg moves them to the consumers.
+#[test]
+fn the_sm90_flash_kernels_have_no_spills_and_no_stack_on_sm_90a() {
+    let resources = kernel_resources();
+    let sm90: Vec<_> = kernels()
+        .iter()
+        .filter(|k| k.family == KernelFamily::FlashSm90)
+        .collect();
+    assert_eq!(sm90.len(), 4, "d64 and d128, f16 and bf16");
+    for kernel in sm90 {
+        let entry = resources
+            .iter()
+            .find(|r| r.kernel == kernel.name && r.arch == "sm_90a")
+            .unwrap_or_else(|| {
+                panic!(
+                    "{} was not compiled for sm_90a (build with nvcc: scripts/test.sh)",
+                    kernel.name
+                )
+            });
+        assert!(
+            entry.spill_store_bytes == 0
+                && entry.spill_load_bytes == 0
+                && entry.stack_bytes == 0
+                && entry.registers <= 168,
+            "{} on sm_90a: stack {}, spill stores {}, spill loads {} ({} registers)",
+            kernel.name,
+            entry.stack_bytes,
+            entry.spill_store_bytes,
+            entry.spill_load_bytes,
+            entry.registers
+        );
+    }
+}
+
 /// The sm_90a probe (kernels/hopper_probe.cu, wgmma up to N = 256 and TMA) fits its registers too.
 #[test]
 fn the_hopper_probe_has_no_spills_and_no_stack_on_sm_90a() {

@@ -160,6 +160,60 @@ fn the_hopper_probe_uses_hgmma_and_tma_on_sm_90a() {
     }
 }
 
+/// The sm_90a flash kernels (kernels/flash_sm90.cu): on sm_90a, warpgroup MMAs of their shapes (S: 64 x
+/// kBlockN, O: 64 x head_dim) in their dtype, 4-d TMA tile loads, mbarrier waits and arrivals with
+/// transaction counts, setmaxnreg, and no local memory; their sm_80 build (a trap) has no HGMMA.
+#[test]
+fn the_sm90_flash_kernels_use_hgmma_tma_and_setmaxnreg_on_sm_90a() {
+    let functions = disassemble();
+    let sm90: Vec<_> = kernels()
+        .iter()
+        .filter(|k| k.family == KernelFamily::FlashSm90)
+        .collect();
+    assert_eq!(sm90.len(), 4, "d64 and d128, f16 and bf16");
+    for kernel in sm90 {
+        let key = |arch: &str| (arch.to_string(), kernel.name.to_string());
+        let sass = functions
+            .get(&key("sm_90a"))
+            .unwrap_or_else(|| panic!("{} has no SASS for sm_90a", kernel.name));
+        let dtype = if kernel.dtype == Some(DType::Bf16) {
+            ".BF16"
+        } else {
+            ""
+        };
+        let head_dim = kernel.head_dims.end();
+        for expected in [
+            format!("HGMMA.64x{}x16.F32{dtype} ", kernel.tile_cols),
+            format!("HGMMA.64x{head_dim}x16.F32{dtype} "),
+            "UTMALDG.4D".to_string(),
+            "SYNCS.PHASECHK.TRANS64".to_string(),
+            "SYNCS.ARRIVE.TRANS64".to_string(),
+            "USETMAXREG".to_string(),
+        ] {
+            assert!(
+                sass.contains(&expected),
+                "{} on sm_90a: no {expected}",
+                kernel.name
+            );
+        }
+        let local = sass
+            .split_whitespace()
+            .find(|op| op.starts_with("LDL") || op.starts_with("STL"));
+        assert!(
+            local.is_none(),
+            "{} on sm_90a: local memory access {local:?}",
+            kernel.name
+        );
+        if let Some(sm80) = functions.get(&key("sm_80")) {
+            assert!(
+                !sm80.contains("HGMMA"),
+                "{}'s sm_80 build has HGMMA",
+                kernel.name
+            );
+        }
+    }
+}
+
 #[test]
 fn the_naive_kernels_use_no_tensor_cores() {
     let functions = disassemble();

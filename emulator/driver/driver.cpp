@@ -1623,10 +1623,14 @@ EXPORT CUresult cuModuleGetFunction(CUfunction *function, CUmodule module, const
                name);
         RETURN(CUDA_ERROR_NOT_FOUND);
     }
-    if (kernel.param_bytes >= 0 && kernel.param_bytes != static_cast<int64_t>(sizeof(AttentionParams))) {
+    /* The parameter's own size where the module records it: a 64-byte-aligned struct (AttentionParams carries
+     * TMA tensor maps) starts at an aligned offset of the parameter bank, whose total then includes padding. */
+    const int64_t module_bytes =
+        kernel.params.size() == 1 && kernel.params[0].second > 0 ? kernel.params[0].second : kernel.param_bytes;
+    if (kernel.param_bytes >= 0 && module_bytes != static_cast<int64_t>(sizeof(AttentionParams))) {
         report("cuModuleGetFunction: %s takes %lld bytes of parameters in the module, but the emulator's "
                "AttentionParams has %zu: the device and host builds disagree on the parameter struct",
-               name, static_cast<long long>(kernel.param_bytes), sizeof(AttentionParams));
+               name, static_cast<long long>(module_bytes), sizeof(AttentionParams));
         RETURN(CUDA_ERROR_INVALID_IMAGE);
     }
     CUfunction f = new CUfunc_st();

@@ -63,6 +63,13 @@
  * forward pass, summed (or averaged) over bins of map_bin_q x map_bin_k positions into map_values and over
  * the rows into map_key_profile, without the seq_q x seq_k matrix (dense batches only).
  *
+ * Tensor maps (sm_90a kernels only, flash_sm90.cu; zero for every other kernel): tma_q, tma_k, tma_v are
+ * 4-d maps over q, k and v: dimension 0 is head_dim, dimensions 1-3 are seq, heads and batch in the order
+ * of increasing byte stride (the encoder wants each stride to span the dimension below), 128-byte swizzle,
+ * zero fill out of bounds; box 64 by the kernel's tile rows on the seq dimension, 1 on the others
+ * (src/tensor_maps.rs builds them). tma_dim_order[t] (t: 0 q, 1 k, 2 v) says where each lands: bits 0-1
+ * the map dimension of seq, bits 2-3 that of heads, bits 4-5 that of batch.
+ *
  * Sinks (sinks not NULL): the f32 logit sinks[h], in natural units of the scaled scores (not scaled, not
  * soft-capped, no ALiBi), joins every row's softmax denominator and contributes no value.
  *
@@ -79,7 +86,19 @@
 /* Largest head dimension any kernel accepts. */
 #define MAX_HEAD_DIM 256
 
+/* A TMA tensor map (the driver's 128-byte CUtensorMap, 64-byte aligned), carried inside the parameters so
+ * that a kernel reads it from the kernel parameter space (__grid_constant__): made on the host for each
+ * call (cuTensorMapEncodeTiled on a GPU, the emulator's encoder on the CPU), nothing copied to the device. */
+typedef struct __attribute__((aligned(64))) TensorMapParam {
+    uint64_t words[16];
+} TensorMapParam;
+
 typedef struct AttentionParams {
+    /* TMA tensor maps (see above): first, so that their 64-byte alignment costs no padding. */
+    TensorMapParam tma_q;
+    TensorMapParam tma_k;
+    TensorMapParam tma_v;
+
     const void *q;
     const void *k;
     const void *v;
@@ -180,6 +199,8 @@ typedef struct AttentionParams {
     int32_t map_bins_k;
     int32_t map_mean_heads;
     int32_t map_mean_bins;
+    /* The map dimensions of seq, heads and batch in tma_q, tma_k, tma_v (see above). */
+    int32_t tma_dim_order[3];
     /* Softmax scale applied to Q K^T, and the same times log2(e) for exp2-based kernels. */
     float scale;
     float scale_log2;

@@ -26,6 +26,7 @@
 #define KERNEL_FAMILY_COMBINE 7       /* split-KV partial states merged into out and lse */
 #define KERNEL_FAMILY_MERGE_STATES 8  /* two attention states merged into one */
 #define KERNEL_FAMILY_ATTENTION_MAP 9 /* pooled weights and key profile from the lse (attention_map.cu) */
+#define KERNEL_FAMILY_FLASH_SM90 10   /* the fused forward on sm_90a (wgmma, TMA; flash_sm90.cu), dense */
 
 /* Element type of q, k, v and out; KERNEL_DTYPE_NONE for a kernel that touches none of them. */
 #define KERNEL_DTYPE_NONE 0

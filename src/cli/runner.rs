@@ -9,6 +9,7 @@
 //! | `naive`, `flash` | `Runner::Gpu(Naive)`, `Runner::Gpu(Flash)` | that GPU kernel; an error without a GPU |
 //! | `emulator` | `Runner::Emulator(Auto)` | the kernel `Auto` picks on an sm_80 device, run by the CPU emulator |
 //! | `emulator-naive`, `emulator-flash` | `Runner::Emulator(Naive)`, `Runner::Emulator(Flash)` | that kernel's CUDA source, run by the CPU emulator |
+//! | `flash-sm90`, `emulator-flash-sm90` | `Runner::Gpu(FlashSm90)`, `Runner::Emulator(FlashSm90)` | the sm_90a kernel on an sm_90 GPU, or on the emulator with sm_90a semantics; opt-in: needs `CUDA_ATTENTION_HOPPER=1` |
 //! | `cpu` | [`Runner::Cpu`] | the multi-threaded CPU backend (its own fused loop, planned with `Auto`) |
 //!
 //! [`Runner::open`] turns a runner into a [`Backend`] (the only place the CLI opens the GPU or falls
@@ -49,14 +50,19 @@ pub enum Runner {
 }
 
 /// Every spelling, each runner once: what [`Runner::from_str`] accepts and [`Runner::name`] prints.
-const SPELLINGS: [(&str, Runner); 8] = [
+const SPELLINGS: [(&str, Runner); 10] = [
     ("auto", Runner::Auto),
     ("gpu", Runner::Gpu(KernelChoice::Auto)),
     ("naive", Runner::Gpu(KernelChoice::Naive)),
     ("flash", Runner::Gpu(KernelChoice::Flash)),
+    ("flash-sm90", Runner::Gpu(KernelChoice::FlashSm90)),
     ("emulator", Runner::Emulator(KernelChoice::Auto)),
     ("emulator-naive", Runner::Emulator(KernelChoice::Naive)),
     ("emulator-flash", Runner::Emulator(KernelChoice::Flash)),
+    (
+        "emulator-flash-sm90",
+        Runner::Emulator(KernelChoice::FlashSm90),
+    ),
     ("cpu", Runner::Cpu),
 ];
 
@@ -533,7 +539,7 @@ mod tests {
         );
         let error = "fast".parse::<Runner>().unwrap_err();
         assert!(
-            error.contains("'fast'") && error.contains("emulator-flash or cpu"),
+            error.contains("'fast'") && error.contains("emulator-flash-sm90 or cpu"),
             "{error}"
         );
         let timed: Vec<&str> = Runner::all()

@@ -1,6 +1,7 @@
 //! Attention through the emulated kernels, on host slices: the same plan, launches and binding step as
 //! the GPU engine.
 
+use super::hopper::TensorMap;
 use super::Emulator;
 use crate::binding::{bind, bind_append, check_plan, HostKvAppend, HostOutput, HostTensors};
 use crate::dtype::Element;
@@ -9,12 +10,14 @@ use crate::host_memory::forward_host;
 use crate::launch::{append_launch, merge_launch};
 use crate::merge::{bind_merge, HostMergeTensors, MergeLayout};
 use crate::metadata::Metadata;
-use crate::plan::{ForwardOptions, Plan};
+use crate::plan::{ForwardOptions, KernelChoice, Plan};
 use crate::problem::AttentionProblem;
+use crate::tensor_maps::attach_tensor_maps;
 
 impl Emulator {
     /// Validates `problem` for element type `T` and picks the kernel, as the GPU engine would on an
-    /// sm_80 device.
+    /// sm_80 device; [`KernelChoice::FlashSm90`] plans for the emulated sm_90a device instead
+    /// ([`Emulator::hopper_caps`]).
     ///
     /// # Errors
     /// The problem's validation error, or [`AttentionError::KernelUnsupported`].
@@ -23,7 +26,12 @@ impl Emulator {
         problem: &AttentionProblem,
         options: ForwardOptions,
     ) -> Result<Plan> {
-        Plan::new(problem, T::DTYPE, options, self.caps())
+        let caps = if options.kernel == KernelChoice::FlashSm90 {
+            self.hopper_caps()
+        } else {
+            self.caps()
+        };
+        Plan::new(problem, T::DTYPE, options, caps)
     }
 
     /// Plans, allocates the outputs (within the host memory budget, before any of them) and runs.
@@ -112,7 +120,13 @@ impl Emulator {
     /// emulator checks.
     pub fn forward_into<T: Element>(&self, plan: &Plan, tensors: HostTensors<'_, T>) -> Result<()> {
         check_plan(plan, T::DTYPE, false, "Emulator::plan")?;
-        let params = bind(plan, &tensors.regions_with_slopes_of(plan.problem()))?;
+        let mut params = bind(plan, &tensors.regions_with_slopes_of(plan.problem()))?;
+        attach_tensor_maps(plan, &mut params, |request| {
+            // SAFETY: the map holds the address of a tensor that the binding step checked against the
+            // plan; `tensors` borrows it for this whole call, and the map lives in `params` only.
+            unsafe { TensorMap::encode_tiled(request.address as *const u8, &request.spec) }
+                .map(|map| map.0)
+        })?;
         for launch in plan.launches() {
             // SAFETY: the binding step checked every buffer against the validated problem (lengths reach
             // what the shape and strides address, alignment, no output overlapping another buffer), and

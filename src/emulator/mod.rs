@@ -150,6 +150,23 @@ impl Emulator {
         }
     }
 
+    /// Compute capability the emulator presents to the sm_90a kernel (wgmma, TMA, mbarrier; see
+    /// docs/emulator.md, "Hopper (sm_90a) instructions"), which it plans for only when asked
+    /// ([`crate::KernelChoice::FlashSm90`]).
+    pub const HOPPER_COMPUTE_CAPABILITY: (u32, u32) = (9, 0);
+
+    /// Multiprocessors the planner assumes for the emulated sm_90 device (an H100 SXM's).
+    pub const HOPPER_MULTIPROCESSORS: usize = 132;
+
+    /// [`Emulator::caps`] of the emulated sm_90a device.
+    pub fn hopper_caps(&self) -> DeviceCaps {
+        DeviceCaps {
+            compute_capability: Self::HOPPER_COMPUTE_CAPABILITY,
+            shared_memory_per_block_optin: Self::MAX_SHARED_BYTES,
+            multiprocessors: Self::HOPPER_MULTIPROCESSORS,
+        }
+    }
+
     /// Runs one kernel launch on the CPU: `launch.name` over `launch.grid` x `launch.block` with
     /// `launch.shared_bytes` of dynamic shared memory, each thread receiving a copy of `params`.
     /// Returns when every block has finished, or at the first kernel error.

@@ -21,6 +21,7 @@ use crate::launch::{append_launch, merge_launch};
 use crate::merge::{bind_merge, MergeLayout, MergeTensors};
 use crate::plan::{ForwardOptions, Plan};
 use crate::problem::{AttentionProblem, Tensor};
+use crate::tensor_maps::attach_tensor_maps;
 
 /// Outputs of [`Engine::forward`], in device memory.
 pub type DeviceOutput<T> = AttentionOutput<CudaSlice<T>, CudaSlice<f32>>;
@@ -345,7 +346,8 @@ impl Engine {
             block_row_offsets: i32_region(offsets_ptr, lens[4]),
             block_col_indices: i32_region(indices_ptr, lens[5]),
         };
-        let params = bind(plan, &regions)?;
+        let mut params = bind(plan, &regions)?;
+        attach_tensor_maps(plan, &mut params, super::tensor_map::encode_tiled)?;
         self.kernels.launch(stream, plan.launches(), &params)
     }
 }

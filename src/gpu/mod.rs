@@ -5,6 +5,7 @@ pub mod driver;
 mod engine;
 mod kernels;
 pub mod resources;
+mod tensor_map;
 
 pub use driver::{device_count, device_info, driver_present, DeviceInfo};
 pub use engine::{

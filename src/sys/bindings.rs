@@ -12,6 +12,7 @@ pub const KERNEL_FAMILY_APPEND_KV: u32 = 6;
 pub const KERNEL_FAMILY_COMBINE: u32 = 7;
 pub const KERNEL_FAMILY_MERGE_STATES: u32 = 8;
 pub const KERNEL_FAMILY_ATTENTION_MAP: u32 = 9;
+pub const KERNEL_FAMILY_FLASH_SM90: u32 = 10;
 pub const KERNEL_DTYPE_NONE: u32 = 0;
 pub const KERNEL_DTYPE_F32: u32 = 1;
 pub const KERNEL_DTYPE_F16: u32 = 2;
@@ -35,8 +36,35 @@ pub const CUDA_EMU_TENSOR_MAP_BYTES: u32 = 128;
 pub const CUDA_EMU_TENSOR_MAP_OK: u32 = 0;
 pub const CUDA_EMU_TENSOR_MAP_INVALID_VALUE: u32 = 1;
 #[repr(C)]
+#[repr(align(64))]
+#[derive(Debug, Copy, Clone)]
+pub struct TensorMapParam {
+    pub words: [u64; 16usize],
+}
+#[allow(clippy::unnecessary_operation, clippy::identity_op)]
+const _: () = {
+    ["Size of TensorMapParam"][::std::mem::size_of::<TensorMapParam>() - 128usize];
+    ["Alignment of TensorMapParam"][::std::mem::align_of::<TensorMapParam>() - 64usize];
+    [
+        "Offset of field: TensorMapParam::words",
+    ][::std::mem::offset_of!(TensorMapParam, words) - 0usize];
+};
+impl Default for TensorMapParam {
+    fn default() -> Self {
+        let mut s = ::std::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::std::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
+#[repr(align(64))]
 #[derive(Debug, Copy, Clone)]
 pub struct AttentionParams {
+    pub tma_q: TensorMapParam,
+    pub tma_k: TensorMapParam,
+    pub tma_v: TensorMapParam,
     pub q: *const ::std::os::raw::c_void,
     pub k: *const ::std::os::raw::c_void,
     pub v: *const ::std::os::raw::c_void,
@@ -113,251 +141,266 @@ pub struct AttentionParams {
     pub map_bins_k: i32,
     pub map_mean_heads: i32,
     pub map_mean_bins: i32,
+    pub tma_dim_order: [i32; 3usize],
     pub scale: f32,
     pub scale_log2: f32,
     pub softcap: f32,
 }
 #[allow(clippy::unnecessary_operation, clippy::identity_op)]
 const _: () = {
-    ["Size of AttentionParams"][::std::mem::size_of::<AttentionParams>() - 512usize];
-    ["Alignment of AttentionParams"][::std::mem::align_of::<AttentionParams>() - 8usize];
+    ["Size of AttentionParams"][::std::mem::size_of::<AttentionParams>() - 960usize];
+    [
+        "Alignment of AttentionParams",
+    ][::std::mem::align_of::<AttentionParams>() - 64usize];
+    [
+        "Offset of field: AttentionParams::tma_q",
+    ][::std::mem::offset_of!(AttentionParams, tma_q) - 0usize];
+    [
+        "Offset of field: AttentionParams::tma_k",
+    ][::std::mem::offset_of!(AttentionParams, tma_k) - 128usize];
+    [
+        "Offset of field: AttentionParams::tma_v",
+    ][::std::mem::offset_of!(AttentionParams, tma_v) - 256usize];
     [
         "Offset of field: AttentionParams::q",
-    ][::std::mem::offset_of!(AttentionParams, q) - 0usize];
+    ][::std::mem::offset_of!(AttentionParams, q) - 384usize];
     [
         "Offset of field: AttentionParams::k",
-    ][::std::mem::offset_of!(AttentionParams, k) - 8usize];
+    ][::std::mem::offset_of!(AttentionParams, k) - 392usize];
     [
         "Offset of field: AttentionParams::v",
-    ][::std::mem::offset_of!(AttentionParams, v) - 16usize];
+    ][::std::mem::offset_of!(AttentionParams, v) - 400usize];
     [
         "Offset of field: AttentionParams::out",
-    ][::std::mem::offset_of!(AttentionParams, out) - 24usize];
+    ][::std::mem::offset_of!(AttentionParams, out) - 408usize];
     [
         "Offset of field: AttentionParams::lse",
-    ][::std::mem::offset_of!(AttentionParams, lse) - 32usize];
+    ][::std::mem::offset_of!(AttentionParams, lse) - 416usize];
     [
         "Offset of field: AttentionParams::scores",
-    ][::std::mem::offset_of!(AttentionParams, scores) - 40usize];
+    ][::std::mem::offset_of!(AttentionParams, scores) - 424usize];
     [
         "Offset of field: AttentionParams::alibi_slopes",
-    ][::std::mem::offset_of!(AttentionParams, alibi_slopes) - 48usize];
+    ][::std::mem::offset_of!(AttentionParams, alibi_slopes) - 432usize];
     [
         "Offset of field: AttentionParams::sinks",
-    ][::std::mem::offset_of!(AttentionParams, sinks) - 56usize];
+    ][::std::mem::offset_of!(AttentionParams, sinks) - 440usize];
     [
         "Offset of field: AttentionParams::cu_seqlens_q",
-    ][::std::mem::offset_of!(AttentionParams, cu_seqlens_q) - 64usize];
+    ][::std::mem::offset_of!(AttentionParams, cu_seqlens_q) - 448usize];
     [
         "Offset of field: AttentionParams::cu_seqlens_k",
-    ][::std::mem::offset_of!(AttentionParams, cu_seqlens_k) - 72usize];
+    ][::std::mem::offset_of!(AttentionParams, cu_seqlens_k) - 456usize];
     [
         "Offset of field: AttentionParams::seqused_k",
-    ][::std::mem::offset_of!(AttentionParams, seqused_k) - 80usize];
+    ][::std::mem::offset_of!(AttentionParams, seqused_k) - 464usize];
     [
         "Offset of field: AttentionParams::block_table",
-    ][::std::mem::offset_of!(AttentionParams, block_table) - 88usize];
+    ][::std::mem::offset_of!(AttentionParams, block_table) - 472usize];
     [
         "Offset of field: AttentionParams::block_row_offsets",
-    ][::std::mem::offset_of!(AttentionParams, block_row_offsets) - 96usize];
+    ][::std::mem::offset_of!(AttentionParams, block_row_offsets) - 480usize];
     [
         "Offset of field: AttentionParams::block_col_indices",
-    ][::std::mem::offset_of!(AttentionParams, block_col_indices) - 104usize];
+    ][::std::mem::offset_of!(AttentionParams, block_col_indices) - 488usize];
     [
         "Offset of field: AttentionParams::k_cache",
-    ][::std::mem::offset_of!(AttentionParams, k_cache) - 112usize];
+    ][::std::mem::offset_of!(AttentionParams, k_cache) - 496usize];
     [
         "Offset of field: AttentionParams::v_cache",
-    ][::std::mem::offset_of!(AttentionParams, v_cache) - 120usize];
+    ][::std::mem::offset_of!(AttentionParams, v_cache) - 504usize];
     [
         "Offset of field: AttentionParams::k_new",
-    ][::std::mem::offset_of!(AttentionParams, k_new) - 128usize];
+    ][::std::mem::offset_of!(AttentionParams, k_new) - 512usize];
     [
         "Offset of field: AttentionParams::v_new",
-    ][::std::mem::offset_of!(AttentionParams, v_new) - 136usize];
+    ][::std::mem::offset_of!(AttentionParams, v_new) - 520usize];
     [
         "Offset of field: AttentionParams::slot_mapping",
-    ][::std::mem::offset_of!(AttentionParams, slot_mapping) - 144usize];
+    ][::std::mem::offset_of!(AttentionParams, slot_mapping) - 528usize];
     [
         "Offset of field: AttentionParams::partial_out",
-    ][::std::mem::offset_of!(AttentionParams, partial_out) - 152usize];
+    ][::std::mem::offset_of!(AttentionParams, partial_out) - 536usize];
     [
         "Offset of field: AttentionParams::partial_lse",
-    ][::std::mem::offset_of!(AttentionParams, partial_lse) - 160usize];
+    ][::std::mem::offset_of!(AttentionParams, partial_lse) - 544usize];
     [
         "Offset of field: AttentionParams::state_a",
-    ][::std::mem::offset_of!(AttentionParams, state_a) - 168usize];
+    ][::std::mem::offset_of!(AttentionParams, state_a) - 552usize];
     [
         "Offset of field: AttentionParams::state_b",
-    ][::std::mem::offset_of!(AttentionParams, state_b) - 176usize];
+    ][::std::mem::offset_of!(AttentionParams, state_b) - 560usize];
     [
         "Offset of field: AttentionParams::lse_a",
-    ][::std::mem::offset_of!(AttentionParams, lse_a) - 184usize];
+    ][::std::mem::offset_of!(AttentionParams, lse_a) - 568usize];
     [
         "Offset of field: AttentionParams::lse_b",
-    ][::std::mem::offset_of!(AttentionParams, lse_b) - 192usize];
+    ][::std::mem::offset_of!(AttentionParams, lse_b) - 576usize];
     [
         "Offset of field: AttentionParams::map_values",
-    ][::std::mem::offset_of!(AttentionParams, map_values) - 200usize];
+    ][::std::mem::offset_of!(AttentionParams, map_values) - 584usize];
     [
         "Offset of field: AttentionParams::map_key_profile",
-    ][::std::mem::offset_of!(AttentionParams, map_key_profile) - 208usize];
+    ][::std::mem::offset_of!(AttentionParams, map_key_profile) - 592usize];
     [
         "Offset of field: AttentionParams::q_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, q_batch_stride) - 216usize];
+    ][::std::mem::offset_of!(AttentionParams, q_batch_stride) - 600usize];
     [
         "Offset of field: AttentionParams::q_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, q_seq_stride) - 224usize];
+    ][::std::mem::offset_of!(AttentionParams, q_seq_stride) - 608usize];
     [
         "Offset of field: AttentionParams::q_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, q_head_stride) - 232usize];
+    ][::std::mem::offset_of!(AttentionParams, q_head_stride) - 616usize];
     [
         "Offset of field: AttentionParams::k_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, k_batch_stride) - 240usize];
+    ][::std::mem::offset_of!(AttentionParams, k_batch_stride) - 624usize];
     [
         "Offset of field: AttentionParams::k_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, k_seq_stride) - 248usize];
+    ][::std::mem::offset_of!(AttentionParams, k_seq_stride) - 632usize];
     [
         "Offset of field: AttentionParams::k_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, k_head_stride) - 256usize];
+    ][::std::mem::offset_of!(AttentionParams, k_head_stride) - 640usize];
     [
         "Offset of field: AttentionParams::v_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, v_batch_stride) - 264usize];
+    ][::std::mem::offset_of!(AttentionParams, v_batch_stride) - 648usize];
     [
         "Offset of field: AttentionParams::v_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, v_seq_stride) - 272usize];
+    ][::std::mem::offset_of!(AttentionParams, v_seq_stride) - 656usize];
     [
         "Offset of field: AttentionParams::v_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, v_head_stride) - 280usize];
+    ][::std::mem::offset_of!(AttentionParams, v_head_stride) - 664usize];
     [
         "Offset of field: AttentionParams::out_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, out_batch_stride) - 288usize];
+    ][::std::mem::offset_of!(AttentionParams, out_batch_stride) - 672usize];
     [
         "Offset of field: AttentionParams::out_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, out_seq_stride) - 296usize];
+    ][::std::mem::offset_of!(AttentionParams, out_seq_stride) - 680usize];
     [
         "Offset of field: AttentionParams::out_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, out_head_stride) - 304usize];
+    ][::std::mem::offset_of!(AttentionParams, out_head_stride) - 688usize];
     [
         "Offset of field: AttentionParams::lse_batch_stride",
-    ][::std::mem::offset_of!(AttentionParams, lse_batch_stride) - 312usize];
+    ][::std::mem::offset_of!(AttentionParams, lse_batch_stride) - 696usize];
     [
         "Offset of field: AttentionParams::lse_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, lse_head_stride) - 320usize];
+    ][::std::mem::offset_of!(AttentionParams, lse_head_stride) - 704usize];
     [
         "Offset of field: AttentionParams::block_table_stride",
-    ][::std::mem::offset_of!(AttentionParams, block_table_stride) - 328usize];
+    ][::std::mem::offset_of!(AttentionParams, block_table_stride) - 712usize];
     [
         "Offset of field: AttentionParams::new_seq_stride",
-    ][::std::mem::offset_of!(AttentionParams, new_seq_stride) - 336usize];
+    ][::std::mem::offset_of!(AttentionParams, new_seq_stride) - 720usize];
     [
         "Offset of field: AttentionParams::new_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, new_head_stride) - 344usize];
+    ][::std::mem::offset_of!(AttentionParams, new_head_stride) - 728usize];
     [
         "Offset of field: AttentionParams::state_row_stride",
-    ][::std::mem::offset_of!(AttentionParams, state_row_stride) - 352usize];
+    ][::std::mem::offset_of!(AttentionParams, state_row_stride) - 736usize];
     [
         "Offset of field: AttentionParams::state_head_stride",
-    ][::std::mem::offset_of!(AttentionParams, state_head_stride) - 360usize];
+    ][::std::mem::offset_of!(AttentionParams, state_head_stride) - 744usize];
     [
         "Offset of field: AttentionParams::partial_rows",
-    ][::std::mem::offset_of!(AttentionParams, partial_rows) - 368usize];
+    ][::std::mem::offset_of!(AttentionParams, partial_rows) - 752usize];
     [
         "Offset of field: AttentionParams::partial_batch_rows",
-    ][::std::mem::offset_of!(AttentionParams, partial_batch_rows) - 376usize];
+    ][::std::mem::offset_of!(AttentionParams, partial_batch_rows) - 760usize];
     [
         "Offset of field: AttentionParams::batch",
-    ][::std::mem::offset_of!(AttentionParams, batch) - 384usize];
+    ][::std::mem::offset_of!(AttentionParams, batch) - 768usize];
     [
         "Offset of field: AttentionParams::seq_q",
-    ][::std::mem::offset_of!(AttentionParams, seq_q) - 388usize];
+    ][::std::mem::offset_of!(AttentionParams, seq_q) - 772usize];
     [
         "Offset of field: AttentionParams::seq_k",
-    ][::std::mem::offset_of!(AttentionParams, seq_k) - 392usize];
+    ][::std::mem::offset_of!(AttentionParams, seq_k) - 776usize];
     [
         "Offset of field: AttentionParams::heads_q",
-    ][::std::mem::offset_of!(AttentionParams, heads_q) - 396usize];
+    ][::std::mem::offset_of!(AttentionParams, heads_q) - 780usize];
     [
         "Offset of field: AttentionParams::heads_kv",
-    ][::std::mem::offset_of!(AttentionParams, heads_kv) - 400usize];
+    ][::std::mem::offset_of!(AttentionParams, heads_kv) - 784usize];
     [
         "Offset of field: AttentionParams::head_dim",
-    ][::std::mem::offset_of!(AttentionParams, head_dim) - 404usize];
+    ][::std::mem::offset_of!(AttentionParams, head_dim) - 788usize];
     [
         "Offset of field: AttentionParams::total_q",
-    ][::std::mem::offset_of!(AttentionParams, total_q) - 408usize];
+    ][::std::mem::offset_of!(AttentionParams, total_q) - 792usize];
     [
         "Offset of field: AttentionParams::total_k",
-    ][::std::mem::offset_of!(AttentionParams, total_k) - 412usize];
+    ][::std::mem::offset_of!(AttentionParams, total_k) - 796usize];
     [
         "Offset of field: AttentionParams::page_size",
-    ][::std::mem::offset_of!(AttentionParams, page_size) - 416usize];
+    ][::std::mem::offset_of!(AttentionParams, page_size) - 800usize];
     [
         "Offset of field: AttentionParams::num_pages",
-    ][::std::mem::offset_of!(AttentionParams, num_pages) - 420usize];
+    ][::std::mem::offset_of!(AttentionParams, num_pages) - 804usize];
     [
         "Offset of field: AttentionParams::pages_per_seq",
-    ][::std::mem::offset_of!(AttentionParams, pages_per_seq) - 424usize];
+    ][::std::mem::offset_of!(AttentionParams, pages_per_seq) - 808usize];
     [
         "Offset of field: AttentionParams::new_rows",
-    ][::std::mem::offset_of!(AttentionParams, new_rows) - 428usize];
+    ][::std::mem::offset_of!(AttentionParams, new_rows) - 812usize];
     [
         "Offset of field: AttentionParams::num_splits",
-    ][::std::mem::offset_of!(AttentionParams, num_splits) - 432usize];
+    ][::std::mem::offset_of!(AttentionParams, num_splits) - 816usize];
     [
         "Offset of field: AttentionParams::block_q",
-    ][::std::mem::offset_of!(AttentionParams, block_q) - 436usize];
+    ][::std::mem::offset_of!(AttentionParams, block_q) - 820usize];
     [
         "Offset of field: AttentionParams::block_k",
-    ][::std::mem::offset_of!(AttentionParams, block_k) - 440usize];
+    ][::std::mem::offset_of!(AttentionParams, block_k) - 824usize];
     [
         "Offset of field: AttentionParams::block_rows",
-    ][::std::mem::offset_of!(AttentionParams, block_rows) - 444usize];
+    ][::std::mem::offset_of!(AttentionParams, block_rows) - 828usize];
     [
         "Offset of field: AttentionParams::block_nnz",
-    ][::std::mem::offset_of!(AttentionParams, block_nnz) - 448usize];
+    ][::std::mem::offset_of!(AttentionParams, block_nnz) - 832usize];
     [
         "Offset of field: AttentionParams::heads_ratio",
-    ][::std::mem::offset_of!(AttentionParams, heads_ratio) - 452usize];
+    ][::std::mem::offset_of!(AttentionParams, heads_ratio) - 836usize];
     [
         "Offset of field: AttentionParams::packed_heads",
-    ][::std::mem::offset_of!(AttentionParams, packed_heads) - 456usize];
+    ][::std::mem::offset_of!(AttentionParams, packed_heads) - 840usize];
     [
         "Offset of field: AttentionParams::causal",
-    ][::std::mem::offset_of!(AttentionParams, causal) - 460usize];
+    ][::std::mem::offset_of!(AttentionParams, causal) - 844usize];
     [
         "Offset of field: AttentionParams::window_left",
-    ][::std::mem::offset_of!(AttentionParams, window_left) - 464usize];
+    ][::std::mem::offset_of!(AttentionParams, window_left) - 848usize];
     [
         "Offset of field: AttentionParams::window_right",
-    ][::std::mem::offset_of!(AttentionParams, window_right) - 468usize];
+    ][::std::mem::offset_of!(AttentionParams, window_right) - 852usize];
     [
         "Offset of field: AttentionParams::map_bin_q",
-    ][::std::mem::offset_of!(AttentionParams, map_bin_q) - 472usize];
+    ][::std::mem::offset_of!(AttentionParams, map_bin_q) - 856usize];
     [
         "Offset of field: AttentionParams::map_bin_k",
-    ][::std::mem::offset_of!(AttentionParams, map_bin_k) - 476usize];
+    ][::std::mem::offset_of!(AttentionParams, map_bin_k) - 860usize];
     [
         "Offset of field: AttentionParams::map_bins_q",
-    ][::std::mem::offset_of!(AttentionParams, map_bins_q) - 480usize];
+    ][::std::mem::offset_of!(AttentionParams, map_bins_q) - 864usize];
     [
         "Offset of field: AttentionParams::map_bins_k",
-    ][::std::mem::offset_of!(AttentionParams, map_bins_k) - 484usize];
+    ][::std::mem::offset_of!(AttentionParams, map_bins_k) - 868usize];
     [
         "Offset of field: AttentionParams::map_mean_heads",
-    ][::std::mem::offset_of!(AttentionParams, map_mean_heads) - 488usize];
+    ][::std::mem::offset_of!(AttentionParams, map_mean_heads) - 872usize];
     [
         "Offset of field: AttentionParams::map_mean_bins",
-    ][::std::mem::offset_of!(AttentionParams, map_mean_bins) - 492usize];
+    ][::std::mem::offset_of!(AttentionParams, map_mean_bins) - 876usize];
+    [
+        "Offset of field: AttentionParams::tma_dim_order",
+    ][::std::mem::offset_of!(AttentionParams, tma_dim_order) - 880usize];
     [
         "Offset of field: AttentionParams::scale",
-    ][::std::mem::offset_of!(AttentionParams, scale) - 496usize];
+    ][::std::mem::offset_of!(AttentionParams, scale) - 892usize];
     [
         "Offset of field: AttentionParams::scale_log2",
-    ][::std::mem::offset_of!(AttentionParams, scale_log2) - 500usize];
+    ][::std::mem::offset_of!(AttentionParams, scale_log2) - 896usize];
     [
         "Offset of field: AttentionParams::softcap",
-    ][::std::mem::offset_of!(AttentionParams, softcap) - 504usize];
+    ][::std::mem::offset_of!(AttentionParams, softcap) - 900usize];
 };
 impl Default for AttentionParams {
     fn default() -> Self {

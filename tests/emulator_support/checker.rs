@@ -266,17 +266,36 @@ fn build(sanitizer: Sanitizer) -> Result<Checker, String> {
     })
 }
 
-/// Every field of the parameter struct with its value, in declaration order, read from the bindgen
-/// mirror's `Debug` output (so the checker learns the fields from the same source as the crate, and a
-/// field the C header lacks fails the checker's build).
+/// Every scalar or pointer field of the parameter struct with its value, in declaration order, read from
+/// the bindgen mirror's `Debug` output (so the checker learns the fields from the same source as the
+/// crate, and a field the C header lacks fails the checker's build). Composite fields (the sm_90a
+/// kernels' tensor maps and their dimension order, arrays and structs) are left out: the checker runs no
+/// sm_90a kernel, and they stay zero.
 fn param_fields(params: &AttentionParams) -> Vec<(String, String)> {
     let text = format!("{params:?}");
     let inner = text
         .strip_prefix("AttentionParams { ")
         .and_then(|t| t.strip_suffix(" }"))
         .unwrap_or_else(|| panic!("unexpected Debug output of AttentionParams: {text}"));
-    inner
-        .split(", ")
+    // Split at the top-level ", " only (not inside [..] or {..}).
+    let mut fields = Vec::new();
+    let (mut depth, mut start) = (0i32, 0usize);
+    let bytes = inner.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => depth -= 1,
+            b',' if depth == 0 && bytes.get(i + 1) == Some(&b' ') => {
+                fields.push(&inner[start..i]);
+                start = i + 2;
+            }
+            _ => {}
+        }
+    }
+    fields.push(&inner[start..]);
+    fields
+        .into_iter()
+        .filter(|field| !field.contains('[') && !field.contains('{'))
         .map(|field| {
             let (name, value) = field
                 .split_once(": ")

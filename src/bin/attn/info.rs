@@ -166,6 +166,7 @@ fn print_registry() {
             KernelFamily::Combine => "split combine",
             KernelFamily::MergeStates => "merge states",
             KernelFamily::AttentionMap => "attention map",
+            KernelFamily::FlashSm90 => "flash sm_90a",
         };
         println!(
             "  {:<24} {:<13} {:<5} {:>9} {:>7} {:>9} {:>14} {:>6} {:>5}",
