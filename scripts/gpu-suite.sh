@@ -10,6 +10,8 @@
 #    attn bench --decode: decode steps (seq_q 1, 32/8 heads, d128, batch 1 to 64, contexts 1k to 128k),
 #    flash with and without split-KV, as bandwidth against a device copy timed in the same run, beside
 #    PyTorch SDPA's decode on the same shapes (torch_sdpa.py --decode);
+#    the sm_90a flash kernel (CUDA_ATTENTION_HOPPER=1): attn check, memcheck, racecheck, and attn bench
+#    beside the sm_80 flash kernel (bf16 d128, 2k to 16k);
 #    attn bench --sparse bigbird: each length dense and block-sparse (flash, d128, 8k to 64k), and a
 #    1M-token pooled attention map under the same mask (attn weights --pool 1024);
 #    with a packed baseline (gpu-pack.sh --baseline REF), its flash kernel on the same sweep too;
@@ -20,7 +22,7 @@
 #   gpu-results.tar.gz   everything: summary.md, facts.log, one log per step, layout_probe.txt and
 #                        hopper_probe.txt (the probe tests write them to $GPU_OUT, which is gpu-results/;
 #                        commit them as tests/golden/layout_probe.txt and tests/golden/hopper_probe.txt), torch.json, torch-decode.json, bench/,
-#                        bench-varlen/, bench-decode/, bench-sparse/ and bench-baseline/ (results.json
+#                        bench-varlen/, bench-decode/, bench-sm90/, bench-sparse/ and bench-baseline/ (results.json
 #                        and plots), map-1m.png
 #   summary.md           the summary table, also inside the archive
 # The archive is re-packed before and after every step, and on TERM/INT/HUP, so a run stopped part way
@@ -162,6 +164,20 @@ else
   echo "| torch-decode | PyTorch not importable | 0 |" >> "$table"
   step bench-decode 90 "$ATTN_BIN" bench "${decode[@]}" --max-seconds 75 --out "$res/bench-decode"
 fi
+
+# The sm_90a kernel (issue 16), opt-in until this run verifies it: checks against the f64 reference,
+# memcheck and racecheck, then the benchmark beside the sm_80 flash kernel (targets: at least PyTorch
+# SDPA's cuDNN, ~600 TFLOP/s on an H100, and 1.5x the sm_80 kernel; bf16 d128 non-causal 2k-16k).
+hopper_case=(--dtype bf16 --batch 2 --seq-q 1000 --seq-k 1100 --heads 4 --heads-kv 2 --head-dim 128)
+step check-flash-sm90 60 env CUDA_ATTENTION_HOPPER=1 "$ATTN_BIN" check --kernel flash-sm90 "${hopper_case[@]}" --causal
+if command -v compute-sanitizer > /dev/null; then
+  for tool in memcheck racecheck; do
+    step "sanitizer-flash-sm90-$tool" 120 env CUDA_ATTENTION_HOPPER=1 compute-sanitizer --tool "$tool" \
+      --error-exitcode 9 "$ATTN_BIN" check --kernel flash-sm90 "${hopper_case[@]}"
+  done
+fi
+step bench-sm90 120 env CUDA_ATTENTION_HOPPER=1 "$ATTN_BIN" bench --kernels flash,flash-sm90 --head-dims 128 \
+  --seqs 2048,4096,8192,16384 --max-seconds 100 --out "$res/bench-sm90"
 
 # Block-sparse (issue 15): BigBird beside dense flash at long lengths (target: TFLOP/s on the computed
 # pairs >= 80% of dense), and a 1M-token attention map under the same mask (target: seconds).

@@ -246,6 +246,11 @@ fn a_full_run_packs_everything_into_one_archive_and_prints_the_summary_last() {
         "bench-decode.log",
         "bench-decode/results.json",
         "bench-decode/timings.png",
+        "check-flash-sm90.log",
+        "sanitizer-flash-sm90-memcheck.log",
+        "sanitizer-flash-sm90-racecheck.log",
+        "bench-sm90.log",
+        "bench-sm90/results.json",
         "bench-sparse.log",
         "bench-sparse/results.json",
         "bench-sparse/timings.png",
@@ -296,6 +301,16 @@ fn a_full_run_packs_everything_into_one_archive_and_prints_the_summary_last() {
         ) && varlen.contains("stub bench table"),
         "{varlen}"
     );
+    let hopper = fake.member("bench-sm90.log");
+    assert!(
+        hopper.contains(
+            "bench --kernels flash,flash-sm90 --head-dims 128 --seqs 2048,4096,8192,16384"
+        ) && hopper.contains("stub bench table"),
+        "{hopper}"
+    );
+    assert!(fake
+        .member("check-flash-sm90.log")
+        .contains("stub attn check: ok"));
     let sparse = fake.member("bench-sparse.log");
     assert!(
         sparse.contains(
