@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::guarded;
+use common::{guarded, shape};
 
 use cuda_attention::cpu::{compare, reference};
 use cuda_attention::emulator::{Emulator, Schedule};
@@ -16,24 +16,6 @@ use cuda_attention::{
 use half::{bf16, f16};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-
-fn shape(
-    batch: usize,
-    seq_q: usize,
-    seq_k: usize,
-    heads_q: usize,
-    heads_kv: usize,
-    head_dim: usize,
-) -> AttentionShape {
-    AttentionShape {
-        batch,
-        seq_q,
-        seq_k,
-        heads_q,
-        heads_kv,
-        head_dim,
-    }
-}
 
 /// Runs flash (asserting the plan chose it) and checks it against the reference and the naive kernel.
 fn check<T: Element>(name: &str, problem: &AttentionProblem, emulator: &Emulator, magnitude: f32) {

@@ -7,14 +7,14 @@ mod common;
 
 use std::sync::Once;
 
-use common::guarded;
+use common::{guarded, shape};
 
 use cuda_attention::cpu::{compare, reference};
 use cuda_attention::emulator::{Emulator, Schedule};
 use cuda_attention::plan::HOPPER_ENV;
 use cuda_attention::{
-    AttentionError, AttentionProblem, AttentionShape, BlockMask, DType, Element, ForwardOptions,
-    KernelChoice, KernelKind, Layout, Tensor,
+    AttentionError, AttentionProblem, BlockMask, DType, Element, ForwardOptions, KernelChoice,
+    KernelKind, Layout, Tensor,
 };
 use half::{bf16, f16};
 use rand::rngs::StdRng;
@@ -25,24 +25,6 @@ static OPT_IN: Once = Once::new();
 /// Sets the opt-in switch once for this test binary, before any plan reads it.
 fn opt_in() {
     OPT_IN.call_once(|| std::env::set_var(HOPPER_ENV, "1"));
-}
-
-fn shape(
-    batch: usize,
-    seq_q: usize,
-    seq_k: usize,
-    heads_q: usize,
-    heads_kv: usize,
-    head_dim: usize,
-) -> AttentionShape {
-    AttentionShape {
-        batch,
-        seq_q,
-        seq_k,
-        heads_q,
-        heads_kv,
-        head_dim,
-    }
 }
 
 fn options() -> ForwardOptions {

@@ -112,3 +112,22 @@ pub fn assert_matches_reference<T: Element>(
         }
     }
 }
+
+/// A shape from its six sizes: (batch, seq_q, seq_k, heads_q, heads_kv, head_dim).
+pub fn shape(
+    batch: usize,
+    seq_q: usize,
+    seq_k: usize,
+    heads_q: usize,
+    heads_kv: usize,
+    head_dim: usize,
+) -> cuda_attention::AttentionShape {
+    cuda_attention::AttentionShape {
+        batch,
+        seq_q,
+        seq_k,
+        heads_q,
+        heads_kv,
+        head_dim,
+    }
+}
