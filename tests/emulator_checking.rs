@@ -784,9 +784,14 @@ fn merge_job(schedule: Schedule) -> (Job, KernelLaunch) {
 fn map_job(schedule: Schedule) -> (Job, KernelLaunch, AttentionShape) {
     use cuda_attention::attention_map::{map_launch, map_params, BinReduce, MapHeads, MapSpec};
     let shape = AttentionShape::new(1, 40, 2, 40)
-        .with_seq_k(70)
+        .with_seq_k(200)
         .with_heads_kv(1);
-    let problem = AttentionProblem::new(shape).with_causal(true);
+    // Key blocks 0 and 2 of 4 listed: the walk visits block 0's tiles, jumps over block 1, stops after 2.
+    let mask = cuda_attention::BlockMask::from_rows(64, 64, 40, 200, &[vec![0, 2]]).unwrap();
+    let problem = AttentionProblem::new(shape)
+        .with_causal(true)
+        .with_block_mask(mask.clone());
+    let wide = |list: &[i32]| list.iter().map(|&x| i64::from(x)).collect::<Vec<_>>();
     let layout = MapSpec::new(7, 9)
         .with_heads(MapHeads::Mean)
         .with_reduce(BinReduce::Mean)
@@ -799,6 +804,8 @@ fn map_job(schedule: Schedule) -> (Job, KernelLaunch, AttentionShape) {
         .input("lse", shape.lse_elements().unwrap(), DType::F32)
         .values("map_values", 4, &vec![0; layout.values])
         .values("map_key_profile", 4, &vec![0; layout.profile])
+        .values("block_row_offsets", 4, &wide(mask.row_offsets()))
+        .values("block_col_indices", 4, &wide(mask.col_indices()))
         .schedule(schedule)
         .threads(2)
         .launch(&launch);
