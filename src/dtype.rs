@@ -1,6 +1,7 @@
 //! Element types the kernels accept: f32, f16 and bf16 (from the `half` crate).
 
 use cudarc::driver::{DeviceRepr, ValidAsZeroBits};
+use half::slice::HalfFloatSliceExt;
 use half::{bf16, f16};
 
 /// The element type of q, k, v and out.
@@ -81,6 +82,17 @@ pub trait Element:
     fn to_f64(self) -> f64 {
         f64::from(self.to_f32())
     }
+    /// The values as f32 when they already are (no copy needed), `None` otherwise.
+    fn as_f32(values: &[Self]) -> Option<&[f32]> {
+        let _ = values;
+        None
+    }
+    /// Widens `src` into `dst` (exact; the shorter length wins), vectorised where the type allows.
+    fn widen_into(src: &[Self], dst: &mut [f32]) {
+        for (to, &from) in dst.iter_mut().zip(src) {
+            *to = from.to_f32();
+        }
+    }
 }
 
 impl Element for f32 {
@@ -90,6 +102,9 @@ impl Element for f32 {
     }
     fn from_f32(x: f32) -> Self {
         x
+    }
+    fn as_f32(values: &[Self]) -> Option<&[f32]> {
+        Some(values)
     }
 }
 
@@ -101,6 +116,10 @@ impl Element for f16 {
     fn from_f32(x: f32) -> Self {
         f16::from_f32(x)
     }
+    fn widen_into(src: &[Self], dst: &mut [f32]) {
+        let n = src.len().min(dst.len());
+        src[..n].convert_to_f32_slice(&mut dst[..n]);
+    }
 }
 
 impl Element for bf16 {
@@ -110,5 +129,9 @@ impl Element for bf16 {
     }
     fn from_f32(x: f32) -> Self {
         bf16::from_f32(x)
+    }
+    fn widen_into(src: &[Self], dst: &mut [f32]) {
+        let n = src.len().min(dst.len());
+        src[..n].convert_to_f32_slice(&mut dst[..n]);
     }
 }

@@ -1,35 +1,24 @@
 //! The CPU backend: exact attention with f32 accumulation on all cores, for machines without a GPU.
 //!
-//! Algorithm, per query row `i`: `S = (scale * q_i) K^T` over the keys `begin_i..end_i` the row sees
-//! (every mask here, causal and sliding window, keeps a contiguous range per row, and both bounds grow
-//! with `i`), then, when set, the soft cap `S = softcap * tanh(S / softcap)` and the ALiBi bias
-//! `S -= m_h * |c - j|` in f32, `m = max S`, `P = exp(S - m)`, `l = sum P`, `O = (P V) / l`,
-//! `lse = m + ln l`.
+//! Algorithm: FlashAttention's forward on the CPU (src/cpu/tile.rs): tiles of query rows x keys sized
+//! for the L1/L2 caches, `S = Q K^T` and `O += P V` through the `gemm` crate's micro-kernels, the online
+//! softmax between them (vectorised, dispatched at run time to AVX-512, AVX2 or the baseline), f16/bf16
+//! widened to f32 per tile, f32 accumulation. Every mask here (causal, sliding window) keeps a contiguous
+//! range of keys per row whose bounds grow with the row; a block mask skips the key tiles no row of a
+//! task lists. Memory per thread is a few tiles, whatever the sequence length.
 //!
-//! Work is split into tasks of (batch, key/value head, block of query rows) covering every query head
-//! of the group, taken from a shared queue by `available_parallelism` scoped threads. A task first
-//! converts the keys and values its rows can see (the union of their ranges, from the first row's
-//! begin to the last row's end) to f32 scratch: K in panels of 8 keys (`[n / 8][head_dim][8]`), V as
-//! `[n][head_dim rounded up to 8]`. Then, 4 query rows at a time, over the panels from the one holding
-//! the first row's first key to the last row's last key, both products are register-tiled loops over
-//! 8-wide f32 lanes with no horizontal sums, which the compiler vectorises:
-//! `S[4 rows][8 keys] += q[row][x] * K[x][8 keys]` over x, and `O[4 rows][8 dims] += P[row][j] *
-//! V[j][8 dims]` over j; keys outside a row's range get `P = 0`. Without a window every range starts
-//! at key 0 and this is the plain prefix computation. Since `0 * NaN` and `0 * Inf` are NaN, a task whose
-//! V rows hold a non-finite value computes `P V` row by row over each row's own keys instead (the same
-//! products in the same order): the keys a row does not see never reach it (README, "Non-finite
-//! values"). A NaN score makes `m`, hence the row, NaN; a row whose `m` is `-inf` (no visible key, or
-//! every visible score `-inf`) is written as 0 with lse `-inf` (with sinks, the head's sink `s` joins the
-//! denominator: `l' = l e^(m - top) + e^(s - top)`, `top = max(m, s)`, and a row that sees nothing gets
-//! lse `s`). Ragged batches run sequence by sequence, each as a dense problem of batch 1 over views of
-//! the caller's buffers (the metadata validated first). Each task owns its disjoint slices of the
-//! logsumexp and the weights and returns its output rows, which are scattered through the out strides
-//! at the end (no unsafe code). Results do not depend on the number of threads.
+//! Work is split into tasks of (batch, key/value head, block of at most 64 query rows) covering every
+//! query head of the group (the group shares each widened K/V tile), taken from a shared queue by
+//! `available_parallelism` scoped threads. Ragged batches run sequence by sequence, each as a dense
+//! problem of batch 1 over views of the caller's buffers (the metadata validated first). Each task owns
+//! its disjoint slices of the logsumexp and the weights and returns its output rows, which are scattered
+//! through the out strides at the end. Results do not depend on the number of threads.
 
 use std::sync::Mutex;
 
 use crate::binding::{bind, bind_append, check_plan, HostKvAppend, HostOutput, HostTensors};
 use crate::cpu::ragged::for_each_sequence;
+use crate::cpu::tile::{Context, Scratch, Task, TaskSlices, QUERY_TILE};
 use crate::dtype::Element;
 use crate::error::{AttentionError, Result};
 use crate::host_memory::{check_budget, forward_host, vec_filled};
@@ -37,18 +26,11 @@ use crate::merge::{bind_merge, merge_host, HostMergeTensors, MergeLayout};
 use crate::metadata::Metadata;
 use crate::plan::{ForwardOptions, Plan};
 use crate::problem::{checked_product, AttentionProblem};
-use crate::sparse::BlockMask;
 
-/// Largest number of query rows in one task.
-const MAX_ROWS_PER_TASK: usize = 64;
 /// Tasks per thread to aim for, so that uneven (causal) rows still balance.
 const TASKS_PER_THREAD: usize = 4;
 /// Below this many multiply-adds (b * hq * sq * sk * d) the work runs on the calling thread alone.
 const SINGLE_THREAD_WORK: usize = 1 << 18;
-/// f32 lanes of the register tiles (keys per K panel, output dims per V tile).
-const LANES: usize = 8;
-/// Query rows computed together.
-const ROWS: usize = 4;
 
 /// The CPU backend: the same call contract as the GPU engine and the emulator (a [`Plan`], a
 /// [`HostTensors`] bundle, a [`HostOutput`]), computed by the fused loop above. Cheap to create, no state.
@@ -271,26 +253,18 @@ fn run<T: Element>(
     let shape = problem.shape;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let rows_per_task = rows_per_task(problem, threads);
-    // Scratch per thread (K panels, V rows, scores, accumulators and output rows of one task), and the
-    // output rows every task keeps until the scatter: checked against the host memory budget first.
-    let dims = shape.head_dim.div_ceil(LANES) * LANES;
-    let keys = shape.seq_k.div_ceil(LANES) * LANES;
-    let per_thread = checked_product(
-        "CPU scratch keys * head_dim",
-        &[keys + LANES, 2 * dims + ROWS],
-    )?
-    .checked_add(checked_product(
-        "CPU scratch rows",
-        &[ROWS, dims + keys + 2 * shape.head_dim],
-    )?)
-    .and_then(|n| n.checked_mul(threads))
-    .ok_or_else(|| AttentionError::SizeOverflow {
-        what: "CPU backend scratch",
-        detail: format!(
-            "{threads} threads x seq_k {} x head_dim {}",
-            shape.seq_k, shape.head_dim
-        ),
-    })?;
+    // Scratch per thread (tiles, tile_sizes in tile.rs) and the output rows every task keeps until the
+    // scatter: checked against the host memory budget first.
+    let per_thread = Scratch::values(problem)
+        .and_then(|n| n.checked_mul(threads))
+        .ok_or_else(|| AttentionError::SizeOverflow {
+            what: "CPU backend scratch",
+            detail: format!(
+                "{threads} threads x heads per group {} x head_dim {}",
+                problem.heads_ratio(),
+                shape.head_dim
+            ),
+        })?;
     let kept_rows = checked_product(
         "CPU backend output rows",
         &[shape.batch, shape.heads_q, shape.seq_q, shape.head_dim],
@@ -326,9 +300,9 @@ fn run<T: Element>(
 
     let results: Vec<(Task, Vec<T>)> = std::thread::scope(|scope| {
         let helpers: Vec<_> = (1..threads)
-            .map(|_| scope.spawn(|| context.run_queue(&queue)))
+            .map(|_| scope.spawn(|| run_queue(&context, &queue)))
             .collect();
-        let mut results = context.run_queue(&queue);
+        let mut results = run_queue(&context, &queue);
         for helper in helpers {
             results.extend(helper.join().expect("a CPU attention worker panicked"));
         }
@@ -349,32 +323,12 @@ fn run<T: Element>(
     Ok(())
 }
 
-/// One unit of work: query rows `row0..row0 + rows` of every query head served by key/value head
-/// `head_kv` in batch `batch`.
-#[derive(Debug, Clone, Copy)]
-struct Task {
-    batch: usize,
-    head_kv: usize,
-    row0: usize,
-    rows: usize,
-}
-
-/// A task with its own slices of the optional logsumexp (`rows` values per query head of the group)
-/// and weights (`rows * seq_k` values per query head); empty when not asked for.
-struct TaskSlices<'a> {
-    task: Task,
-    lse: Vec<&'a mut [f32]>,
-    weights: Vec<&'a mut [f32]>,
-}
-
-/// Rows per task: enough tasks for every thread to get several, at most [`MAX_ROWS_PER_TASK`].
+/// Rows per task: enough tasks for every thread to get several, at most [`QUERY_TILE`].
 fn rows_per_task(problem: &AttentionProblem, threads: usize) -> usize {
     let s = problem.shape;
     let groups = s.batch * s.heads_kv;
     let blocks_per_group = (threads * TASKS_PER_THREAD).div_ceil(groups).max(1);
-    s.seq_q
-        .div_ceil(blocks_per_group)
-        .clamp(1, MAX_ROWS_PER_TASK)
+    s.seq_q.div_ceil(blocks_per_group).clamp(1, QUERY_TILE)
 }
 
 /// Splits the problem into tasks and hands each its disjoint slices of the logsumexp and weights.
@@ -439,419 +393,21 @@ fn tasks_with_slices<'a>(
     tasks
 }
 
-/// What every task reads.
-struct Context<'a, T> {
-    problem: &'a AttentionProblem,
-    q: &'a [T],
-    k: &'a [T],
-    v: &'a [T],
-}
-
-/// Per-thread buffers reused across tasks.
-struct Scratch {
-    /// Visible keys as f32 panels `[n / LANES][head_dim][LANES]`, zero past the last key.
-    k_panels: Vec<f32>,
-    /// Visible values as f32 `[n][padded head_dim]`, zero in the padding.
-    v_rows: Vec<f32>,
-    /// `scale * q` of [`ROWS`] rows, `[ROWS][head_dim]`, zero for absent rows.
-    q_rows: Vec<f32>,
-    /// Scores, then exponentials, of [`ROWS`] rows, `[ROWS][n rounded up to LANES]`.
-    scores: Vec<f32>,
-    /// Unnormalised outputs of [`ROWS`] rows, `[ROWS][padded head_dim]`.
-    acc: Vec<f32>,
-}
-
-impl Scratch {
-    fn new(problem: &AttentionProblem) -> Self {
-        let s = problem.shape;
-        let keys = s.seq_k.next_multiple_of(LANES);
-        let dims = s.head_dim.next_multiple_of(LANES);
-        Scratch {
-            k_panels: vec![0.0; keys * s.head_dim],
-            v_rows: vec![0.0; keys * dims],
-            q_rows: vec![0.0; ROWS * s.head_dim],
-            scores: vec![0.0; ROWS * keys.max(1)],
-            acc: vec![0.0; ROWS * dims],
-        }
-    }
-}
-
-impl<T: Element> Context<'_, T> {
-    /// Runs tasks from the queue until it is empty; returns each task's output rows.
-    fn run_queue<'s, I>(&self, queue: &Mutex<I>) -> Vec<(Task, Vec<T>)>
-    where
-        I: Iterator<Item = TaskSlices<'s>>,
-    {
-        let mut results = Vec::new();
-        let mut scratch = Scratch::new(self.problem);
-        loop {
-            let next = queue
-                .lock()
-                .expect("a CPU attention worker panicked")
-                .next();
-            let Some(slices) = next else { break };
-            let task = slices.task;
-            results.push((task, self.run_task(slices, &mut scratch)));
-        }
-        results
-    }
-
-    /// Computes one task: returns its output rows `[heads of the group][rows][head_dim]` and fills its
-    /// logsumexp and weights slices.
-    fn run_task(&self, mut slices: TaskSlices<'_>, scratch: &mut Scratch) -> Vec<T> {
-        let problem = self.problem;
-        let s = problem.shape;
-        let (d, sk) = (s.head_dim, s.seq_k);
-        let dims = d.next_multiple_of(LANES);
+/// Runs tasks from the queue until it is empty; returns each task's output rows.
+fn run_queue<'s, T: Element, I>(context: &Context<'_, T>, queue: &Mutex<I>) -> Vec<(Task, Vec<T>)>
+where
+    I: Iterator<Item = TaskSlices<'s>>,
+{
+    let mut results = Vec::new();
+    let mut scratch = Scratch::new(context.problem);
+    loop {
+        let next = queue
+            .lock()
+            .expect("a CPU attention worker panicked")
+            .next();
+        let Some(slices) = next else { break };
         let task = slices.task;
-        let ratio = problem.heads_ratio();
-        let scale = problem.scale();
-
-        // Convert the keys and values any row of the block sees, `first_key..last_key` (both bounds of a
-        // row's range grow with the row, so that is the union of the rows' ranges): K to panels, V to
-        // padded rows. Slot `n` holds key `first_key + n`.
-        let (first_key, _) = problem.key_range(task.row0);
-        let (_, last_key) = problem.key_range(task.row0 + task.rows - 1);
-        let keys = last_key.saturating_sub(first_key);
-        let key_slots = keys.next_multiple_of(LANES);
-        let k_panels = &mut scratch.k_panels[..key_slots * d];
-        let v_rows = &mut scratch.v_rows[..key_slots * dims];
-        for slot in 0..key_slots {
-            let (panel, lane) = (slot / LANES, slot % LANES);
-            let v_row = &mut v_rows[slot * dims..(slot + 1) * dims];
-            if slot < keys {
-                let j = first_key + slot;
-                let k_start = problem.k_strides.offset(task.batch, j, task.head_kv, 0);
-                for (x, value) in self.k[k_start..k_start + d].iter().enumerate() {
-                    k_panels[(panel * d + x) * LANES + lane] = value.to_f32();
-                }
-                let v_start = problem.v_strides.offset(task.batch, j, task.head_kv, 0);
-                for (slot, value) in v_row.iter_mut().zip(&self.v[v_start..v_start + d]) {
-                    *slot = value.to_f32();
-                }
-                v_row[d..].fill(0.0);
-            } else {
-                for x in 0..d {
-                    k_panels[(panel * d + x) * LANES + lane] = 0.0;
-                }
-                v_row.fill(0.0);
-            }
-        }
-        // P is 0 at the keys a row does not see, but 0 * NaN and 0 * Inf are NaN: with a non-finite
-        // value among these V rows, each row multiplies only its own keys (output_rows).
-        let v_finite = v_rows.iter().all(|x| x.is_finite());
-
-        let adjust = Adjust::new(problem);
-        let mut out = vec![T::default(); ratio * task.rows * d];
-        for group_head in 0..ratio {
-            let head = task.head_kv * ratio + group_head;
-            for first in (0..task.rows).step_by(ROWS) {
-                let rows = ROWS.min(task.rows - first);
-                // Key ranges of these ROWS rows; absent rows see nothing.
-                let mut ranges = [(0usize, 0usize); ROWS];
-                for (r, range) in ranges.iter_mut().enumerate().take(rows) {
-                    let (begin, end) = problem.key_range(task.row0 + first + r);
-                    *range = (begin, end.max(begin));
-                }
-                // The group's scores cover the slots `group_start..group_end`: from the panel holding
-                // the first row's first key to the last row's last key.
-                let group_start = ranges[0].0.saturating_sub(first_key) / LANES * LANES;
-                let group_keys = ranges[rows - 1]
-                    .1
-                    .saturating_sub(first_key)
-                    .max(group_start);
-                let group_end = group_keys.next_multiple_of(LANES);
-                let score_len = (group_end - group_start).max(1);
-                // Key of score column 0.
-                let key0 = first_key + group_start;
-
-                // q rows * scale, zero for absent rows.
-                for (r, q_row) in scratch.q_rows.chunks_exact_mut(d).enumerate() {
-                    if r < rows {
-                        let start =
-                            problem
-                                .q_strides
-                                .offset(task.batch, task.row0 + first + r, head, 0);
-                        for (slot, value) in q_row.iter_mut().zip(&self.q[start..start + d]) {
-                            *slot = value.to_f32() * scale;
-                        }
-                    } else {
-                        q_row.fill(0.0);
-                    }
-                }
-
-                // S = (scale q) K^T for the group's keys.
-                let scores = &mut scratch.scores[..ROWS * score_len];
-                score_tile(
-                    &scratch.q_rows,
-                    &scratch.k_panels[group_start * d..group_end * d],
-                    d,
-                    scores,
-                    score_len,
-                );
-
-                // Row softmax: P = exp(S - m) over each row's visible keys, 0 elsewhere.
-                let mut row_sum = [0.0f32; ROWS];
-                let mut row_max = [f32::NEG_INFINITY; ROWS];
-                let mut seen = [false; ROWS];
-                // Each row's visible keys as score columns.
-                let mut columns = [(0usize, 0usize); ROWS];
-                for (r, row) in scores.chunks_exact_mut(score_len).enumerate() {
-                    let (begin, end) = ranges[r];
-                    // Absent rows and rows that see no key have begin == end.
-                    let (lo, hi) = if begin < end {
-                        (begin - key0, end - key0)
-                    } else {
-                        (0, 0)
-                    };
-                    if let Some(adjust) = &adjust {
-                        adjust.apply(head, task.row0 + first + r, begin, &mut row[lo..hi]);
-                    }
-                    if let Some(mask) = &problem.block_mask {
-                        drop_unlisted_blocks(mask, task.row0 + first + r, begin, &mut row[lo..hi]);
-                    }
-                    let Some((max, sum)) = exponentiate(&mut row[lo..hi]) else {
-                        // No key seen (or every score -inf): guard -inf - -inf; weights all 0.
-                        row.fill(0.0);
-                        continue;
-                    };
-                    row[..lo].fill(0.0);
-                    row[hi..].fill(0.0);
-                    row_sum[r] = sum;
-                    row_max[r] = max;
-                    seen[r] = true;
-                    columns[r] = (lo, hi);
-                }
-
-                // O = P V.
-                let v_group = &scratch.v_rows[group_start * dims..group_keys * dims];
-                if v_finite {
-                    output_tile(scores, score_len, v_group, dims, &mut scratch.acc);
-                } else {
-                    output_rows(scores, score_len, v_group, dims, &columns, &mut scratch.acc);
-                }
-
-                for r in 0..rows {
-                    let i = first + r;
-                    let out_row = &mut out[(group_head * task.rows + i) * d..][..d];
-                    let weights_row = slices
-                        .weights
-                        .get_mut(group_head)
-                        .map(|weights| &mut weights[i * sk..(i + 1) * sk]);
-                    let sink = problem.sinks.as_ref().map(|sinks| sinks[head]);
-                    if !seen[r] {
-                        // A row that sees no key: output 0, lse -inf (the sink, with one), weights 0.
-                        out_row.fill(T::from_f32(0.0));
-                        if let Some(lse) = slices.lse.get_mut(group_head) {
-                            lse[i] = sink.unwrap_or(f32::NEG_INFINITY);
-                        }
-                        if let Some(weights_row) = weights_row {
-                            weights_row.fill(0.0);
-                        }
-                        continue;
-                    }
-                    // O = acc / l; lse = m + ln l; weights = P / l. NaN inputs stay NaN. A sink s joins
-                    // the denominator: with top = max(m, s), l' = l e^(m - top) + e^(s - top), the
-                    // factor is e^(m - top) / l' and lse = top + ln l'.
-                    let (inverse, row_lse) = match sink {
-                        None => (1.0 / row_sum[r], row_max[r] + row_sum[r].ln()),
-                        Some(sink) => {
-                            let top = max_keeping_nan(row_max[r], sink);
-                            let kept = (row_max[r] - top).exp();
-                            let total = row_sum[r] * kept + (sink - top).exp();
-                            (kept / total, top + total.ln())
-                        }
-                    };
-                    for (o, &a) in out_row.iter_mut().zip(&scratch.acc[r * dims..]) {
-                        *o = T::from_f32(a * inverse);
-                    }
-                    if let Some(lse) = slices.lse.get_mut(group_head) {
-                        lse[i] = row_lse;
-                    }
-                    if let Some(weights_row) = weights_row {
-                        let (begin, end) = ranges[r];
-                        let p_row = &scores[r * score_len + (begin - key0)..][..end - begin];
-                        weights_row[..begin].fill(0.0);
-                        for (w, &p) in weights_row[begin..end].iter_mut().zip(p_row) {
-                            *w = p * inverse;
-                        }
-                        weights_row[end..].fill(0.0);
-                    }
-                }
-            }
-        }
-        out
+        results.push((task, context.run_task(slices, &mut scratch)));
     }
-}
-
-/// `scores[r][j] = sum_x q_rows[r][x] * K[j][x]` for [`ROWS`] rows and every key of `k_panels`
-/// (`[keys / LANES][head_dim][LANES]`); `scores` rows are `stride` long.
-fn score_tile(q_rows: &[f32], k_panels: &[f32], d: usize, scores: &mut [f32], stride: usize) {
-    let (q0, rest) = q_rows.split_at(d);
-    let (q1, rest) = rest.split_at(d);
-    let (q2, q3) = rest.split_at(d);
-    for (panel_index, panel) in k_panels.chunks_exact(d * LANES).enumerate() {
-        let mut tile = [[0.0f32; LANES]; ROWS];
-        for ((((keys, &a0), &a1), &a2), &a3) in
-            panel.chunks_exact(LANES).zip(q0).zip(q1).zip(q2).zip(q3)
-        {
-            let keys: &[f32; LANES] = keys.try_into().expect("panel rows are LANES wide");
-            for lane in 0..LANES {
-                tile[0][lane] += a0 * keys[lane];
-                tile[1][lane] += a1 * keys[lane];
-                tile[2][lane] += a2 * keys[lane];
-                tile[3][lane] += a3 * keys[lane];
-            }
-        }
-        for (r, values) in tile.iter().enumerate() {
-            scores[r * stride + panel_index * LANES..][..LANES].copy_from_slice(values);
-        }
-    }
-}
-
-/// `acc[r][x] = sum_j p[r][j] * V[j][x]` for [`ROWS`] rows (`p` rows `stride` long, zero where
-/// masked) over the rows of `v_rows` (`[keys][dims]`, dims a multiple of [`LANES`]).
-fn output_tile(p: &[f32], stride: usize, v_rows: &[f32], dims: usize, acc: &mut [f32]) {
-    let (p0, rest) = p.split_at(stride);
-    let (p1, rest) = rest.split_at(stride);
-    let (p2, p3) = rest.split_at(stride);
-    for x0 in (0..dims).step_by(LANES) {
-        let mut tile = [[0.0f32; LANES]; ROWS];
-        for ((((v_row, &w0), &w1), &w2), &w3) in
-            v_rows.chunks_exact(dims).zip(p0).zip(p1).zip(p2).zip(p3)
-        {
-            let values: &[f32; LANES] = v_row[x0..x0 + LANES]
-                .try_into()
-                .expect("value tiles are LANES wide");
-            for lane in 0..LANES {
-                tile[0][lane] += w0 * values[lane];
-                tile[1][lane] += w1 * values[lane];
-                tile[2][lane] += w2 * values[lane];
-                tile[3][lane] += w3 * values[lane];
-            }
-        }
-        for (r, values) in tile.iter().enumerate() {
-            acc[r * dims + x0..][..LANES].copy_from_slice(values);
-        }
-    }
-}
-
-/// As [`output_tile`], but row `r` sums only over its own keys `columns[r]` (the same products, in
-/// the same order, without the zero terms of the keys it does not see), so that a non-finite V at a
-/// key a row does not see stays out of that row. Rows with an empty range are left alone.
-fn output_rows(
-    p: &[f32],
-    stride: usize,
-    v_rows: &[f32],
-    dims: usize,
-    columns: &[(usize, usize); ROWS],
-    acc: &mut [f32],
-) {
-    for (r, &(lo, hi)) in columns.iter().enumerate() {
-        if lo >= hi {
-            continue;
-        }
-        let acc_row = &mut acc[r * dims..(r + 1) * dims];
-        acc_row.fill(0.0);
-        let p_row = &p[r * stride..(r + 1) * stride];
-        for (&w, v_row) in p_row[lo..hi]
-            .iter()
-            .zip(v_rows[lo * dims..].chunks_exact(dims))
-        {
-            for (a, &value) in acc_row.iter_mut().zip(v_row) {
-                *a += w * value;
-            }
-        }
-    }
-}
-
-/// Replaces scores by `exp(s - m)` with `m` their maximum and returns `(m, sum)`; `None` (values left
-/// alone) when the maximum is `-inf`: no scores, or all masked. A NaN score makes `m` NaN.
-fn exponentiate(scores: &mut [f32]) -> Option<(f32, f32)> {
-    let max = scores
-        .iter()
-        .copied()
-        .fold(f32::NEG_INFINITY, max_keeping_nan);
-    if max == f32::NEG_INFINITY {
-        return None;
-    }
-    let mut sum = 0.0f32;
-    for p in scores.iter_mut() {
-        // A dropped score (-inf: an unlisted block, a masked key) weighs 0 without a call to exp, whose
-        // special-value path is slow; a NaN max still makes the sum, hence the row, NaN.
-        *p = if *p == f32::NEG_INFINITY {
-            0.0
-        } else {
-            (*p - max).exp()
-        };
-        sum += *p;
-    }
-    Some((max, sum))
-}
-
-/// The larger of two scores, NaN if either is (`f32::max` would drop a NaN and hide bad inputs).
-fn max_keeping_nan(max: f32, x: f32) -> f32 {
-    if x.is_nan() || x > max {
-        x
-    } else {
-        max
-    }
-}
-
-/// Soft cap and ALiBi applied in f32 to the scaled scores of one row, when the problem sets either.
-struct Adjust<'a> {
-    /// The soft cap, if set.
-    softcap: Option<f32>,
-    /// ALiBi slopes `[heads_q]`, if set.
-    slopes: Option<&'a [f32]>,
-    /// `seq_k - seq_q`: the diagonal of row `i` is `i + offset`.
-    diagonal_offset: i64,
-}
-
-impl<'a> Adjust<'a> {
-    /// `None` when the problem leaves the scores alone (the default path pays nothing).
-    fn new(problem: &'a AttentionProblem) -> Option<Self> {
-        problem.adjusts_scores().then(|| Adjust {
-            softcap: problem.softcap,
-            slopes: problem.alibi_slopes.as_deref(),
-            diagonal_offset: problem.shape.seq_k as i64 - problem.shape.seq_q as i64,
-        })
-    }
-
-    /// `scores` are the scaled scores of query row `i` of query head `head` against keys `first_key..`:
-    /// each becomes `softcap * tanh(s / softcap)`, then gets `-m_head * |c - j|` added, in f32.
-    fn apply(&self, head: usize, i: usize, first_key: usize, scores: &mut [f32]) {
-        if let Some(cap) = self.softcap {
-            for s in scores.iter_mut() {
-                *s = cap * (*s / cap).tanh();
-            }
-        }
-        if let Some(slopes) = self.slopes {
-            let slope = slopes[head];
-            let diagonal = i as i64 + self.diagonal_offset;
-            for (j, s) in (first_key..).zip(scores.iter_mut()) {
-                *s -= slope * (diagonal - j as i64).unsigned_abs() as f32;
-            }
-        }
-    }
-}
-
-/// Sets to -inf the scores of `row` (keys `begin..begin + row.len()` of query `i`) whose key block the
-/// block mask does not list for the query's block: one pass over the row's sorted block list.
-fn drop_unlisted_blocks(mask: &BlockMask, i: usize, begin: usize, row: &mut [f32]) {
-    let block_k = mask.block_k();
-    let listed = mask.row(i / mask.block_q());
-    let mut next = 0;
-    let mut start = 0;
-    while start < row.len() {
-        let block = (begin + start) / block_k;
-        let end = ((block + 1) * block_k - begin).min(row.len());
-        while next < listed.len() && (listed[next] as usize) < block {
-            next += 1;
-        }
-        if listed.get(next).is_none_or(|&c| c as usize != block) {
-            row[start..end].fill(f32::NEG_INFINITY);
-        }
-        start = end;
-    }
+    results
 }

@@ -6,9 +6,10 @@
 //!   the output, the logsumexp and the attention weights; [`naive_in_precision`] computes the same
 //!   naive formula the way PyTorch does in the input precision (the baseline of FlashAttention's
 //!   tolerance rule).
-//! - [`CpuBackend`] (and the shorthand [`attention`]) is the CPU backend: f32 accumulation, work split
-//!   over threads by (batch, head, row block), any strides; the same plan / tensor bundle / output
-//!   contract as the GPU engine and the emulator.
+//! - [`CpuBackend`] (and the shorthand [`attention`]) is the CPU backend: a tiled, fused flash loop on
+//!   the `gemm` crate's micro-kernels with f32 accumulation, work split over threads by (batch, head,
+//!   query tile), any strides; the same plan / tensor bundle / output contract as the GPU engine and
+//!   the emulator.
 //! - [`compare_output`], [`compare_contiguous`], [`tolerance`] and [`softmax_tolerance`] measure and
 //!   bound the error of any backend against the reference.
 //!
@@ -40,8 +41,12 @@
 mod attention_map;
 pub mod backend;
 pub mod compare;
+mod matmul;
 pub mod ragged;
 pub mod reference;
+mod scores;
+mod simd;
+mod tile;
 
 pub use backend::{attention, CpuBackend};
 pub use compare::{
@@ -49,3 +54,5 @@ pub use compare::{
     softmax_tolerance, tolerance, ErrorStats, SoftmaxTolerance,
 };
 pub use reference::{naive_in_precision, reference, reference_ragged, ReferenceOutput};
+
+pub use simd::simd_level;

@@ -1,0 +1,393 @@
+//! The CPU backend's flash loop for one task: query rows `row0..row0 + rows` of every query head served
+//! by one key/value head, against that head's keys in tiles.
+//!
+//! Algorithm (FlashAttention's forward, on f32 tiles sized for the L1/L2 caches):
+//! - the task's queries, times `scale`, are widened once to `[heads of the group][rows][head_dim]`;
+//! - the keys any row sees, `first..last` (the union of the rows' ranges: both bounds grow with the row),
+//!   are walked in tiles of [`KEY_TILE`] keys (64, 128 or 256 under a block mask, so that a tile lies in
+//!   one key block; a tile no query block of the task lists is skipped), each widened once to f32 `[keys]
+//!   [head_dim]` for K and V and shared by the group's heads;
+//! - per head: `S = (scale Q) K^T` (`gemm`, [`super::matmul`]), then per row the keys outside its range
+//!   set to `-inf`, the soft cap / ALiBi and the block mask applied, and the online softmax
+//!   (`m' = max(m, max S)`, `P = exp(S - m')`, `l' = l e^(m - m') + sum P`, `O *= e^(m - m')`,
+//!   [`super::simd`]); then `O += P V` (`gemm`);
+//! - at the end `O / l` (a sink joins the denominator), `lse = m + ln l`, and the weights when asked for,
+//!   from the scores kept in the caller's weights buffer: `exp(s - m) / l`.
+//!
+//! Non-finite values (README): P is 0 at the keys a row does not see, but `0 * NaN` and `0 * Inf` are
+//! NaN, so a tile whose V holds a non-finite value computes `P V` row by row over each row's own keys.
+//! A row whose `m` is still `-inf` at the end saw no key (or only `-inf` scores): output 0, lse `-inf`
+//! (the sink's value with one). Memory: the tiles below and the task's `[group][rows][head_dim]`
+//! accumulators, whatever the sequence length.
+
+use super::matmul::{accumulate_nn, product_nt, Dims};
+use super::scores::{drop_unlisted_blocks, max_keeping_nan, Adjust};
+use super::simd::{exp_shifted, row_max};
+use crate::dtype::Element;
+use crate::problem::AttentionProblem;
+use crate::sparse::BlockMask;
+
+/// Most query rows in one task.
+pub(super) const QUERY_TILE: usize = 128;
+/// Keys per tile without a block mask.
+pub(super) const KEY_TILE: usize = 256;
+
+/// One unit of work: query rows `row0..row0 + rows` of every query head served by key/value head
+/// `head_kv` in batch `batch`.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Task {
+    pub batch: usize,
+    pub head_kv: usize,
+    pub row0: usize,
+    pub rows: usize,
+}
+
+/// A task with its own slices of the optional logsumexp (`rows` values per query head of the group)
+/// and weights (`rows * seq_k` values per query head); empty when not asked for.
+pub(super) struct TaskSlices<'a> {
+    pub task: Task,
+    pub lse: Vec<&'a mut [f32]>,
+    pub weights: Vec<&'a mut [f32]>,
+}
+
+/// Keys per tile for `problem`: [`KEY_TILE`], or under a block mask the largest of 256, 128 and 64 that
+/// divides its key block (key blocks are multiples of 64), so that tiles never straddle two blocks.
+fn key_tile(problem: &AttentionProblem) -> usize {
+    match &problem.block_mask {
+        Some(mask) => [KEY_TILE, 128, 64]
+            .into_iter()
+            .find(|tile| mask.block_k() % tile == 0)
+            .unwrap_or(64),
+        None => KEY_TILE,
+    }
+}
+
+/// Per-thread tiles, reused across tasks.
+pub(super) struct Scratch {
+    /// The key tile, f32 `[key_tile][head_dim]`.
+    k: Vec<f32>,
+    /// The value tile, f32 `[key_tile][head_dim]`.
+    v: Vec<f32>,
+    /// `scale * q`, `[group][QUERY_TILE][head_dim]`.
+    q: Vec<f32>,
+    /// Scores, then probabilities, of one head, `[QUERY_TILE][key_tile]`.
+    s: Vec<f32>,
+    /// Unnormalised outputs, `[group][QUERY_TILE][head_dim]`.
+    o: Vec<f32>,
+    /// Running maximum and sum per row, `[group][QUERY_TILE]`.
+    m: Vec<f32>,
+    l: Vec<f32>,
+}
+
+impl Scratch {
+    /// f32 values one thread's scratch holds for `problem`, `None` on overflow.
+    pub(super) fn values(problem: &AttentionProblem) -> Option<usize> {
+        let (d, group) = (problem.shape.head_dim, problem.heads_ratio());
+        let keys = key_tile(problem);
+        let kv = keys.checked_mul(d)?.checked_mul(2)?;
+        let rows = group.checked_mul(QUERY_TILE)?;
+        let q_o = rows.checked_mul(d)?.checked_mul(2)?;
+        kv.checked_add(q_o)?
+            .checked_add(QUERY_TILE * keys)?
+            .checked_add(rows.checked_mul(2)?)
+    }
+
+    /// Allocates the tiles; the caller checked [`Scratch::values`] against the memory budget.
+    pub(super) fn new(problem: &AttentionProblem) -> Self {
+        let (d, group) = (problem.shape.head_dim, problem.heads_ratio());
+        let keys = key_tile(problem);
+        Scratch {
+            k: vec![0.0; keys * d],
+            v: vec![0.0; keys * d],
+            q: vec![0.0; group * QUERY_TILE * d],
+            s: vec![0.0; QUERY_TILE * keys],
+            o: vec![0.0; group * QUERY_TILE * d],
+            m: vec![0.0; group * QUERY_TILE],
+            l: vec![0.0; group * QUERY_TILE],
+        }
+    }
+}
+
+/// What every task reads.
+pub(super) struct Context<'a, T> {
+    pub problem: &'a AttentionProblem,
+    pub q: &'a [T],
+    pub k: &'a [T],
+    pub v: &'a [T],
+}
+
+/// Whether some query block of rows `rows` lists the key block holding key `key`.
+fn listed(mask: &BlockMask, rows: std::ops::Range<usize>, key: usize) -> bool {
+    let column = key / mask.block_k();
+    let blocks = rows.start / mask.block_q()..(rows.end - 1) / mask.block_q() + 1;
+    blocks
+        .take_while(|&block| block < mask.row_blocks())
+        .any(|block| mask.row(block).binary_search(&(column as i32)).is_ok())
+}
+
+impl<T: Element> Context<'_, T> {
+    /// Computes one task: returns its output rows `[heads of the group][rows][head_dim]` and fills its
+    /// logsumexp and weights slices.
+    pub(super) fn run_task(&self, mut slices: TaskSlices<'_>, scratch: &mut Scratch) -> Vec<T> {
+        let problem = self.problem;
+        let (d, sk) = (problem.shape.head_dim, problem.shape.seq_k);
+        let Task {
+            batch,
+            head_kv,
+            row0,
+            rows,
+        } = slices.task;
+        let group = problem.heads_ratio();
+        let tile = key_tile(problem);
+        let adjust = Adjust::new(problem);
+
+        let mut ranges = [(0usize, 0usize); QUERY_TILE];
+        for (r, range) in ranges.iter_mut().enumerate().take(rows) {
+            let (begin, end) = problem.key_range(row0 + r);
+            *range = (begin, end.max(begin));
+        }
+        let ranges = &ranges[..rows];
+        let (first, last) = (ranges[0].0, ranges[rows - 1].1);
+
+        let scale = problem.scale();
+        for g in 0..group {
+            let head = head_kv * group + g;
+            for r in 0..rows {
+                let start = problem.q_strides.offset(batch, row0 + r, head, 0);
+                let to = &mut scratch.q[(g * QUERY_TILE + r) * d..][..d];
+                T::widen_into(&self.q[start..start + d], to);
+                to.iter_mut().for_each(|x| *x *= scale);
+            }
+        }
+        scratch.o[..group * QUERY_TILE * d].fill(0.0);
+        scratch.m.fill(f32::NEG_INFINITY);
+        scratch.l.fill(0.0);
+        for weights in slices.weights.iter_mut() {
+            weights.fill(f32::NEG_INFINITY);
+        }
+
+        let mut tile_start = first / tile * tile;
+        while tile_start < last {
+            let (t0, t1) = (tile_start.max(first), (tile_start + tile).min(last));
+            tile_start += tile;
+            if let Some(mask) = &problem.block_mask {
+                if !listed(mask, row0..row0 + rows, t0) {
+                    continue;
+                }
+            }
+            let n = t1 - t0;
+            // K and V of the tile as row-major f32 views: the caller's rows in place when they are f32
+            // (gemm packs them anyway), else widened into the scratch tiles.
+            let (k_start, v_start) = (
+                problem.k_strides.offset(batch, t0, head_kv, 0),
+                problem.v_strides.offset(batch, t0, head_kv, 0),
+            );
+            let (k_tile, k_dims, v_tile, v_dims) = match (T::as_f32(self.k), T::as_f32(self.v)) {
+                (Some(k), Some(v)) => (
+                    &k[k_start..],
+                    Dims {
+                        rows: n,
+                        cols: d,
+                        stride: problem.k_strides.seq,
+                    },
+                    &v[v_start..],
+                    Dims {
+                        rows: n,
+                        cols: d,
+                        stride: problem.v_strides.seq,
+                    },
+                ),
+                _ => {
+                    for j in 0..n {
+                        let from = k_start + j * problem.k_strides.seq;
+                        T::widen_into(&self.k[from..from + d], &mut scratch.k[j * d..][..d]);
+                        let from = v_start + j * problem.v_strides.seq;
+                        T::widen_into(&self.v[from..from + d], &mut scratch.v[j * d..][..d]);
+                    }
+                    let dims = Dims {
+                        rows: n,
+                        cols: d,
+                        stride: d,
+                    };
+                    (&scratch.k[..], dims, &scratch.v[..], dims)
+                }
+            };
+            let v_finite = (0..n).all(|j| all_finite(&v_tile[j * v_dims.stride..][..d]));
+            // Every row sees the whole tile: no per-row masking (the ranges' bounds grow with the row).
+            let whole = ranges[rows - 1].0 <= t0 && ranges[0].1 >= t1;
+            let s_dims = Dims {
+                rows,
+                cols: n,
+                stride: tile,
+            };
+            let q_dims = Dims {
+                rows,
+                cols: d,
+                stride: d,
+            };
+            for g in 0..group {
+                let head = head_kv * group + g;
+                let q = &scratch.q[g * QUERY_TILE * d..][..rows * d];
+                product_nt(&mut scratch.s, s_dims, q, q_dims, k_tile, k_dims);
+                let m = &mut scratch.m[g * QUERY_TILE..][..rows];
+                let l = &mut scratch.l[g * QUERY_TILE..][..rows];
+                let o = &mut scratch.o[g * QUERY_TILE * d..][..rows * d];
+                for (r, &(begin, end)) in ranges.iter().enumerate() {
+                    let row = &mut scratch.s[r * tile..][..n];
+                    let lo = begin.clamp(t0, t1) - t0;
+                    let hi = end.clamp(t0, t1) - t0;
+                    if lo >= hi {
+                        row.fill(0.0);
+                        continue;
+                    }
+                    if !whole {
+                        row[..lo].fill(f32::NEG_INFINITY);
+                        row[hi..].fill(f32::NEG_INFINITY);
+                    }
+                    let i = row0 + r;
+                    if let Some(adjust) = &adjust {
+                        adjust.apply(head, i, t0 + lo, &mut row[lo..hi]);
+                    }
+                    if let Some(mask) = &problem.block_mask {
+                        drop_unlisted_blocks(mask, i, t0 + lo, &mut row[lo..hi]);
+                    }
+                    if let Some(weights) = slices.weights.get_mut(g) {
+                        weights[r * sk + t0..][..n].copy_from_slice(row);
+                    }
+                    let m_new = max_keeping_nan(m[r], row_max(&row[lo..hi]));
+                    if m_new == f32::NEG_INFINITY {
+                        row.fill(0.0);
+                        continue;
+                    }
+                    let sum = exp_shifted(row, m_new);
+                    if m_new != m[r] {
+                        let alpha = (m[r] - m_new).exp();
+                        l[r] *= alpha;
+                        o[r * d..][..d].iter_mut().for_each(|x| *x *= alpha);
+                        m[r] = m_new;
+                    }
+                    l[r] += sum;
+                }
+                if v_finite {
+                    accumulate_nn(o, q_dims, &scratch.s, s_dims, v_tile, v_dims);
+                } else {
+                    own_keys_only(
+                        o,
+                        d,
+                        &scratch.s,
+                        tile,
+                        v_tile,
+                        v_dims.stride,
+                        ranges,
+                        t0,
+                        t1,
+                    );
+                }
+            }
+        }
+        self.finish(&mut slices, scratch, ranges)
+    }
+
+    /// `O / l` in the output type, the logsumexp, and the weights `exp(s - m) / l` (0 outside the row's
+    /// range), with the head's sink in the denominator when there is one.
+    fn finish(
+        &self,
+        slices: &mut TaskSlices<'_>,
+        scratch: &Scratch,
+        ranges: &[(usize, usize)],
+    ) -> Vec<T> {
+        let problem = self.problem;
+        let d = problem.shape.head_dim;
+        let (group, rows) = (problem.heads_ratio(), ranges.len());
+        let mut out = vec![T::default(); group * rows * d];
+        for g in 0..group {
+            let head = slices.task.head_kv * group + g;
+            let sink = problem.sinks.as_ref().map(|sinks| sinks[head]);
+            for (r, &(begin, end)) in ranges.iter().enumerate() {
+                let (m, l) = (scratch.m[g * QUERY_TILE + r], scratch.l[g * QUERY_TILE + r]);
+                let out_row = &mut out[(g * rows + r) * d..][..d];
+                let sk = problem.shape.seq_k;
+                let weights_row = slices
+                    .weights
+                    .get_mut(g)
+                    .map(|w| &mut w[r * sk..(r + 1) * sk]);
+                if m == f32::NEG_INFINITY {
+                    // A row that sees no key: output 0, lse -inf (the sink, with one), weights 0.
+                    out_row.fill(T::from_f32(0.0));
+                    if let Some(lse) = slices.lse.get_mut(g) {
+                        lse[r] = sink.unwrap_or(f32::NEG_INFINITY);
+                    }
+                    if let Some(weights_row) = weights_row {
+                        weights_row.fill(0.0);
+                    }
+                    continue;
+                }
+                // O = acc / l; lse = m + ln l; weights = P / l. NaN inputs stay NaN. A sink s joins the
+                // denominator: with top = max(m, s), l' = l e^(m - top) + e^(s - top), the factor is
+                // e^(m - top) / l' and lse = top + ln l'.
+                let (inverse, row_lse) = match sink {
+                    None => (1.0 / l, m + l.ln()),
+                    Some(sink) => {
+                        let top = max_keeping_nan(m, sink);
+                        let kept = (m - top).exp();
+                        let total = l * kept + (sink - top).exp();
+                        (kept / total, top + total.ln())
+                    }
+                };
+                let acc = &scratch.o[(g * QUERY_TILE + r) * d..][..d];
+                for (o, &a) in out_row.iter_mut().zip(acc) {
+                    *o = T::from_f32(a * inverse);
+                }
+                if let Some(lse) = slices.lse.get_mut(g) {
+                    lse[r] = row_lse;
+                }
+                if let Some(weights_row) = weights_row {
+                    weights_row[..begin].fill(0.0);
+                    let seen = &mut weights_row[begin..end];
+                    exp_shifted(seen, m);
+                    seen.iter_mut().for_each(|w| *w *= inverse);
+                    weights_row[end..].fill(0.0);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Whether every value is finite: a count of exponents all ones, with no early exit, so that it
+/// vectorises.
+fn all_finite(values: &[f32]) -> bool {
+    const EXPONENT: u32 = 0x7f80_0000;
+    values
+        .iter()
+        .map(|x| u32::from(x.to_bits() & EXPONENT == EXPONENT))
+        .sum::<u32>()
+        == 0
+}
+
+/// `O += P V` where row `r` sums only over its own keys `ranges[r]` within the tile `t0..t1` (the same
+/// products without the zero terms of the keys it does not see), so that a non-finite V at a key a row
+/// does not see stays out of that row.
+#[allow(clippy::too_many_arguments)]
+fn own_keys_only(
+    o: &mut [f32],
+    d: usize,
+    p: &[f32],
+    stride: usize,
+    v: &[f32],
+    v_stride: usize,
+    ranges: &[(usize, usize)],
+    t0: usize,
+    t1: usize,
+) {
+    for (r, &(begin, end)) in ranges.iter().enumerate() {
+        let (lo, hi) = (begin.clamp(t0, t1) - t0, end.clamp(t0, t1) - t0);
+        let o_row = &mut o[r * d..(r + 1) * d];
+        for (j, &w) in (lo..hi).zip(&p[r * stride + lo..r * stride + hi]) {
+            let v_row = &v[j * v_stride..][..d];
+            for (a, &value) in o_row.iter_mut().zip(v_row) {
+                *a += w * value;
+            }
+        }
+    }
+}
