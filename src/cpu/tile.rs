@@ -15,7 +15,8 @@
 //!   from the scores kept in the caller's weights buffer: `exp(s - m) / l`.
 //!
 //! Non-finite values (README): P is 0 at the keys a row does not see, but `0 * NaN` and `0 * Inf` are
-//! NaN, so a tile whose V holds a non-finite value computes `P V` row by row over each row's own keys.
+//! NaN, so a tile that some row sees only in part and whose V holds a non-finite value computes `P V`
+//! row by row over each row's own keys.
 //! A row whose `m` is still `-inf` at the end saw no key (or only `-inf` scores): output 0, lse `-inf`
 //! (the sink's value with one). Memory: the tiles below and the task's `[group][rows][head_dim]`
 //! accumulators, whatever the sequence length.
@@ -212,9 +213,10 @@ impl<T: Element> Context<'_, T> {
                     (&scratch.k[..], dims, &scratch.v[..], dims)
                 }
             };
-            let v_finite = (0..n).all(|j| all_finite(&v_tile[j * v_dims.stride..][..d]));
-            // Every row sees the whole tile: no per-row masking (the ranges' bounds grow with the row).
+            // Every row sees the whole tile: no per-row masking (the ranges' bounds grow with the row),
+            // and P V may multiply the whole tile whatever V holds (each row sees each of its keys).
             let whole = ranges[rows - 1].0 <= t0 && ranges[0].1 >= t1;
+            let v_finite = whole || (0..n).all(|j| all_finite(&v_tile[j * v_dims.stride..][..d]));
             let s_dims = Dims {
                 rows,
                 cols: n,

@@ -34,8 +34,9 @@ pub fn run(args: &InfoArgs) -> CliResult<ExitCode> {
     }
     print_registry();
     println!(
-        "CPU backend: {} threads",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        "CPU backend: {} threads, tiled on the gemm crate, softmax vectorised for {}",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cuda_attention::cpu::simd_level()
     );
 
     if !driver_present() {

@@ -91,8 +91,8 @@ pub const GPU_SPARSE_QUICK: Defaults = Defaults {
     head_dims: &[128],
 };
 
-/// `--sparse` on the CPU backend: about a minute on 2 cores (it computes every score of a block-sparse
-/// problem and drops the unlisted ones, so a sparse shape costs what its dense one does).
+/// `--sparse` on the CPU backend: about a minute on 2 cores (it skips the key tiles no row of a query
+/// tile lists, so a sparse shape costs about its computed pairs).
 pub const CPU_SPARSE: Defaults = Defaults {
     seqs: &[512, 1024, 2048, 4096],
     tokens: 4096,
@@ -261,16 +261,17 @@ impl Case {
     }
 
     /// The FLOPs `kernel` does on this case, which time predictions scale by: [`Case::flops`], except
-    /// that a block-sparse case costs the kernels that test each element (naive, the CPU backend) what
-    /// its dense shape does; the flash kernels visit only the listed tiles.
+    /// that a block-sparse case costs the kernels that test each element (naive) what its dense shape
+    /// does; the flash kernels and the CPU backend skip the tiles no row lists.
     pub fn work_flops(&self, kernel: Runner) -> f64 {
-        match (&self.sparse, kernel.kernel()) {
-            (Some(_), KernelChoice::Flash) | (None, _) => self.flops(),
-            (Some(_), _) => Case {
+        let skips_tiles = kernel == Runner::Cpu || kernel.kernel() == KernelChoice::Flash;
+        match &self.sparse {
+            Some(_) if !skips_tiles => Case {
                 sparse: None,
                 ..self.clone()
             }
             .flops(),
+            _ => self.flops(),
         }
     }
 
