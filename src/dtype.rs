@@ -131,7 +131,9 @@ impl Element for bf16 {
         bf16::from_f32(x)
     }
     fn widen_into(src: &[Self], dst: &mut [f32]) {
-        let n = src.len().min(dst.len());
-        src[..n].convert_to_f32_slice(&mut dst[..n]);
+        // bf16 is the top half of an f32: a shift, which the compiler vectorises.
+        for (to, from) in dst.iter_mut().zip(src) {
+            *to = f32::from_bits(u32::from(from.to_bits()) << 16);
+        }
     }
 }
