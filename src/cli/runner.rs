@@ -10,7 +10,7 @@
 //! | `emulator` | `Runner::Emulator(Auto)` | the kernel `Auto` picks on an sm_80 device, run by the CPU emulator |
 //! | `emulator-naive`, `emulator-flash` | `Runner::Emulator(Naive)`, `Runner::Emulator(Flash)` | that kernel's CUDA source, run by the CPU emulator |
 //! | `flash-sm90`, `emulator-flash-sm90` | `Runner::Gpu(FlashSm90)`, `Runner::Emulator(FlashSm90)` | the sm_90a kernel on an sm_90 GPU, or on the emulator with sm_90a semantics; opt-in: needs `CUDA_ATTENTION_HOPPER=1` |
-//! | `cpu` | [`Runner::Cpu`] | the multi-threaded CPU backend (its own fused loop, planned with `Auto`) |
+//! | `cpu` | [`Runner::Cpu`] | the multi-threaded CPU backend (its own tiled flash loop, planned with `Auto`) |
 //!
 //! [`Runner::open`] turns a runner into a [`Backend`] (the only place the CLI opens the GPU or falls
 //! back to the CPU), [`Runner::kernel`] gives the [`KernelChoice`] it plans with, and [`Backend::run`]

@@ -33,7 +33,7 @@ const TASKS_PER_THREAD: usize = 4;
 const SINGLE_THREAD_WORK: usize = 1 << 18;
 
 /// The CPU backend: the same call contract as the GPU engine and the emulator (a [`Plan`], a
-/// [`HostTensors`] bundle, a [`HostOutput`]), computed by the fused loop above. Cheap to create, no state.
+/// [`HostTensors`] bundle, a [`HostOutput`]), computed by the tiled loop above. Cheap to create, no state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct CpuBackend;
 
