@@ -31,36 +31,36 @@ impl Dims {
 
 /// `dst = a b^T` with `a` `[m][k]`, `b` `[n][k]` and `dst` `[m][n]` (the scores `S = Q K^T`).
 pub(super) fn product_nt(dst: &mut [f32], d: Dims, a: &[f32], ad: Dims, b: &[f32], bd: Dims) {
-    assert!(
-        ad.rows == d.rows && bd.rows == d.cols && ad.cols == bd.cols,
-        "product_nt: [{}x{}] x [{}x{}]^T into [{}x{}]",
-        ad.rows,
-        ad.cols,
-        bd.rows,
-        bd.cols,
-        d.rows,
-        d.cols
+    call(
+        dst,
+        d,
+        false,
+        a,
+        ad,
+        b,
+        bd,
+        (1, bd.stride),
+        (bd.cols, bd.rows),
     );
-    call(dst, d, false, a, ad, (1, bd.stride), b, bd, ad.cols);
 }
 
 /// `dst += a b` with `a` `[m][k]`, `b` `[k][n]` and `dst` `[m][n]` (the output `O += P V`).
 pub(super) fn accumulate_nn(dst: &mut [f32], d: Dims, a: &[f32], ad: Dims, b: &[f32], bd: Dims) {
-    assert!(
-        ad.rows == d.rows && bd.cols == d.cols && ad.cols == bd.rows,
-        "accumulate_nn: [{}x{}] x [{}x{}] into [{}x{}]",
-        ad.rows,
-        ad.cols,
-        bd.rows,
-        bd.cols,
-        d.rows,
-        d.cols
+    call(
+        dst,
+        d,
+        true,
+        a,
+        ad,
+        b,
+        bd,
+        (bd.stride, 1),
+        (bd.rows, bd.cols),
     );
-    call(dst, d, true, a, ad, (bd.stride, 1), b, bd, ad.cols);
 }
 
-/// `dst = (accumulate ? dst : 0) + a x B`, where B is `b` read with `(row step, column step)` =
-/// `b_steps` as a `[k][dst cols]` matrix.
+/// `dst = (accumulate ? dst : 0) + a B`, where B is `b` read as a `[k][n]` matrix (`b_shape`) with
+/// `(row step, column step)` = `b_steps`.
 #[allow(clippy::too_many_arguments)]
 fn call(
     dst: &mut [f32],
@@ -68,11 +68,22 @@ fn call(
     accumulate: bool,
     a: &[f32],
     ad: Dims,
-    b_steps: (usize, usize),
     b: &[f32],
     bd: Dims,
-    k: usize,
+    b_steps: (usize, usize),
+    b_shape: (usize, usize),
 ) {
+    let k = ad.cols;
+    assert!(
+        ad.rows == d.rows && b_shape == (k, d.cols),
+        "[{}x{}] x [{}x{}] into [{}x{}]",
+        ad.rows,
+        k,
+        b_shape.0,
+        b_shape.1,
+        d.rows,
+        d.cols
+    );
     assert!(
         d.fits(dst.len()) && ad.fits(a.len()) && bd.fits(b.len()),
         "matrix views exceed their slices"
