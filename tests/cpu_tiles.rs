@@ -2,7 +2,8 @@
 //! 64/128/256 under a block mask) on problems that span several tiles in both directions, against the
 //! f64 reference within FlashAttention's tolerance rule: out, lse and weights, rows that see no key, and
 //! exact zeros at hidden keys (common::cpu_support::check). Ragged sizes put tile edges inside the rows'
-//! key ranges; the masks cross tile edges; GQA shares each widened K/V tile between heads; f16 and bf16
+//! key ranges; the masks cross tile edges; GQA stacks a group's heads into one product per tile (up to
+//! 160 heads for one row); f16 and bf16
 //! take the widening path, f32 reads the caller's rows in place.
 
 mod common;
@@ -43,6 +44,18 @@ fn several_tiles_each_way_with_gqa_masks_and_ragged_edges() {
         .with_alibi_slopes(geometric_slopes(4))
         .with_sinks(vec![0.5, -1.0, 2.0, 0.0]);
     every_dtype("soft cap, ALiBi, sinks", &adjusted, 0, 12);
+}
+
+#[test]
+fn a_group_of_heads_is_one_product_even_past_a_query_tile() {
+    // 160 query heads on one key/value head: one row per task, 160 stacked rows per product (decode).
+    let decode = AttentionProblem::new(shape(1, 3, 700, 160, 1, 32)).with_causal(true);
+    every_dtype("160 heads per group", &decode, 0, 50);
+    // Groups of 4: 32 rows per task, ALiBi per head inside the stacked product.
+    let gqa = AttentionProblem::new(shape(2, 200, 300, 8, 2, 64))
+        .with_window(Some(90), Some(10))
+        .with_alibi_slopes(geometric_slopes(8));
+    every_dtype("groups of 4, window, ALiBi", &gqa, 0, 53);
 }
 
 #[test]

@@ -7,8 +7,8 @@
 //! range of keys per row whose bounds grow with the row; a block mask skips the key tiles no row of a
 //! task lists. Memory per thread is a few tiles, whatever the sequence length.
 //!
-//! Work is split into tasks of (batch, key/value head, block of at most 64 query rows) covering every
-//! query head of the group (the group shares each widened K/V tile), taken from a shared queue by
+//! Work is split into tasks of (batch, key/value head, block of query rows) covering every query head
+//! of the group (stacked into one product per tile, sharing each widened K/V tile), taken from a shared queue by
 //! `available_parallelism` scoped threads. Ragged batches run sequence by sequence, each as a dense
 //! problem of batch 1 over views of the caller's buffers (the metadata validated first). Each task owns
 //! its disjoint slices of the logsumexp and the weights and returns its output rows, which are scattered
@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 use crate::binding::{bind, bind_append, check_plan, HostKvAppend, HostOutput, HostTensors};
 use crate::cpu::ragged::for_each_sequence;
-use crate::cpu::tile::{Context, Scratch, Task, TaskSlices, QUERY_TILE};
+use crate::cpu::tile::{rows_per_task_cap, Context, Scratch, Task, TaskSlices};
 use crate::dtype::Element;
 use crate::error::{AttentionError, Result};
 use crate::host_memory::{check_budget, forward_host, vec_filled};
@@ -323,12 +323,14 @@ fn run<T: Element>(
     Ok(())
 }
 
-/// Rows per task: enough tasks for every thread to get several, at most [`QUERY_TILE`].
+/// Rows per task: enough tasks for every thread to get several, at most [`rows_per_task_cap`].
 fn rows_per_task(problem: &AttentionProblem, threads: usize) -> usize {
     let s = problem.shape;
     let groups = s.batch * s.heads_kv;
     let blocks_per_group = (threads * TASKS_PER_THREAD).div_ceil(groups).max(1);
-    s.seq_q.div_ceil(blocks_per_group).clamp(1, QUERY_TILE)
+    s.seq_q
+        .div_ceil(blocks_per_group)
+        .clamp(1, rows_per_task_cap(problem))
 }
 
 /// Splits the problem into tasks and hands each its disjoint slices of the logsumexp and weights.

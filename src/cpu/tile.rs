@@ -2,12 +2,14 @@
 //! by one key/value head, against that head's keys in tiles.
 //!
 //! Algorithm (FlashAttention's forward, on f32 tiles sized for the L1/L2 caches):
-//! - the task's queries, times `scale`, are widened once to `[heads of the group][rows][head_dim]`;
+//! - the task's queries, times `scale`, are widened once and stacked head by head, `[group * rows]
+//!   [head_dim]` (at most [`QUERY_TILE`] rows in all, or the group's heads for one row), so that each
+//!   product covers every head of the group;
 //! - the keys any row sees, `first..last` (the union of the rows' ranges: both bounds grow with the row),
 //!   are walked in tiles of [`KEY_TILE`] keys (64, 128 or 256 under a block mask, so that a tile lies in
 //!   one key block; a tile no query block of the task lists is skipped), each widened once to f32 `[keys]
-//!   [head_dim]` for K and V and shared by the group's heads;
-//! - per head: `S = (scale Q) K^T` (`gemm`, [`super::matmul`]), then per row the keys outside its range
+//!   [head_dim]` for K and V (f32 inputs are read in place);
+//! - `S = (scale Q) K^T` (`gemm`, [`super::matmul`]), then per row the keys outside its range
 //!   set to `-inf`, the soft cap / ALiBi and the block mask applied, and the online softmax
 //!   (`m' = max(m, max S)`, `P = exp(S - m')`, `l' = l e^(m - m') + sum P`, `O *= e^(m - m')`,
 //!   [`super::simd`]); then `O += P V` (`gemm`);
@@ -69,42 +71,52 @@ pub(super) struct Scratch {
     k: Vec<f32>,
     /// The value tile, f32 `[key_tile][head_dim]`.
     v: Vec<f32>,
-    /// `scale * q`, `[group][QUERY_TILE][head_dim]`.
+    /// `scale * q` of the task's stacked rows (see [`stacked_rows`]), `[group * rows][head_dim]`.
     q: Vec<f32>,
-    /// Scores, then probabilities, of one head, `[QUERY_TILE][key_tile]`.
+    /// Scores, then probabilities, `[group * rows][key_tile]`.
     s: Vec<f32>,
-    /// Unnormalised outputs, `[group][QUERY_TILE][head_dim]`.
+    /// Unnormalised outputs, `[group * rows][head_dim]`.
     o: Vec<f32>,
-    /// Running maximum and sum per row, `[group][QUERY_TILE]`.
+    /// Running maximum and sum per stacked row.
     m: Vec<f32>,
     l: Vec<f32>,
+}
+
+/// The most query rows of one task: [`QUERY_TILE`] rows of all the heads of a group together, so
+/// `QUERY_TILE / group` rows (at least one, for decode with a large group).
+pub(super) fn rows_per_task_cap(problem: &AttentionProblem) -> usize {
+    (QUERY_TILE / problem.heads_ratio()).max(1)
+}
+
+/// Rows of one product: the task's rows of every head of its group, stacked head by head.
+fn stacked_rows(problem: &AttentionProblem) -> usize {
+    rows_per_task_cap(problem) * problem.heads_ratio()
 }
 
 impl Scratch {
     /// f32 values one thread's scratch holds for `problem`, `None` on overflow.
     pub(super) fn values(problem: &AttentionProblem) -> Option<usize> {
-        let (d, group) = (problem.shape.head_dim, problem.heads_ratio());
-        let keys = key_tile(problem);
+        let d = problem.shape.head_dim;
+        let (keys, rows) = (key_tile(problem), stacked_rows(problem));
         let kv = keys.checked_mul(d)?.checked_mul(2)?;
-        let rows = group.checked_mul(QUERY_TILE)?;
         let q_o = rows.checked_mul(d)?.checked_mul(2)?;
         kv.checked_add(q_o)?
-            .checked_add(QUERY_TILE * keys)?
+            .checked_add(rows.checked_mul(keys)?)?
             .checked_add(rows.checked_mul(2)?)
     }
 
     /// Allocates the tiles; the caller checked [`Scratch::values`] against the memory budget.
     pub(super) fn new(problem: &AttentionProblem) -> Self {
-        let (d, group) = (problem.shape.head_dim, problem.heads_ratio());
-        let keys = key_tile(problem);
+        let d = problem.shape.head_dim;
+        let (keys, rows) = (key_tile(problem), stacked_rows(problem));
         Scratch {
             k: vec![0.0; keys * d],
             v: vec![0.0; keys * d],
-            q: vec![0.0; group * QUERY_TILE * d],
-            s: vec![0.0; QUERY_TILE * keys],
-            o: vec![0.0; group * QUERY_TILE * d],
-            m: vec![0.0; group * QUERY_TILE],
-            l: vec![0.0; group * QUERY_TILE],
+            q: vec![0.0; rows * d],
+            s: vec![0.0; rows * keys],
+            o: vec![0.0; rows * d],
+            m: vec![0.0; rows],
+            l: vec![0.0; rows],
         }
     }
 }
@@ -150,17 +162,19 @@ impl<T: Element> Context<'_, T> {
         let ranges = &ranges[..rows];
         let (first, last) = (ranges[0].0, ranges[rows - 1].1);
 
+        // Stacked row x = g * rows + r is row r of the group's head g.
+        let stacked = group * rows;
         let scale = problem.scale();
-        for g in 0..group {
-            let head = head_kv * group + g;
-            for r in 0..rows {
-                let start = problem.q_strides.offset(batch, row0 + r, head, 0);
-                let to = &mut scratch.q[(g * QUERY_TILE + r) * d..][..d];
-                T::widen_into(&self.q[start..start + d], to);
-                to.iter_mut().for_each(|x| *x *= scale);
-            }
+        for x in 0..stacked {
+            let start =
+                problem
+                    .q_strides
+                    .offset(batch, row0 + x % rows, head_kv * group + x / rows, 0);
+            let to = &mut scratch.q[x * d..][..d];
+            T::widen_into(&self.q[start..start + d], to);
+            to.iter_mut().for_each(|value| *value *= scale);
         }
-        scratch.o[..group * QUERY_TILE * d].fill(0.0);
+        scratch.o[..stacked * d].fill(0.0);
         scratch.m.fill(f32::NEG_INFINITY);
         scratch.l.fill(0.0);
         for weights in slices.weights.iter_mut() {
@@ -218,73 +232,72 @@ impl<T: Element> Context<'_, T> {
             let whole = ranges[rows - 1].0 <= t0 && ranges[0].1 >= t1;
             let v_finite = whole || (0..n).all(|j| all_finite(&v_tile[j * v_dims.stride..][..d]));
             let s_dims = Dims {
-                rows,
+                rows: stacked,
                 cols: n,
                 stride: tile,
             };
             let q_dims = Dims {
-                rows,
+                rows: stacked,
                 cols: d,
                 stride: d,
             };
-            for g in 0..group {
-                let head = head_kv * group + g;
-                let q = &scratch.q[g * QUERY_TILE * d..][..rows * d];
-                product_nt(&mut scratch.s, s_dims, q, q_dims, k_tile, k_dims);
-                let m = &mut scratch.m[g * QUERY_TILE..][..rows];
-                let l = &mut scratch.l[g * QUERY_TILE..][..rows];
-                let o = &mut scratch.o[g * QUERY_TILE * d..][..rows * d];
-                for (r, &(begin, end)) in ranges.iter().enumerate() {
-                    let row = &mut scratch.s[r * tile..][..n];
-                    let lo = begin.clamp(t0, t1) - t0;
-                    let hi = end.clamp(t0, t1) - t0;
-                    if lo >= hi {
-                        row.fill(0.0);
-                        continue;
-                    }
-                    if !whole {
-                        row[..lo].fill(f32::NEG_INFINITY);
-                        row[hi..].fill(f32::NEG_INFINITY);
-                    }
-                    let i = row0 + r;
-                    if let Some(adjust) = &adjust {
-                        adjust.apply(head, i, t0 + lo, &mut row[lo..hi]);
-                    }
-                    if let Some(mask) = &problem.block_mask {
-                        drop_unlisted_blocks(mask, i, t0 + lo, &mut row[lo..hi]);
-                    }
-                    if let Some(weights) = slices.weights.get_mut(g) {
-                        weights[r * sk + t0..][..n].copy_from_slice(row);
-                    }
-                    let m_new = max_keeping_nan(m[r], row_max(&row[lo..hi]));
-                    if m_new == f32::NEG_INFINITY {
-                        row.fill(0.0);
-                        continue;
-                    }
-                    let sum = exp_shifted(row, m_new);
-                    if m_new != m[r] {
-                        let alpha = (m[r] - m_new).exp();
-                        l[r] *= alpha;
-                        o[r * d..][..d].iter_mut().for_each(|x| *x *= alpha);
-                        m[r] = m_new;
-                    }
-                    l[r] += sum;
+            product_nt(&mut scratch.s, s_dims, &scratch.q, q_dims, k_tile, k_dims);
+            for x in 0..stacked {
+                let (g, r) = (x / rows, x % rows);
+                let (begin, end) = ranges[r];
+                let row = &mut scratch.s[x * tile..][..n];
+                let lo = begin.clamp(t0, t1) - t0;
+                let hi = end.clamp(t0, t1) - t0;
+                if lo >= hi {
+                    row.fill(0.0);
+                    continue;
                 }
-                if v_finite {
-                    accumulate_nn(o, q_dims, &scratch.s, s_dims, v_tile, v_dims);
-                } else {
-                    own_keys_only(
-                        o,
-                        d,
-                        &scratch.s,
-                        tile,
-                        v_tile,
-                        v_dims.stride,
-                        ranges,
-                        t0,
-                        t1,
-                    );
+                if !whole {
+                    row[..lo].fill(f32::NEG_INFINITY);
+                    row[hi..].fill(f32::NEG_INFINITY);
                 }
+                let i = row0 + r;
+                if let Some(adjust) = &adjust {
+                    adjust.apply(head_kv * group + g, i, t0 + lo, &mut row[lo..hi]);
+                }
+                if let Some(mask) = &problem.block_mask {
+                    drop_unlisted_blocks(mask, i, t0 + lo, &mut row[lo..hi]);
+                }
+                if let Some(weights) = slices.weights.get_mut(g) {
+                    weights[r * sk + t0..][..n].copy_from_slice(row);
+                }
+                let m = &mut scratch.m[x];
+                let m_new = max_keeping_nan(*m, row_max(&row[lo..hi]));
+                if m_new == f32::NEG_INFINITY {
+                    row.fill(0.0);
+                    continue;
+                }
+                let sum = exp_shifted(row, m_new);
+                if m_new != *m {
+                    let alpha = (*m - m_new).exp();
+                    scratch.l[x] *= alpha;
+                    scratch.o[x * d..][..d]
+                        .iter_mut()
+                        .for_each(|value| *value *= alpha);
+                    *m = m_new;
+                }
+                scratch.l[x] += sum;
+            }
+            let o = &mut scratch.o[..stacked * d];
+            if v_finite {
+                accumulate_nn(o, q_dims, &scratch.s, s_dims, v_tile, v_dims);
+            } else {
+                own_keys_only(
+                    o,
+                    d,
+                    &scratch.s,
+                    tile,
+                    v_tile,
+                    v_dims.stride,
+                    ranges,
+                    t0,
+                    t1,
+                );
             }
         }
         self.finish(&mut slices, scratch, ranges)
@@ -306,7 +319,7 @@ impl<T: Element> Context<'_, T> {
             let head = slices.task.head_kv * group + g;
             let sink = problem.sinks.as_ref().map(|sinks| sinks[head]);
             for (r, &(begin, end)) in ranges.iter().enumerate() {
-                let (m, l) = (scratch.m[g * QUERY_TILE + r], scratch.l[g * QUERY_TILE + r]);
+                let (m, l) = (scratch.m[g * rows + r], scratch.l[g * rows + r]);
                 let out_row = &mut out[(g * rows + r) * d..][..d];
                 let sk = problem.shape.seq_k;
                 let weights_row = slices
@@ -336,7 +349,7 @@ impl<T: Element> Context<'_, T> {
                         (kept / total, top + total.ln())
                     }
                 };
-                let acc = &scratch.o[(g * QUERY_TILE + r) * d..][..d];
+                let acc = &scratch.o[(g * rows + r) * d..][..d];
                 for (o, &a) in out_row.iter_mut().zip(acc) {
                     *o = T::from_f32(a * inverse);
                 }
@@ -367,9 +380,9 @@ fn all_finite(values: &[f32]) -> bool {
         == 0
 }
 
-/// `O += P V` where row `r` sums only over its own keys `ranges[r]` within the tile `t0..t1` (the same
-/// products without the zero terms of the keys it does not see), so that a non-finite V at a key a row
-/// does not see stays out of that row.
+/// `O += P V` where stacked row `x` (row `x % rows` of a head) sums only over its own keys within the
+/// tile `t0..t1` (the same products without the zero terms of the keys it does not see), so that a
+/// non-finite V at a key a row does not see stays out of that row.
 #[allow(clippy::too_many_arguments)]
 fn own_keys_only(
     o: &mut [f32],
@@ -382,10 +395,10 @@ fn own_keys_only(
     t0: usize,
     t1: usize,
 ) {
-    for (r, &(begin, end)) in ranges.iter().enumerate() {
+    for (x, o_row) in o.chunks_exact_mut(d).enumerate() {
+        let (begin, end) = ranges[x % ranges.len()];
         let (lo, hi) = (begin.clamp(t0, t1) - t0, end.clamp(t0, t1) - t0);
-        let o_row = &mut o[r * d..(r + 1) * d];
-        for (j, &w) in (lo..hi).zip(&p[r * stride + lo..r * stride + hi]) {
+        for (j, &w) in (lo..hi).zip(&p[x * stride + lo..x * stride + hi]) {
             let v_row = &v[j * v_stride..][..d];
             for (a, &value) in o_row.iter_mut().zip(v_row) {
                 *a += w * value;
