@@ -214,6 +214,14 @@ impl<T: Element> Context<'_, T> {
                 ),
                 _ => {
                     for j in 0..n {
+                        prefetch_row(
+                            self.k,
+                            k_start + (j + PREFETCH_ROWS) * problem.k_strides.seq,
+                        );
+                        prefetch_row(
+                            self.v,
+                            v_start + (j + PREFETCH_ROWS) * problem.v_strides.seq,
+                        );
                         let from = k_start + j * problem.k_strides.seq;
                         T::widen_into(&self.k[from..from + d], &mut scratch.k[j * d..][..d]);
                         let from = v_start + j * problem.v_strides.seq;
@@ -367,6 +375,30 @@ impl<T: Element> Context<'_, T> {
         }
         out
     }
+}
+
+/// Rows ahead of the one being widened whose cache lines are requested: the rows of a head are a
+/// stride apart, which the hardware prefetcher follows poorly (decode reads them straight from memory).
+const PREFETCH_ROWS: usize = 8;
+
+/// Asks for the cache lines of the row starting at `values[start]` (nothing past the slice).
+#[inline(always)]
+fn prefetch_row<T>(values: &[T], start: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if start < values.len() {
+        let bytes = std::mem::size_of_val(&values[start..]).min(512);
+        let first = values[start..].as_ptr().cast::<i8>();
+        for line in (0..bytes).step_by(64) {
+            // SAFETY: a prefetch is a hint that never faults, and the address lies inside the slice.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    first.add(line),
+                )
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (values, start);
 }
 
 /// Whether every value is finite: a count of exponents all ones, with no early exit, so that it
