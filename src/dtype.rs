@@ -82,11 +82,6 @@ pub trait Element:
     fn to_f64(self) -> f64 {
         f64::from(self.to_f32())
     }
-    /// The values as f32 when they already are (no copy needed), `None` otherwise.
-    fn as_f32(values: &[Self]) -> Option<&[f32]> {
-        let _ = values;
-        None
-    }
     /// Widens `src` into `dst` (exact; the shorter length wins), vectorised where the type allows.
     fn widen_into(src: &[Self], dst: &mut [f32]) {
         for (to, &from) in dst.iter_mut().zip(src) {
@@ -102,9 +97,6 @@ impl Element for f32 {
     }
     fn from_f32(x: f32) -> Self {
         x
-    }
-    fn as_f32(values: &[Self]) -> Option<&[f32]> {
-        Some(values)
     }
 }
 

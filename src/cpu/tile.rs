@@ -8,7 +8,7 @@
 //! - the keys any row sees, `first..last` (the union of the rows' ranges: both bounds grow with the row),
 //!   are walked in tiles of [`KEY_TILE`] keys (64, 128 or 256 under a block mask, so that a tile lies in
 //!   one key block; a tile no query block of the task lists is skipped), each widened once to f32 `[keys]
-//!   [head_dim]` for K and V (f32 inputs are read in place);
+//!   [head_dim]` for K and V;
 //! - `S = (scale Q) K^T` (`gemm`, [`super::matmul`]), then per row the keys outside its range
 //!   set to `-inf`, the soft cap / ALiBi and the block mask applied, and the online softmax
 //!   (`m' = max(m, max S)`, `P = exp(S - m')`, `l' = l e^(m - m') + sum P`, `O *= e^(m - m')`,
@@ -191,54 +191,36 @@ impl<T: Element> Context<'_, T> {
                 }
             }
             let n = t1 - t0;
-            // K and V of the tile as row-major f32 views: the caller's rows in place when they are f32
-            // (gemm packs them anyway), else widened into the scratch tiles.
+            // K and V of the tile widened to f32 `[n][head_dim]` (a copy for f32: gemm packs a
+            // contiguous tile faster than the caller's strided rows, measured), the rows ahead
+            // prefetched.
             let (k_start, v_start) = (
                 problem.k_strides.offset(batch, t0, head_kv, 0),
                 problem.v_strides.offset(batch, t0, head_kv, 0),
             );
-            let (k_tile, k_dims, v_tile, v_dims) = match (T::as_f32(self.k), T::as_f32(self.v)) {
-                (Some(k), Some(v)) => (
-                    &k[k_start..],
-                    Dims {
-                        rows: n,
-                        cols: d,
-                        stride: problem.k_strides.seq,
-                    },
-                    &v[v_start..],
-                    Dims {
-                        rows: n,
-                        cols: d,
-                        stride: problem.v_strides.seq,
-                    },
-                ),
-                _ => {
-                    for j in 0..n {
-                        prefetch_row(
-                            self.k,
-                            k_start + (j + PREFETCH_ROWS) * problem.k_strides.seq,
-                        );
-                        prefetch_row(
-                            self.v,
-                            v_start + (j + PREFETCH_ROWS) * problem.v_strides.seq,
-                        );
-                        let from = k_start + j * problem.k_strides.seq;
-                        T::widen_into(&self.k[from..from + d], &mut scratch.k[j * d..][..d]);
-                        let from = v_start + j * problem.v_strides.seq;
-                        T::widen_into(&self.v[from..from + d], &mut scratch.v[j * d..][..d]);
-                    }
-                    let dims = Dims {
-                        rows: n,
-                        cols: d,
-                        stride: d,
-                    };
-                    (&scratch.k[..], dims, &scratch.v[..], dims)
-                }
+            for j in 0..n {
+                prefetch_row(
+                    self.k,
+                    k_start + (j + PREFETCH_ROWS) * problem.k_strides.seq,
+                );
+                prefetch_row(
+                    self.v,
+                    v_start + (j + PREFETCH_ROWS) * problem.v_strides.seq,
+                );
+                let from = k_start + j * problem.k_strides.seq;
+                T::widen_into(&self.k[from..from + d], &mut scratch.k[j * d..][..d]);
+                let from = v_start + j * problem.v_strides.seq;
+                T::widen_into(&self.v[from..from + d], &mut scratch.v[j * d..][..d]);
+            }
+            let kv_dims = Dims {
+                rows: n,
+                cols: d,
+                stride: d,
             };
             // Every row sees the whole tile: no per-row masking (the ranges' bounds grow with the row),
             // and P V may multiply the whole tile whatever V holds (each row sees each of its keys).
             let whole = ranges[rows - 1].0 <= t0 && ranges[0].1 >= t1;
-            let v_finite = whole || (0..n).all(|j| all_finite(&v_tile[j * v_dims.stride..][..d]));
+            let v_finite = whole || all_finite(&scratch.v[..n * d]);
             let s_dims = Dims {
                 rows: stacked,
                 cols: n,
@@ -249,7 +231,14 @@ impl<T: Element> Context<'_, T> {
                 cols: d,
                 stride: d,
             };
-            product_nt(&mut scratch.s, s_dims, &scratch.q, q_dims, k_tile, k_dims);
+            product_nt(
+                &mut scratch.s,
+                s_dims,
+                &scratch.q,
+                q_dims,
+                &scratch.k,
+                kv_dims,
+            );
             for x in 0..stacked {
                 let (g, r) = (x / rows, x % rows);
                 let (begin, end) = ranges[r];
@@ -293,19 +282,9 @@ impl<T: Element> Context<'_, T> {
             }
             let o = &mut scratch.o[..stacked * d];
             if v_finite {
-                accumulate_nn(o, q_dims, &scratch.s, s_dims, v_tile, v_dims);
+                accumulate_nn(o, q_dims, &scratch.s, s_dims, &scratch.v, kv_dims);
             } else {
-                own_keys_only(
-                    o,
-                    d,
-                    &scratch.s,
-                    tile,
-                    v_tile,
-                    v_dims.stride,
-                    ranges,
-                    t0,
-                    t1,
-                );
+                own_keys_only(o, d, &scratch.s, tile, &scratch.v, ranges, t0, t1);
             }
         }
         self.finish(&mut slices, scratch, ranges)
@@ -422,7 +401,6 @@ fn own_keys_only(
     p: &[f32],
     stride: usize,
     v: &[f32],
-    v_stride: usize,
     ranges: &[(usize, usize)],
     t0: usize,
     t1: usize,
@@ -431,7 +409,7 @@ fn own_keys_only(
         let (begin, end) = ranges[x % ranges.len()];
         let (lo, hi) = (begin.clamp(t0, t1) - t0, end.clamp(t0, t1) - t0);
         for (j, &w) in (lo..hi).zip(&p[x * stride + lo..x * stride + hi]) {
-            let v_row = &v[j * v_stride..][..d];
+            let v_row = &v[j * d..][..d];
             for (a, &value) in o_row.iter_mut().zip(v_row) {
                 *a += w * value;
             }
