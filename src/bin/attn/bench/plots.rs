@@ -3,7 +3,7 @@
 //! one call against sequence length, one panel per dtype and head dim).
 //!
 //! Only timed records are drawn; failed, skipped and out-of-memory records are in the table and the
-//! JSON. PyTorch's backends (kernels named `torch-*`) are dashed. Ragged records (`--varlen`) are lines
+//! JSON. Other tools' kernels (PyTorch's `torch-*`, `numpy`) are dashed. Ragged records (`--varlen`) are lines
 //! of their own, named by kernel and layout (`flash varlen`, `flash paged:16`), at their mean length.
 //! Decode records (`--decode`) are drawn against the context, one panel row per batch size, a line per
 //! kernel and split-KV choice (`flash split:auto`), with bandwidth (GB/s) in place of TFLOP/s and the
@@ -32,6 +32,7 @@ pub fn kernel_color(kernel: &str) -> RGBColor {
         "torch-efficient" => RGBColor(148, 103, 189),
         "torch-cudnn" => RGBColor(140, 86, 75),
         "torch-math" => RGBColor(227, 119, 194),
+        "numpy" => RGBColor(188, 189, 34),
         other => {
             let index = other.bytes().fold(0usize, |h, b| h * 31 + b as usize);
             let (r, g, b) = Palette99::COLORS[index % Palette99::COLORS.len()];
@@ -241,7 +242,7 @@ fn draw_chart<DB: DrawingBackend>(
             for (kernel, points) in lines {
                 let color = kernel_color(kernel);
                 let style = color.stroke_width(2);
-                let series = if kernel.starts_with("torch") {
+                let series = if kernel.starts_with("torch") || kernel == "numpy" {
                     chart.draw_series(DashedLineSeries::new(points.clone(), 8, 5, style))
                 } else {
                     chart.draw_series(LineSeries::new(points.clone(), style))
@@ -315,7 +316,7 @@ fn draw_timings<DB: DrawingBackend>(
     copy: Option<&CopyBandwidth>,
 ) -> Result<(), String> {
     root.fill(&WHITE).map_err(text)?;
-    let root = root.titled(title, ("sans-serif", 20)).map_err(text)?;
+    let root = draw::titled(&root, title, 20)?;
     let times = panels(records, Record::config_key, Record::median_ms);
     // TFLOP/s, or for decode panels the bandwidth.
     let throughput = panels(records, Record::config_key, |r| match r.context {
@@ -436,7 +437,7 @@ pub fn write_memory(records: &[&Record], title: &str, png: &Path) -> Result<(), 
     let size = (1000, 60 + 420 * peaks.len().max(1) as u32);
     let draw = |root: DrawingArea<BitMapBackend<'_>, Shift>| -> Result<(), String> {
         root.fill(&WHITE).map_err(text)?;
-        let root = root.titled(title, ("sans-serif", 20)).map_err(text)?;
+        let root = draw::titled(&root, title, 20)?;
         if peaks.is_empty() {
             root.draw(&Text::new(
                 "no kernel was timed: no memory to show",

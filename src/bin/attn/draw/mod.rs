@@ -47,11 +47,11 @@ pub fn write_png(
 /// Draws `title` centred at the top of `canvas` in the `sans-serif` font of `size` pixels, wrapped at
 /// spaces into as many lines as the width needs (plotters' own `titled` draws one line, cut off at the
 /// edges), and returns the area below it.
-pub fn titled<'a>(
-    canvas: &DrawingArea<BitMapBackend<'a>, Shift>,
+pub fn titled<DB: DrawingBackend>(
+    canvas: &DrawingArea<DB, Shift>,
     title: &str,
     size: u32,
-) -> Result<DrawingArea<BitMapBackend<'a>, Shift>, String> {
+) -> Result<DrawingArea<DB, Shift>, String> {
     let style =
         TextStyle::from(("sans-serif", size).into_font()).pos(Pos::new(HPos::Center, VPos::Top));
     let (width, _) = canvas.dim_in_pixel();
