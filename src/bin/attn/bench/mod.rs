@@ -59,8 +59,9 @@ use half::{bf16, f16};
 use decode::{DecodeGpuRunner, DecodeHostRunner};
 use timing::{GpuRunner, HostRunner, HostSets};
 
-/// The CPU backend skips shapes above this many FLOPs per call (about 10 s on 2 cores).
-const CPU_FLOP_LIMIT: f64 = 2e11;
+/// The CPU backend skips shapes above this many FLOPs per call (about 10 s on 2 cores at the tiled
+/// backend's 0.1 TFLOP/s).
+const CPU_FLOP_LIMIT: f64 = 1e12;
 /// The emulator skips shapes above this many FLOPs per call (a few seconds: it runs every CUDA thread
 /// as a fiber).
 const EMULATOR_FLOP_LIMIT: f64 = 3e8;
