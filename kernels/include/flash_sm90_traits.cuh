@@ -22,6 +22,7 @@
 #define CUDA_ATTENTION_FLASH_SM90_TRAITS_CUH
 
 #include "device_helpers.cuh"
+#include "named_barrier.cuh"
 #include "ptx.cuh"
 #include "ptx_sm90.cuh"
 #include "ptx_sm90_tma4d.cuh"
@@ -57,6 +58,12 @@ template <int HEAD_DIM> struct FlashSm90Traits {
     static constexpr uint32_t kKMajorSbo = 8 * kRowBytes;
     static constexpr uint32_t kVLbo = kBlockN * kRowBytes;
     static constexpr uint32_t kVSbo = 8 * kRowBytes;
+    /* Ping-pong (flash_sm90.cu, Turns): the consumer warpgroups take turns issuing their wgmmas, on named
+     * barriers kTurnBarrier + 0 and + 1 (one per warpgroup; 0 is __syncthreads's, no other id is used in
+     * this kernel), each completed by both warpgroups' 256 threads. */
+    static constexpr bool kPingPong = true;
+    static constexpr int kTurnBarrier = 1;
+    static constexpr int kTurnThreads = kConsumerWarpgroups * kWarpgroupThreads;
 
     static_assert(HEAD_DIM == 64 || HEAD_DIM == 128, "head dims 64 and 128 (256: not yet)");
     static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "S is one m64nNk16 wgmma per k-block");
@@ -66,6 +73,8 @@ template <int HEAD_DIM> struct FlashSm90Traits {
     static_assert(kProducerRegisters * kWarpgroupThreads + kConsumerRegisters * kWarpgroupThreads *
                           kConsumerWarpgroups <= 65536,
                   "the register file holds every warpgroup after setmaxnreg");
+    static_assert(kConsumerWarpgroups == 2 && kTurnBarrier >= 1 && kTurnBarrier + 1 <= 15,
+                  "two turn barriers among the ids 1..15");
 
     /* The registry record for element type T: serves head dims HEAD_DIM - 63 .. HEAD_DIM (the TMA box
      * zero-fills the columns past head_dim). */
