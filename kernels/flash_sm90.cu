@@ -458,7 +458,9 @@ template <int HEAD_DIM, typename T> __device__ void flash_sm90_forward(const Att
     }
     __syncthreads();
 
-    const int warpgroup = threadIdx.x / Traits::kWarpgroupThreads;
+    /* Read from lane 0, so that ptxas knows it is warp-uniform: the turns branch on it, and a branch it
+     * cannot prove uniform makes it serialise the wgmmas (C7520). */
+    const int warpgroup = __shfl_sync(FULL_WARP_MASK, (int)threadIdx.x / Traits::kWarpgroupThreads, 0);
     if (warpgroup == 0) {
         setmaxnreg_dec<Traits::kProducerRegisters>();
         if (threadIdx.x < WARP_SIZE && elect_one_sync()) {
