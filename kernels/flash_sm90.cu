@@ -7,10 +7,10 @@
  *              q_full; then for each key tile n, stage s = n % kStages: wait k_empty[s], K_n boxes on k_full[s];
  *              wait v_empty[s], V_n boxes on v_full[s]. Warps 1-3 of the producer leave after setmaxnreg.
  *   consumer   setmaxnreg.inc; warpgroup c owns query rows 64 (c - 1) .. +64 of the tile; per key tile n
- *              (stage s), with the P V product of tile n - 1 overlapping the softmax of tile n:
+ *              (stage s), with the P V product of tile n - 1 overlapping the softmax of tile n (N = kBlockN keys):
  *                wait k_full[s]; wait for this warpgroup's turn (bar.sync, ping-pong below)
- *                issue S = Q K_n^T                           wgmma SS m64n128k16, HEAD_DIM / 16 k-blocks
- *                wait v_full[s-1]; issue O += P_{n-1} V_{n-1} wgmma RS m64nHEAD_DIMk16, V MN-major, 8 k-blocks
+ *                issue S = Q K_n^T                           wgmma SS m64nNk16, HEAD_DIM / 16 k-blocks
+ *                wait v_full[s-1]; issue O += P_{n-1} V_{n-1} wgmma RS m64nHEAD_DIMk16, V MN-major, N / 16 k-blocks
  *                hand the turn to the other warpgroup (bar.arrive)
  *                wait_group 1 (S landed); release k_empty[s] (one thread per warpgroup)
  *                -inf where masked (only tiles a row's key range does not cover whole)
@@ -24,7 +24,10 @@
  *              group 0 first: g0 tile 0, g1 tile 0, g0 tile 1, ..., so one warpgroup's softmax runs while the
  *              other's GEMMs occupy the tensor cores. Named barriers kTurnBarrier + g (ids 1, 2; 256
  *              threads: the waiting warpgroup's sync and the other's arrive). Both warpgroups have the block's
- *              tile count, so the hand-overs pair up for any count, 0 included.
+ *              tile count, so the hand-overs pair up for any count, 0 included. Head dims 64 and 128 only
+ *              (Traits::kPingPong, as FA3 tuned it): at 256 the warpgroups issue freely.
+ * Tiles (flash_sm90_traits.cuh): 128 query rows; kBlockN = 128 keys at head dims 64 and 128, 80 at 256
+ * (shared memory: Q 64 KiB + 2 stages x (K + V) 160 KiB = 225 KiB of the 227; O is 128 f32 per thread).
  * c is scale * log2(e) from the host; with a soft cap or ALiBi scores are adjusted in natural units first
  * (adjust_score) and c is log2(e). Sinks join the denominator in finish_row. A row that sees no key writes
  * 0 and lse -inf.
@@ -35,13 +38,14 @@
  * head h / heads_ratio. Rows past seq_q are computed on zeros and never written.
  *
  * Limits (the planner refuses the rest with a reason, src/plan.rs): dense batches only (no ragged/paged
- * K/V, no block-sparse mask, no split-KV, no GQA packing), f16/bf16, head_dim <= 128, strides multiples of
+ * K/V, no block-sparse mask, no split-KV, no GQA packing), f16/bf16, head_dim <= 256, strides multiples of
  * 8 elements, base addresses 16-byte aligned. Non-finite inputs are not given the sm_80 kernel's exact
  * semantics (README, "Non-finite values"): a NaN key reaches its rows as in the sm_80 kernel, but not
  * otherwise audited. Not yet: TMA stores of O, clusters, kBlockN = 176 (docs/kernel-notes.md, "Hopper flash
  * v1" and "Hopper flash v2").
  *
- * Exports: flash_sm90_fwd_d<HEAD_DIM>_<dtype> for HEAD_DIM 64, 128 and dtype f16, bf16. sm_90a only: the
+ * Exports: flash_sm90_fwd_d<HEAD_DIM>_<dtype> for HEAD_DIM 64, 128, 256 (serving head dims 1..64, 65..128,
+ * 129..256) and dtype f16, bf16. sm_90a only: the
  * sm_80 build of these entries traps (the planner never launches them there).
  */
 #include "include/flash_sm90_traits.cuh"
@@ -491,3 +495,5 @@ FLASH_SM90_EXPORT(64, f16, __half)
 FLASH_SM90_EXPORT(64, bf16, __nv_bfloat16)
 FLASH_SM90_EXPORT(128, f16, __half)
 FLASH_SM90_EXPORT(128, bf16, __nv_bfloat16)
+FLASH_SM90_EXPORT(256, f16, __half)
+FLASH_SM90_EXPORT(256, bf16, __nv_bfloat16)
