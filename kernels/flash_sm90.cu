@@ -45,8 +45,8 @@
  * v1" and "Hopper flash v2").
  *
  * Exports: flash_sm90_fwd_d<HEAD_DIM>_<dtype> for HEAD_DIM 64, 128, 256 (serving head dims 1..64, 65..128,
- * 129..256) and dtype f16, bf16. sm_90a only: the
- * sm_80 build of these entries traps (the planner never launches them there).
+ * 129..256) and dtype f16, bf16. sm_90a only: the sm_80 build of these entries traps (the planner never
+ * launches them there).
  */
 #include "include/flash_sm90_traits.cuh"
 

@@ -5,8 +5,8 @@
  *
  * A block is three warpgroups: warpgroup 0 the producer (one elected thread of its first warp issues every
  * TMA load), warpgroups 1 and 2 the consumers, each owning kWarpgroupRows = 64 query rows (one wgmma M).
- * Tiles are 128 query rows by kBlockN keys (128; 80 at head dim 256). Shared memory, from a 1024-byte-aligned base (the
- * 128-byte swizzle repeats every 1024 bytes and acts on absolute addresses):
+ * Tiles are 128 query rows by kBlockN keys (128; 80 at head dim 256). Shared memory, from a 1024-byte-aligned
+ * base (the 128-byte swizzle repeats every 1024 bytes and acts on absolute addresses):
  *
  *   Q        kBlockM x HEAD_DIM, as HEAD_DIM / 64 column blocks of [kBlockM rows][64 elements] (128-byte rows,
  *            128-byte swizzle): exactly what one TMA box of (64, kBlockM) lands, and the K-major SW128
