@@ -7,16 +7,27 @@
  *              q_full; then for each key tile n, stage s = n % kStages: wait k_empty[s], K_n boxes on k_full[s];
  *              wait v_empty[s], V_n boxes on v_full[s]. Warps 1-3 of the producer leave after setmaxnreg.
  *   consumer   setmaxnreg.inc; warpgroup c owns query rows 64 (c - 1) .. +64 of the tile; per key tile n
- *              (stage s), with the P V product of tile n - 1 overlapping the softmax of tile n:
- *                wait k_full[s]; issue S = Q K_n^T           wgmma SS m64n128k16, HEAD_DIM / 16 k-blocks
- *                wait v_full[s-1]; issue O += P_{n-1} V_{n-1} wgmma RS m64nHEAD_DIMk16, V MN-major, 8 k-blocks
+ *              (stage s), with the P V product of tile n - 1 overlapping the softmax of tile n (N = kBlockN keys):
+ *                wait k_full[s]; wait for this warpgroup's turn (bar.sync, ping-pong below)
+ *                issue S = Q K_n^T                           wgmma SS m64nNk16, HEAD_DIM / 16 k-blocks
+ *                wait v_full[s-1]; issue O += P_{n-1} V_{n-1} wgmma RS m64nHEAD_DIMk16, V MN-major, N / 16 k-blocks
+ *                hand the turn to the other warpgroup (bar.arrive)
  *                wait_group 1 (S landed); release k_empty[s] (one thread per warpgroup)
  *                -inf where masked (only tiles a row's key range does not cover whole)
  *                m_new = max(m, rowmax S) (quad shuffles 1, 2); P = exp2(S c - m_new); l = l alpha + rowsum P
  *                wait_group 0 (O landed); release v_empty[s-1]; O *= alpha = exp2(m - m_new)
  *                P_n -> bf16/f16 in registers: accumulators 8k..8k+7 are the A fragment of k-block k
- *              the first tile has no P V before it, the last one's P V runs after the loop;
- *              epilogue: O /= l (quad-reduced), plain stores in the output dtype; lse = (m + log2 l) ln 2.
+ *              the first tile has no P V before it (its turn issues S only), the last one's P V runs after
+ *              the loop, outside the turns; epilogue: O /= l (quad-reduced), plain stores in the output dtype;
+ *              lse = (m + log2 l) ln 2.
+ *   ping-pong  (inter-warpgroup overlap, Turns) the two consumer warpgroups issue their wgmmas in turns,
+ *              group 0 first: g0 tile 0, g1 tile 0, g0 tile 1, ..., so one warpgroup's softmax runs while the
+ *              other's GEMMs occupy the tensor cores. Named barriers kTurnBarrier + g (ids 1, 2; 256
+ *              threads: the waiting warpgroup's sync and the other's arrive). Both warpgroups have the block's
+ *              tile count, so the hand-overs pair up for any count, 0 included. Head dims 64 and 128 only
+ *              (Traits::kPingPong, as FA3 tuned it): at 256 the warpgroups issue freely.
+ * Tiles (flash_sm90_traits.cuh): 128 query rows; kBlockN = 128 keys at head dims 64 and 128, 80 at 256
+ * (shared memory: Q 64 KiB + 2 stages x (K + V) 160 KiB = 225 KiB of the 227; O is 128 f32 per thread).
  * c is scale * log2(e) from the host; with a soft cap or ALiBi scores are adjusted in natural units first
  * (adjust_score) and c is log2(e). Sinks join the denominator in finish_row. A row that sees no key writes
  * 0 and lse -inf.
@@ -27,14 +38,15 @@
  * head h / heads_ratio. Rows past seq_q are computed on zeros and never written.
  *
  * Limits (the planner refuses the rest with a reason, src/plan.rs): dense batches only (no ragged/paged
- * K/V, no block-sparse mask, no split-KV, no GQA packing), f16/bf16, head_dim <= 128, strides multiples of
+ * K/V, no block-sparse mask, no split-KV, no GQA packing), f16/bf16, head_dim <= 256, strides multiples of
  * 8 elements, base addresses 16-byte aligned. Non-finite inputs are not given the sm_80 kernel's exact
  * semantics (README, "Non-finite values"): a NaN key reaches its rows as in the sm_80 kernel, but not
- * otherwise audited. Not yet: ping-pong between the consumer warpgroups (named barriers, not emulated yet),
- * TMA stores of O, clusters, kBlockN = 176 (docs/kernel-notes.md, "Hopper flash v1").
+ * otherwise audited. Not yet: TMA stores of O, clusters, kBlockN = 176 (docs/kernel-notes.md, "Hopper flash
+ * v1" and "Hopper flash v2").
  *
- * Exports: flash_sm90_fwd_d<HEAD_DIM>_<dtype> for HEAD_DIM 64, 128 and dtype f16, bf16. sm_90a only: the
- * sm_80 build of these entries traps (the planner never launches them there).
+ * Exports: flash_sm90_fwd_d<HEAD_DIM>_<dtype> for HEAD_DIM 64, 128, 256 (serving head dims 1..64, 65..128,
+ * 129..256) and dtype f16, bf16. sm_90a only: the sm_80 build of these entries traps (the planner never
+ * launches them there).
  */
 #include "include/flash_sm90_traits.cuh"
 
@@ -306,6 +318,41 @@ __device__ __forceinline__ void issue_pv(float (&o)[Traits::kHeadDim / 2],
     wgmma_commit_group();
 }
 
+/* Ping-pong between the two consumer warpgroups (FA3's inter-warpgroup overlap): a warpgroup issues the wgmmas
+ * of a key tile (S_i, with P_{i-1} V_{i-1} after the first) only in its turn, so that while one warpgroup's
+ * GEMMs run on the tensor cores the other runs its softmax. Turn i of group g waits on barrier
+ * kTurnBarrier + g and, once its wgmmas are issued, hands the next turn over by arriving on the other's:
+ * the order is g0 t0, g1 t0, g0 t1, g1 t1, ... Both groups walk the block's key tiles (TileRange), so both
+ * have `count` turns and a hand-over happens only towards a turn that exists: group 1 gives group 0 its
+ * first (start) and each later one (after its turn i when i + 1 < count); group 0 gives group 1 each of
+ * its turns. Every bar.sync is thus met by exactly one arrival of the other group (256 threads), none is
+ * left over at exit, and with no tile (count 0) nobody touches the barriers. The arrivals cannot run a
+ * generation ahead: group 1's next arrival on barrier 0 needs the turn group 0's pending sync precedes.
+ * A turn covers both wgmma batches of a step (S_i, then P_{i-1} V_{i-1}), as in FA3: handing over right after
+ * S would queue the other warpgroup's S between this one's S and P V, delaying the P V this warpgroup waits
+ * for (wait_group 0) right after its softmax. */
+template <typename Traits> struct Turns {
+    int group;
+    int count;
+
+    __device__ __forceinline__ int barrier(int g) const { return Traits::kTurnBarrier + g; }
+    __device__ __forceinline__ void start() const {
+        if (Traits::kPingPong && group == 1 && count > 0) {
+            named_barrier_arrive(barrier(0), Traits::kTurnThreads);
+        }
+    }
+    __device__ __forceinline__ void wait() const {
+        if (Traits::kPingPong) {
+            named_barrier_sync(barrier(group), Traits::kTurnThreads);
+        }
+    }
+    __device__ __forceinline__ void pass(int i) const {
+        if (Traits::kPingPong && (group == 0 || i + 1 < count)) {
+            named_barrier_arrive(barrier(1 - group), Traits::kTurnThreads);
+        }
+    }
+};
+
 /* Consumer warpgroup `group` (0 or 1): 64 query rows of the tile. Intra-warpgroup overlap: the softmax of
  * key tile i runs while the wgmmas of P_{i-1} V_{i-1} are in flight (issued right after S_i = Q K_i^T). */
 template <typename Traits, typename T>
@@ -331,6 +378,8 @@ __device__ void consume(const AttentionParams &p, const Sm90Shared<Traits> &s, i
     const uint64_t desc_v = wgmma_descriptor(s.v_address, Traits::kVLbo, Traits::kVSbo, WGMMA_SWIZZLE_128B);
     const RowMasks masks = row_masks(p, row0);
     const int tile_count = tiles.end - tiles.first;
+    const Turns<Traits> turns = {group, tile_count};
+    turns.start();
 
     mbarrier_wait_parity(s.q_full(), 0);
     if (tile_count > 0) {
@@ -341,8 +390,10 @@ __device__ void consume(const AttentionParams &p, const Sm90Shared<Traits> &s, i
         {
             const Slot<Traits> slot(0);
             mbarrier_wait_parity(s.k_full(slot.stage), slot.phase);
+            turns.wait();
             wgmma_fence();
             issue_qk<Traits, T>(x, desc_q, advance(desc_k, (uint32_t)(slot.stage * Traits::kKvTileBytes)));
+            turns.pass(0);
             wgmma_wait_group<0>();
             if (t == 0) {
                 mbarrier_arrive(s.k_empty(slot.stage));
@@ -356,10 +407,12 @@ __device__ void consume(const AttentionParams &p, const Sm90Shared<Traits> &s, i
         for (int i = 1; i < tile_count; ++i) {
             const Slot<Traits> slot(i), previous(i - 1);
             mbarrier_wait_parity(s.k_full(slot.stage), slot.phase);
+            turns.wait();
             wgmma_fence();
             issue_qk<Traits, T>(x, desc_q, advance(desc_k, (uint32_t)(slot.stage * Traits::kKvTileBytes)));
             mbarrier_wait_parity(s.v_full(previous.stage), previous.phase);
             issue_pv<Traits, T>(o, pa, advance(desc_v, (uint32_t)(previous.stage * Traits::kKvTileBytes)));
+            turns.pass(i);
             wgmma_wait_group<1>();
             if (t == 0) {
                 mbarrier_arrive(s.k_empty(slot.stage));
@@ -409,7 +462,9 @@ template <int HEAD_DIM, typename T> __device__ void flash_sm90_forward(const Att
     }
     __syncthreads();
 
-    const int warpgroup = threadIdx.x / Traits::kWarpgroupThreads;
+    /* Read from lane 0, so that ptxas knows it is warp-uniform: the turns branch on it, and a branch it
+     * cannot prove uniform makes it serialise the wgmmas (C7520). */
+    const int warpgroup = __shfl_sync(FULL_WARP_MASK, (int)threadIdx.x / Traits::kWarpgroupThreads, 0);
     if (warpgroup == 0) {
         setmaxnreg_dec<Traits::kProducerRegisters>();
         if (threadIdx.x < WARP_SIZE && elect_one_sync()) {
@@ -440,3 +495,5 @@ FLASH_SM90_EXPORT(64, f16, __half)
 FLASH_SM90_EXPORT(64, bf16, __nv_bfloat16)
 FLASH_SM90_EXPORT(128, f16, __half)
 FLASH_SM90_EXPORT(128, bf16, __nv_bfloat16)
+FLASH_SM90_EXPORT(256, f16, __half)
+FLASH_SM90_EXPORT(256, bf16, __nv_bfloat16)

@@ -23,7 +23,7 @@ const PROBE_DUMP: &str =
 const STUB_ATTN: &str = r#"#!/bin/sh
 case "$1" in
   info) echo "stub attn info: kernels in this build: stub" ;;
-  check) echo "stub attn check: ok" ;;
+  check) echo "stub attn check: ok ($*)" ;;
   bench)
     echo "stub bench args: $*"
     dir=""
@@ -247,6 +247,7 @@ fn a_full_run_packs_everything_into_one_archive_and_prints_the_summary_last() {
         "bench-decode/results.json",
         "bench-decode/timings.png",
         "check-flash-sm90.log",
+        "check-flash-sm90-d256.log",
         "sanitizer-flash-sm90-memcheck.log",
         "sanitizer-flash-sm90-racecheck.log",
         "bench-sm90.log",
@@ -304,13 +305,19 @@ fn a_full_run_packs_everything_into_one_archive_and_prints_the_summary_last() {
     let hopper = fake.member("bench-sm90.log");
     assert!(
         hopper.contains(
-            "bench --kernels flash,flash-sm90 --head-dims 128 --seqs 2048,4096,8192,16384"
+            "bench --kernels flash,flash-sm90 --head-dims 128,256 --seqs 2048,4096,8192,16384"
         ) && hopper.contains("stub bench table"),
         "{hopper}"
     );
     assert!(fake
         .member("check-flash-sm90.log")
         .contains("stub attn check: ok"));
+    let d256 = fake.member("check-flash-sm90-d256.log");
+    assert!(
+        d256.contains("check --kernel flash-sm90 --dtype bf16 --batch 2 --seq-q 1000 --seq-k 1100 --heads 4 --heads-kv 2 --head-dim 256")
+            && d256.contains("stub attn check: ok"),
+        "{d256}"
+    );
     let sparse = fake.member("bench-sparse.log");
     assert!(
         sparse.contains(

@@ -162,7 +162,8 @@ fn the_hopper_probe_uses_hgmma_and_tma_on_sm_90a() {
 
 /// The sm_90a flash kernels (kernels/flash_sm90.cu): on sm_90a, warpgroup MMAs of their shapes (S: 64 x
 /// kBlockN, O: 64 x head_dim) in their dtype, 4-d TMA tile loads, mbarrier waits and arrivals with
-/// transaction counts, setmaxnreg, and no local memory; their sm_80 build (a trap) has no HGMMA.
+/// transaction counts, setmaxnreg, the ping-pong's named-barrier sync and arrive up to head dim 128 (none
+/// at 256, which does not ping-pong), and no local memory; their sm_80 build (a trap) has no HGMMA.
 #[test]
 fn the_sm90_flash_kernels_use_hgmma_tma_and_setmaxnreg_on_sm_90a() {
     let functions = disassemble();
@@ -170,7 +171,7 @@ fn the_sm90_flash_kernels_use_hgmma_tma_and_setmaxnreg_on_sm_90a() {
         .iter()
         .filter(|k| k.family == KernelFamily::FlashSm90)
         .collect();
-    assert_eq!(sm90.len(), 4, "d64 and d128, f16 and bf16");
+    assert_eq!(sm90.len(), 6, "d64, d128 and d256, f16 and bf16");
     for kernel in sm90 {
         let key = |arch: &str| (arch.to_string(), kernel.name.to_string());
         let sass = functions
@@ -193,6 +194,19 @@ fn the_sm90_flash_kernels_use_hgmma_tma_and_setmaxnreg_on_sm_90a() {
             assert!(
                 sass.contains(&expected),
                 "{} on sm_90a: no {expected}",
+                kernel.name
+            );
+        }
+        // The turns: BAR.SYNC and BAR.ARV on a named barrier with 256 threads (0x100); __syncthreads is
+        // BAR.SYNC 0x0 with no count.
+        let ping_pong = *head_dim <= 128;
+        for named in ["BAR.SYNC", "BAR.ARV"] {
+            let found = sass
+                .lines()
+                .any(|line| line.contains(named) && line.contains(", 0x100"));
+            assert_eq!(
+                found, ping_pong,
+                "{} on sm_90a: {named} with 256 threads present {found}, ping-pong {ping_pong}",
                 kernel.name
             );
         }

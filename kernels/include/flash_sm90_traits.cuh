@@ -5,8 +5,8 @@
  *
  * A block is three warpgroups: warpgroup 0 the producer (one elected thread of its first warp issues every
  * TMA load), warpgroups 1 and 2 the consumers, each owning kWarpgroupRows = 64 query rows (one wgmma M).
- * Tiles are 128 query rows by kBlockN = 128 keys. Shared memory, from a 1024-byte-aligned base (the
- * 128-byte swizzle repeats every 1024 bytes and acts on absolute addresses):
+ * Tiles are 128 query rows by kBlockN keys (128; 80 at head dim 256). Shared memory, from a 1024-byte-aligned
+ * base (the 128-byte swizzle repeats every 1024 bytes and acts on absolute addresses):
  *
  *   Q        kBlockM x HEAD_DIM, as HEAD_DIM / 64 column blocks of [kBlockM rows][64 elements] (128-byte rows,
  *            128-byte swizzle): exactly what one TMA box of (64, kBlockM) lands, and the K-major SW128
@@ -22,6 +22,7 @@
 #define CUDA_ATTENTION_FLASH_SM90_TRAITS_CUH
 
 #include "device_helpers.cuh"
+#include "named_barrier.cuh"
 #include "ptx.cuh"
 #include "ptx_sm90.cuh"
 #include "ptx_sm90_tma4d.cuh"
@@ -33,7 +34,9 @@ template <int HEAD_DIM> struct FlashSm90Traits {
     static constexpr int kThreads = (1 + kConsumerWarpgroups) * kWarpgroupThreads;
     static constexpr int kWarpgroupRows = 64; /* wgmma M */
     static constexpr int kBlockM = kConsumerWarpgroups * kWarpgroupRows;
-    static constexpr int kBlockN = 128;
+    /* Keys per tile: 128 up to head dim 128; 80 at 256, where Q (64 KiB) and two stages of K and V
+     * (4 x 40 KiB) just fit in 227 KiB and O (128 f32 per thread), S (40) and P (20) in 240 registers. */
+    static constexpr int kBlockN = HEAD_DIM <= 128 ? 128 : 80;
     static constexpr int kStages = 2;
     /* Elements of one 128-byte swizzled row: the TMA box width and the column-block width. */
     static constexpr int kBoxCols = 64;
@@ -57,8 +60,16 @@ template <int HEAD_DIM> struct FlashSm90Traits {
     static constexpr uint32_t kKMajorSbo = 8 * kRowBytes;
     static constexpr uint32_t kVLbo = kBlockN * kRowBytes;
     static constexpr uint32_t kVSbo = 8 * kRowBytes;
+    /* Ping-pong (flash_sm90.cu, Turns): the consumer warpgroups take turns issuing their wgmmas, on named
+     * barriers kTurnBarrier + 0 and + 1 (one per warpgroup; 0 is __syncthreads's, no other id is used in
+     * this kernel), each completed by both warpgroups' 256 threads. Up to head dim 128 only, as FA3 tuned
+     * it (its UseSchedulerBarrier for 16-bit types): at 256 the softmax of an 80-key tile is small beside
+     * the two 256-deep GEMMs and already runs under the warpgroup's own P V. */
+    static constexpr bool kPingPong = HEAD_DIM <= 128;
+    static constexpr int kTurnBarrier = 1;
+    static constexpr int kTurnThreads = kConsumerWarpgroups * kWarpgroupThreads;
 
-    static_assert(HEAD_DIM == 64 || HEAD_DIM == 128, "head dims 64 and 128 (256: not yet)");
+    static_assert(HEAD_DIM == 64 || HEAD_DIM == 128 || HEAD_DIM == 256, "head dims 64, 128 and 256");
     static_assert(kBlockN % 16 == 0 && kBlockN <= 256, "S is one m64nNk16 wgmma per k-block");
     static_assert(kQBoxBytes % kSwizzleRepeat == 0 && kKvBoxBytes % kSwizzleRepeat == 0,
                   "every TMA box starts at the swizzle's repeat");
@@ -66,12 +77,15 @@ template <int HEAD_DIM> struct FlashSm90Traits {
     static_assert(kProducerRegisters * kWarpgroupThreads + kConsumerRegisters * kWarpgroupThreads *
                           kConsumerWarpgroups <= 65536,
                   "the register file holds every warpgroup after setmaxnreg");
+    static_assert(kConsumerWarpgroups == 2 && kTurnBarrier >= 1 && kTurnBarrier + 1 <= 15,
+                  "two turn barriers among the ids 1..15");
 
-    /* The registry record for element type T: serves head dims HEAD_DIM - 63 .. HEAD_DIM (the TMA box
-     * zero-fills the columns past head_dim). */
+    /* The registry record for element type T: serves head dims above the next smaller instantiation's
+     * (1..64, 65..128, 129..256): the TMA box zero-fills the columns past head_dim. */
+    static constexpr int kMinHeadDim = HEAD_DIM <= 64 ? 1 : HEAD_DIM / 2 + 1;
     template <typename T> static constexpr KernelInfo info() {
         static_assert(sizeof(T) == 2, "wgmma here takes 2-byte elements");
-        return make_kernel_info(KERNEL_FAMILY_FLASH_SM90, kernel_dtype<T>(), HEAD_DIM - kBoxCols + 1, HEAD_DIM,
+        return make_kernel_info(KERNEL_FAMILY_FLASH_SM90, kernel_dtype<T>(), kMinHeadDim, HEAD_DIM,
                                 kThreads, 1, kBlockM, kBlockN, kSharedBytes, 0, kStrideMultiple, kBaseAlignment);
     }
 };

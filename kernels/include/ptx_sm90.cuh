@@ -25,7 +25,8 @@
  *                                     wgmma.mma_async.sync.aligned.m64nNk16.f32.T.T, A and B in shared memory
  *   wgmma_rs_{f16,bf16}<N, TRANS_B>(d, a, desc_b, accumulate)
  *                                     the same with A from registers (4 x b32, K-major)
- *                                     N in {8, 16, 32, 64, 128, 256}; d: N / 2 f32 accumulators per thread
+ *                                     N in {8, 16, 32, 64, 80, 128, 256}; d: N / 2 f32 accumulators per
+ *                                     thread (80: the d256 flash kernel's key tile)
  *   elect_one_sync()                  elect.sync with a full mask: true on one lane of the warp
  *   setmaxnreg_inc<R>() / setmaxnreg_dec<R>()
  *                                     setmaxnreg.{inc,dec}.sync.aligned.u32 R (24..256, multiple of 8);
@@ -265,6 +266,9 @@ template <int N> __device__ __forceinline__ void wgmma_wait_group(PTX_SM90_SITE_
 #define WGMMA_D_REGS_16 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15"
 #define WGMMA_D_REGS_32 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
     "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31"
+#define WGMMA_D_REGS_40 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
+    "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
+    "%32, %33, %34, %35, %36, %37, %38, %39"
 #define WGMMA_D_REGS_64 "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, " \
     "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, " \
     "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, " \
@@ -289,6 +293,7 @@ template <int N> __device__ __forceinline__ void wgmma_wait_group(PTX_SM90_SITE_
 #define WGMMA_D_OUT_8 WGMMA_OUT8(0)
 #define WGMMA_D_OUT_16 WGMMA_OUT16(0)
 #define WGMMA_D_OUT_32 WGMMA_OUT32(0)
+#define WGMMA_D_OUT_40 WGMMA_OUT32(0), WGMMA_OUT8(32)
 #define WGMMA_D_OUT_64 WGMMA_OUT64(0)
 #define WGMMA_D_OUT_128 WGMMA_OUT128(0)
 
@@ -335,13 +340,14 @@ WGMMA_DEFINE_SHAPE(8, 4, 4, 5, 6, 7, 8, 9, 10)
 WGMMA_DEFINE_SHAPE(16, 8, 8, 9, 10, 11, 12, 13, 14)
 WGMMA_DEFINE_SHAPE(32, 16, 16, 17, 18, 19, 20, 21, 22)
 WGMMA_DEFINE_SHAPE(64, 32, 32, 33, 34, 35, 36, 37, 38)
+WGMMA_DEFINE_SHAPE(80, 40, 40, 41, 42, 43, 44, 45, 46)
 WGMMA_DEFINE_SHAPE(128, 64, 64, 65, 66, 67, 68, 69, 70)
 WGMMA_DEFINE_SHAPE(256, 128, 128, 129, 130, 131, 132, 133, 134)
 #endif /* PTX_SM90_DEVICE */
 
 /* N (8..256, a multiple of 8) with a device body above. */
 template <int N> struct WgmmaShapeSupported {
-    static constexpr bool value = N == 8 || N == 16 || N == 32 || N == 64 || N == 128 || N == 256;
+    static constexpr bool value = N == 8 || N == 16 || N == 32 || N == 64 || N == 80 || N == 128 || N == 256;
 };
 
 #if !defined(__CUDACC__)
@@ -369,7 +375,7 @@ inline WgmmaCall wgmma_call(WgmmaInput input, int n, bool a_registers, int trans
 template <int N, int TRANS_A = 0, int TRANS_B = 0>
 __device__ __forceinline__ void wgmma_ss_f16(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b,
                                              bool accumulate PTX_SM90_SITE_PARAMS) {
-    static_assert(WgmmaShapeSupported<N>::value, "wgmma N: 8, 16, 32, 64, 128 or 256");
+    static_assert(WgmmaShapeSupported<N>::value, "wgmma N: 8, 16, 32, 64, 80, 128 or 256");
 #if defined(PTX_SM90_DEVICE)
     WgmmaAsm<N>::template ss_f16<TRANS_A, TRANS_B>(d, desc_a, desc_b, accumulate ? 1u : 0u);
 #elif defined(__CUDA_ARCH__)
@@ -385,7 +391,7 @@ __device__ __forceinline__ void wgmma_ss_f16(float (&d)[N / 2], uint64_t desc_a,
 template <int N, int TRANS_A = 0, int TRANS_B = 0>
 __device__ __forceinline__ void wgmma_ss_bf16(float (&d)[N / 2], uint64_t desc_a, uint64_t desc_b,
                                               bool accumulate PTX_SM90_SITE_PARAMS) {
-    static_assert(WgmmaShapeSupported<N>::value, "wgmma N: 8, 16, 32, 64, 128 or 256");
+    static_assert(WgmmaShapeSupported<N>::value, "wgmma N: 8, 16, 32, 64, 80, 128 or 256");
 #if defined(PTX_SM90_DEVICE)
     WgmmaAsm<N>::template ss_bf16<TRANS_A, TRANS_B>(d, desc_a, desc_b, accumulate ? 1u : 0u);
 #elif defined(__CUDA_ARCH__)
@@ -402,7 +408,7 @@ __device__ __forceinline__ void wgmma_ss_bf16(float (&d)[N / 2], uint64_t desc_a
 template <int N, int TRANS_B = 0>
 __device__ __forceinline__ void wgmma_rs_f16(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b,
                                              bool accumulate PTX_SM90_SITE_PARAMS) {
-    static_assert(WgmmaShapeSupported<N>::value, "wgmma N: 8, 16, 32, 64, 128 or 256");
+    static_assert(WgmmaShapeSupported<N>::value, "wgmma N: 8, 16, 32, 64, 80, 128 or 256");
 #if defined(PTX_SM90_DEVICE)
     WgmmaAsm<N>::template rs_f16<TRANS_B>(d, a, desc_b, accumulate ? 1u : 0u);
 #elif defined(__CUDA_ARCH__)
@@ -417,7 +423,7 @@ __device__ __forceinline__ void wgmma_rs_f16(float (&d)[N / 2], const uint32_t (
 template <int N, int TRANS_B = 0>
 __device__ __forceinline__ void wgmma_rs_bf16(float (&d)[N / 2], const uint32_t (&a)[4], uint64_t desc_b,
                                               bool accumulate PTX_SM90_SITE_PARAMS) {
-    static_assert(WgmmaShapeSupported<N>::value, "wgmma N: 8, 16, 32, 64, 128 or 256");
+    static_assert(WgmmaShapeSupported<N>::value, "wgmma N: 8, 16, 32, 64, 80, 128 or 256");
 #if defined(PTX_SM90_DEVICE)
     WgmmaAsm<N>::template rs_bf16<TRANS_B>(d, a, desc_b, accumulate ? 1u : 0u);
 #elif defined(__CUDA_ARCH__)
