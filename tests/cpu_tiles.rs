@@ -1,5 +1,5 @@
-//! The CPU backend's tiled loop (src/cpu/tile.rs: tasks of up to 128 query rows, key tiles of 256, or
-//! 64/128/256 under a block mask) on problems that span several tiles in both directions, against the
+//! The CPU backend's tiled loop (src/cpu/tile.rs: tasks of up to 128 query rows, key tiles of 256; under
+//! a block mask, tasks inside one query block and tiles over the runs of listed key blocks) on problems that span several tiles in both directions, against the
 //! f64 reference within FlashAttention's tolerance rule: out, lse and weights, rows that see no key, and
 //! exact zeros at hidden keys (common::cpu_support::check). Ragged sizes put tile edges inside the rows'
 //! key ranges; the masks cross tile edges; GQA stacks a group's heads into one product per tile (up to
@@ -68,8 +68,8 @@ fn large_logits_across_tiles_keep_the_running_maximum_exact() {
 
 #[test]
 fn block_masks_skip_the_tiles_no_row_lists() {
-    // Blocks of 64 (tiles of 64 keys) and of 192 (tiles of 64), rectangular blocks of 128 x 256 (tiles
-    // of 256): a query tile of 128 rows spans one or two query blocks.
+    // Blocks of 64 and of 192 (runs of listed blocks cut into tiles of up to 256 keys; tasks of at most
+    // 64 rows, inside one query block), rectangular blocks of 128 x 256.
     let bigbird = BigBird {
         window: 1,
         global: 1,

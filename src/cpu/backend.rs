@@ -4,8 +4,8 @@
 //! for the L1/L2 caches, `S = Q K^T` and `O += P V` through the `gemm` crate's micro-kernels, the online
 //! softmax between them (vectorised, dispatched at run time to AVX-512, AVX2 or the baseline), f16/bf16
 //! widened to f32 per tile, f32 accumulation. Every mask here (causal, sliding window) keeps a contiguous
-//! range of keys per row whose bounds grow with the row; a block mask skips the key tiles no row of a
-//! task lists. Memory per thread is a few tiles, whatever the sequence length.
+//! range of keys per row whose bounds grow with the row; under a block mask a task's rows lie in one query
+//! block and only the key blocks it lists are computed. Memory per thread is a few tiles, whatever the sequence length.
 //!
 //! Work is split into tasks of (batch, key/value head, block of query rows) covering every query head
 //! of the group (stacked into one product per tile, sharing each widened K/V tile), taken from a shared queue by
@@ -18,7 +18,7 @@ use std::sync::Mutex;
 
 use crate::binding::{bind, bind_append, check_plan, HostKvAppend, HostOutput, HostTensors};
 use crate::cpu::ragged::for_each_sequence;
-use crate::cpu::tile::{rows_per_task_cap, Context, Scratch, Task, TaskSlices};
+use crate::cpu::tile::{self, Context, Scratch, Task, TaskSlices};
 use crate::dtype::Element;
 use crate::error::{AttentionError, Result};
 use crate::host_memory::{check_budget, forward_host, vec_filled};
@@ -323,14 +323,12 @@ fn run<T: Element>(
     Ok(())
 }
 
-/// Rows per task: enough tasks for every thread to get several, at most [`rows_per_task_cap`].
+/// Rows per task: enough tasks for every thread to get several, within [`tile::rows_per_task`]'s limits.
 fn rows_per_task(problem: &AttentionProblem, threads: usize) -> usize {
     let s = problem.shape;
     let groups = s.batch * s.heads_kv;
     let blocks_per_group = (threads * TASKS_PER_THREAD).div_ceil(groups).max(1);
-    s.seq_q
-        .div_ceil(blocks_per_group)
-        .clamp(1, rows_per_task_cap(problem))
+    tile::rows_per_task(problem, s.seq_q.div_ceil(blocks_per_group))
 }
 
 /// Splits the problem into tasks and hands each its disjoint slices of the logsumexp and weights.

@@ -1,8 +1,8 @@
 //! Score adjustments of the CPU backend, applied to one row of scaled scores `S = scale * q K^T` at a
-//! time: the soft cap and ALiBi bias ([`Adjust`]) and the block mask ([`drop_unlisted_blocks`]).
+//! time: the soft cap and ALiBi bias ([`Adjust`]). (A block mask needs none: the tile walk visits only
+//! listed keys, src/cpu/tile.rs.)
 
 use crate::problem::AttentionProblem;
-use crate::sparse::BlockMask;
 
 /// The larger of two scores, NaN if either is (`f32::max` would drop a NaN and hide bad inputs).
 pub(super) fn max_keeping_nan(max: f32, x: f32) -> f32 {
@@ -48,25 +48,5 @@ impl<'a> Adjust<'a> {
                 *s -= slope * (diagonal - j as i64).unsigned_abs() as f32;
             }
         }
-    }
-}
-
-/// Sets to -inf the scores of `row` (keys `begin..begin + row.len()` of query `i`) whose key block the
-/// block mask does not list for the query's block: one pass over the row's sorted block list.
-pub(super) fn drop_unlisted_blocks(mask: &BlockMask, i: usize, begin: usize, row: &mut [f32]) {
-    let block_k = mask.block_k();
-    let listed = mask.row(i / mask.block_q());
-    let mut next = 0;
-    let mut start = 0;
-    while start < row.len() {
-        let block = (begin + start) / block_k;
-        let end = ((block + 1) * block_k - begin).min(row.len());
-        while next < listed.len() && (listed[next] as usize) < block {
-            next += 1;
-        }
-        if listed.get(next).is_none_or(|&c| c as usize != block) {
-            row[start..end].fill(f32::NEG_INFINITY);
-        }
-        start = end;
     }
 }

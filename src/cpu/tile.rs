@@ -6,11 +6,11 @@
 //!   [head_dim]` (at most [`QUERY_TILE`] rows in all, or the group's heads for one row), so that each
 //!   product covers every head of the group;
 //! - the keys any row sees, `first..last` (the union of the rows' ranges: both bounds grow with the row),
-//!   are walked in tiles of [`KEY_TILE`] keys (64, 128 or 256 under a block mask, so that a tile lies in
-//!   one key block; a tile no query block of the task lists is skipped), each widened once to f32 `[keys]
-//!   [head_dim]` for K and V;
+//!   are walked in tiles of at most [`KEY_TILE`] keys ([`key_tiles`]; under a block mask, only the runs
+//!   of key blocks the task's query block lists), each widened once to f32 `[keys][head_dim]` for K and
+//!   V;
 //! - `S = (scale Q) K^T` (`gemm`, [`super::matmul`]), then per row the keys outside its range
-//!   set to `-inf`, the soft cap / ALiBi and the block mask applied, and the online softmax
+//!   set to `-inf`, the soft cap / ALiBi applied, and the online softmax
 //!   (`m' = max(m, max S)`, `P = exp(S - m')`, `l' = l e^(m - m') + sum P`, `O *= e^(m - m')`,
 //!   [`super::simd`]); then `O += P V` (`gemm`);
 //! - at the end `O / l` (a sink joins the denominator), `lse = m + ln l`, and the weights when asked for,
@@ -24,11 +24,10 @@
 //! accumulators, whatever the sequence length.
 
 use super::matmul::{accumulate_nn, product_nt, Dims};
-use super::scores::{drop_unlisted_blocks, max_keeping_nan, Adjust};
+use super::scores::{max_keeping_nan, Adjust};
 use super::simd::{exp_shifted, row_max};
 use crate::dtype::Element;
 use crate::problem::AttentionProblem;
-use crate::sparse::BlockMask;
 
 /// Most query rows in one task.
 pub(super) const QUERY_TILE: usize = 128;
@@ -53,27 +52,15 @@ pub(super) struct TaskSlices<'a> {
     pub weights: Vec<&'a mut [f32]>,
 }
 
-/// Keys per tile for `problem`: [`KEY_TILE`], or under a block mask the largest of 256, 128 and 64 that
-/// divides its key block (key blocks are multiples of 64), so that tiles never straddle two blocks.
-fn key_tile(problem: &AttentionProblem) -> usize {
-    match &problem.block_mask {
-        Some(mask) => [KEY_TILE, 128, 64]
-            .into_iter()
-            .find(|tile| mask.block_k() % tile == 0)
-            .unwrap_or(64),
-        None => KEY_TILE,
-    }
-}
-
 /// Per-thread tiles, reused across tasks.
 pub(super) struct Scratch {
-    /// The key tile, f32 `[key_tile][head_dim]`.
+    /// The key tile, f32 `[KEY_TILE][head_dim]`.
     k: Vec<f32>,
-    /// The value tile, f32 `[key_tile][head_dim]`.
+    /// The value tile, f32 `[KEY_TILE][head_dim]`.
     v: Vec<f32>,
     /// `scale * q` of the task's stacked rows (see [`stacked_rows`]), `[group * rows][head_dim]`.
     q: Vec<f32>,
-    /// Scores, then probabilities, `[group * rows][key_tile]`.
+    /// Scores, then probabilities, `[group * rows][KEY_TILE]`.
     s: Vec<f32>,
     /// Unnormalised outputs, `[group * rows][head_dim]`.
     o: Vec<f32>,
@@ -82,9 +69,20 @@ pub(super) struct Scratch {
     l: Vec<f32>,
 }
 
-/// The most query rows of one task: [`QUERY_TILE`] rows of all the heads of a group together, so
-/// `QUERY_TILE / group` rows (at least one, for decode with a large group).
-pub(super) fn rows_per_task_cap(problem: &AttentionProblem) -> usize {
+/// Query rows per task for `wanted` (what balances the threads): at most [`QUERY_TILE`] rows of all
+/// the heads of a group together, so `QUERY_TILE / group` rows (at least one, for decode with a large
+/// group). Under a block mask, a power of two no larger than 64, which divides every query block
+/// (multiples of 64): a task's rows then lie in one query block and share its list of key blocks.
+pub(super) fn rows_per_task(problem: &AttentionProblem, wanted: usize) -> usize {
+    let rows = wanted.clamp(1, rows_per_task_cap(problem));
+    match problem.block_mask {
+        Some(_) => 1 << rows.min(64).ilog2(),
+        None => rows,
+    }
+}
+
+/// The most query rows of one task ([`rows_per_task`]).
+fn rows_per_task_cap(problem: &AttentionProblem) -> usize {
     (QUERY_TILE / problem.heads_ratio()).max(1)
 }
 
@@ -97,7 +95,7 @@ impl Scratch {
     /// f32 values one thread's scratch holds for `problem`, `None` on overflow.
     pub(super) fn values(problem: &AttentionProblem) -> Option<usize> {
         let d = problem.shape.head_dim;
-        let (keys, rows) = (key_tile(problem), stacked_rows(problem));
+        let (keys, rows) = (KEY_TILE, stacked_rows(problem));
         let kv = keys.checked_mul(d)?.checked_mul(2)?;
         let q_o = rows.checked_mul(d)?.checked_mul(2)?;
         kv.checked_add(q_o)?
@@ -108,7 +106,7 @@ impl Scratch {
     /// Allocates the tiles; the caller checked [`Scratch::values`] against the memory budget.
     pub(super) fn new(problem: &AttentionProblem) -> Self {
         let d = problem.shape.head_dim;
-        let (keys, rows) = (key_tile(problem), stacked_rows(problem));
+        let (keys, rows) = (KEY_TILE, stacked_rows(problem));
         Scratch {
             k: vec![0.0; keys * d],
             v: vec![0.0; keys * d],
@@ -129,13 +127,55 @@ pub(super) struct Context<'a, T> {
     pub v: &'a [T],
 }
 
-/// Whether some query block of rows `rows` lists the key block holding key `key`.
-fn listed(mask: &BlockMask, rows: std::ops::Range<usize>, key: usize) -> bool {
-    let column = key / mask.block_k();
-    let blocks = rows.start / mask.block_q()..(rows.end - 1) / mask.block_q() + 1;
-    blocks
-        .take_while(|&block| block < mask.row_blocks())
-        .any(|block| mask.row(block).binary_search(&(column as i32)).is_ok())
+/// The key tiles of a task whose rows see the keys `first..last`: without a block mask, tiles of
+/// [`KEY_TILE`] keys aligned to multiples of it; under one, the runs of consecutive key blocks listed by
+/// the query block holding `row0` (the task's rows lie in one, [`rows_per_task_cap`]), each cut into
+/// tiles of at most [`KEY_TILE`] keys, so that every key of a tile is listed for every row.
+fn key_tiles(
+    problem: &AttentionProblem,
+    row0: usize,
+    first: usize,
+    last: usize,
+) -> Vec<(usize, usize)> {
+    let mut tiles = Vec::new();
+    let mut cut = |start: usize, end: usize| {
+        let (mut t0, end) = (start.max(first), end.min(last));
+        while t0 < end {
+            let t1 = (t0 + KEY_TILE).min(end);
+            tiles.push((t0, t1));
+            t0 = t1;
+        }
+    };
+    let Some(mask) = &problem.block_mask else {
+        let mut start = first / KEY_TILE * KEY_TILE;
+        while start < last {
+            cut(start, start + KEY_TILE);
+            start += KEY_TILE;
+        }
+        return tiles;
+    };
+    let block = row0 / mask.block_q();
+    if block >= mask.row_blocks() {
+        return tiles;
+    }
+    let width = mask.block_k();
+    let mut run: Option<(usize, usize)> = None;
+    for &c in mask.row(block) {
+        let c = c as usize;
+        match run {
+            Some((begin, end)) if end == c => run = Some((begin, c + 1)),
+            _ => {
+                if let Some((begin, end)) = run {
+                    cut(begin * width, end * width);
+                }
+                run = Some((c, c + 1));
+            }
+        }
+    }
+    if let Some((begin, end)) = run {
+        cut(begin * width, end * width);
+    }
+    tiles
 }
 
 impl<T: Element> Context<'_, T> {
@@ -151,7 +191,6 @@ impl<T: Element> Context<'_, T> {
             rows,
         } = slices.task;
         let group = problem.heads_ratio();
-        let tile = key_tile(problem);
         let adjust = Adjust::new(problem);
 
         let mut ranges = [(0usize, 0usize); QUERY_TILE];
@@ -181,15 +220,7 @@ impl<T: Element> Context<'_, T> {
             weights.fill(f32::NEG_INFINITY);
         }
 
-        let mut tile_start = first / tile * tile;
-        while tile_start < last {
-            let (t0, t1) = (tile_start.max(first), (tile_start + tile).min(last));
-            tile_start += tile;
-            if let Some(mask) = &problem.block_mask {
-                if !listed(mask, row0..row0 + rows, t0) {
-                    continue;
-                }
-            }
+        for (t0, t1) in key_tiles(problem, row0, first, last) {
             let n = t1 - t0;
             // K and V of the tile widened to f32 `[n][head_dim]` (a copy for f32: gemm packs a
             // contiguous tile faster than the caller's strided rows, measured), the rows ahead
@@ -224,7 +255,7 @@ impl<T: Element> Context<'_, T> {
             let s_dims = Dims {
                 rows: stacked,
                 cols: n,
-                stride: tile,
+                stride: KEY_TILE,
             };
             let q_dims = Dims {
                 rows: stacked,
@@ -242,7 +273,7 @@ impl<T: Element> Context<'_, T> {
             for x in 0..stacked {
                 let (g, r) = (x / rows, x % rows);
                 let (begin, end) = ranges[r];
-                let row = &mut scratch.s[x * tile..][..n];
+                let row = &mut scratch.s[x * KEY_TILE..][..n];
                 let lo = begin.clamp(t0, t1) - t0;
                 let hi = end.clamp(t0, t1) - t0;
                 if lo >= hi {
@@ -256,9 +287,6 @@ impl<T: Element> Context<'_, T> {
                 let i = row0 + r;
                 if let Some(adjust) = &adjust {
                     adjust.apply(head_kv * group + g, i, t0 + lo, &mut row[lo..hi]);
-                }
-                if let Some(mask) = &problem.block_mask {
-                    drop_unlisted_blocks(mask, i, t0 + lo, &mut row[lo..hi]);
                 }
                 if let Some(weights) = slices.weights.get_mut(g) {
                     weights[r * sk + t0..][..n].copy_from_slice(row);
@@ -284,7 +312,7 @@ impl<T: Element> Context<'_, T> {
             if v_finite {
                 accumulate_nn(o, q_dims, &scratch.s, s_dims, &scratch.v, kv_dims);
             } else {
-                own_keys_only(o, d, &scratch.s, tile, &scratch.v, ranges, t0, t1);
+                own_keys_only(o, d, &scratch.s, KEY_TILE, &scratch.v, ranges, t0, t1);
             }
         }
         self.finish(&mut slices, scratch, ranges)

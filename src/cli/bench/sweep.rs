@@ -91,8 +91,8 @@ pub const GPU_SPARSE_QUICK: Defaults = Defaults {
     head_dims: &[128],
 };
 
-/// `--sparse` on the CPU backend: about a minute on 2 cores (it skips the key tiles no row of a query
-/// tile lists, so a sparse shape costs about its computed pairs).
+/// `--sparse` on the CPU backend: under a minute on 2 cores (it computes only the listed key blocks, so a
+/// sparse shape costs about its computed pairs).
 pub const CPU_SPARSE: Defaults = Defaults {
     seqs: &[512, 1024, 2048, 4096],
     tokens: 4096,
