@@ -72,6 +72,26 @@ pub struct TensorMapSpec {
     pub swizzle: TensorMapSwizzle,
 }
 
+impl TensorMapSpec {
+    /// The number of dimensions, after checking that the arrays agree on it (`n` dims, `n - 1` strides,
+    /// `n` box dims, `n >= 1`): both encoders (the emulator's and the driver's) pass `rank` entries.
+    ///
+    /// # Errors
+    /// [`AttentionError::InvalidArgument`] when they do not.
+    pub fn rank(&self) -> Result<usize> {
+        let rank = self.global_dim.len();
+        if rank == 0 || self.box_dim.len() != rank || self.global_strides.len() + 1 != rank {
+            return Err(AttentionError::InvalidArgument(format!(
+                "tensor map: {} dims, {} strides and {} box dims (want n, n - 1, n with n >= 1)",
+                rank,
+                self.global_strides.len(),
+                self.box_dim.len()
+            )));
+        }
+        Ok(rank)
+    }
+}
+
 /// A 128-byte tensor map, 64-byte aligned, as a TMA instruction reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(C, align(64))]
@@ -92,15 +112,7 @@ impl TensorMap {
         global_address: *const u8,
         spec: &TensorMapSpec,
     ) -> Result<TensorMap> {
-        let rank = spec.global_dim.len();
-        if rank == 0 || spec.box_dim.len() != rank || spec.global_strides.len() + 1 != rank {
-            return Err(AttentionError::InvalidArgument(format!(
-                "tensor map: {} dims, {} strides and {} box dims (want n, n - 1, n with n >= 1)",
-                rank,
-                spec.global_strides.len(),
-                spec.box_dim.len()
-            )));
-        }
+        let rank = spec.rank()?;
         let element_strides = vec![1u32; rank];
         let mut map = TensorMap([0; 16]);
         let mut message = vec![0u8; 512];

@@ -30,15 +30,7 @@ pub(crate) fn encode_tiled(request: &TensorMapRequest) -> Result<[u64; 16]> {
         TensorMapSwizzle::B64 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_64B,
         TensorMapSwizzle::B128 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
     };
-    let rank = spec.global_dim.len();
-    if rank == 0 || spec.box_dim.len() != rank || spec.global_strides.len() + 1 != rank {
-        return Err(AttentionError::InvalidArgument(format!(
-            "tensor map: {} dims, {} strides and {} box dims (want n, n - 1, n with n >= 1)",
-            rank,
-            spec.global_strides.len(),
-            spec.box_dim.len()
-        )));
-    }
+    let rank = spec.rank()?;
     let element_strides = vec![1u32; rank];
     let mut map = sys::CUtensorMap { opaque: [0; 16] };
     // SAFETY: every array has `rank` entries (strides rank - 1) and outlives the call; the map is a
