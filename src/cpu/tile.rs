@@ -31,7 +31,7 @@ use crate::problem::AttentionProblem;
 
 /// Most query rows in one task.
 pub(super) const QUERY_TILE: usize = 128;
-/// Keys per tile without a block mask.
+/// Most keys per tile.
 pub(super) const KEY_TILE: usize = 256;
 
 /// One unit of work: query rows `row0..row0 + rows` of every query head served by key/value head
@@ -129,7 +129,7 @@ pub(super) struct Context<'a, T> {
 
 /// The key tiles of a task whose rows see the keys `first..last`: without a block mask, tiles of
 /// [`KEY_TILE`] keys aligned to multiples of it; under one, the runs of consecutive key blocks listed by
-/// the query block holding `row0` (the task's rows lie in one, [`rows_per_task_cap`]), each cut into
+/// the query block holding `row0` (the task's rows lie in one, [`rows_per_task`]), each cut into
 /// tiles of at most [`KEY_TILE`] keys, so that every key of a tile is listed for every row.
 fn key_tiles(
     problem: &AttentionProblem,
